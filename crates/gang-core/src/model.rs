@@ -1,0 +1,382 @@
+//! The model: pools, domains, vCPUs and gang policies.
+//!
+//! These are plain values, validated by [`crate::admission`] and owned by the
+//! [`crate::engine::Scheduler`]. Nothing here knows about threads or time
+//! sources; a `from` time is an absolute time since the pool's epoch.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::cpuset::{CpuId, CpuSet};
+use crate::time::{Duration, Nanos, MS};
+
+/// A domain's identifier, unique within a scheduler (the toolstack's domid).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct DomainId(pub u32);
+
+impl fmt::Display for DomainId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// One vCPU of one domain: vCPU `vcpu` of domain `domain`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct VcpuRef {
+    /// The domain.
+    pub domain: DomainId,
+    /// The vCPU index within the domain (0-based).
+    pub vcpu: u32,
+}
+
+/// Timing of a periodic reservation: activated at `from + k·period`,
+/// `active` of every period.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Periodic {
+    /// First activation (absolute, since the pool epoch).
+    pub from: Nanos,
+    /// Period length.
+    pub period: Nanos,
+    /// Time the domain receives in every period.
+    pub active: Nanos,
+}
+
+/// Default best-effort weight (as Xen credit's default).
+pub const DEFAULT_WEIGHT: u16 = 256;
+
+/// A domain's gang policy. Precedence: no-mux > TT > ET > BE.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(tag = "policy", rename_all = "kebab-case")]
+pub enum Policy {
+    /// Owns its CPUs from `from` on; must be alone on them.
+    NoMux {
+        /// When ownership starts.
+        from: Nanos,
+    },
+    /// Time-triggered: strictly periodic, `active` in every period, in slots
+    /// fixed by the cohort's table.
+    TimeTriggered {
+        /// The reservation.
+        timing: Periodic,
+        /// May also run in holes, beyond its reservation.
+        space_filling: bool,
+    },
+    /// Event-triggered: dispatched as soon as it becomes runnable while it has
+    /// budget left in its current period, ahead of best-effort; its table
+    /// reservation guarantees `active` per period when it stays runnable.
+    EventTriggered {
+        /// The reservation and budget.
+        timing: Periodic,
+        /// May also run in holes once its budget is spent.
+        space_filling: bool,
+    },
+    /// Best-effort: shares what the reserved classes leave, in proportion to
+    /// `weight` (CPU time), with the pool's BE reservation as a floor.
+    BestEffort {
+        /// 1..=65535.
+        weight: u16,
+        /// May also run in holes of reserved slots.
+        space_filling: bool,
+    },
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy::BestEffort { weight: DEFAULT_WEIGHT, space_filling: false }
+    }
+}
+
+/// The four classes, in precedence order (lower value = higher precedence).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Class {
+    /// no-mux
+    NoMux,
+    /// time-triggered
+    TimeTriggered,
+    /// event-triggered
+    EventTriggered,
+    /// best-effort
+    BestEffort,
+}
+
+impl Policy {
+    /// The policy's class.
+    pub fn class(&self) -> Class {
+        match self {
+            Policy::NoMux { .. } => Class::NoMux,
+            Policy::TimeTriggered { .. } => Class::TimeTriggered,
+            Policy::EventTriggered { .. } => Class::EventTriggered,
+            Policy::BestEffort { .. } => Class::BestEffort,
+        }
+    }
+
+    /// The periodic reservation of TT and ET domains.
+    pub fn timing(&self) -> Option<Periodic> {
+        match *self {
+            Policy::TimeTriggered { timing, .. } | Policy::EventTriggered { timing, .. } => {
+                Some(timing)
+            }
+            _ => None,
+        }
+    }
+
+    /// Whether the domain may fill holes.
+    pub fn space_filling(&self) -> bool {
+        match *self {
+            Policy::NoMux { .. } => false,
+            Policy::TimeTriggered { space_filling, .. }
+            | Policy::EventTriggered { space_filling, .. }
+            | Policy::BestEffort { space_filling, .. } => space_filling,
+        }
+    }
+
+    /// When the policy starts to apply (0 for best-effort).
+    pub fn from(&self) -> Nanos {
+        match *self {
+            Policy::NoMux { from } => from,
+            Policy::TimeTriggered { timing, .. } | Policy::EventTriggered { timing, .. } => {
+                timing.from
+            }
+            Policy::BestEffort { .. } => 0,
+        }
+    }
+}
+
+impl fmt::Display for Policy {
+    /// The `sched-gang -t` syntax: `no`, `tt,150ms,15ms[,sf]`, `et,…`,
+    /// `be,256[,sf]`. `from` is printed only when not zero (`@from`).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let sf = if self.space_filling() { ",sf" } else { "" };
+        match *self {
+            Policy::NoMux { from } => {
+                f.write_str("no")?;
+                if from != 0 {
+                    write!(f, "@{}", Duration(from))?;
+                }
+                Ok(())
+            }
+            Policy::TimeTriggered { timing, .. } | Policy::EventTriggered { timing, .. } => {
+                let tag = if self.class() == Class::TimeTriggered { "tt" } else { "et" };
+                write!(f, "{tag},{},{}{sf}", Duration(timing.period), Duration(timing.active))?;
+                if timing.from != 0 {
+                    write!(f, "@{}", Duration(timing.from))?;
+                }
+                Ok(())
+            }
+            Policy::BestEffort { weight, .. } => write!(f, "be,{weight}{sf}"),
+        }
+    }
+}
+
+/// Why a policy string was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PolicyParseError {
+    /// The first field is not a known policy.
+    #[error("unknown policy `{0}` (expected no, tt,PERIOD,ACTIVE[,sf], et,PERIOD,ACTIVE[,sf] or be,WEIGHT[,sf])")]
+    UnknownPolicy(String),
+    /// Wrong number of fields.
+    #[error("policy `{input}`: {expected}")]
+    WrongFields {
+        /// The input.
+        input: String,
+        /// What was expected.
+        expected: &'static str,
+    },
+    /// A time field is malformed.
+    #[error("policy `{input}`: {field}: {source}")]
+    BadTime {
+        /// The input.
+        input: String,
+        /// Which field.
+        field: &'static str,
+        /// Why.
+        source: crate::time::ParseDurationError,
+    },
+    /// The weight is not 1..=65535.
+    #[error("policy `{0}`: weight must be a whole number from 1 to 65535")]
+    BadWeight(String),
+    /// A trailing flag other than `sf`.
+    #[error("policy `{input}`: unknown flag `{flag}` (only `sf`, space filling, is known)")]
+    BadFlag {
+        /// The input.
+        input: String,
+        /// The flag.
+        flag: String,
+    },
+}
+
+impl std::str::FromStr for Policy {
+    type Err = PolicyParseError;
+
+    /// Parses the seed tool's syntax, with units (a bare number is ms) and an
+    /// optional `@FROM` suffix on the whole string: `tt,150,15,sf@2s`.
+    fn from_str(input: &str) -> Result<Self, Self::Err> {
+        let (body, from) = match input.rsplit_once('@') {
+            Some((b, f)) => (b, Some(f)),
+            None => (input, None),
+        };
+        let from = match from {
+            Some(f) => crate::time::parse_duration(f, MS).map_err(|source| {
+                PolicyParseError::BadTime { input: input.to_string(), field: "from", source }
+            })?,
+            None => 0,
+        };
+        let fields: Vec<&str> = body.split(',').map(str::trim).collect();
+        let flag = |rest: &[&str]| -> Result<bool, PolicyParseError> {
+            match rest {
+                [] => Ok(false),
+                ["sf"] => Ok(true),
+                [other, ..] => Err(PolicyParseError::BadFlag {
+                    input: input.to_string(),
+                    flag: (*other).to_string(),
+                }),
+            }
+        };
+        let time = |text: &str, field: &'static str| {
+            crate::time::parse_duration(text, MS)
+                .map_err(|source| PolicyParseError::BadTime { input: input.to_string(), field, source })
+        };
+        match fields[0] {
+            "no" | "nomux" | "no-mux" => {
+                if fields.len() != 1 {
+                    return Err(PolicyParseError::WrongFields {
+                        input: input.to_string(),
+                        expected: "no-mux takes no fields (`no`, optionally `no@FROM`)",
+                    });
+                }
+                Ok(Policy::NoMux { from })
+            }
+            tag @ ("tt" | "et") => {
+                if !(3..=4).contains(&fields.len()) {
+                    return Err(PolicyParseError::WrongFields {
+                        input: input.to_string(),
+                        expected: "expected tt|et,PERIOD,ACTIVE[,sf]",
+                    });
+                }
+                let timing = Periodic {
+                    from,
+                    period: time(fields[1], "period")?,
+                    active: time(fields[2], "active")?,
+                };
+                let space_filling = flag(&fields[3..])?;
+                Ok(if tag == "tt" {
+                    Policy::TimeTriggered { timing, space_filling }
+                } else {
+                    Policy::EventTriggered { timing, space_filling }
+                })
+            }
+            "be" => {
+                if !(2..=3).contains(&fields.len()) || from != 0 {
+                    return Err(PolicyParseError::WrongFields {
+                        input: input.to_string(),
+                        expected: "expected be,WEIGHT[,sf]",
+                    });
+                }
+                let weight: u16 = fields[1]
+                    .parse()
+                    .ok()
+                    .filter(|&w| w > 0)
+                    .ok_or_else(|| PolicyParseError::BadWeight(input.to_string()))?;
+                Ok(Policy::BestEffort { weight, space_filling: flag(&fields[2..])? })
+            }
+            other => Err(PolicyParseError::UnknownPolicy(other.to_string())),
+        }
+    }
+}
+
+/// A pool's scheduling configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PoolConfig {
+    /// The pool's CPUs.
+    pub cpus: CpuSet,
+    /// Every boundary is a multiple of the grain since the epoch.
+    pub grain: Nanos,
+    /// Percentage of every CPU kept for best-effort domains (admission caps
+    /// TT + ET utilisation at `100 - be_reserve_pct` per CPU).
+    pub be_reserve_pct: u8,
+    /// Length of a best-effort time slice (a multiple of the grain). BE
+    /// slices are aligned on a grid of this length, so all BE gangs of a
+    /// cohort switch together.
+    pub be_slice: Nanos,
+    /// Longest table (in grains) admission may build; longer hyperperiods are
+    /// refused.
+    pub max_table_grains: u64,
+}
+
+impl PoolConfig {
+    /// The defaults: 1 ms grain, 10% BE reservation, 10 ms BE slice, tables
+    /// of at most 2^20 grains.
+    pub fn new(cpus: CpuSet) -> Self {
+        PoolConfig {
+            cpus,
+            grain: MS,
+            be_reserve_pct: 10,
+            be_slice: 10 * MS,
+            max_table_grains: 1 << 20,
+        }
+    }
+}
+
+/// What a domain asks of the scheduler.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DomainSpec {
+    /// Identifier.
+    pub id: DomainId,
+    /// Number of vCPUs.
+    pub vcpus: u32,
+    /// vCPU `i` runs only on `cpu_map[i]`; `None`: the scheduler chooses.
+    pub cpu_map: Option<Vec<CpuId>>,
+    /// The gang policy.
+    pub policy: Policy,
+}
+
+/// The run state a domain carries with it when it enters a scheduler (at
+/// creation or on migration): paused or not, and which vCPUs are runnable.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunState {
+    /// Paused by the toolstack.
+    pub paused: bool,
+    /// Per vCPU: runnable (true) or blocked (false).
+    pub runnable: Vec<bool>,
+}
+
+impl RunState {
+    /// All vCPUs runnable, paused or not.
+    pub fn all_runnable(vcpus: u32, paused: bool) -> Self {
+        RunState { paused, runnable: vec![true; vcpus as usize] }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_and_prints_the_seed_syntax() {
+        let tt: Policy = "tt,150,15".parse().unwrap();
+        assert_eq!(
+            tt,
+            Policy::TimeTriggered {
+                timing: Periodic { from: 0, period: 150 * MS, active: 15 * MS },
+                space_filling: false
+            }
+        );
+        assert_eq!(tt.to_string(), "tt,150ms,15ms");
+        let et: Policy = "et,100ms,10ms,sf@1s".parse().unwrap();
+        assert_eq!(et.to_string(), "et,100ms,10ms,sf@1s");
+        assert_eq!("be,7,sf".parse::<Policy>().unwrap().to_string(), "be,7,sf");
+        assert_eq!("no".parse::<Policy>().unwrap(), Policy::NoMux { from: 0 });
+    }
+
+    #[test]
+    fn refuses_bad_policies() {
+        assert!(matches!("rr,1".parse::<Policy>(), Err(PolicyParseError::UnknownPolicy(_))));
+        assert!(matches!("tt,1".parse::<Policy>(), Err(PolicyParseError::WrongFields { .. })));
+        assert!(matches!("tt,x,1".parse::<Policy>(), Err(PolicyParseError::BadTime { field: "period", .. })));
+        assert!(matches!("be,0".parse::<Policy>(), Err(PolicyParseError::BadWeight(_))));
+        assert!(matches!("be,70000".parse::<Policy>(), Err(PolicyParseError::BadWeight(_))));
+        assert!(matches!("be,5,xx".parse::<Policy>(), Err(PolicyParseError::BadFlag { .. })));
+        assert!(matches!("no,5".parse::<Policy>(), Err(PolicyParseError::WrongFields { .. })));
+    }
+}

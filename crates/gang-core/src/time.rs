@@ -1,0 +1,166 @@
+//! Time in the core: unsigned nanoseconds since the pool's epoch.
+//!
+//! The core never reads a clock. Every entry point takes `now` from its driver
+//! (the simulator's virtual clock or the host runtime's `CLOCK_MONOTONIC`
+//! minus the pool epoch). This module also parses and prints durations with
+//! units (`150ms`, `40us`, `1.5s`), which the scenario files and the CLI share.
+
+use std::fmt;
+
+/// Nanoseconds. Absolute times are measured from the pool's epoch.
+pub type Nanos = u64;
+
+/// One microsecond in [`Nanos`].
+pub const US: Nanos = 1_000;
+/// One millisecond in [`Nanos`].
+pub const MS: Nanos = 1_000_000;
+/// One second in [`Nanos`].
+pub const SEC: Nanos = 1_000_000_000;
+
+/// Why a duration string was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ParseDurationError {
+    /// Nothing to parse.
+    #[error("empty duration")]
+    Empty,
+    /// The numeric part is not a number.
+    #[error("`{0}` is not a number followed by an optional unit (ns, us, ms, s, m, h)")]
+    Malformed(String),
+    /// The unit is not one we know.
+    #[error("unknown unit `{unit}` in `{input}` (use ns, us, ms, s, m or h)")]
+    UnknownUnit {
+        /// The whole input.
+        input: String,
+        /// The unit found.
+        unit: String,
+    },
+    /// The value does not fit in 64-bit nanoseconds or is negative.
+    #[error("duration `{0}` is out of range")]
+    OutOfRange(String),
+    /// The value has more precision than a nanosecond.
+    #[error("duration `{0}` is not a whole number of nanoseconds")]
+    Fractional(String),
+}
+
+/// Parses `150ms`, `40us`, `2s`, `1.5ms`, `10m`, `1h`. A bare number takes
+/// `default_unit` (in nanoseconds per unit: e.g. [`MS`] for the seed tool's
+/// milliseconds).
+pub fn parse_duration(input: &str, default_unit: Nanos) -> Result<Nanos, ParseDurationError> {
+    let s = input.trim();
+    if s.is_empty() {
+        return Err(ParseDurationError::Empty);
+    }
+    let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
+    let (number, unit) = s.split_at(split);
+    let scale = match unit.trim() {
+        "" => default_unit,
+        "ns" => 1,
+        "us" | "µs" => US,
+        "ms" => MS,
+        "s" | "sec" => SEC,
+        "m" | "min" => 60 * SEC,
+        "h" => 3600 * SEC,
+        other => {
+            return Err(ParseDurationError::UnknownUnit {
+                input: input.to_string(),
+                unit: other.to_string(),
+            })
+        }
+    };
+    if number.is_empty() || number.matches('.').count() > 1 {
+        return Err(ParseDurationError::Malformed(input.to_string()));
+    }
+    let (int_part, frac_part) = number.split_once('.').unwrap_or((number, ""));
+    let int: u128 = if int_part.is_empty() {
+        0
+    } else {
+        int_part.parse().map_err(|_| ParseDurationError::OutOfRange(input.to_string()))?
+    };
+    let mut total = int
+        .checked_mul(u128::from(scale))
+        .ok_or_else(|| ParseDurationError::OutOfRange(input.to_string()))?;
+    if !frac_part.is_empty() {
+        let digits = u32::try_from(frac_part.len())
+            .map_err(|_| ParseDurationError::Malformed(input.to_string()))?;
+        let denom = 10u128
+            .checked_pow(digits)
+            .ok_or_else(|| ParseDurationError::Fractional(input.to_string()))?;
+        let frac: u128 =
+            frac_part.parse().map_err(|_| ParseDurationError::Malformed(input.to_string()))?;
+        let scaled = frac * u128::from(scale);
+        if scaled % denom != 0 {
+            return Err(ParseDurationError::Fractional(input.to_string()));
+        }
+        total += scaled / denom;
+    }
+    Nanos::try_from(total).map_err(|_| ParseDurationError::OutOfRange(input.to_string()))
+}
+
+/// A duration printed with the largest unit that shows it exactly
+/// (`150ms`, `40us`, `1500us`, `2s`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Duration(pub Nanos);
+
+impl fmt::Display for Duration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ns = self.0;
+        for (scale, unit) in [(3600 * SEC, "h"), (SEC, "s"), (MS, "ms"), (US, "us")] {
+            if ns >= scale && ns % scale == 0 {
+                return write!(f, "{}{unit}", ns / scale);
+            }
+        }
+        if ns == 0 {
+            return f.write_str("0");
+        }
+        write!(f, "{ns}ns")
+    }
+}
+
+/// Rounds `t` up to the next multiple of `grain` (identity on multiples).
+pub fn ceil_to(t: Nanos, grain: Nanos) -> Nanos {
+    t.div_ceil(grain).saturating_mul(grain)
+}
+
+/// Rounds `t` down to a multiple of `grain`.
+pub fn floor_to(t: Nanos, grain: Nanos) -> Nanos {
+    t - t % grain
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_units_and_bare_numbers() {
+        assert_eq!(parse_duration("150ms", MS), Ok(150 * MS));
+        assert_eq!(parse_duration("150", MS), Ok(150 * MS));
+        assert_eq!(parse_duration("40us", MS), Ok(40 * US));
+        assert_eq!(parse_duration("1.5ms", MS), Ok(1500 * US));
+        assert_eq!(parse_duration("2s", MS), Ok(2 * SEC));
+        assert_eq!(parse_duration(" 1h ", MS), Ok(3600 * SEC));
+        assert_eq!(parse_duration("7ns", MS), Ok(7));
+    }
+
+    #[test]
+    fn refuses_bad_durations() {
+        assert_eq!(parse_duration("", MS), Err(ParseDurationError::Empty));
+        assert!(matches!(parse_duration("ms", MS), Err(ParseDurationError::Malformed(_))));
+        assert!(matches!(parse_duration("10parsecs", MS), Err(ParseDurationError::UnknownUnit { .. })));
+        assert!(matches!(parse_duration("1.2.3ms", MS), Err(ParseDurationError::Malformed(_))));
+        assert!(matches!(parse_duration("1.0001ns", MS), Err(ParseDurationError::Fractional(_))));
+        assert!(matches!(
+            parse_duration("99999999999999999999h", MS),
+            Err(ParseDurationError::OutOfRange(_))
+        ));
+        assert!(matches!(parse_duration("-5ms", MS), Err(ParseDurationError::UnknownUnit { .. }) | Err(ParseDurationError::Malformed(_))));
+    }
+
+    #[test]
+    fn prints_the_largest_exact_unit() {
+        assert_eq!(Duration(150 * MS).to_string(), "150ms");
+        assert_eq!(Duration(1500 * US).to_string(), "1500us");
+        assert_eq!(Duration(2 * SEC).to_string(), "2s");
+        assert_eq!(Duration(0).to_string(), "0");
+        assert_eq!(Duration(7).to_string(), "7ns");
+    }
+}
