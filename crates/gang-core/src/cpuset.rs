@@ -73,7 +73,9 @@ impl CpuSet {
 
     /// Whether `cpu` is in the set.
     pub fn contains(&self, cpu: CpuId) -> bool {
-        self.words.get(cpu as usize / 64).is_some_and(|w| w & (1 << (cpu % 64)) != 0)
+        self.words
+            .get(cpu as usize / 64)
+            .is_some_and(|w| w & (1 << (cpu % 64)) != 0)
     }
 
     /// Number of CPUs in the set.
@@ -118,7 +120,14 @@ impl CpuSet {
 
     /// The CPUs in both sets.
     pub fn intersection(&self, other: &CpuSet) -> CpuSet {
-        CpuSet { words: self.words.iter().zip(&other.words).map(|(a, b)| a & b).collect() }
+        CpuSet {
+            words: self
+                .words
+                .iter()
+                .zip(&other.words)
+                .map(|(a, b)| a & b)
+                .collect(),
+        }
     }
 
     /// Removes every CPU.
@@ -161,7 +170,10 @@ impl CpuSet {
                 Some(rest) => (true, rest),
                 None => (false, item),
             };
-            let body = body.strip_prefix("nodes:").or_else(|| body.strip_prefix("node:")).unwrap_or(body);
+            let body = body
+                .strip_prefix("nodes:")
+                .or_else(|| body.strip_prefix("node:"))
+                .unwrap_or(body);
             if body == "all" {
                 if exclude {
                     return Err(CpuListError::ExcludeAll);
@@ -214,7 +226,11 @@ impl PartialEq for CpuSet {
 
 impl std::hash::Hash for CpuSet {
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        let end = self.words.iter().rposition(|&w| w != 0).map_or(0, |p| p + 1);
+        let end = self
+            .words
+            .iter()
+            .rposition(|&w| w != 0)
+            .map_or(0, |p| p + 1);
         self.words[..end].hash(state);
     }
 }
@@ -279,7 +295,10 @@ mod tests {
     #[test]
     fn parses_xl_lists() {
         let s = CpuSet::parse("1,5,10-16,^13", None).unwrap();
-        assert_eq!(s.iter().collect::<Vec<_>>(), vec![1, 5, 10, 11, 12, 14, 15, 16]);
+        assert_eq!(
+            s.iter().collect::<Vec<_>>(),
+            vec![1, 5, 10, 11, 12, 14, 15, 16]
+        );
         assert_eq!(s.to_string(), "1,5,10-12,14-16");
         let all = CpuSet::first_n(4);
         assert_eq!(CpuSet::parse("all", Some(&all)).unwrap(), all);
@@ -293,11 +312,26 @@ mod tests {
             CpuSet::parse("3-1", None).unwrap_err().to_string(),
             "Invalid pcpu range: 3-1."
         );
-        assert_eq!(CpuSet::parse("x", None).unwrap_err(), CpuListError::InvalidRange("x".into()));
-        assert_eq!(CpuSet::parse("", None).unwrap_err(), CpuListError::InvalidRange("".into()));
-        assert_eq!(CpuSet::parse("^all", Some(&CpuSet::first_n(2))).unwrap_err(), CpuListError::ExcludeAll);
-        assert_eq!(CpuSet::parse("all", None).unwrap_err(), CpuListError::AllWithoutUniverse);
-        assert_eq!(CpuSet::parse("70000", None).unwrap_err(), CpuListError::TooLarge(70000));
+        assert_eq!(
+            CpuSet::parse("x", None).unwrap_err(),
+            CpuListError::InvalidRange("x".into())
+        );
+        assert_eq!(
+            CpuSet::parse("", None).unwrap_err(),
+            CpuListError::InvalidRange("".into())
+        );
+        assert_eq!(
+            CpuSet::parse("^all", Some(&CpuSet::first_n(2))).unwrap_err(),
+            CpuListError::ExcludeAll
+        );
+        assert_eq!(
+            CpuSet::parse("all", None).unwrap_err(),
+            CpuListError::AllWithoutUniverse
+        );
+        assert_eq!(
+            CpuSet::parse("70000", None).unwrap_err(),
+            CpuListError::TooLarge(70000)
+        );
     }
 
     #[test]

@@ -1,33 +1,78 @@
-//! The decision engine (API stub; being implemented).
-use crate::admission::AdmissionError;
+//! The decision engine: run-time state of one pool and the decision at every
+//! boundary.
+//!
+//! **Contract.** A driver feeds [`Event`]s stamped with a non-decreasing
+//! `now` into [`Scheduler::handle`] and applies the returned [`Decision`]: the
+//! CPUs whose dispatched vCPU changes now, and `next`, the time of the next
+//! [`Event::Boundary`]. Domain-level switches happen only at boundaries, which
+//! fall on multiples of the pool grain. Between boundaries, a dispatched vCPU
+//! that blocks leaves its CPU idle and runs again at once when it wakes; that
+//! is the driver's business (but it reports both, as events).
+//!
+//! **Decision at a boundary `t`**, per cohort, in precedence order:
+//! 1. *no-mux* domains (active since `from`) hold their CPUs;
+//! 2. the table segment at `t` names the TT/ET reservations holding CPUs now;
+//!    an owner holds them if it is runnable, active and has budget left in its
+//!    current window; otherwise they are a *hole*;
+//! 3. *ET* domains that are runnable with budget left and not in their slot
+//!    run early, by earliest window end, on CPUs nobody holds (free or holes):
+//!    event triggering, ahead of best-effort;
+//! 4. *BE* domains take free, unreserved CPUs by lowest virtual time (CPU time
+//!    ÷ weight). BE slices are aligned on the pool's `be_slice` grid: between
+//!    grid points a running BE gang keeps its CPUs unless a higher class takes
+//!    one;
+//! 5. *space fillers* (any class with `sf`) take what is left, holes included,
+//!    by least filler time. Every boundary is at or before the end of the
+//!    current table segment, so a filler never runs past its hole's end.
+//!
+//! A domain is dispatched on all CPUs of its map or on none (gang). TT and ET
+//! budgets are `active` per window `[from + k·period, from + (k+1)·period)`
+//! and are never exceeded: a dispatch is cut at the budget's end. ET's budget
+//! is replenished at each window start (a deferrable server aligned on its
+//! table windows; ARCHITECTURE.md says why this replaced a pure sporadic
+//! server).
+//!
+//! **Determinism.** All state is in ordered maps and vectors, ties break on
+//! domain id, arithmetic is integer: two schedulers fed the same events at the
+//! same times make identical decisions.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use crate::admission::{self, AdmissionError, Placed};
 use crate::cpuset::{CpuId, CpuSet};
-use crate::model::{DomainId, DomainSpec, Policy, PoolConfig, RunState, VcpuRef};
-use crate::time::Nanos;
+use crate::model::{Class, DomainId, DomainSpec, Periodic, Policy, PoolConfig, RunState, VcpuRef};
+use crate::table::Table;
+use crate::time::{ceil_to, floor_to, Duration, Nanos};
 
 /// Inputs to the scheduler.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
-    /// `now` is a boundary the scheduler asked for (`Decision::next`).
+    /// `now` is a boundary the scheduler asked for ([`Decision::next`]).
     Boundary,
     /// A vCPU stopped being runnable (it waits for something).
     VcpuBlocked(VcpuRef),
     /// A vCPU became runnable.
     VcpuWoke(VcpuRef),
-    /// The toolstack paused the domain.
+    /// The toolstack paused the domain (takes effect at the next boundary).
     Paused(DomainId),
     /// The toolstack unpaused the domain.
     Unpaused(DomainId),
-    /// A domain enters the pool (created in it or migrated in), with its run state.
+    /// A domain enters the pool (created in it or migrated in), with its run
+    /// state. Admission-checked.
     DomainAdded {
         /// What it asks for.
         spec: DomainSpec,
         /// Paused / runnable vCPUs.
         state: RunState,
     },
-    /// A domain leaves the pool (destroyed or migrated out).
+    /// A domain leaves the pool (destroyed or migrated out); its CPUs are
+    /// released at once.
     DomainRemoved(DomainId),
-    /// New gang parameters (`cpu_map: None` keeps the current map, or picks
-    /// one if the domain had none).
+    /// New gang parameters, admission-checked. `cpu_map: None` keeps the
+    /// current map (a map the scheduler chose may be chosen again).
     ParamsSet {
         /// The domain.
         domain: DomainId,
@@ -38,23 +83,40 @@ pub enum Event {
     },
     /// CPUs join the pool.
     CpusAdded(CpuSet),
-    /// CPUs leave the pool.
+    /// CPUs leave the pool; domains whose map the scheduler chose move off
+    /// them, domains with explicit maps make it fail.
     CpusRemoved(CpuSet),
 }
 
 /// What the driver must apply.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
 pub struct Decision {
     /// Time of the decision.
     pub at: Nanos,
-    /// CPUs whose dispatched vCPU changes (None: idle).
+    /// CPUs whose dispatched vCPU changes now (`None`: idle), in CPU order.
     pub changes: Vec<(CpuId, Option<VcpuRef>)>,
-    /// When to deliver the next [`Event::Boundary`] (`Nanos::MAX`: only after an event).
+    /// When to deliver the next [`Event::Boundary`] (`Nanos::MAX`: none is
+    /// needed until another event).
     pub next: Nanos,
 }
 
+/// How a domain holds its CPUs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub enum Dispatch {
+    /// A no-mux domain on its own CPUs.
+    NoMux,
+    /// A TT or ET domain in its table slot.
+    Reserved,
+    /// An ET domain running early, on an event, outside its slot.
+    EventTriggered,
+    /// A BE domain in its share.
+    BestEffort,
+    /// Any space-filling domain in a hole.
+    Filler,
+}
+
 /// Per-domain accounting.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
 pub struct DomainStats {
     /// Wall time the domain was dispatched (all its vCPUs together).
     pub held_ns: Nanos,
@@ -62,22 +124,37 @@ pub struct DomainStats {
     pub cpu_ns: Nanos,
     /// Held time as a space filler.
     pub filler_ns: Nanos,
-    /// TT/ET: time received in the last completed window of its period.
+    /// TT/ET: time held in the last completed window of its period.
     pub last_window_ns: Nanos,
+    /// Number of times it was dispatched (slot starts).
+    pub dispatches: u64,
 }
 
-/// Engine errors.
+/// Engine errors. A failed event changes nothing.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EngineError {
-    /// Admission refused the change; nothing changed.
+    /// Admission refused the change.
     #[error(transparent)]
     Refused(#[from] AdmissionError),
-    /// No such domain in this scheduler.
+    /// No such domain in this pool.
     #[error("domain {0} is not in this pool")]
     UnknownDomain(DomainId),
     /// No such vCPU.
     #[error("domain {0} has no vCPU {1}")]
     UnknownVcpu(DomainId, u32),
+    /// The run state does not match the vCPU count.
+    #[error("domain {domain}: run state lists {given} vCPUs, the domain has {vcpus}")]
+    RunStateLength {
+        /// The domain.
+        domain: DomainId,
+        /// Entries given.
+        given: usize,
+        /// vCPUs.
+        vcpus: u32,
+    },
+    /// CPUs added that are already in the pool, or removed that are not.
+    #[error("CPUs {0} {1}")]
+    CpuMembership(CpuSet, &'static str),
     /// `now` went backwards.
     #[error("time went backwards: {now} < {last}")]
     TimeWentBackwards {
@@ -88,43 +165,1013 @@ pub enum EngineError {
     },
 }
 
+/// Run-time state of one domain.
+#[derive(Debug, Clone)]
+struct Domain {
+    placed: Placed,
+    paused: bool,
+    runnable: Vec<bool>,
+    n_runnable: usize,
+    /// TT/ET: start of the current budget window, and budget used in it.
+    window_start: Nanos,
+    used: Nanos,
+    /// Held time in the current window (any kind), for `last_window_ns`.
+    window_held: Nanos,
+    /// BE: virtual time, CPU-ns × 2^16 / weight.
+    vruntime: u128,
+    how: Option<Dispatch>,
+    cohort: usize,
+    stats: DomainStats,
+}
+
+impl Domain {
+    fn id(&self) -> DomainId {
+        self.placed.id
+    }
+
+    fn width(&self) -> u64 {
+        self.placed.map.len() as u64
+    }
+
+    fn runnable(&self) -> bool {
+        !self.paused && self.n_runnable > 0
+    }
+
+    fn active(&self, t: Nanos) -> bool {
+        t >= self.placed.policy.from()
+    }
+
+    /// The budget window containing `t` (the first window before `from`).
+    fn window_of(timing: Periodic, t: Nanos) -> Nanos {
+        if t < timing.from {
+            timing.from
+        } else {
+            t - (t - timing.from) % timing.period
+        }
+    }
+
+    /// Moves the budget window forward to the one containing `t`.
+    fn roll(&mut self, t: Nanos) {
+        let Some(timing) = self.placed.policy.timing() else {
+            return;
+        };
+        let start = Self::window_of(timing, t);
+        if start != self.window_start {
+            self.stats.last_window_ns = if start == self.window_start + timing.period {
+                self.window_held
+            } else {
+                0
+            };
+            self.window_start = start;
+            self.used = 0;
+            self.window_held = 0;
+        }
+    }
+
+    /// Budget left at `t` in the current window (0 for other classes).
+    fn budget_left(&mut self, t: Nanos) -> Nanos {
+        match self.placed.policy.timing() {
+            Some(timing) => {
+                self.roll(t);
+                timing.active.saturating_sub(self.used)
+            }
+            None => 0,
+        }
+    }
+
+    /// Charges `[a, b)` of holding under `how`.
+    fn charge(&mut self, how: Dispatch, a: Nanos, b: Nanos) {
+        if b <= a {
+            return;
+        }
+        let dt = b - a;
+        self.stats.held_ns += dt;
+        self.stats.cpu_ns += dt * self.width();
+        match how {
+            Dispatch::Filler => self.stats.filler_ns += dt,
+            Dispatch::BestEffort => {
+                if let Policy::BestEffort { weight, .. } = self.placed.policy {
+                    self.vruntime +=
+                        (u128::from(dt) * u128::from(self.width()) << 16) / u128::from(weight);
+                }
+            }
+            Dispatch::Reserved | Dispatch::EventTriggered => {
+                if let Some(timing) = self.placed.policy.timing() {
+                    self.roll(a);
+                    let end = self.window_start.max(timing.from) + timing.period;
+                    if b <= end {
+                        self.used += dt;
+                    } else {
+                        self.used += end.saturating_sub(a);
+                        self.window_held += end.saturating_sub(a);
+                        self.roll(b);
+                        self.used += b - self.window_start;
+                        self.window_held += b - self.window_start;
+                        return;
+                    }
+                }
+            }
+            Dispatch::NoMux => {}
+        }
+        if self.placed.policy.timing().is_some() {
+            self.roll(a);
+            self.window_held += dt;
+        }
+    }
+}
+
+/// Run-time state of one cohort.
+#[derive(Debug, Clone)]
+struct Cohort {
+    cpus: CpuSet,
+    members: Vec<DomainId>,
+    table: Option<Arc<Table>>,
+    /// When this cohort must be decided next.
+    next: Nanos,
+    /// Holding is charged up to here.
+    charged_to: Nanos,
+}
+
 /// A pool's gang scheduler.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Scheduler {
     config: PoolConfig,
+    domains: BTreeMap<DomainId, Domain>,
+    cohorts: Vec<Cohort>,
+    /// Indexed by CPU number.
+    dispatched: Vec<Option<VcpuRef>>,
+    /// Changes made outside a boundary (removals, remaps), reported with the
+    /// next decision returned.
+    pending: BTreeMap<CpuId, Option<VcpuRef>>,
+    /// After a reconfiguration, the next decision also clears CPUs left
+    /// dispatched to a vCPU that no longer maps there.
+    sweep: bool,
+    last_now: Nanos,
 }
 
 impl Scheduler {
-    /// A scheduler for an empty pool.
+    /// A scheduler for a pool with no domains.
     pub fn new(config: PoolConfig) -> Result<Self, EngineError> {
-        Ok(Scheduler { config })
+        admission::validate_pool(&config)?;
+        Ok(Scheduler {
+            config,
+            domains: BTreeMap::new(),
+            cohorts: Vec::new(),
+            dispatched: Vec::new(),
+            pending: BTreeMap::new(),
+            sweep: false,
+            last_now: 0,
+        })
     }
+
     /// The pool configuration.
     pub fn config(&self) -> &PoolConfig {
         &self.config
     }
-    /// Feeds one event at `now`.
-    pub fn handle(&mut self, _now: Nanos, _event: Event) -> Result<Decision, EngineError> {
-        unimplemented!()
+
+    /// Feeds one event at `now` and returns what to apply. On error nothing
+    /// changed.
+    pub fn handle(&mut self, now: Nanos, event: Event) -> Result<Decision, EngineError> {
+        if now < self.last_now {
+            return Err(EngineError::TimeWentBackwards {
+                now,
+                last: self.last_now,
+            });
+        }
+        self.last_now = now;
+        match event {
+            Event::Boundary => return Ok(self.decide(now)),
+            Event::VcpuBlocked(v) => self.set_runnable(now, v, false)?,
+            Event::VcpuWoke(v) => self.set_runnable(now, v, true)?,
+            Event::Paused(id) => self.set_paused(now, id, true)?,
+            Event::Unpaused(id) => self.set_paused(now, id, false)?,
+            Event::DomainAdded { spec, state } => self.add_domain(now, spec, state)?,
+            Event::DomainRemoved(id) => {
+                self.remove_domain(now, id)?;
+            }
+            Event::ParamsSet {
+                domain,
+                cpu_map,
+                policy,
+            } => self.set_params(now, domain, cpu_map, policy)?,
+            Event::CpusAdded(cpus) => self.add_cpus(now, cpus)?,
+            Event::CpusRemoved(cpus) => self.remove_cpus(now, cpus)?,
+        }
+        Ok(Decision {
+            at: now,
+            changes: std::mem::take(&mut self.pending).into_iter().collect(),
+            next: self.next(),
+        })
     }
+
+    /// The earliest boundary any cohort needs.
+    pub fn next(&self) -> Nanos {
+        self.cohorts
+            .iter()
+            .map(|c| c.next)
+            .min()
+            .unwrap_or(Nanos::MAX)
+    }
+
     /// The vCPU dispatched on `cpu` now.
-    pub fn dispatched(&self, _cpu: CpuId) -> Option<VcpuRef> {
-        unimplemented!()
+    pub fn dispatched(&self, cpu: CpuId) -> Option<VcpuRef> {
+        self.dispatched.get(cpu as usize).copied().flatten()
     }
+
+    /// How the domain holds its CPUs now, if it does.
+    pub fn dispatch_of(&self, id: DomainId) -> Option<Dispatch> {
+        self.domains.get(&id).and_then(|d| d.how)
+    }
+
     /// A domain's CPU map.
-    pub fn cpu_map(&self, _id: DomainId) -> Option<&[CpuId]> {
-        unimplemented!()
+    pub fn cpu_map(&self, id: DomainId) -> Option<&[CpuId]> {
+        self.domains.get(&id).map(|d| d.placed.map.as_slice())
     }
+
     /// A domain's policy.
-    pub fn policy(&self, _id: DomainId) -> Option<Policy> {
-        unimplemented!()
+    pub fn policy(&self, id: DomainId) -> Option<Policy> {
+        self.domains.get(&id).map(|d| d.placed.policy)
     }
+
+    /// A domain's run state.
+    pub fn run_state(&self, id: DomainId) -> Option<RunState> {
+        self.domains.get(&id).map(|d| RunState {
+            paused: d.paused,
+            runnable: d.runnable.clone(),
+        })
+    }
+
     /// A domain's statistics.
-    pub fn stats(&self, _id: DomainId) -> Option<DomainStats> {
-        unimplemented!()
+    pub fn stats(&self, id: DomainId) -> Option<DomainStats> {
+        self.domains.get(&id).map(|d| d.stats)
     }
+
     /// Domains in id order.
     pub fn domains(&self) -> Vec<DomainId> {
-        unimplemented!()
+        self.domains.keys().copied().collect()
+    }
+
+    /// The cohorts: their CPUs and members.
+    pub fn cohorts(&self) -> Vec<(CpuSet, Vec<DomainId>)> {
+        self.cohorts
+            .iter()
+            .map(|c| (c.cpus.clone(), c.members.clone()))
+            .collect()
+    }
+
+    /// The TT/ET domain whose table slot holds `cpu` at time `t`, if any
+    /// (whether or not it uses it).
+    pub fn reservation_at(&self, cpu: CpuId, t: Nanos) -> Option<DomainId> {
+        let cohort = self.cohorts.iter().find(|c| c.cpus.contains(cpu))?;
+        let table = cohort.table.as_ref()?;
+        let seg = table.segment_at((t / self.config.grain) % table.length());
+        seg.entries
+            .iter()
+            .map(|&e| &table.reservations()[e as usize])
+            .find(|r| r.cpus.contains(cpu))
+            .map(|r| r.owner)
+    }
+
+    /// A human-readable dump of the whole state: pool, cohorts, tables,
+    /// domains with budgets and dispatch (the seed's dumps were empty).
+    pub fn dump(&self) -> String {
+        use std::fmt::Write;
+        let g = self.config.grain;
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "pool cpus={} grain={} be_slice={} be_reserve={}% domains={} cohorts={} now={}",
+            self.config.cpus,
+            Duration(g),
+            Duration(self.config.be_slice),
+            self.config.be_reserve_pct,
+            self.domains.len(),
+            self.cohorts.len(),
+            self.last_now
+        );
+        for (i, c) in self.cohorts.iter().enumerate() {
+            let members: Vec<String> = c.members.iter().map(|d| d.to_string()).collect();
+            let _ = writeln!(
+                out,
+                "cohort {i}: cpus={} members=[{}] next={}",
+                c.cpus,
+                members.join(","),
+                c.next
+            );
+            if let Some(t) = &c.table {
+                let _ = writeln!(
+                    out,
+                    "  table: {} grains, {} segments",
+                    t.length(),
+                    t.segments().len()
+                );
+                for s in t.segments().iter().take(64) {
+                    let owners: Vec<String> = s
+                        .entries
+                        .iter()
+                        .map(|&e| t.reservations()[e as usize].owner.to_string())
+                        .collect();
+                    let _ = writeln!(
+                        out,
+                        "    [{}, {}) {}",
+                        Duration(s.start * g),
+                        Duration(s.end * g),
+                        if owners.is_empty() {
+                            "-".to_string()
+                        } else {
+                            owners.join(",")
+                        }
+                    );
+                }
+                if t.segments().len() > 64 {
+                    let _ = writeln!(out, "    ... {} more segments", t.segments().len() - 64);
+                }
+            }
+        }
+        for d in self.domains.values() {
+            let map: Vec<String> = d.placed.map.iter().map(|c| c.to_string()).collect();
+            let _ = writeln!(
+                out,
+                "domain {}: policy={} map=[{}]{} paused={} runnable={}/{} how={:?} used={} held={} vruntime={}",
+                d.id(),
+                d.placed.policy,
+                map.join(","),
+                if d.placed.auto_map { " (auto)" } else { "" },
+                d.paused,
+                d.n_runnable,
+                d.runnable.len(),
+                d.how,
+                Duration(d.used),
+                Duration(d.stats.held_ns),
+                d.vruntime
+            );
+        }
+        out
+    }
+
+    // ----- run-state events -------------------------------------------------
+
+    fn domain_mut(&mut self, id: DomainId) -> Result<&mut Domain, EngineError> {
+        self.domains
+            .get_mut(&id)
+            .ok_or(EngineError::UnknownDomain(id))
+    }
+
+    fn set_runnable(&mut self, now: Nanos, v: VcpuRef, runnable: bool) -> Result<(), EngineError> {
+        let d = self.domain_mut(v.domain)?;
+        let was = d.runnable();
+        let slot = d
+            .runnable
+            .get_mut(v.vcpu as usize)
+            .ok_or(EngineError::UnknownVcpu(v.domain, v.vcpu))?;
+        if *slot == runnable {
+            return Ok(());
+        }
+        *slot = runnable;
+        if runnable {
+            d.n_runnable += 1;
+        } else {
+            d.n_runnable -= 1;
+        }
+        self.after_run_state_change(now, v.domain, was);
+        Ok(())
+    }
+
+    fn set_paused(&mut self, now: Nanos, id: DomainId, paused: bool) -> Result<(), EngineError> {
+        let d = self.domain_mut(id)?;
+        let was = d.runnable();
+        d.paused = paused;
+        self.after_run_state_change(now, id, was);
+        Ok(())
+    }
+
+    /// A domain-level change of runnability asks for a decision at the next
+    /// boundary; a BE domain that becomes runnable starts no earlier in
+    /// virtual time than its cohort's least runnable one.
+    fn after_run_state_change(&mut self, now: Nanos, id: DomainId, was_runnable: bool) {
+        let Some(d) = self.domains.get(&id) else {
+            return;
+        };
+        if d.runnable() == was_runnable {
+            return;
+        }
+        let cohort = d.cohort;
+        if d.runnable() {
+            self.normalise_vruntime(id);
+        }
+        let at = ceil_to(now, self.config.grain);
+        if let Some(c) = self.cohorts.get_mut(cohort) {
+            c.next = c.next.min(at);
+        }
+    }
+
+    fn normalise_vruntime(&mut self, id: DomainId) {
+        let Some(d) = self.domains.get(&id) else {
+            return;
+        };
+        if d.placed.policy.class() != Class::BestEffort {
+            return;
+        }
+        let Some(c) = self.cohorts.get(d.cohort) else {
+            return;
+        };
+        let floor = c
+            .members
+            .iter()
+            .filter(|&&m| m != id)
+            .filter_map(|m| self.domains.get(m))
+            .filter(|o| o.placed.policy.class() == Class::BestEffort && o.runnable())
+            .map(|o| o.vruntime)
+            .min();
+        if let (Some(floor), Some(d)) = (floor, self.domains.get_mut(&id)) {
+            d.vruntime = d.vruntime.max(floor);
+        }
+    }
+
+    // ----- configuration events ---------------------------------------------
+
+    fn placed_all(&self) -> Vec<Placed> {
+        self.domains.values().map(|d| d.placed.clone()).collect()
+    }
+
+    fn tables(&self) -> Vec<Arc<Table>> {
+        self.cohorts
+            .iter()
+            .filter_map(|c| c.table.clone())
+            .collect()
+    }
+
+    /// Admits `candidate` (the whole new set of domains under `config`),
+    /// trying each of `maps` for the domain `choose` when given.
+    fn admit(
+        &self,
+        config: &PoolConfig,
+        mut candidate: Vec<Placed>,
+        choose: Option<(DomainId, Vec<Vec<CpuId>>)>,
+    ) -> Result<(Vec<Placed>, Vec<admission::CohortPlan>), AdmissionError> {
+        let previous = self.tables();
+        let Some((id, maps)) = choose else {
+            let plan = admission::plan(config, &candidate, &previous)?;
+            return Ok((candidate, plan));
+        };
+        let idx = candidate.iter().position(|p| p.id == id).unwrap_or(0);
+        let mut first = None;
+        let tried = maps.len();
+        for map in maps {
+            candidate[idx] = Placed::new(id, map, candidate[idx].policy, true);
+            match admission::plan(config, &candidate, &previous) {
+                Ok(plan) => return Ok((candidate, plan)),
+                Err(e) => {
+                    first.get_or_insert(e);
+                }
+            }
+        }
+        Err(match first {
+            Some(e) if tried == 1 => e,
+            Some(e) => AdmissionError::NoMapFits {
+                domain: id,
+                tried,
+                first: Box::new(e),
+            },
+            None => AdmissionError::NoMapFits {
+                domain: id,
+                tried: 0,
+                first: Box::new(AdmissionError::TooManyVcpus {
+                    domain: id,
+                    vcpus: candidate[idx].map.len() as u32,
+                    cpus: config.cpus.len(),
+                }),
+            },
+        })
+    }
+
+    /// Charges every cohort up to `now`.
+    fn charge_all(&mut self, now: Nanos) {
+        for i in 0..self.cohorts.len() {
+            self.charge(i, now);
+        }
+    }
+
+    fn charge(&mut self, cohort: usize, now: Nanos) {
+        let c = &mut self.cohorts[cohort];
+        let from = c.charged_to;
+        c.charged_to = now;
+        for id in &c.members {
+            if let Some(d) = self.domains.get_mut(id) {
+                if let Some(how) = d.how {
+                    d.charge(how, from, now);
+                }
+            }
+        }
+    }
+
+    /// Installs an admitted plan: new cohorts, every cohort decided at the
+    /// next boundary.
+    fn install(&mut self, now: Nanos, plan: Vec<admission::CohortPlan>) {
+        let at = ceil_to(now, self.config.grain);
+        self.cohorts = plan
+            .into_iter()
+            .enumerate()
+            .map(|(i, p)| {
+                for id in &p.members {
+                    if let Some(d) = self.domains.get_mut(id) {
+                        d.cohort = i;
+                    }
+                }
+                Cohort {
+                    cpus: p.cpus,
+                    members: p.members,
+                    table: p.table,
+                    next: at,
+                    charged_to: now,
+                }
+            })
+            .collect();
+        self.sweep = true;
+    }
+
+    /// Stops a domain at once: its CPUs go idle now.
+    fn unassign(&mut self, id: DomainId) {
+        let Some(d) = self.domains.get_mut(&id) else {
+            return;
+        };
+        d.how = None;
+        for (i, &cpu) in d.placed.map.iter().enumerate() {
+            let slot = self.dispatched.get_mut(cpu as usize);
+            if let Some(slot) = slot {
+                if *slot
+                    == Some(VcpuRef {
+                        domain: id,
+                        vcpu: i as u32,
+                    })
+                {
+                    *slot = None;
+                    self.pending.insert(cpu, None);
+                }
+            }
+        }
+    }
+
+    fn add_domain(
+        &mut self,
+        now: Nanos,
+        spec: DomainSpec,
+        state: RunState,
+    ) -> Result<(), EngineError> {
+        let id = spec.id;
+        if self.domains.contains_key(&id) {
+            return Err(AdmissionError::DuplicateDomain(id).into());
+        }
+        if state.runnable.len() != spec.vcpus as usize {
+            return Err(EngineError::RunStateLength {
+                domain: id,
+                given: state.runnable.len(),
+                vcpus: spec.vcpus,
+            });
+        }
+        admission::validate_vcpus(&self.config, id, spec.vcpus)?;
+        admission::validate_policy(&self.config, id, &spec.policy)?;
+        let mut candidate = self.placed_all();
+        let choose = match &spec.cpu_map {
+            Some(map) => {
+                admission::validate_map(&self.config, id, spec.vcpus, map)?;
+                candidate.push(Placed::new(id, map.clone(), spec.policy, false));
+                None
+            }
+            None => {
+                let maps =
+                    admission::candidate_maps(&self.config, &candidate, spec.vcpus, &spec.policy);
+                candidate.push(Placed::new(id, Vec::new(), spec.policy, true));
+                Some((id, maps))
+            }
+        };
+        let (candidate, plan) = self.admit(&self.config, candidate, choose)?;
+        self.charge_all(now);
+        let placed = candidate
+            .into_iter()
+            .find(|p| p.id == id)
+            .ok_or(EngineError::UnknownDomain(id))?;
+        let n_runnable = state.runnable.iter().filter(|&&r| r).count();
+        let mut d = Domain {
+            placed,
+            paused: state.paused,
+            runnable: state.runnable,
+            n_runnable,
+            window_start: 0,
+            used: 0,
+            window_held: 0,
+            vruntime: 0,
+            how: None,
+            cohort: 0,
+            stats: DomainStats::default(),
+        };
+        if let Some(timing) = d.placed.policy.timing() {
+            d.window_start = Domain::window_of(timing, now);
+        }
+        self.domains.insert(id, d);
+        self.install(now, plan);
+        self.normalise_vruntime(id);
+        Ok(())
+    }
+
+    /// Removes a domain; returns what it asked for and its run state (for a
+    /// migration to another pool).
+    pub fn remove_domain(
+        &mut self,
+        now: Nanos,
+        id: DomainId,
+    ) -> Result<(DomainSpec, RunState), EngineError> {
+        if !self.domains.contains_key(&id) {
+            return Err(EngineError::UnknownDomain(id));
+        }
+        let rest: Vec<Placed> = self
+            .placed_all()
+            .into_iter()
+            .filter(|p| p.id != id)
+            .collect();
+        let (_, plan) = self.admit(&self.config, rest, None)?;
+        self.charge_all(now);
+        self.unassign(id);
+        let d = self
+            .domains
+            .remove(&id)
+            .ok_or(EngineError::UnknownDomain(id))?;
+        self.install(now, plan);
+        let spec = DomainSpec {
+            id,
+            vcpus: d.runnable.len() as u32,
+            cpu_map: if d.placed.auto_map {
+                None
+            } else {
+                Some(d.placed.map.clone())
+            },
+            policy: d.placed.policy,
+        };
+        Ok((
+            spec,
+            RunState {
+                paused: d.paused,
+                runnable: d.runnable,
+            },
+        ))
+    }
+
+    fn set_params(
+        &mut self,
+        now: Nanos,
+        id: DomainId,
+        cpu_map: Option<Vec<CpuId>>,
+        policy: Policy,
+    ) -> Result<(), EngineError> {
+        let current = self
+            .domains
+            .get(&id)
+            .ok_or(EngineError::UnknownDomain(id))?;
+        let vcpus = current.runnable.len() as u32;
+        let old = current.placed.clone();
+        admission::validate_policy(&self.config, id, &policy)?;
+        let mut candidate = self.placed_all();
+        let idx = candidate
+            .iter()
+            .position(|p| p.id == id)
+            .ok_or(EngineError::UnknownDomain(id))?;
+        let choose = match cpu_map {
+            Some(map) => {
+                admission::validate_map(&self.config, id, vcpus, &map)?;
+                candidate[idx] = Placed::new(id, map, policy, false);
+                None
+            }
+            None => {
+                candidate[idx].policy = policy;
+                if old.auto_map {
+                    // Keep the current map first; other choices only if it
+                    // does not admit.
+                    let others: Vec<Placed> =
+                        candidate.iter().filter(|p| p.id != id).cloned().collect();
+                    let mut maps = vec![old.map.clone()];
+                    for m in admission::candidate_maps(&self.config, &others, vcpus, &policy) {
+                        if !maps.contains(&m) {
+                            maps.push(m);
+                        }
+                    }
+                    Some((id, maps))
+                } else {
+                    None
+                }
+            }
+        };
+        let (candidate, plan) = self.admit(&self.config, candidate, choose)?;
+        self.charge_all(now);
+        let placed = candidate
+            .into_iter()
+            .find(|p| p.id == id)
+            .ok_or(EngineError::UnknownDomain(id))?;
+        if placed.map != old.map {
+            self.unassign(id);
+        }
+        let d = self.domain_mut(id)?;
+        // Keep the budget already used in the current period.
+        let used = match (old.policy.timing(), policy.timing()) {
+            (Some(_), Some(_)) => {
+                d.roll(now);
+                d.used
+            }
+            _ => 0,
+        };
+        d.placed = placed;
+        if let Some(timing) = policy.timing() {
+            d.window_start = Domain::window_of(timing, now);
+            d.used = used.min(timing.active);
+        }
+        self.install(now, plan);
+        self.normalise_vruntime(id);
+        Ok(())
+    }
+
+    fn add_cpus(&mut self, now: Nanos, cpus: CpuSet) -> Result<(), EngineError> {
+        if cpus.intersects(&self.config.cpus) {
+            return Err(EngineError::CpuMembership(
+                cpus.intersection(&self.config.cpus),
+                "are already in the pool",
+            ));
+        }
+        self.config.cpus.union_with(&cpus);
+        let _ = now;
+        Ok(())
+    }
+
+    fn remove_cpus(&mut self, now: Nanos, cpus: CpuSet) -> Result<(), EngineError> {
+        if !cpus.is_subset(&self.config.cpus) {
+            let mut extra = cpus.clone();
+            extra.difference_with(&self.config.cpus);
+            return Err(EngineError::CpuMembership(extra, "are not in the pool"));
+        }
+        let mut config = self.config.clone();
+        config.cpus.difference_with(&cpus);
+        let all = self.placed_all();
+        let pinned: Vec<DomainId> = all
+            .iter()
+            .filter(|p| !p.auto_map && p.mask.intersects(&cpus))
+            .map(|p| p.id)
+            .collect();
+        if !pinned.is_empty() {
+            return Err(AdmissionError::CpusInUse {
+                cpus,
+                domains: pinned,
+            }
+            .into());
+        }
+        // Move auto-mapped domains off the leaving CPUs, one by one.
+        let (mut keep, moving): (Vec<Placed>, Vec<Placed>) =
+            all.into_iter().partition(|p| !p.mask.intersects(&cpus));
+        let mut plan = None;
+        for p in moving {
+            admission::validate_vcpus(&config, p.id, p.map.len() as u32)?;
+            let maps = admission::candidate_maps(&config, &keep, p.map.len() as u32, &p.policy);
+            keep.push(Placed::new(p.id, Vec::new(), p.policy, true));
+            let (admitted, pl) = self.admit(&config, keep, Some((p.id, maps)))?;
+            keep = admitted;
+            plan = Some(pl);
+        }
+        let plan = match plan {
+            Some(p) => p,
+            None => admission::plan(&config, &keep, &self.tables())?,
+        };
+        self.charge_all(now);
+        for p in keep {
+            let moved = self
+                .domains
+                .get(&p.id)
+                .is_some_and(|d| d.placed.map != p.map);
+            if moved {
+                self.unassign(p.id);
+            }
+            if let Some(d) = self.domains.get_mut(&p.id) {
+                d.placed = p;
+            }
+        }
+        self.config = config;
+        self.install(now, plan);
+        Ok(())
+    }
+
+    // ----- decisions --------------------------------------------------------
+
+    /// Decides every cohort due at `now`.
+    fn decide(&mut self, now: Nanos) -> Decision {
+        if self.sweep {
+            self.sweep = false;
+            self.sweep_stale();
+        }
+        for i in 0..self.cohorts.len() {
+            if self.cohorts[i].next <= now {
+                self.decide_cohort(i, now);
+            }
+        }
+        Decision {
+            at: now,
+            changes: std::mem::take(&mut self.pending).into_iter().collect(),
+            next: self.next(),
+        }
+    }
+
+    /// Clears CPUs dispatched to vCPUs that no longer map there.
+    fn sweep_stale(&mut self) {
+        for cpu in 0..self.dispatched.len() {
+            if let Some(v) = self.dispatched[cpu] {
+                let valid = self
+                    .domains
+                    .get(&v.domain)
+                    .is_some_and(|d| d.placed.map.get(v.vcpu as usize) == Some(&(cpu as CpuId)));
+                if !valid {
+                    self.dispatched[cpu] = None;
+                    self.pending.insert(cpu as CpuId, None);
+                }
+            }
+        }
+    }
+
+    fn decide_cohort(&mut self, ci: usize, t: Nanos) {
+        self.charge(ci, t);
+        let grain = self.config.grain;
+        let be_slice = self.config.be_slice;
+        let cohort = &self.cohorts[ci];
+        let members = cohort.members.clone();
+        let table = cohort.table.clone();
+        let mut taken = CpuSet::new();
+        let mut reserved = CpuSet::new();
+        let mut chosen: Vec<(DomainId, Dispatch)> = Vec::new();
+        let mut next = Nanos::MAX;
+        let domains = &mut self.domains;
+
+        // 1. no-mux.
+        for id in &members {
+            let d = &domains[id];
+            if d.placed.policy.class() == Class::NoMux && d.runnable() && d.active(t) {
+                taken.union_with(&d.placed.mask);
+                chosen.push((*id, Dispatch::NoMux));
+            }
+        }
+        // 2. table slots.
+        if let Some(table) = &table {
+            let pos = (t / grain) % table.length();
+            let seg = table.segment_at(pos);
+            next = next.min(t + (seg.end - pos) * grain);
+            for &e in &seg.entries {
+                let r = &table.reservations()[e as usize];
+                reserved.union_with(&r.cpus);
+                let Some(d) = domains.get_mut(&r.owner) else {
+                    continue;
+                };
+                if d.runnable() && d.active(t) && d.budget_left(t) >= grain {
+                    taken.union_with(&d.placed.mask);
+                    chosen.push((r.owner, Dispatch::Reserved));
+                }
+            }
+        }
+        let is_chosen =
+            |chosen: &[(DomainId, Dispatch)], id: DomainId| chosen.iter().any(|(c, _)| *c == id);
+        // 3. ET early, by earliest window end.
+        let mut early: Vec<(Nanos, DomainId)> = Vec::new();
+        for id in &members {
+            let d = domains.get_mut(id).expect("cohort member");
+            if d.placed.policy.class() == Class::EventTriggered
+                && !is_chosen(&chosen, *id)
+                && d.runnable()
+                && d.active(t)
+                && d.budget_left(t) >= grain
+            {
+                let period = d.placed.policy.timing().map_or(0, |p| p.period);
+                early.push((d.window_start + period, *id));
+            }
+        }
+        early.sort_unstable();
+        for (_, id) in early {
+            let d = &domains[&id];
+            if !d.placed.mask.intersects(&taken) {
+                taken.union_with(&d.placed.mask);
+                chosen.push((id, Dispatch::EventTriggered));
+            }
+        }
+        // 4. best-effort.
+        let mut blocked = taken.clone();
+        blocked.union_with(&reserved);
+        let be_epoch = t % be_slice == 0;
+        let mut be_waiting = false;
+        if !be_epoch {
+            for id in &members {
+                let d = &domains[id];
+                if d.how == Some(Dispatch::BestEffort)
+                    && d.runnable()
+                    && !d.placed.mask.intersects(&blocked)
+                {
+                    blocked.union_with(&d.placed.mask);
+                    taken.union_with(&d.placed.mask);
+                    chosen.push((*id, Dispatch::BestEffort));
+                }
+            }
+        }
+        let mut be: Vec<(u128, DomainId)> = members
+            .iter()
+            .map(|id| &domains[id])
+            .filter(|d| {
+                d.placed.policy.class() == Class::BestEffort
+                    && d.runnable()
+                    && !is_chosen(&chosen, d.id())
+            })
+            .map(|d| (d.vruntime, d.id()))
+            .collect();
+        be.sort_unstable();
+        for (_, id) in be {
+            let d = &domains[&id];
+            if d.placed.mask.intersects(&blocked) {
+                be_waiting = true;
+                continue;
+            }
+            blocked.union_with(&d.placed.mask);
+            taken.union_with(&d.placed.mask);
+            chosen.push((id, Dispatch::BestEffort));
+        }
+        // 5. space fillers.
+        let mut fillers: Vec<(Nanos, DomainId)> = members
+            .iter()
+            .map(|id| &domains[id])
+            .filter(|d| {
+                d.placed.policy.space_filling()
+                    && d.runnable()
+                    && d.active(t)
+                    && !is_chosen(&chosen, d.id())
+            })
+            .map(|d| (d.stats.filler_ns, d.id()))
+            .collect();
+        fillers.sort_unstable();
+        let mut fillers_rotate = false;
+        for (_, id) in fillers {
+            let d = &domains[&id];
+            if d.placed.mask.intersects(&taken) {
+                fillers_rotate = true;
+                continue;
+            }
+            taken.union_with(&d.placed.mask);
+            chosen.push((id, Dispatch::Filler));
+        }
+
+        // Record how each member holds its CPUs, and the next boundary.
+        for id in &members {
+            let d = domains.get_mut(id).expect("cohort member");
+            let how = chosen.iter().find(|(c, _)| c == id).map(|(_, h)| *h);
+            if how.is_some() && how != d.how {
+                d.stats.dispatches += 1;
+            }
+            d.how = how;
+            let from = d.placed.policy.from();
+            if from > t {
+                next = next.min(from);
+            }
+            if let Some(timing) = d.placed.policy.timing() {
+                let left = d.budget_left(t);
+                match how {
+                    Some(Dispatch::Reserved | Dispatch::EventTriggered) => {
+                        next = next.min(t + floor_to(left, grain));
+                    }
+                    _ if d.runnable() && left < grain => {
+                        next = next.min(d.window_start.max(timing.from) + timing.period);
+                    }
+                    _ => {}
+                }
+            }
+        }
+        if be_waiting || fillers_rotate {
+            next = next.min(t - t % be_slice + be_slice);
+        }
+        next = next.max(t + grain);
+
+        // Apply: the new per-CPU dispatch of this cohort.
+        let cohort_cpus = self.cohorts[ci].cpus.clone();
+        if let Some(max) = cohort_cpus.iter().last() {
+            if self.dispatched.len() <= max as usize {
+                self.dispatched.resize(max as usize + 1, None);
+            }
+        }
+        let mut new: BTreeMap<CpuId, VcpuRef> = BTreeMap::new();
+        for (id, _) in &chosen {
+            for (i, &cpu) in self.domains[id].placed.map.iter().enumerate() {
+                new.insert(
+                    cpu,
+                    VcpuRef {
+                        domain: *id,
+                        vcpu: i as u32,
+                    },
+                );
+            }
+        }
+        for cpu in cohort_cpus.iter() {
+            let v = new.get(&cpu).copied();
+            if self.dispatched[cpu as usize] != v {
+                self.dispatched[cpu as usize] = v;
+                self.pending.insert(cpu, v);
+            }
+        }
+        self.cohorts[ci].next = next;
     }
 }

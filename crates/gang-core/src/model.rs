@@ -83,7 +83,10 @@ pub enum Policy {
 
 impl Default for Policy {
     fn default() -> Self {
-        Policy::BestEffort { weight: DEFAULT_WEIGHT, space_filling: false }
+        Policy::BestEffort {
+            weight: DEFAULT_WEIGHT,
+            space_filling: false,
+        }
     }
 }
 
@@ -157,8 +160,17 @@ impl fmt::Display for Policy {
                 Ok(())
             }
             Policy::TimeTriggered { timing, .. } | Policy::EventTriggered { timing, .. } => {
-                let tag = if self.class() == Class::TimeTriggered { "tt" } else { "et" };
-                write!(f, "{tag},{},{}{sf}", Duration(timing.period), Duration(timing.active))?;
+                let tag = if self.class() == Class::TimeTriggered {
+                    "tt"
+                } else {
+                    "et"
+                };
+                write!(
+                    f,
+                    "{tag},{},{}{sf}",
+                    Duration(timing.period),
+                    Duration(timing.active)
+                )?;
                 if timing.from != 0 {
                     write!(f, "@{}", Duration(timing.from))?;
                 }
@@ -217,9 +229,13 @@ impl std::str::FromStr for Policy {
             None => (input, None),
         };
         let from = match from {
-            Some(f) => crate::time::parse_duration(f, MS).map_err(|source| {
-                PolicyParseError::BadTime { input: input.to_string(), field: "from", source }
-            })?,
+            Some(f) => {
+                crate::time::parse_duration(f, MS).map_err(|source| PolicyParseError::BadTime {
+                    input: input.to_string(),
+                    field: "from",
+                    source,
+                })?
+            }
             None => 0,
         };
         let fields: Vec<&str> = body.split(',').map(str::trim).collect();
@@ -234,8 +250,11 @@ impl std::str::FromStr for Policy {
             }
         };
         let time = |text: &str, field: &'static str| {
-            crate::time::parse_duration(text, MS)
-                .map_err(|source| PolicyParseError::BadTime { input: input.to_string(), field, source })
+            crate::time::parse_duration(text, MS).map_err(|source| PolicyParseError::BadTime {
+                input: input.to_string(),
+                field,
+                source,
+            })
         };
         match fields[0] {
             "no" | "nomux" | "no-mux" => {
@@ -261,9 +280,15 @@ impl std::str::FromStr for Policy {
                 };
                 let space_filling = flag(&fields[3..])?;
                 Ok(if tag == "tt" {
-                    Policy::TimeTriggered { timing, space_filling }
+                    Policy::TimeTriggered {
+                        timing,
+                        space_filling,
+                    }
                 } else {
-                    Policy::EventTriggered { timing, space_filling }
+                    Policy::EventTriggered {
+                        timing,
+                        space_filling,
+                    }
                 })
             }
             "be" => {
@@ -278,7 +303,10 @@ impl std::str::FromStr for Policy {
                     .ok()
                     .filter(|&w| w > 0)
                     .ok_or_else(|| PolicyParseError::BadWeight(input.to_string()))?;
-                Ok(Policy::BestEffort { weight, space_filling: flag(&fields[2..])? })
+                Ok(Policy::BestEffort {
+                    weight,
+                    space_filling: flag(&fields[2..])?,
+                })
             }
             other => Err(PolicyParseError::UnknownPolicy(other.to_string())),
         }
@@ -344,7 +372,10 @@ pub struct RunState {
 impl RunState {
     /// All vCPUs runnable, paused or not.
     pub fn all_runnable(vcpus: u32, paused: bool) -> Self {
-        RunState { paused, runnable: vec![true; vcpus as usize] }
+        RunState {
+            paused,
+            runnable: vec![true; vcpus as usize],
+        }
     }
 }
 
@@ -358,7 +389,11 @@ mod tests {
         assert_eq!(
             tt,
             Policy::TimeTriggered {
-                timing: Periodic { from: 0, period: 150 * MS, active: 15 * MS },
+                timing: Periodic {
+                    from: 0,
+                    period: 150 * MS,
+                    active: 15 * MS
+                },
                 space_filling: false
             }
         );
@@ -371,12 +406,36 @@ mod tests {
 
     #[test]
     fn refuses_bad_policies() {
-        assert!(matches!("rr,1".parse::<Policy>(), Err(PolicyParseError::UnknownPolicy(_))));
-        assert!(matches!("tt,1".parse::<Policy>(), Err(PolicyParseError::WrongFields { .. })));
-        assert!(matches!("tt,x,1".parse::<Policy>(), Err(PolicyParseError::BadTime { field: "period", .. })));
-        assert!(matches!("be,0".parse::<Policy>(), Err(PolicyParseError::BadWeight(_))));
-        assert!(matches!("be,70000".parse::<Policy>(), Err(PolicyParseError::BadWeight(_))));
-        assert!(matches!("be,5,xx".parse::<Policy>(), Err(PolicyParseError::BadFlag { .. })));
-        assert!(matches!("no,5".parse::<Policy>(), Err(PolicyParseError::WrongFields { .. })));
+        assert!(matches!(
+            "rr,1".parse::<Policy>(),
+            Err(PolicyParseError::UnknownPolicy(_))
+        ));
+        assert!(matches!(
+            "tt,1".parse::<Policy>(),
+            Err(PolicyParseError::WrongFields { .. })
+        ));
+        assert!(matches!(
+            "tt,x,1".parse::<Policy>(),
+            Err(PolicyParseError::BadTime {
+                field: "period",
+                ..
+            })
+        ));
+        assert!(matches!(
+            "be,0".parse::<Policy>(),
+            Err(PolicyParseError::BadWeight(_))
+        ));
+        assert!(matches!(
+            "be,70000".parse::<Policy>(),
+            Err(PolicyParseError::BadWeight(_))
+        ));
+        assert!(matches!(
+            "be,5,xx".parse::<Policy>(),
+            Err(PolicyParseError::BadFlag { .. })
+        ));
+        assert!(matches!(
+            "no,5".parse::<Policy>(),
+            Err(PolicyParseError::WrongFields { .. })
+        ));
     }
 }

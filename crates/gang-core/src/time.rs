@@ -50,7 +50,9 @@ pub fn parse_duration(input: &str, default_unit: Nanos) -> Result<Nanos, ParseDu
     if s.is_empty() {
         return Err(ParseDurationError::Empty);
     }
-    let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
     let (number, unit) = s.split_at(split);
     let scale = match unit.trim() {
         "" => default_unit,
@@ -74,7 +76,9 @@ pub fn parse_duration(input: &str, default_unit: Nanos) -> Result<Nanos, ParseDu
     let int: u128 = if int_part.is_empty() {
         0
     } else {
-        int_part.parse().map_err(|_| ParseDurationError::OutOfRange(input.to_string()))?
+        int_part
+            .parse()
+            .map_err(|_| ParseDurationError::OutOfRange(input.to_string()))?
     };
     let mut total = int
         .checked_mul(u128::from(scale))
@@ -85,8 +89,9 @@ pub fn parse_duration(input: &str, default_unit: Nanos) -> Result<Nanos, ParseDu
         let denom = 10u128
             .checked_pow(digits)
             .ok_or_else(|| ParseDurationError::Fractional(input.to_string()))?;
-        let frac: u128 =
-            frac_part.parse().map_err(|_| ParseDurationError::Malformed(input.to_string()))?;
+        let frac: u128 = frac_part
+            .parse()
+            .map_err(|_| ParseDurationError::Malformed(input.to_string()))?;
         let scaled = frac * u128::from(scale);
         if scaled % denom != 0 {
             return Err(ParseDurationError::Fractional(input.to_string()));
@@ -144,15 +149,30 @@ mod tests {
     #[test]
     fn refuses_bad_durations() {
         assert_eq!(parse_duration("", MS), Err(ParseDurationError::Empty));
-        assert!(matches!(parse_duration("ms", MS), Err(ParseDurationError::Malformed(_))));
-        assert!(matches!(parse_duration("10parsecs", MS), Err(ParseDurationError::UnknownUnit { .. })));
-        assert!(matches!(parse_duration("1.2.3ms", MS), Err(ParseDurationError::Malformed(_))));
-        assert!(matches!(parse_duration("1.0001ns", MS), Err(ParseDurationError::Fractional(_))));
+        assert!(matches!(
+            parse_duration("ms", MS),
+            Err(ParseDurationError::Malformed(_))
+        ));
+        assert!(matches!(
+            parse_duration("10parsecs", MS),
+            Err(ParseDurationError::UnknownUnit { .. })
+        ));
+        assert!(matches!(
+            parse_duration("1.2.3ms", MS),
+            Err(ParseDurationError::Malformed(_))
+        ));
+        assert!(matches!(
+            parse_duration("1.0001ns", MS),
+            Err(ParseDurationError::Fractional(_))
+        ));
         assert!(matches!(
             parse_duration("99999999999999999999h", MS),
             Err(ParseDurationError::OutOfRange(_))
         ));
-        assert!(matches!(parse_duration("-5ms", MS), Err(ParseDurationError::UnknownUnit { .. }) | Err(ParseDurationError::Malformed(_))));
+        assert!(matches!(
+            parse_duration("-5ms", MS),
+            Err(ParseDurationError::UnknownUnit { .. }) | Err(ParseDurationError::Malformed(_))
+        ));
     }
 
     #[test]
