@@ -18,13 +18,22 @@
 //! - a blocking thread leaves the queue; spinning threads are runnable and
 //!   burn CPU like any other.
 //!
-//! Slice expiry is exact (hrtick-like) rather than tick-driven.
+//! Slice expiry is exact (hrtick-like) rather than tick-driven, but every
+//! slice is stretched or shrunk by up to ±[`SLICE_NOISE_PCT`]%, drawn from a
+//! per-CPU stream of the scenario seed. Real CPUs are never in lockstep
+//! (unaligned ticks, interrupts, other host tasks); without the noise two
+//! identical CPUs would make identical choices at identical instants and gang
+//! schedule by accident, which the real Linux scheduler does not (DESIGN.md
+//! §4: two spin-barrier pairs get 0.246 M rounds/s each, about what
+//! independent CPUs give: a quarter of the time together).
 //!
 //! **Invariants.** A thread is in at most one place: its CPU's `curr` or its
 //! CPU's queue, and in either only while runnable; `min_vruntime` never
 //! decreases.
 
 use gang_core::{CpuId, Nanos, Policy, MS, US};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
 
 use crate::world::{Model, ModelCounters, Out, SimError, Topo};
 
@@ -33,6 +42,8 @@ const MIN_GRANULARITY: Nanos = 750 * US;
 const WAKEUP_GRANULARITY: Nanos = MS;
 const SLEEPER_CREDIT: Nanos = 3 * MS;
 const NICE_0: u64 = 1024;
+/// Per-slice noise, percent (see the module docs).
+pub(crate) const SLICE_NOISE_PCT: u64 = 25;
 
 #[derive(Debug, Clone)]
 struct Thread {
@@ -50,6 +61,8 @@ struct Rq {
     slice_start: Nanos,
     queue: Vec<usize>,
     min_vruntime: u64,
+    /// This slice's length factor, parts per million.
+    noise_ppm: u64,
 }
 
 /// The host model.
@@ -57,12 +70,13 @@ struct Rq {
 pub(crate) struct HostModel {
     threads: Vec<Thread>,
     rqs: Vec<Rq>,
+    rngs: Vec<ChaCha8Rng>,
     counters: ModelCounters,
 }
 
 impl HostModel {
     /// `maps[d][i]`: the CPU of vCPU `i` of domain `d`.
-    pub(crate) fn new(topo: &Topo, maps: &[Vec<CpuId>], policies: &[Policy]) -> Self {
+    pub(crate) fn new(topo: &Topo, maps: &[Vec<CpuId>], policies: &[Policy], seed: u64) -> Self {
         let mut threads = Vec::with_capacity(topo.dom_of.len());
         for (d, map) in maps.iter().enumerate() {
             let weight = match policies[d] {
@@ -79,7 +93,20 @@ impl HostModel {
         }
         HostModel {
             threads,
-            rqs: vec![Rq::default(); topo.cpus.len()],
+            rqs: vec![
+                Rq {
+                    noise_ppm: 1_000_000,
+                    ..Rq::default()
+                };
+                topo.cpus.len()
+            ],
+            rngs: (0..topo.cpus.len())
+                .map(|c| {
+                    let mut r = ChaCha8Rng::seed_from_u64(seed);
+                    r.set_stream((1 << 32) + c as u64);
+                    r
+                })
+                .collect(),
             counters: ModelCounters::default(),
         }
     }
@@ -124,7 +151,8 @@ impl HostModel {
     fn arm(&self, cpu: usize, out: &mut Out) {
         let rq = &self.rqs[cpu];
         let when = if rq.curr.is_some() && !rq.queue.is_empty() {
-            rq.slice_start.saturating_add(self.slice(cpu))
+            rq.slice_start
+                .saturating_add(self.slice(cpu) * rq.noise_ppm / 1_000_000)
         } else {
             Nanos::MAX
         };
@@ -145,6 +173,8 @@ impl HostModel {
         rq.curr = best.map(|(i, _)| rq.queue.remove(i));
         rq.exec_start = now;
         rq.slice_start = now;
+        rq.noise_ppm = self.rngs[cpu]
+            .random_range((100 - SLICE_NOISE_PCT) * 10_000..=(100 + SLICE_NOISE_PCT) * 10_000);
         if rq.curr != prev {
             self.counters.context_switches += 1;
             out.dispatch.push((cpu, rq.curr));
@@ -207,6 +237,9 @@ impl Model for HostModel {
                     rq.curr = Some(v);
                     rq.exec_start = now;
                     rq.slice_start = now;
+                    rq.noise_ppm = self.rngs[cpu].random_range(
+                        (100 - SLICE_NOISE_PCT) * 10_000..=(100 + SLICE_NOISE_PCT) * 10_000,
+                    );
                     self.counters.context_switches += 1;
                     out.dispatch.push((cpu, Some(v)));
                 }

@@ -99,7 +99,7 @@ pub fn simulate(
                     None => gang::core_maps(s).unwrap_or_else(|_| gang::fallback_maps(s)),
                 };
                 let policies: Vec<_> = s.domains.iter().map(|d| d.policy).collect();
-                let mut model = host::HostModel::new(&topo, &m, &policies);
+                let mut model = host::HostModel::new(&topo, &m, &policies, s.seed);
                 let res = w.run(&mut model, kind, progress)?;
                 (res, m, vec![None; s.domains.len()])
             }
