@@ -213,7 +213,7 @@ pub fn validate_pool(config: &PoolConfig) -> Result<(), AdmissionError> {
     if config.grain == 0 {
         return bad("the grain must be positive".into());
     }
-    if config.be_slice == 0 || config.be_slice % config.grain != 0 {
+    if config.be_slice == 0 || !config.be_slice.is_multiple_of(config.grain) {
         return bad(format!(
             "the BE slice {} must be a positive multiple of the grain {}",
             Duration(config.be_slice),
@@ -247,7 +247,7 @@ pub fn validate_policy(
         })
     };
     let from = policy.from();
-    if from % g != 0 {
+    if !from.is_multiple_of(g) {
         return bad(
             "from",
             format!(
@@ -345,6 +345,12 @@ pub fn validate_vcpus(config: &PoolConfig, id: DomainId, vcpus: u32) -> Result<(
 
 /// Candidate CPU maps for a domain of `vcpus` vCPUs with `policy`, given the
 /// other domains, best first. Each map lists CPUs in ascending order.
+///
+/// Gangs are placed on *aligned blocks* first (CPUs `[k·n, (k+1)·n)` of the
+/// pool's CPU list for a gang of `n`), least loaded first: gangs of the same
+/// width then share whole blocks instead of straddling each other, which
+/// keeps tables feasible and cohorts small (the buddy idea of classic gang
+/// schedulers). The least-loaded CPUs anywhere come next, then other blocks.
 pub fn candidate_maps(
     config: &PoolConfig,
     others: &[Placed],
@@ -352,30 +358,26 @@ pub fn candidate_maps(
     policy: &Policy,
 ) -> Vec<Vec<CpuId>> {
     let n = vcpus as usize;
-    let mut load: std::collections::BTreeMap<CpuId, (u128, usize)> =
-        config.cpus.iter().map(|c| (c, (0, 0))).collect();
+    let cpus: Vec<CpuId> = config.cpus.iter().collect();
+    if n == 0 || cpus.len() < n {
+        return Vec::new();
+    }
+    // Load per pool CPU: reserved utilisation (parts per 2^32), domain count.
+    let mut load: Vec<(u128, usize)> = vec![(0, 0); cpus.len()];
     for d in others {
-        // Utilisation in parts per 2^32, enough to rank CPUs.
         let util = d
             .policy
             .timing()
             .map_or(0, |t| (u128::from(t.active) << 32) / u128::from(t.period));
-        for &cpu in &d.map {
-            if let Some(l) = load.get_mut(&cpu) {
-                l.0 += util;
-                l.1 += 1;
+        for cpu in &d.map {
+            if let Ok(i) = cpus.binary_search(cpu) {
+                load[i].0 += util;
+                load[i].1 += 1;
             }
         }
     }
-    let mut ranked: Vec<(CpuId, (u128, usize))> = load.into_iter().collect();
-    if policy.class() == Class::NoMux {
-        ranked.retain(|(_, (_, count))| *count == 0);
-    }
-    ranked.sort_by_key(|&(cpu, (util, count))| (util, count, cpu));
-    let ranked: Vec<CpuId> = ranked.into_iter().map(|(c, _)| c).collect();
-    if ranked.len() < n {
-        return Vec::new();
-    }
+    let exclusive = policy.class() == Class::NoMux;
+    let usable = |i: usize| !exclusive || load[i].1 == 0;
     let mut out: Vec<Vec<CpuId>> = Vec::new();
     let mut push = |mut m: Vec<CpuId>| {
         m.sort_unstable();
@@ -383,16 +385,37 @@ pub fn candidate_maps(
             out.push(m);
         }
     };
-    push(ranked[..n].to_vec());
+    // Aligned blocks, least loaded first.
+    let mut blocks: Vec<((u128, u128, usize, usize), usize)> = (0..=cpus.len() - n)
+        .step_by(n)
+        .filter(|&k| (k..k + n).all(usable))
+        .map(|k| {
+            let block = &load[k..k + n];
+            let max_util = block.iter().map(|l| l.0).max().unwrap_or(0);
+            let sum_util = block.iter().map(|l| l.0).sum();
+            let max_count = block.iter().map(|l| l.1).max().unwrap_or(0);
+            let sum_count = block.iter().map(|l| l.1).sum();
+            ((max_util, sum_util, max_count, sum_count), k)
+        })
+        .collect();
+    blocks.sort_unstable();
+    let block_map = |k: usize| cpus[k..k + n].to_vec();
+    if let Some(&(_, k)) = blocks.first() {
+        push(block_map(k));
+    }
+    // The least-loaded CPUs anywhere.
+    let mut ranked: Vec<usize> = (0..cpus.len()).filter(|&i| usable(i)).collect();
+    ranked.sort_by_key(|&i| (load[i].0, load[i].1, cpus[i]));
+    if ranked.len() >= n {
+        push(ranked[..n].iter().map(|&i| cpus[i]).collect());
+    }
     if policy.timing().is_some() {
-        // Alternatives: other windows of the load ranking, then contiguous
-        // runs of CPU numbers.
-        for k in 1..=(ranked.len() - n).min(4) {
-            push(ranked[k..k + n].to_vec());
+        // Alternatives for reservations: more blocks, other load windows.
+        for &(_, k) in blocks.iter().skip(1).take(3) {
+            push(block_map(k));
         }
-        let by_id: Vec<CpuId> = config.cpus.iter().collect();
-        for k in (0..=by_id.len() - n).step_by(n.max(1)).take(4) {
-            push(by_id[k..k + n].to_vec());
+        for w in 1..=ranked.len().saturating_sub(n).min(2) {
+            push(ranked[w..w + n].iter().map(|&i| cpus[i]).collect());
         }
     }
     out

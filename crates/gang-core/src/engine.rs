@@ -252,7 +252,7 @@ impl Domain {
             Dispatch::BestEffort => {
                 if let Policy::BestEffort { weight, .. } = self.placed.policy {
                     self.vruntime +=
-                        (u128::from(dt) * u128::from(self.width()) << 16) / u128::from(weight);
+                        ((u128::from(dt) * u128::from(self.width())) << 16) / u128::from(weight);
                 }
             }
             Dispatch::Reserved | Dispatch::EventTriggered => {
@@ -285,6 +285,8 @@ impl Domain {
 struct Cohort {
     cpus: CpuSet,
     members: Vec<DomainId>,
+    /// The members' indices into `Scheduler::domains`.
+    idx: Vec<usize>,
     table: Option<Arc<Table>>,
     /// When this cohort must be decided next.
     next: Nanos,
@@ -296,7 +298,8 @@ struct Cohort {
 #[derive(Debug, Clone)]
 pub struct Scheduler {
     config: PoolConfig,
-    domains: BTreeMap<DomainId, Domain>,
+    /// Sorted by id; cohorts refer to domains by index into this vector.
+    domains: Vec<Domain>,
     cohorts: Vec<Cohort>,
     /// Indexed by CPU number.
     dispatched: Vec<Option<VcpuRef>>,
@@ -307,6 +310,10 @@ pub struct Scheduler {
     /// dispatched to a vCPU that no longer maps there.
     sweep: bool,
     last_now: Nanos,
+    /// Cohort decisions made so far.
+    decisions: u64,
+    /// A per-CPU buffer reused by every decision.
+    scratch: Vec<Option<VcpuRef>>,
 }
 
 impl Scheduler {
@@ -315,12 +322,14 @@ impl Scheduler {
         admission::validate_pool(&config)?;
         Ok(Scheduler {
             config,
-            domains: BTreeMap::new(),
+            domains: Vec::new(),
             cohorts: Vec::new(),
             dispatched: Vec::new(),
             pending: BTreeMap::new(),
             sweep: false,
             last_now: 0,
+            decisions: 0,
+            scratch: Vec::new(),
         })
     }
 
@@ -364,6 +373,12 @@ impl Scheduler {
         })
     }
 
+    /// How many cohort decisions were made so far (a cohort decided at a
+    /// boundary counts one).
+    pub fn decisions_made(&self) -> u64 {
+        self.decisions
+    }
+
     /// The earliest boundary any cohort needs.
     pub fn next(&self) -> Nanos {
         self.cohorts
@@ -380,35 +395,46 @@ impl Scheduler {
 
     /// How the domain holds its CPUs now, if it does.
     pub fn dispatch_of(&self, id: DomainId) -> Option<Dispatch> {
-        self.domains.get(&id).and_then(|d| d.how)
+        self.find(id).and_then(|d| d.how)
     }
 
     /// A domain's CPU map.
     pub fn cpu_map(&self, id: DomainId) -> Option<&[CpuId]> {
-        self.domains.get(&id).map(|d| d.placed.map.as_slice())
+        self.find(id).map(|d| d.placed.map.as_slice())
     }
 
     /// A domain's policy.
     pub fn policy(&self, id: DomainId) -> Option<Policy> {
-        self.domains.get(&id).map(|d| d.placed.policy)
+        self.find(id).map(|d| d.placed.policy)
     }
 
     /// A domain's run state.
     pub fn run_state(&self, id: DomainId) -> Option<RunState> {
-        self.domains.get(&id).map(|d| RunState {
+        self.find(id).map(|d| RunState {
             paused: d.paused,
             runnable: d.runnable.clone(),
         })
     }
 
+    /// TT/ET: budget left at `t` in the domain's window (`None` for other
+    /// classes or unknown domains). Does not change any state.
+    pub fn budget_left(&self, id: DomainId, t: Nanos) -> Option<Nanos> {
+        let d = self.find(id)?;
+        let timing = d.placed.policy.timing()?;
+        if Domain::window_of(timing, t) != d.window_start {
+            return Some(timing.active);
+        }
+        Some(timing.active.saturating_sub(d.used))
+    }
+
     /// A domain's statistics.
     pub fn stats(&self, id: DomainId) -> Option<DomainStats> {
-        self.domains.get(&id).map(|d| d.stats)
+        self.find(id).map(|d| d.stats)
     }
 
     /// Domains in id order.
     pub fn domains(&self) -> Vec<DomainId> {
-        self.domains.keys().copied().collect()
+        self.domains.iter().map(Domain::id).collect()
     }
 
     /// The cohorts: their CPUs and members.
@@ -488,7 +514,7 @@ impl Scheduler {
                 }
             }
         }
-        for d in self.domains.values() {
+        for d in self.domains.iter() {
             let map: Vec<String> = d.placed.map.iter().map(|c| c.to_string()).collect();
             let _ = writeln!(
                 out,
@@ -511,10 +537,20 @@ impl Scheduler {
 
     // ----- run-state events -------------------------------------------------
 
+    fn position(&self, id: DomainId) -> Result<usize, usize> {
+        self.domains.binary_search_by_key(&id, Domain::id)
+    }
+
+    fn find(&self, id: DomainId) -> Option<&Domain> {
+        self.position(id).ok().map(|i| &self.domains[i])
+    }
+
+    fn find_mut(&mut self, id: DomainId) -> Option<&mut Domain> {
+        self.position(id).ok().map(|i| &mut self.domains[i])
+    }
+
     fn domain_mut(&mut self, id: DomainId) -> Result<&mut Domain, EngineError> {
-        self.domains
-            .get_mut(&id)
-            .ok_or(EngineError::UnknownDomain(id))
+        self.find_mut(id).ok_or(EngineError::UnknownDomain(id))
     }
 
     fn set_runnable(&mut self, now: Nanos, v: VcpuRef, runnable: bool) -> Result<(), EngineError> {
@@ -549,7 +585,7 @@ impl Scheduler {
     /// boundary; a BE domain that becomes runnable starts no earlier in
     /// virtual time than its cohort's least runnable one.
     fn after_run_state_change(&mut self, now: Nanos, id: DomainId, was_runnable: bool) {
-        let Some(d) = self.domains.get(&id) else {
+        let Some(d) = self.find(id) else {
             return;
         };
         if d.runnable() == was_runnable {
@@ -566,7 +602,7 @@ impl Scheduler {
     }
 
     fn normalise_vruntime(&mut self, id: DomainId) {
-        let Some(d) = self.domains.get(&id) else {
+        let Some(d) = self.find(id) else {
             return;
         };
         if d.placed.policy.class() != Class::BestEffort {
@@ -576,14 +612,14 @@ impl Scheduler {
             return;
         };
         let floor = c
-            .members
+            .idx
             .iter()
-            .filter(|&&m| m != id)
-            .filter_map(|m| self.domains.get(m))
+            .map(|&i| &self.domains[i])
+            .filter(|o| o.id() != id)
             .filter(|o| o.placed.policy.class() == Class::BestEffort && o.runnable())
             .map(|o| o.vruntime)
             .min();
-        if let (Some(floor), Some(d)) = (floor, self.domains.get_mut(&id)) {
+        if let (Some(floor), Some(d)) = (floor, self.find_mut(id)) {
             d.vruntime = d.vruntime.max(floor);
         }
     }
@@ -591,7 +627,7 @@ impl Scheduler {
     // ----- configuration events ---------------------------------------------
 
     fn placed_all(&self) -> Vec<Placed> {
-        self.domains.values().map(|d| d.placed.clone()).collect()
+        self.domains.iter().map(|d| d.placed.clone()).collect()
     }
 
     fn tables(&self) -> Vec<Arc<Table>> {
@@ -656,11 +692,10 @@ impl Scheduler {
         let c = &mut self.cohorts[cohort];
         let from = c.charged_to;
         c.charged_to = now;
-        for id in &c.members {
-            if let Some(d) = self.domains.get_mut(id) {
-                if let Some(how) = d.how {
-                    d.charge(how, from, now);
-                }
+        for &i in &c.idx {
+            let d = &mut self.domains[i];
+            if let Some(how) = d.how {
+                d.charge(how, from, now);
             }
         }
     }
@@ -673,14 +708,18 @@ impl Scheduler {
             .into_iter()
             .enumerate()
             .map(|(i, p)| {
-                for id in &p.members {
-                    if let Some(d) = self.domains.get_mut(id) {
-                        d.cohort = i;
-                    }
+                let idx: Vec<usize> = p
+                    .members
+                    .iter()
+                    .filter_map(|&id| self.position(id).ok())
+                    .collect();
+                for &j in &idx {
+                    self.domains[j].cohort = i;
                 }
                 Cohort {
                     cpus: p.cpus,
                     members: p.members,
+                    idx,
                     table: p.table,
                     next: at,
                     charged_to: now,
@@ -692,13 +731,13 @@ impl Scheduler {
 
     /// Stops a domain at once: its CPUs go idle now.
     fn unassign(&mut self, id: DomainId) {
-        let Some(d) = self.domains.get_mut(&id) else {
+        let Ok(pos) = self.position(id) else {
             return;
         };
+        let d = &mut self.domains[pos];
         d.how = None;
         for (i, &cpu) in d.placed.map.iter().enumerate() {
-            let slot = self.dispatched.get_mut(cpu as usize);
-            if let Some(slot) = slot {
+            if let Some(slot) = self.dispatched.get_mut(cpu as usize) {
                 if *slot
                     == Some(VcpuRef {
                         domain: id,
@@ -719,7 +758,7 @@ impl Scheduler {
         state: RunState,
     ) -> Result<(), EngineError> {
         let id = spec.id;
-        if self.domains.contains_key(&id) {
+        if self.find(id).is_some() {
             return Err(AdmissionError::DuplicateDomain(id).into());
         }
         if state.runnable.len() != spec.vcpus as usize {
@@ -751,13 +790,106 @@ impl Scheduler {
             .into_iter()
             .find(|p| p.id == id)
             .ok_or(EngineError::UnknownDomain(id))?;
+        self.insert_domain(now, placed, state);
+        self.install(now, plan);
+        self.normalise_vruntime(id);
+        Ok(())
+    }
+
+    /// Admits a whole set of domains at once, all or nothing (a daemon
+    /// restoring its state, a scenario, a what-if question). Domains without
+    /// a map get the least-loaded CPUs in turn; unlike [`Event::DomainAdded`],
+    /// no alternative maps are tried. One admission check covers the set, so
+    /// this is much cheaper than adding the domains one by one.
+    pub fn add_domains(
+        &mut self,
+        now: Nanos,
+        domains: Vec<(DomainSpec, RunState)>,
+    ) -> Result<Decision, EngineError> {
+        if now < self.last_now {
+            return Err(EngineError::TimeWentBackwards {
+                now,
+                last: self.last_now,
+            });
+        }
+        let mut candidate = self.placed_all();
+        for (spec, state) in &domains {
+            let id = spec.id;
+            if candidate.iter().any(|p| p.id == id) {
+                return Err(AdmissionError::DuplicateDomain(id).into());
+            }
+            if state.runnable.len() != spec.vcpus as usize {
+                return Err(EngineError::RunStateLength {
+                    domain: id,
+                    given: state.runnable.len(),
+                    vcpus: spec.vcpus,
+                });
+            }
+            admission::validate_vcpus(&self.config, id, spec.vcpus)?;
+            admission::validate_policy(&self.config, id, &spec.policy)?;
+            let placed = match &spec.cpu_map {
+                Some(map) => {
+                    admission::validate_map(&self.config, id, spec.vcpus, map)?;
+                    Placed::new(id, map.clone(), spec.policy, false)
+                }
+                None => {
+                    let map = admission::candidate_maps(
+                        &self.config,
+                        &candidate,
+                        spec.vcpus,
+                        &spec.policy,
+                    )
+                    .into_iter()
+                    .next()
+                    .ok_or_else(|| AdmissionError::NoMapFits {
+                        domain: id,
+                        tried: 0,
+                        first: Box::new(AdmissionError::TooManyVcpus {
+                            domain: id,
+                            vcpus: spec.vcpus,
+                            cpus: self.config.cpus.len(),
+                        }),
+                    })?;
+                    Placed::new(id, map, spec.policy, true)
+                }
+            };
+            candidate.push(placed);
+        }
+        let (candidate, plan) = self.admit(&self.config, candidate, None)?;
+        self.last_now = now;
+        self.charge_all(now);
+        let ids: Vec<DomainId> = domains.iter().map(|(s, _)| s.id).collect();
+        for (spec, state) in domains {
+            let placed = candidate
+                .iter()
+                .find(|p| p.id == spec.id)
+                .cloned()
+                .ok_or(EngineError::UnknownDomain(spec.id))?;
+            self.insert_domain(now, placed, state);
+        }
+        self.install(now, plan);
+        for id in ids {
+            self.normalise_vruntime(id);
+        }
+        Ok(Decision {
+            at: now,
+            changes: std::mem::take(&mut self.pending).into_iter().collect(),
+            next: self.next(),
+        })
+    }
+
+    fn insert_domain(&mut self, now: Nanos, placed: Placed, state: RunState) {
         let n_runnable = state.runnable.iter().filter(|&&r| r).count();
-        let mut d = Domain {
+        let window_start = placed
+            .policy
+            .timing()
+            .map_or(0, |timing| Domain::window_of(timing, now));
+        let d = Domain {
             placed,
             paused: state.paused,
             runnable: state.runnable,
             n_runnable,
-            window_start: 0,
+            window_start,
             used: 0,
             window_held: 0,
             vruntime: 0,
@@ -765,13 +897,10 @@ impl Scheduler {
             cohort: 0,
             stats: DomainStats::default(),
         };
-        if let Some(timing) = d.placed.policy.timing() {
-            d.window_start = Domain::window_of(timing, now);
+        match self.position(d.id()) {
+            Ok(i) => self.domains[i] = d,
+            Err(i) => self.domains.insert(i, d),
         }
-        self.domains.insert(id, d);
-        self.install(now, plan);
-        self.normalise_vruntime(id);
-        Ok(())
     }
 
     /// Removes a domain; returns what it asked for and its run state (for a
@@ -781,7 +910,7 @@ impl Scheduler {
         now: Nanos,
         id: DomainId,
     ) -> Result<(DomainSpec, RunState), EngineError> {
-        if !self.domains.contains_key(&id) {
+        if self.find(id).is_none() {
             return Err(EngineError::UnknownDomain(id));
         }
         let rest: Vec<Placed> = self
@@ -792,10 +921,10 @@ impl Scheduler {
         let (_, plan) = self.admit(&self.config, rest, None)?;
         self.charge_all(now);
         self.unassign(id);
-        let d = self
-            .domains
-            .remove(&id)
-            .ok_or(EngineError::UnknownDomain(id))?;
+        let pos = self
+            .position(id)
+            .map_err(|_| EngineError::UnknownDomain(id))?;
+        let d = self.domains.remove(pos);
         self.install(now, plan);
         let spec = DomainSpec {
             id,
@@ -823,10 +952,7 @@ impl Scheduler {
         cpu_map: Option<Vec<CpuId>>,
         policy: Policy,
     ) -> Result<(), EngineError> {
-        let current = self
-            .domains
-            .get(&id)
-            .ok_or(EngineError::UnknownDomain(id))?;
+        let current = self.find(id).ok_or(EngineError::UnknownDomain(id))?;
         let vcpus = current.runnable.len() as u32;
         let old = current.placed.clone();
         admission::validate_policy(&self.config, id, &policy)?;
@@ -939,14 +1065,11 @@ impl Scheduler {
         };
         self.charge_all(now);
         for p in keep {
-            let moved = self
-                .domains
-                .get(&p.id)
-                .is_some_and(|d| d.placed.map != p.map);
+            let moved = self.find(p.id).is_some_and(|d| d.placed.map != p.map);
             if moved {
                 self.unassign(p.id);
             }
-            if let Some(d) = self.domains.get_mut(&p.id) {
+            if let Some(d) = self.find_mut(p.id) {
                 d.placed = p;
             }
         }
@@ -980,8 +1103,7 @@ impl Scheduler {
         for cpu in 0..self.dispatched.len() {
             if let Some(v) = self.dispatched[cpu] {
                 let valid = self
-                    .domains
-                    .get(&v.domain)
+                    .find(v.domain)
                     .is_some_and(|d| d.placed.map.get(v.vcpu as usize) == Some(&(cpu as CpuId)));
                 if !valid {
                     self.dispatched[cpu] = None;
@@ -992,24 +1114,26 @@ impl Scheduler {
     }
 
     fn decide_cohort(&mut self, ci: usize, t: Nanos) {
+        self.decisions += 1;
         self.charge(ci, t);
         let grain = self.config.grain;
         let be_slice = self.config.be_slice;
-        let cohort = &self.cohorts[ci];
-        let members = cohort.members.clone();
-        let table = cohort.table.clone();
+        let idx = std::mem::take(&mut self.cohorts[ci].idx);
+        let table = self.cohorts[ci].table.clone();
+        let members = &self.cohorts[ci].members;
+        let domains = &mut self.domains;
+        // `how[j]`: how member `idx[j]` holds its CPUs after this decision.
+        let mut how: Vec<Option<Dispatch>> = vec![None; idx.len()];
         let mut taken = CpuSet::new();
         let mut reserved = CpuSet::new();
-        let mut chosen: Vec<(DomainId, Dispatch)> = Vec::new();
         let mut next = Nanos::MAX;
-        let domains = &mut self.domains;
 
         // 1. no-mux.
-        for id in &members {
-            let d = &domains[id];
+        for (j, &i) in idx.iter().enumerate() {
+            let d = &domains[i];
             if d.placed.policy.class() == Class::NoMux && d.runnable() && d.active(t) {
                 taken.union_with(&d.placed.mask);
-                chosen.push((*id, Dispatch::NoMux));
+                how[j] = Some(Dispatch::NoMux);
             }
         }
         // 2. table slots.
@@ -1020,117 +1144,111 @@ impl Scheduler {
             for &e in &seg.entries {
                 let r = &table.reservations()[e as usize];
                 reserved.union_with(&r.cpus);
-                let Some(d) = domains.get_mut(&r.owner) else {
+                let Ok(j) = members.binary_search(&r.owner) else {
                     continue;
                 };
+                let d = &mut domains[idx[j]];
                 if d.runnable() && d.active(t) && d.budget_left(t) >= grain {
                     taken.union_with(&d.placed.mask);
-                    chosen.push((r.owner, Dispatch::Reserved));
+                    how[j] = Some(Dispatch::Reserved);
                 }
             }
         }
-        let is_chosen =
-            |chosen: &[(DomainId, Dispatch)], id: DomainId| chosen.iter().any(|(c, _)| *c == id);
         // 3. ET early, by earliest window end.
-        let mut early: Vec<(Nanos, DomainId)> = Vec::new();
-        for id in &members {
-            let d = domains.get_mut(id).expect("cohort member");
+        let mut early: Vec<(Nanos, DomainId, usize)> = Vec::new();
+        for (j, &i) in idx.iter().enumerate() {
+            let d = &mut domains[i];
             if d.placed.policy.class() == Class::EventTriggered
-                && !is_chosen(&chosen, *id)
+                && how[j].is_none()
                 && d.runnable()
                 && d.active(t)
                 && d.budget_left(t) >= grain
             {
                 let period = d.placed.policy.timing().map_or(0, |p| p.period);
-                early.push((d.window_start + period, *id));
+                early.push((d.window_start + period, d.id(), j));
             }
         }
         early.sort_unstable();
-        for (_, id) in early {
-            let d = &domains[&id];
+        for (_, _, j) in early {
+            let d = &domains[idx[j]];
             if !d.placed.mask.intersects(&taken) {
                 taken.union_with(&d.placed.mask);
-                chosen.push((id, Dispatch::EventTriggered));
+                how[j] = Some(Dispatch::EventTriggered);
             }
         }
-        // 4. best-effort.
+        // 4. best-effort: keep running gangs mid-slice, then lowest virtual time.
         let mut blocked = taken.clone();
         blocked.union_with(&reserved);
-        let be_epoch = t % be_slice == 0;
         let mut be_waiting = false;
-        if !be_epoch {
-            for id in &members {
-                let d = &domains[id];
+        if !t.is_multiple_of(be_slice) {
+            for (j, &i) in idx.iter().enumerate() {
+                let d = &domains[i];
                 if d.how == Some(Dispatch::BestEffort)
                     && d.runnable()
                     && !d.placed.mask.intersects(&blocked)
                 {
                     blocked.union_with(&d.placed.mask);
                     taken.union_with(&d.placed.mask);
-                    chosen.push((*id, Dispatch::BestEffort));
+                    how[j] = Some(Dispatch::BestEffort);
                 }
             }
         }
-        let mut be: Vec<(u128, DomainId)> = members
+        let mut be: Vec<(u128, DomainId, usize)> = idx
             .iter()
-            .map(|id| &domains[id])
-            .filter(|d| {
-                d.placed.policy.class() == Class::BestEffort
-                    && d.runnable()
-                    && !is_chosen(&chosen, d.id())
+            .enumerate()
+            .filter(|&(j, &i)| {
+                let d = &domains[i];
+                how[j].is_none() && d.placed.policy.class() == Class::BestEffort && d.runnable()
             })
-            .map(|d| (d.vruntime, d.id()))
+            .map(|(j, &i)| (domains[i].vruntime, domains[i].id(), j))
             .collect();
         be.sort_unstable();
-        for (_, id) in be {
-            let d = &domains[&id];
+        for (_, _, j) in be {
+            let d = &domains[idx[j]];
             if d.placed.mask.intersects(&blocked) {
                 be_waiting = true;
                 continue;
             }
             blocked.union_with(&d.placed.mask);
             taken.union_with(&d.placed.mask);
-            chosen.push((id, Dispatch::BestEffort));
+            how[j] = Some(Dispatch::BestEffort);
         }
-        // 5. space fillers.
-        let mut fillers: Vec<(Nanos, DomainId)> = members
+        // 5. space fillers, by least filler time.
+        let mut fillers: Vec<(Nanos, DomainId, usize)> = idx
             .iter()
-            .map(|id| &domains[id])
-            .filter(|d| {
-                d.placed.policy.space_filling()
-                    && d.runnable()
-                    && d.active(t)
-                    && !is_chosen(&chosen, d.id())
+            .enumerate()
+            .filter(|&(j, &i)| {
+                let d = &domains[i];
+                how[j].is_none() && d.placed.policy.space_filling() && d.runnable() && d.active(t)
             })
-            .map(|d| (d.stats.filler_ns, d.id()))
+            .map(|(j, &i)| (domains[i].stats.filler_ns, domains[i].id(), j))
             .collect();
         fillers.sort_unstable();
-        let mut fillers_rotate = false;
-        for (_, id) in fillers {
-            let d = &domains[&id];
+        let mut fillers_waiting = false;
+        for (_, _, j) in fillers {
+            let d = &domains[idx[j]];
             if d.placed.mask.intersects(&taken) {
-                fillers_rotate = true;
+                fillers_waiting = true;
                 continue;
             }
             taken.union_with(&d.placed.mask);
-            chosen.push((id, Dispatch::Filler));
+            how[j] = Some(Dispatch::Filler);
         }
 
-        // Record how each member holds its CPUs, and the next boundary.
-        for id in &members {
-            let d = domains.get_mut(id).expect("cohort member");
-            let how = chosen.iter().find(|(c, _)| c == id).map(|(_, h)| *h);
-            if how.is_some() && how != d.how {
+        // Record how each member holds its CPUs, and find the next boundary.
+        for (j, &i) in idx.iter().enumerate() {
+            let d = &mut domains[i];
+            if how[j].is_some() && how[j] != d.how {
                 d.stats.dispatches += 1;
             }
-            d.how = how;
+            d.how = how[j];
             let from = d.placed.policy.from();
             if from > t {
                 next = next.min(from);
             }
             if let Some(timing) = d.placed.policy.timing() {
                 let left = d.budget_left(t);
-                match how {
+                match how[j] {
                     Some(Dispatch::Reserved | Dispatch::EventTriggered) => {
                         next = next.min(t + floor_to(left, grain));
                     }
@@ -1141,37 +1259,40 @@ impl Scheduler {
                 }
             }
         }
-        if be_waiting || fillers_rotate {
+        if be_waiting || fillers_waiting {
             next = next.min(t - t % be_slice + be_slice);
         }
         next = next.max(t + grain);
 
-        // Apply: the new per-CPU dispatch of this cohort.
-        let cohort_cpus = self.cohorts[ci].cpus.clone();
-        if let Some(max) = cohort_cpus.iter().last() {
+        // Apply: the cohort's new per-CPU dispatch, reporting what changed.
+        let cohort = &mut self.cohorts[ci];
+        if let Some(max) = cohort.cpus.iter().last() {
             if self.dispatched.len() <= max as usize {
                 self.dispatched.resize(max as usize + 1, None);
             }
         }
-        let mut new: BTreeMap<CpuId, VcpuRef> = BTreeMap::new();
-        for (id, _) in &chosen {
-            for (i, &cpu) in self.domains[id].placed.map.iter().enumerate() {
-                new.insert(
-                    cpu,
-                    VcpuRef {
-                        domain: *id,
-                        vcpu: i as u32,
-                    },
-                );
+        let scratch = &mut self.scratch;
+        scratch.clear();
+        scratch.resize(self.dispatched.len(), None);
+        for (j, &i) in idx.iter().enumerate() {
+            if how[j].is_some() {
+                let d = &self.domains[i];
+                for (vcpu, &cpu) in d.placed.map.iter().enumerate() {
+                    scratch[cpu as usize] = Some(VcpuRef {
+                        domain: d.id(),
+                        vcpu: vcpu as u32,
+                    });
+                }
             }
         }
-        for cpu in cohort_cpus.iter() {
-            let v = new.get(&cpu).copied();
+        for cpu in cohort.cpus.iter() {
+            let v = scratch[cpu as usize];
             if self.dispatched[cpu as usize] != v {
                 self.dispatched[cpu as usize] = v;
                 self.pending.insert(cpu, v);
             }
         }
-        self.cohorts[ci].next = next;
+        cohort.next = next;
+        cohort.idx = idx;
     }
 }

@@ -93,7 +93,7 @@ pub fn parse_duration(input: &str, default_unit: Nanos) -> Result<Nanos, ParseDu
             .parse()
             .map_err(|_| ParseDurationError::Malformed(input.to_string()))?;
         let scaled = frac * u128::from(scale);
-        if scaled % denom != 0 {
+        if !scaled.is_multiple_of(denom) {
             return Err(ParseDurationError::Fractional(input.to_string()));
         }
         total += scaled / denom;
@@ -110,7 +110,7 @@ impl fmt::Display for Duration {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let ns = self.0;
         for (scale, unit) in [(3600 * SEC, "h"), (SEC, "s"), (MS, "ms"), (US, "us")] {
-            if ns >= scale && ns % scale == 0 {
+            if ns >= scale && ns.is_multiple_of(scale) {
                 return write!(f, "{}{unit}", ns / scale);
             }
         }

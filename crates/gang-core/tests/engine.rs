@@ -1,6 +1,8 @@
 //! Engine behaviour per policy, per life-cycle case (including the seed's
 //! KNOWN ISSUES) and per refusal reason, through the public API.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use common::Driver;
@@ -139,7 +141,7 @@ fn paused_tt_slot_goes_to_space_fillers_only() {
     // The 50 ms of TT holes went to the filler, never to the plain BE domain.
     assert_eq!(drv.held(d(2), 0, 100 * MS, Some(Dispatch::Filler)), 50 * MS);
     for s in &drv.spans {
-        if s.how.get(&d(3)).is_some() {
+        if s.how.contains_key(&d(3)) {
             assert!(
                 drv.sched.reservation_at(0, s.start).is_none(),
                 "plain BE in a reserved slot at {}",

@@ -2,11 +2,15 @@
 //! scheduler in time order and records, for every interval between two
 //! decisions, what was dispatched and how.
 #![allow(dead_code)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
 
 use gang_core::engine::Dispatch;
 use gang_core::{CpuId, DomainId, Event, Nanos, Scheduler, VcpuRef};
+
+/// The changes one decision reported, with its time.
+pub type Changes = (Nanos, Vec<(CpuId, Option<VcpuRef>)>);
 
 /// What held the pool during `[start, end)`.
 #[derive(Debug, Clone)]
@@ -27,7 +31,7 @@ pub struct Driver {
     seq: u64,
     pub spans: Vec<Span>,
     /// Called after every decision with the scheduler and the time.
-    pub decisions: Vec<(Nanos, Vec<(CpuId, Option<VcpuRef>)>)>,
+    pub decisions: Vec<Changes>,
 }
 
 impl Driver {
