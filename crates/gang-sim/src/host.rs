@@ -32,8 +32,6 @@
 //! decreases.
 
 use gang_core::{CpuId, Nanos, Policy, MS, US};
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
 
 use crate::world::{Model, ModelCounters, Out, SimError, Topo};
 
@@ -44,6 +42,19 @@ const SLEEPER_CREDIT: Nanos = 3 * MS;
 const NICE_0: u64 = 1024;
 /// Per-slice noise, percent (see the module docs).
 pub(crate) const SLICE_NOISE_PCT: u64 = 25;
+
+/// A slice length factor in parts per million, uniform in
+/// `1 ± SLICE_NOISE_PCT%`, from a SplitMix64 stream (fast, and plenty for
+/// noise; the workloads' randomness uses ChaCha8).
+fn noise(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^= z >> 31;
+    let span = 2 * SLICE_NOISE_PCT * 10_000 + 1;
+    (100 - SLICE_NOISE_PCT) * 10_000 + z % span
+}
 
 #[derive(Debug, Clone)]
 struct Thread {
@@ -70,7 +81,8 @@ struct Rq {
 pub(crate) struct HostModel {
     threads: Vec<Thread>,
     rqs: Vec<Rq>,
-    rngs: Vec<ChaCha8Rng>,
+    /// Per-CPU SplitMix64 states for the slice noise.
+    rngs: Vec<u64>,
     counters: ModelCounters,
 }
 
@@ -101,11 +113,7 @@ impl HostModel {
                 topo.cpus.len()
             ],
             rngs: (0..topo.cpus.len())
-                .map(|c| {
-                    let mut r = ChaCha8Rng::seed_from_u64(seed);
-                    r.set_stream((1 << 32) + c as u64);
-                    r
-                })
+                .map(|c| seed ^ (c as u64 + 1).wrapping_mul(0xD1B5_4A32_D192_ED03))
                 .collect(),
             counters: ModelCounters::default(),
         }
@@ -173,8 +181,7 @@ impl HostModel {
         rq.curr = best.map(|(i, _)| rq.queue.remove(i));
         rq.exec_start = now;
         rq.slice_start = now;
-        rq.noise_ppm = self.rngs[cpu]
-            .random_range((100 - SLICE_NOISE_PCT) * 10_000..=(100 + SLICE_NOISE_PCT) * 10_000);
+        rq.noise_ppm = noise(&mut self.rngs[cpu]);
         if rq.curr != prev {
             self.counters.context_switches += 1;
             out.dispatch.push((cpu, rq.curr));
@@ -237,13 +244,14 @@ impl Model for HostModel {
                     rq.curr = Some(v);
                     rq.exec_start = now;
                     rq.slice_start = now;
-                    rq.noise_ppm = self.rngs[cpu].random_range(
-                        (100 - SLICE_NOISE_PCT) * 10_000..=(100 + SLICE_NOISE_PCT) * 10_000,
-                    );
+                    rq.noise_ppm = noise(&mut self.rngs[cpu]);
                     self.counters.context_switches += 1;
                     out.dispatch.push((cpu, Some(v)));
+                    self.arm(cpu, out);
+                } else if self.rqs[cpu].queue.len() == 1 {
+                    // The running thread was alone and had no slice timer.
+                    self.arm(cpu, out);
                 }
-                self.arm(cpu, out);
             }
         }
         Ok(())

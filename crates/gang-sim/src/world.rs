@@ -190,12 +190,39 @@ enum Kind {
     Timer { key: u32, gen: u32 },
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+/// A queued event. Ordered by (`at`, `ord`) only: `ord` is the class in the
+/// top bit and a unique sequence number below, so ties break by class, then
+/// by insertion order (the comparison is two integer compares: the heap is
+/// the hottest structure of the simulator).
+#[derive(Debug, Clone, Copy)]
 struct Entry {
     at: Nanos,
-    class: u8,
-    seq: u64,
+    ord: u64,
     kind: Kind,
+}
+
+impl PartialEq for Entry {
+    fn eq(&self, other: &Self) -> bool {
+        (self.at, self.ord) == (other.at, other.ord)
+    }
+}
+
+impl Eq for Entry {}
+
+impl PartialOrd for Entry {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Entry {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.at, self.ord).cmp(&(other.at, other.ord))
+    }
+}
+
+fn ord(class: u8, seq: u64) -> u64 {
+    (u64::from(class) << 63) | seq
 }
 
 #[derive(Debug)]
@@ -321,8 +348,7 @@ impl<'a> World<'a> {
                     Workload::Periodic { offset, .. } => {
                         heap.push(Reverse(Entry {
                             at: offset,
-                            class: CLASS_WORK,
-                            seq,
+                            ord: ord(CLASS_WORK, seq),
                             kind: Kind::Release { v: gi as u32 },
                         }));
                         seq += 1;
@@ -383,8 +409,7 @@ impl<'a> World<'a> {
     fn push(&mut self, at: Nanos, class: u8, kind: Kind) {
         self.heap.push(Reverse(Entry {
             at,
-            class,
-            seq: self.seq,
+            ord: ord(class, self.seq),
             kind,
         }));
         self.seq += 1;
