@@ -1,0 +1,226 @@
+//! Gates: how a dispatcher starts and stops a vCPU thread that we own.
+//!
+//! A gate is one futex word per vCPU: open or closed. The dispatcher of the
+//! vCPU's CPU opens it at the start of a slot (and wakes the thread) and
+//! closes it at the end. The thread passes [`VcpuControl::checkpoint`] often
+//! (our workloads: every loop iteration, about every µs; our VMM: on every
+//! exit from KVM_RUN); at a closed gate it records the end of its slot and
+//! sleeps on the futex until the gate opens again. A thread that ignores its
+//! gate is detected by the dispatcher's watchdog (it is still `running` long
+//! after its gate closed) and demoted (see `runtime`).
+//!
+//! Each control also carries the per-thread trace: the start and end of every
+//! slot as the thread saw it, which tests and `gang bench` read to prove gang
+//! execution and to measure co-start skew.
+
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use gang_core::{Nanos, VcpuRef};
+
+use crate::clock::Clock;
+use crate::sys;
+
+const CLOSED: u32 = 0;
+const OPEN: u32 = 1;
+
+/// One interval during which a vCPU thread ran in a slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct SlotRun {
+    /// The boundary that opened the slot (pool time).
+    pub slot: Nanos,
+    /// When the thread passed its gate (pool time).
+    pub start: Nanos,
+    /// When it noticed the gate closed, or stopped (pool time).
+    pub end: Nanos,
+}
+
+/// The shared control block of one vCPU thread.
+#[derive(Debug)]
+pub struct VcpuControl {
+    /// Which vCPU.
+    pub vcpu: VcpuRef,
+    gate: AtomicU32,
+    /// The boundary at which the gate was last opened.
+    slot: AtomicU64,
+    stop: AtomicBool,
+    /// True from passing the gate to parking at it.
+    running: AtomicBool,
+    /// The thread's TID once it started (0 before).
+    tid: AtomicI32,
+    trace: Mutex<Vec<SlotRun>>,
+    trace_enabled: bool,
+}
+
+impl VcpuControl {
+    /// A closed gate for `vcpu`.
+    pub fn new(vcpu: VcpuRef, trace: bool) -> Self {
+        VcpuControl {
+            vcpu,
+            gate: AtomicU32::new(CLOSED),
+            slot: AtomicU64::new(0),
+            stop: AtomicBool::new(false),
+            running: AtomicBool::new(false),
+            tid: AtomicI32::new(0),
+            trace: Mutex::new(Vec::new()),
+            trace_enabled: trace,
+        }
+    }
+
+    /// Dispatcher: opens the gate for the slot starting at `slot`.
+    pub fn open(&self, slot: Nanos) {
+        self.slot.store(slot, Ordering::Relaxed);
+        self.gate.store(OPEN, Ordering::Release);
+        sys::futex_wake_all(&self.gate);
+    }
+
+    /// Dispatcher: closes the gate; the thread parks at its next checkpoint.
+    pub fn close(&self) {
+        self.gate.store(CLOSED, Ordering::Release);
+    }
+
+    /// Whether the gate is open.
+    pub fn is_open(&self) -> bool {
+        self.gate.load(Ordering::Acquire) == OPEN
+    }
+
+    /// Whether the thread is between passing its gate and parking.
+    pub fn is_running(&self) -> bool {
+        self.running.load(Ordering::Acquire)
+    }
+
+    /// The thread's TID (0 if it has not started).
+    pub fn tid(&self) -> sys::Tid {
+        self.tid.load(Ordering::Acquire)
+    }
+
+    /// Asks the thread to stop for good (it returns `false` from its next
+    /// checkpoint) and wakes it if parked.
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::Release);
+        self.gate.store(OPEN, Ordering::Release);
+        sys::futex_wake_all(&self.gate);
+    }
+
+    /// Whether [`VcpuControl::stop`] was called.
+    pub fn stopping(&self) -> bool {
+        self.stop.load(Ordering::Acquire)
+    }
+
+    /// Thread: registers the calling thread as this vCPU.
+    pub fn attach_current_thread(&self) {
+        self.tid.store(sys::gettid(), Ordering::Release);
+    }
+
+    /// Thread: the fast path is one load. At a closed gate: records the end
+    /// of the slot, parks until the gate opens, records the start of the new
+    /// slot. Returns `false` when the vCPU must stop.
+    #[inline]
+    pub fn checkpoint(&self, clock: &Clock) -> bool {
+        if self.gate.load(Ordering::Acquire) == OPEN && self.running.load(Ordering::Relaxed) {
+            return !self.stop.load(Ordering::Relaxed);
+        }
+        self.park(clock)
+    }
+
+    #[cold]
+    fn park(&self, clock: &Clock) -> bool {
+        if self.running.swap(false, Ordering::AcqRel) {
+            self.record_end(clock.now());
+        }
+        loop {
+            if self.stop.load(Ordering::Acquire) {
+                return false;
+            }
+            if self.gate.load(Ordering::Acquire) == OPEN {
+                break;
+            }
+            sys::futex_wait(&self.gate, CLOSED, None);
+        }
+        let start = clock.now();
+        self.running.store(true, Ordering::Release);
+        if self.trace_enabled {
+            let slot = self.slot.load(Ordering::Relaxed);
+            if let Ok(mut t) = self.trace.lock() {
+                t.push(SlotRun {
+                    slot,
+                    start,
+                    end: Nanos::MAX,
+                });
+            }
+        }
+        !self.stop.load(Ordering::Relaxed)
+    }
+
+    /// Thread: records that it stopped running now (it exits, or blocks for
+    /// good); the open run in the trace is closed.
+    pub fn finish(&self, clock: &Clock) {
+        if self.running.swap(false, Ordering::AcqRel) {
+            self.record_end(clock.now());
+        }
+    }
+
+    fn record_end(&self, now: Nanos) {
+        if !self.trace_enabled {
+            return;
+        }
+        if let Ok(mut t) = self.trace.lock() {
+            if let Some(last) = t.last_mut() {
+                if last.end == Nanos::MAX {
+                    last.end = now;
+                }
+            }
+        }
+    }
+
+    /// The trace so far (runs still open have `end == Nanos::MAX`).
+    pub fn trace(&self) -> Vec<SlotRun> {
+        self.trace.lock().map(|t| t.clone()).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gang_core::DomainId;
+    use std::sync::Arc;
+
+    #[test]
+    fn a_thread_parks_at_a_closed_gate_and_runs_when_opened() {
+        let clock = Clock::new(1000);
+        let ctl = Arc::new(VcpuControl::new(
+            VcpuRef {
+                domain: DomainId(1),
+                vcpu: 0,
+            },
+            true,
+        ));
+        let c = Arc::clone(&ctl);
+        let worker = std::thread::spawn(move || {
+            c.attach_current_thread();
+            let mut laps = 0u64;
+            while c.checkpoint(&clock) {
+                laps += 1;
+                std::hint::spin_loop();
+            }
+            c.finish(&clock);
+            laps
+        });
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        assert!(!ctl.is_running(), "closed gate: parked");
+        ctl.open(7);
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        assert!(ctl.is_running());
+        ctl.close();
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        assert!(!ctl.is_running(), "parked again after close");
+        ctl.stop();
+        let laps = worker.join().expect("worker");
+        assert!(laps > 0);
+        let trace = ctl.trace();
+        assert_eq!(trace.len(), 1, "{trace:?}");
+        assert_eq!(trace[0].slot, 7);
+        assert!(trace[0].end > trace[0].start && trace[0].end != Nanos::MAX);
+        assert!(ctl.tid() > 0);
+    }
+}

@@ -1,0 +1,20 @@
+//! # gang-host: gang schedules on real CPUs
+//!
+//! The host runtime applies gang-core's decisions to real threads in real
+//! time. One dispatcher thread per pool CPU, pinned to it and running with
+//! real-time priority, holds its own replica of the pool's scheduler; all
+//! replicas are fed the same events at the same effect times through a shared
+//! log, so they make the same decisions with no message between CPUs on the
+//! switch path (the seed's replicated design). At each boundary a dispatcher
+//! closes the gate of its CPU's outgoing vCPU and opens the incoming one's.
+//!
+//! Modules: [`sys`] (the system calls), [`clock`] (pool time, precise waits),
+//! [`gate`] (futex gates and per-thread traces), [`log`] (the replicated event
+//! log), [`runtime`] (dispatchers and the control API), [`workload`] (the
+//! simulator's workloads on real threads).
+
+#[allow(unsafe_code)]
+pub mod sys;
+
+pub mod clock;
+pub mod gate;
