@@ -36,7 +36,6 @@
 //! domain id, arithmetic is integer: two schedulers fed the same events at the
 //! same times make identical decisions.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use serde::Serialize;
@@ -292,6 +291,11 @@ struct Cohort {
     next: Nanos,
     /// Holding is charged up to here.
     charged_to: Nanos,
+    /// At the last decision: CPUs held, CPUs reserved by the table segment,
+    /// and the least virtual time of runnable BE members.
+    taken: CpuSet,
+    reserved: CpuSet,
+    be_floor: Option<u128>,
 }
 
 /// A pool's gang scheduler.
@@ -305,7 +309,7 @@ pub struct Scheduler {
     dispatched: Vec<Option<VcpuRef>>,
     /// Changes made outside a boundary (removals, remaps), reported with the
     /// next decision returned.
-    pending: BTreeMap<CpuId, Option<VcpuRef>>,
+    pending: Vec<(CpuId, Option<VcpuRef>)>,
     /// After a reconfiguration, the next decision also clears CPUs left
     /// dispatched to a vCPU that no longer maps there.
     sweep: bool,
@@ -314,6 +318,20 @@ pub struct Scheduler {
     decisions: u64,
     /// A per-CPU buffer reused by every decision.
     scratch: Vec<Option<VcpuRef>>,
+    /// Buffers reused by every decision (no allocation on the hot path).
+    buffers: Buffers,
+}
+
+/// Vectors and sets a decision needs, kept between decisions so that a
+/// decision does not allocate.
+#[derive(Debug, Clone, Default)]
+struct Buffers {
+    how: Vec<Option<Dispatch>>,
+    ranked_ns: Vec<(Nanos, DomainId, usize)>,
+    ranked_vt: Vec<(u128, DomainId, usize)>,
+    taken: CpuSet,
+    reserved: CpuSet,
+    blocked: CpuSet,
 }
 
 impl Scheduler {
@@ -325,11 +343,12 @@ impl Scheduler {
             domains: Vec::new(),
             cohorts: Vec::new(),
             dispatched: Vec::new(),
-            pending: BTreeMap::new(),
+            pending: Vec::new(),
             sweep: false,
             last_now: 0,
             decisions: 0,
             scratch: Vec::new(),
+            buffers: Buffers::default(),
         })
     }
 
@@ -368,9 +387,22 @@ impl Scheduler {
         }
         Ok(Decision {
             at: now,
-            changes: std::mem::take(&mut self.pending).into_iter().collect(),
+            changes: self.take_changes(),
             next: self.next(),
         })
+    }
+
+    /// The changes made since the last decision returned, one per CPU (the
+    /// latest wins), in CPU order.
+    fn take_changes(&mut self) -> Vec<(CpuId, Option<VcpuRef>)> {
+        if self.pending.is_empty() {
+            return Vec::new();
+        }
+        let mut changes = std::mem::take(&mut self.pending);
+        changes.reverse();
+        changes.sort_by_key(|&(cpu, _)| cpu); // stable: the latest stays first
+        changes.dedup_by_key(|&mut (cpu, _)| cpu);
+        changes
     }
 
     /// How many cohort decisions were made so far (a cohort decided at a
@@ -591,13 +623,43 @@ impl Scheduler {
         if d.runnable() == was_runnable {
             return;
         }
-        let cohort = d.cohort;
-        if d.runnable() {
-            self.normalise_vruntime(id);
-        }
+        let ci = d.cohort;
+        let Some(c) = self.cohorts.get(ci) else {
+            return;
+        };
         let at = ceil_to(now, self.config.grain);
-        if let Some(c) = self.cohorts.get_mut(cohort) {
-            c.next = c.next.min(at);
+        if c.next <= at {
+            return; // a decision is already due by then
+        }
+        // Decide at the next boundary only if that decision can differ from
+        // the current one; otherwise the next natural boundary will do (a
+        // skipped decision would have been identical, so this is exact).
+        let class = d.placed.policy.class();
+        let mask = &d.placed.mask;
+        let must_decide = if d.runnable() {
+            match class {
+                Class::BestEffort => {
+                    !mask.intersects(&c.taken) && !mask.intersects(&c.reserved)
+                        || d.placed.policy.space_filling() && !mask.intersects(&c.taken)
+                }
+                _ => true,
+            }
+        } else {
+            d.how.is_some()
+        };
+        let be_floor = c.be_floor;
+        let waits = d.runnable() && !must_decide;
+        let be_slice = self.config.be_slice;
+        if d.runnable() && class == Class::BestEffort {
+            if let (Some(floor), Some(d)) = (be_floor, self.find_mut(id)) {
+                d.vruntime = d.vruntime.max(floor);
+            }
+        }
+        let c = &mut self.cohorts[ci];
+        if must_decide {
+            c.next = at;
+        } else if waits {
+            c.next = c.next.min(ceil_to(now, be_slice).max(at));
         }
     }
 
@@ -723,6 +785,9 @@ impl Scheduler {
                     table: p.table,
                     next: at,
                     charged_to: now,
+                    taken: CpuSet::new(),
+                    reserved: CpuSet::new(),
+                    be_floor: None,
                 }
             })
             .collect();
@@ -745,7 +810,7 @@ impl Scheduler {
                     })
                 {
                     *slot = None;
-                    self.pending.insert(cpu, None);
+                    self.pending.push((cpu, None));
                 }
             }
         }
@@ -873,7 +938,7 @@ impl Scheduler {
         }
         Ok(Decision {
             at: now,
-            changes: std::mem::take(&mut self.pending).into_iter().collect(),
+            changes: self.take_changes(),
             next: self.next(),
         })
     }
@@ -1093,7 +1158,7 @@ impl Scheduler {
         }
         Decision {
             at: now,
-            changes: std::mem::take(&mut self.pending).into_iter().collect(),
+            changes: self.take_changes(),
             next: self.next(),
         }
     }
@@ -1107,7 +1172,7 @@ impl Scheduler {
                     .is_some_and(|d| d.placed.map.get(v.vcpu as usize) == Some(&(cpu as CpuId)));
                 if !valid {
                     self.dispatched[cpu] = None;
-                    self.pending.insert(cpu as CpuId, None);
+                    self.pending.push((cpu as CpuId, None));
                 }
             }
         }
@@ -1122,10 +1187,15 @@ impl Scheduler {
         let table = self.cohorts[ci].table.clone();
         let members = &self.cohorts[ci].members;
         let domains = &mut self.domains;
+        let mut buf = std::mem::take(&mut self.buffers);
         // `how[j]`: how member `idx[j]` holds its CPUs after this decision.
-        let mut how: Vec<Option<Dispatch>> = vec![None; idx.len()];
-        let mut taken = CpuSet::new();
-        let mut reserved = CpuSet::new();
+        let how = &mut buf.how;
+        how.clear();
+        how.resize(idx.len(), None);
+        let taken = &mut buf.taken;
+        let reserved = &mut buf.reserved;
+        taken.clear();
+        reserved.clear();
         let mut next = Nanos::MAX;
 
         // 1. no-mux.
@@ -1155,7 +1225,8 @@ impl Scheduler {
             }
         }
         // 3. ET early, by earliest window end.
-        let mut early: Vec<(Nanos, DomainId, usize)> = Vec::new();
+        let early = &mut buf.ranked_ns;
+        early.clear();
         for (j, &i) in idx.iter().enumerate() {
             let d = &mut domains[i];
             if d.placed.policy.class() == Class::EventTriggered
@@ -1169,23 +1240,25 @@ impl Scheduler {
             }
         }
         early.sort_unstable();
-        for (_, _, j) in early {
+        for &(_, _, j) in early.iter() {
             let d = &domains[idx[j]];
-            if !d.placed.mask.intersects(&taken) {
+            if !d.placed.mask.intersects(taken) {
                 taken.union_with(&d.placed.mask);
                 how[j] = Some(Dispatch::EventTriggered);
             }
         }
         // 4. best-effort: keep running gangs mid-slice, then lowest virtual time.
-        let mut blocked = taken.clone();
-        blocked.union_with(&reserved);
+        let blocked = &mut buf.blocked;
+        blocked.clear();
+        blocked.union_with(taken);
+        blocked.union_with(reserved);
         let mut be_waiting = false;
         if !t.is_multiple_of(be_slice) {
             for (j, &i) in idx.iter().enumerate() {
                 let d = &domains[i];
                 if d.how == Some(Dispatch::BestEffort)
                     && d.runnable()
-                    && !d.placed.mask.intersects(&blocked)
+                    && !d.placed.mask.intersects(blocked)
                 {
                     blocked.union_with(&d.placed.mask);
                     taken.union_with(&d.placed.mask);
@@ -1193,19 +1266,33 @@ impl Scheduler {
                 }
             }
         }
-        let mut be: Vec<(u128, DomainId, usize)> = idx
-            .iter()
-            .enumerate()
-            .filter(|&(j, &i)| {
+        let ncpus = self.cohorts[ci].cpus.len();
+        let be = &mut buf.ranked_vt;
+        be.clear();
+        if blocked.len() == ncpus {
+            // Every CPU is held or reserved: nobody else can be placed, but
+            // note whether a BE gang waits.
+            be_waiting = idx.iter().enumerate().any(|(j, &i)| {
                 let d = &domains[i];
                 how[j].is_none() && d.placed.policy.class() == Class::BestEffort && d.runnable()
-            })
-            .map(|(j, &i)| (domains[i].vruntime, domains[i].id(), j))
-            .collect();
-        be.sort_unstable();
-        for (_, _, j) in be {
+            });
+        } else {
+            be.extend(
+                idx.iter()
+                    .enumerate()
+                    .filter(|&(j, &i)| {
+                        let d = &domains[i];
+                        how[j].is_none()
+                            && d.placed.policy.class() == Class::BestEffort
+                            && d.runnable()
+                    })
+                    .map(|(j, &i)| (domains[i].vruntime, domains[i].id(), j)),
+            );
+            be.sort_unstable();
+        }
+        for &(_, _, j) in be.iter() {
             let d = &domains[idx[j]];
-            if d.placed.mask.intersects(&blocked) {
+            if d.placed.mask.intersects(blocked) {
                 be_waiting = true;
                 continue;
             }
@@ -1214,20 +1301,32 @@ impl Scheduler {
             how[j] = Some(Dispatch::BestEffort);
         }
         // 5. space fillers, by least filler time.
-        let mut fillers: Vec<(Nanos, DomainId, usize)> = idx
-            .iter()
-            .enumerate()
-            .filter(|&(j, &i)| {
+        let fillers = &mut buf.ranked_ns;
+        fillers.clear();
+        let mut fillers_waiting = false;
+        if taken.len() == ncpus {
+            fillers_waiting = idx.iter().enumerate().any(|(j, &i)| {
                 let d = &domains[i];
                 how[j].is_none() && d.placed.policy.space_filling() && d.runnable() && d.active(t)
-            })
-            .map(|(j, &i)| (domains[i].stats.filler_ns, domains[i].id(), j))
-            .collect();
-        fillers.sort_unstable();
-        let mut fillers_waiting = false;
-        for (_, _, j) in fillers {
+            });
+        } else {
+            fillers.extend(
+                idx.iter()
+                    .enumerate()
+                    .filter(|&(j, &i)| {
+                        let d = &domains[i];
+                        how[j].is_none()
+                            && d.placed.policy.space_filling()
+                            && d.runnable()
+                            && d.active(t)
+                    })
+                    .map(|(j, &i)| (domains[i].stats.filler_ns, domains[i].id(), j)),
+            );
+            fillers.sort_unstable();
+        }
+        for &(_, _, j) in fillers.iter() {
             let d = &domains[idx[j]];
-            if d.placed.mask.intersects(&taken) {
+            if d.placed.mask.intersects(taken) {
                 fillers_waiting = true;
                 continue;
             }
@@ -1236,8 +1335,12 @@ impl Scheduler {
         }
 
         // Record how each member holds its CPUs, and find the next boundary.
+        let mut be_floor: Option<u128> = None;
         for (j, &i) in idx.iter().enumerate() {
             let d = &mut domains[i];
+            if d.placed.policy.class() == Class::BestEffort && d.runnable() {
+                be_floor = Some(be_floor.map_or(d.vruntime, |f| f.min(d.vruntime)));
+            }
             if how[j].is_some() && how[j] != d.how {
                 d.stats.dispatches += 1;
             }
@@ -1289,10 +1392,14 @@ impl Scheduler {
             let v = scratch[cpu as usize];
             if self.dispatched[cpu as usize] != v {
                 self.dispatched[cpu as usize] = v;
-                self.pending.insert(cpu, v);
+                self.pending.push((cpu, v));
             }
         }
         cohort.next = next;
         cohort.idx = idx;
+        cohort.taken.clone_from(&buf.taken);
+        cohort.reserved.clone_from(&buf.reserved);
+        cohort.be_floor = be_floor;
+        self.buffers = buf;
     }
 }

@@ -61,7 +61,8 @@ pub struct RunReport {
     pub events: u64,
     /// Cancelled events skipped.
     pub stale_events: u64,
-    /// Gang: decisions returned by the core (one per event fed).
+    /// Gang: calls into the core (`Scheduler::handle`: one per event fed,
+    /// boundaries included).
     pub decisions: u64,
     /// Gang: boundaries delivered.
     pub boundaries: u64,
@@ -194,7 +195,10 @@ impl Report {
             let t = run.timing;
             let sched = match run.scheduler {
                 SchedKind::Gang => {
-                    format!("{} boundaries, {} decisions", run.boundaries, run.decisions)
+                    format!(
+                        "{} boundaries, {} core calls",
+                        run.boundaries, run.decisions
+                    )
                 }
                 SchedKind::Host => format!("{} context switches", run.context_switches),
             };
