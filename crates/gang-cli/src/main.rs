@@ -8,6 +8,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod bench;
 mod sim;
 
 /// The gang toolstack: gang-scheduled CPU pools for Linux hosts.
@@ -21,12 +22,14 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     Sim(sim::SimArgs),
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let (name, result) = match cli.command {
         Command::Sim(args) => ("sim", sim::run(&args)),
+        Command::Bench(args) => ("bench", bench::run(&args)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

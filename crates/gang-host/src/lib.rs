@@ -16,5 +16,9 @@
 #[allow(unsafe_code)]
 pub mod sys;
 
+pub mod bench;
 pub mod clock;
 pub mod gate;
+pub mod log;
+pub mod runtime;
+pub mod workload;

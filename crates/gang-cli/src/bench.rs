@@ -1,0 +1,106 @@
+//! `gang bench`: the gang runtime against the Linux scheduler on real CPUs.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context as _, Result};
+use clap::Args;
+use gang_core::time::parse_duration;
+use gang_core::{CpuSet, MS};
+use gang_host::bench::{self, BenchConfig};
+
+const LONG_ABOUT: &str = "\
+Measure gang scheduling on this host's real CPUs against the Linux \
+scheduler, side by side in one run, with spin-barrier domains (one vCPU \
+thread per CPU, compute `--work`, then spin until every vCPU of the domain \
+arrives: fine-grain synchronisation, as in a guest kernel's TLB shoot-downs \
+or a parallel program's barriers).
+
+PHASES (each --duration long, on the same CPUs)
+
+  alone     one domain, no runtime: the ideal (ideal for N domains = alone / N)
+  linux     N domains, threads pinned to the CPUs, scheduled by Linux (SCHED_OTHER)
+  gang-be   N domains under the gang runtime, best-effort with equal weights
+  gang-tt   N domains under the gang runtime, time-triggered slots
+            (period N x --tt-slot, active: the largest whole number of grains
+            that keeps the pool's 10% best-effort reservation)
+
+COLUMNS
+
+  rounds/s/dom   barrier rounds per second, mean over the domains
+  vs linux       gang / linux for the same N
+  % ideal        rounds/s over (alone / N)
+  skew           co-start skew: first to last vCPU of a gang passing its gate
+                 in the same slot (p50/p99/max, microseconds)
+  effic.         time the domains' vCPUs ran / pool CPU time
+  TT recv/act    time a TT gang ran per period / active (p1/p50/p99)
+  switch late    how late dispatchers made their switches (p99)
+
+Needs root (real-time priorities). The pool CPUs stay shared with the host \
+(isolation: Shared); gang threads use SCHED_FIFO and nothing is left behind: \
+every thread the benchmark starts ends with it.";
+
+/// Arguments of `gang bench`.
+#[derive(Debug, Args)]
+#[command(about = "Measure gang scheduling against the Linux scheduler on real CPUs", long_about = LONG_ABOUT)]
+pub struct BenchArgs {
+    /// CPUs to use (xl CPU list); one vCPU of each domain per CPU.
+    #[arg(long, default_value = "0-1")]
+    cpus: String,
+    /// Numbers of domains to compare, comma-separated.
+    #[arg(long, default_value = "2,3", value_delimiter = ',')]
+    domains: Vec<u32>,
+    /// Length of each phase (units: us ms s; bare number: ms).
+    #[arg(long, default_value = "2s")]
+    duration: String,
+    /// Spin-barrier work per round.
+    #[arg(long, default_value = "1us")]
+    work: String,
+    /// Pool grain.
+    #[arg(long, default_value = "1ms")]
+    grain: String,
+    /// Best-effort slice.
+    #[arg(long, default_value = "10ms")]
+    be_slice: String,
+    /// Time-triggered slot per domain.
+    #[arg(long, default_value = "10ms")]
+    tt_slot: String,
+    /// Also write the results as JSON to FILE (`-`: standard output).
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+}
+
+pub fn run(args: &BenchArgs) -> Result<()> {
+    let cpus = CpuSet::parse(&args.cpus, None).with_context(|| format!("--cpus {}", args.cpus))?;
+    if cpus.len() < 2 {
+        bail!("--cpus {}: a gang needs at least 2 CPUs", args.cpus);
+    }
+    if args.domains.is_empty() || args.domains.contains(&0) {
+        bail!("--domains: give domain counts of at least 1");
+    }
+    let time =
+        |text: &str, flag: &str| parse_duration(text, MS).with_context(|| format!("{flag} {text}"));
+    let config = BenchConfig {
+        cpus: cpus.iter().collect(),
+        counts: args.domains.clone(),
+        duration: time(&args.duration, "--duration")?,
+        work: time(&args.work, "--work")?,
+        grain: time(&args.grain, "--grain")?,
+        be_slice: time(&args.be_slice, "--be-slice")?,
+        tt_slot: time(&args.tt_slot, "--tt-slot")?,
+    };
+    if !gang_host::sys::is_root() {
+        bail!("needs root: the runtime uses real-time priorities");
+    }
+    let report = bench::run(&config, |line| eprintln!("gang bench: {line}"))?;
+    let table = bench::render(&report);
+    let json = serde_json::to_string_pretty(&report).context("encoding JSON")?;
+    match &args.json {
+        Some(p) if p.as_os_str() == "-" => println!("{json}"),
+        Some(p) => {
+            std::fs::write(p, json).with_context(|| format!("writing {}", p.display()))?;
+            print!("{table}");
+        }
+        None => print!("{table}"),
+    }
+    Ok(())
+}

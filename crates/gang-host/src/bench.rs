@@ -1,0 +1,525 @@
+//! `gang bench`: the gang runtime against the Linux scheduler, side by side
+//! on the same CPUs in one run.
+//!
+//! Phases, each `duration` long, on the same CPUs:
+//! - *alone*: one spin-barrier domain (one vCPU per CPU), no runtime: the
+//!   ideal;
+//! - *linux N*: N such domains, threads pinned to the same CPUs, scheduled by
+//!   Linux (SCHED_OTHER), no runtime;
+//! - *gang BE N*: the same N domains under the runtime, best-effort with
+//!   equal weights;
+//! - *gang TT N*: the same N domains under the runtime with time-triggered
+//!   slots (period `N·tt_slot`, active the largest whole number of grains
+//!   that keeps the 10% BE reservation).
+//!
+//! From the gate traces: co-start skew (first to last vCPU of a gang passing
+//! its gate in the same slot), CPU efficiency (time the domains' vCPUs ran ÷
+//! pool CPU time), and for TT the time received per period ÷ `active`.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use gang_core::{
+    CpuId, CpuSet, DomainId, DomainSpec, Nanos, Periodic, Policy, PoolConfig, VcpuRef, MS,
+};
+
+use crate::clock::Clock;
+use crate::gate::SlotRun;
+use crate::runtime::{HostError, Isolation, Runtime, RuntimeConfig};
+use crate::sys::{self, SchedPolicy};
+use crate::workload::{self, DomainState, VcpuEnv, Workload};
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct BenchConfig {
+    /// The CPUs (one vCPU of each domain per CPU).
+    pub cpus: Vec<CpuId>,
+    /// Domain counts to compare.
+    pub counts: Vec<u32>,
+    /// Length of each phase.
+    pub duration: Nanos,
+    /// Spin-barrier work per round.
+    pub work: Nanos,
+    /// Pool grain.
+    pub grain: Nanos,
+    /// BE slice.
+    pub be_slice: Nanos,
+    /// TT slot per domain (the TT period is `count × tt_slot`).
+    pub tt_slot: Nanos,
+}
+
+impl Default for BenchConfig {
+    fn default() -> Self {
+        BenchConfig {
+            cpus: vec![0, 1],
+            counts: vec![2, 3],
+            duration: 2_000 * MS,
+            work: 1_000,
+            grain: MS,
+            be_slice: 10 * MS,
+            tt_slot: 10 * MS,
+        }
+    }
+}
+
+/// Percentiles of a sample, in ns.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct Spread {
+    /// Number of samples.
+    pub n: usize,
+    /// 1st percentile.
+    pub p1: f64,
+    /// Median.
+    pub p50: f64,
+    /// 99th percentile.
+    pub p99: f64,
+    /// Maximum.
+    pub max: f64,
+}
+
+impl Spread {
+    /// Percentiles of `xs` (empty: all zero).
+    pub fn of(mut xs: Vec<f64>) -> Spread {
+        if xs.is_empty() {
+            return Spread::default();
+        }
+        xs.sort_by(f64::total_cmp);
+        let at = |q: f64| xs[((xs.len() - 1) as f64 * q).round() as usize];
+        Spread {
+            n: xs.len(),
+            p1: at(0.01),
+            p50: at(0.5),
+            p99: at(0.99),
+            max: xs[xs.len() - 1],
+        }
+    }
+}
+
+/// The result of one phase.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Phase {
+    /// `alone`, `linux`, `gang-be` or `gang-tt`.
+    pub kind: String,
+    /// Number of domains.
+    pub domains: u32,
+    /// Barrier rounds per second, per domain.
+    pub rounds_per_s: Vec<f64>,
+    /// Co-start skew of gangs, ns (gang phases).
+    pub skew_ns: Option<Spread>,
+    /// Time vCPUs ran ÷ pool CPU time (gang phases).
+    pub efficiency: Option<f64>,
+    /// TT: received ÷ active per period.
+    pub tt_accuracy: Option<Spread>,
+    /// Switches made and their lateness, ns (gang phases).
+    pub switch_late_ns: Option<Spread>,
+    /// From a slot's boundary to each vCPU passing its gate, ns.
+    pub start_delay_ns: Option<Spread>,
+    /// vCPUs that ignored their gate (must be zero).
+    pub gate_violations: usize,
+}
+
+impl Phase {
+    /// Mean rounds per second over the domains.
+    pub fn mean_rate(&self) -> f64 {
+        self.rounds_per_s.iter().sum::<f64>() / self.rounds_per_s.len().max(1) as f64
+    }
+}
+
+/// The whole run.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct BenchReport {
+    /// Isolation mode used.
+    pub isolation: Isolation,
+    /// The CPUs.
+    pub cpus: Vec<CpuId>,
+    /// Phase length, ns.
+    pub duration_ns: Nanos,
+    /// Spin-barrier work per round, ns.
+    pub work_ns: Nanos,
+    /// Calibrated loop iterations per µs.
+    pub iterations_per_us: u64,
+    /// The phases in the order run.
+    pub phases: Vec<Phase>,
+}
+
+/// Runs the benchmark, calling `progress` with a line before each phase.
+pub fn run(config: &BenchConfig, mut progress: impl FnMut(&str)) -> Result<BenchReport, HostError> {
+    let iterations_per_us = workload::calibrate();
+    let mut phases = Vec::new();
+    let secs = config.duration as f64 / 1e9;
+    progress(&format!(
+        "alone: 1 spin-barrier domain on CPUs {:?}, {secs:.1}s",
+        config.cpus
+    ));
+    phases.push(linux_phase(config, 1, "alone")?);
+    for &n in &config.counts {
+        progress(&format!("linux: {n} domains, Linux scheduler, {secs:.1}s"));
+        phases.push(linux_phase(config, n, "linux")?);
+        progress(&format!(
+            "gang-be: {n} domains, best-effort equal weights, {secs:.1}s"
+        ));
+        phases.push(gang_phase(config, n, false)?);
+        progress(&format!(
+            "gang-tt: {n} domains, time-triggered slots, {secs:.1}s"
+        ));
+        phases.push(gang_phase(config, n, true)?);
+    }
+    Ok(BenchReport {
+        isolation: Isolation::Shared,
+        cpus: config.cpus.clone(),
+        duration_ns: config.duration,
+        work_ns: config.work,
+        iterations_per_us,
+        phases,
+    })
+}
+
+fn spin(config: &BenchConfig) -> Workload {
+    Workload::SpinBarrier { work: config.work }
+}
+
+/// `n` domains under Linux: pinned threads, SCHED_OTHER, no runtime.
+fn linux_phase(config: &BenchConfig, n: u32, kind: &str) -> Result<Phase, HostError> {
+    let clock = Clock::new(MS);
+    let start = clock.now() + 20 * MS;
+    let deadline = start + config.duration;
+    let halt = Arc::new(AtomicBool::new(false));
+    let vcpus = config.cpus.len() as u32;
+    let states: Vec<Arc<DomainState>> = (0..n).map(|_| Arc::new(DomainState::default())).collect();
+    let mut threads = Vec::new();
+    for d in 0..n {
+        for (v, &cpu) in config.cpus.iter().enumerate() {
+            let env = VcpuEnv::unmanaged(
+                VcpuRef {
+                    domain: DomainId(d + 1),
+                    vcpu: v as u32,
+                },
+                clock,
+                deadline,
+                Arc::clone(&halt),
+                false,
+            );
+            let state = Arc::clone(&states[d as usize]);
+            let w = spin(config);
+            threads.push(std::thread::spawn(move || -> Result<(), HostError> {
+                sys::set_affinity(0, &[cpu]).map_err(|e| HostError::Sys {
+                    what: format!("pinning to CPU {cpu}"),
+                    source: e,
+                })?;
+                sys::set_policy(0, SchedPolicy::Other).map_err(HostError::Privilege)?;
+                clock.wait_until(start, 0);
+                workload::run(w, &env, &state, vcpus);
+                Ok(())
+            }));
+        }
+    }
+    let mut result = Ok(());
+    for t in threads {
+        match t.join() {
+            Ok(Err(e)) if result.is_ok() => result = Err(e),
+            _ => {}
+        }
+    }
+    result?;
+    let secs = config.duration as f64 / 1e9;
+    Ok(Phase {
+        kind: kind.to_string(),
+        domains: n,
+        rounds_per_s: states
+            .iter()
+            .map(|s| s.progress.load(Ordering::Relaxed) as f64 / secs)
+            .collect(),
+        skew_ns: None,
+        efficiency: None,
+        tt_accuracy: None,
+        switch_late_ns: None,
+        start_delay_ns: None,
+        gate_violations: 0,
+    })
+}
+
+/// `n` domains under the gang runtime (BE, or TT when `tt`).
+fn gang_phase(config: &BenchConfig, n: u32, tt: bool) -> Result<Phase, HostError> {
+    let cpus: CpuSet = config.cpus.iter().copied().collect();
+    let mut pool = PoolConfig::new(cpus);
+    pool.grain = config.grain;
+    pool.be_slice = config.be_slice;
+    let rt_config = RuntimeConfig::new(pool.clone());
+    let host_pct = rt_config
+        .host_slot
+        .map_or(0, |(p, a)| (a * 100).div_ceil(p));
+    let runtime = Arc::new(Runtime::start(rt_config)?);
+    let clock = runtime.clock();
+    let vcpus = config.cpus.len() as u32;
+    let period = config.tt_slot * u64::from(n);
+    // The largest whole number of grains per domain that keeps the BE
+    // reserve and leaves the host its slot.
+    let budget = period * (100 - u64::from(pool.be_reserve_pct) - host_pct) / 100 / u64::from(n);
+    let active = budget / config.grain * config.grain;
+    let halt = Arc::new(AtomicBool::new(false));
+    let states: Vec<Arc<DomainState>> = (0..n).map(|_| Arc::new(DomainState::default())).collect();
+    let start = clock.now() + 50 * MS;
+    let deadline = start + config.duration;
+    let mut threads = Vec::new();
+    let mut controls = Vec::new();
+    for d in 0..n {
+        let id = DomainId(d + 1);
+        let policy = if tt {
+            Policy::TimeTriggered {
+                timing: Periodic {
+                    from: 0,
+                    period,
+                    active,
+                },
+                space_filling: false,
+            }
+        } else {
+            Policy::BestEffort {
+                weight: 256,
+                space_filling: false,
+            }
+        };
+        let spec = DomainSpec {
+            id,
+            vcpus,
+            cpu_map: Some(config.cpus.clone()),
+            policy,
+        };
+        let ctls = runtime.add_domain(spec, false)?;
+        for ctl in &ctls {
+            let env = VcpuEnv {
+                control: Arc::clone(ctl),
+                clock,
+                log: None,
+                deadline,
+                halt: Arc::clone(&halt),
+            };
+            let state = Arc::clone(&states[d as usize]);
+            let rt = Arc::clone(&runtime);
+            let w = spin(config);
+            let vcpu = ctl.vcpu;
+            threads.push(std::thread::spawn(move || -> Result<(), HostError> {
+                env.control.attach_current_thread();
+                let prepared = rt.prepare_vcpu_thread(vcpu);
+                drop(rt);
+                prepared?;
+                workload::run(w, &env, &state, vcpus);
+                Ok(())
+            }));
+        }
+        controls.extend(ctls);
+    }
+    // Let the threads run until the deadline, then stop everything.
+    clock.wait_until(deadline + 5 * MS, 0);
+    halt.store(true, Ordering::Release);
+    for c in &controls {
+        c.stop();
+    }
+    let mut result = Ok(());
+    for t in threads {
+        match t.join() {
+            Ok(Err(e)) if result.is_ok() => result = Err(e),
+            _ => {}
+        }
+    }
+    let report = match Arc::try_unwrap(runtime) {
+        Ok(rt) => rt.stop(),
+        Err(_) => Default::default(),
+    };
+    result?;
+    let traces: Vec<(VcpuRef, Vec<SlotRun>)> =
+        controls.iter().map(|c| (c.vcpu, c.trace())).collect();
+    let window = (start, deadline);
+    let secs = config.duration as f64 / 1e9;
+    Ok(Phase {
+        kind: if tt { "gang-tt" } else { "gang-be" }.to_string(),
+        domains: n,
+        rounds_per_s: states
+            .iter()
+            .map(|s| s.progress.load(Ordering::Relaxed) as f64 / secs)
+            .collect(),
+        skew_ns: Some(co_start_skew(&traces, window)),
+        efficiency: Some(efficiency(&traces, window, config.cpus.len())),
+        tt_accuracy: tt.then(|| tt_accuracy(&traces, window, period, active, n)),
+        switch_late_ns: Some(Spread::of(
+            report
+                .switches
+                .iter()
+                .filter(|s| s.at >= window.0 && s.at < window.1)
+                .map(|s| s.late as f64)
+                .collect(),
+        )),
+        start_delay_ns: Some(Spread::of(
+            traces
+                .iter()
+                .flat_map(|(_, runs)| runs.iter())
+                .filter(|r| r.slot >= window.0 && r.slot < window.1 && r.start >= r.slot)
+                .map(|r| (r.start - r.slot) as f64)
+                .collect(),
+        )),
+        gate_violations: report.violations.len(),
+    })
+}
+
+/// For every slot of every domain: last minus first vCPU start.
+pub fn co_start_skew(traces: &[(VcpuRef, Vec<SlotRun>)], window: (Nanos, Nanos)) -> Spread {
+    use std::collections::BTreeMap;
+    let mut starts: BTreeMap<(DomainId, Nanos), Vec<Nanos>> = BTreeMap::new();
+    for (v, runs) in traces {
+        // Only the first run of each slot: later ones are resumptions after
+        // a block, not slot starts.
+        let mut seen = std::collections::BTreeSet::new();
+        for r in runs
+            .iter()
+            .filter(|r| r.slot >= window.0 && r.slot < window.1)
+        {
+            if seen.insert(r.slot) {
+                starts.entry((v.domain, r.slot)).or_default().push(r.start);
+            }
+        }
+    }
+    let vcpus_of = |d: DomainId| traces.iter().filter(|(v, _)| v.domain == d).count();
+    Spread::of(
+        starts
+            .iter()
+            .filter(|((d, _), s)| s.len() == vcpus_of(*d) && s.len() > 1)
+            .map(|(_, s)| {
+                (s.iter().max().copied().unwrap_or(0) - s.iter().min().copied().unwrap_or(0)) as f64
+            })
+            .collect(),
+    )
+}
+
+/// Time the vCPUs ran within `window` ÷ (CPUs × window length).
+pub fn efficiency(traces: &[(VcpuRef, Vec<SlotRun>)], window: (Nanos, Nanos), cpus: usize) -> f64 {
+    let ran: Nanos = traces
+        .iter()
+        .flat_map(|(_, runs)| runs.iter())
+        .map(|r| r.end.min(window.1).saturating_sub(r.start.max(window.0)))
+        .sum();
+    ran as f64 / ((window.1 - window.0) as f64 * cpus as f64)
+}
+
+/// Per TT domain and period fully inside the window: time its gang ran
+/// (the mean over its vCPUs) ÷ `active`.
+pub fn tt_accuracy(
+    traces: &[(VcpuRef, Vec<SlotRun>)],
+    window: (Nanos, Nanos),
+    period: Nanos,
+    active: Nanos,
+    domains: u32,
+) -> Spread {
+    let mut samples = Vec::new();
+    for d in 1..=domains {
+        let mine: Vec<&Vec<SlotRun>> = traces
+            .iter()
+            .filter(|(v, _)| v.domain == DomainId(d))
+            .map(|(_, r)| r)
+            .collect();
+        let mut p = window.0.div_ceil(period) * period;
+        while p + period <= window.1 {
+            let got: Nanos = mine
+                .iter()
+                .map(|runs| {
+                    runs.iter()
+                        .map(|r| r.end.min(p + period).saturating_sub(r.start.max(p)))
+                        .sum::<Nanos>()
+                })
+                .sum::<Nanos>()
+                / mine.len().max(1) as Nanos;
+            samples.push(got as f64 / active as f64);
+            p += period;
+        }
+    }
+    Spread::of(samples)
+}
+
+/// The table `gang bench` prints.
+pub fn render(report: &BenchReport) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let alone = report
+        .phases
+        .iter()
+        .find(|p| p.kind == "alone")
+        .map_or(0.0, Phase::mean_rate);
+    let _ = writeln!(
+        out,
+        "gang bench: spin-barrier domains of {} vCPUs on CPUs {:?}, work {} ns/round, {:.1} s per phase, isolation {:?}",
+        report.cpus.len(),
+        report.cpus,
+        report.work_ns,
+        report.duration_ns as f64 / 1e9,
+        report.isolation
+    );
+    let _ = writeln!(out, "alone (ideal for 1 domain): {:.0} rounds/s", alone);
+    let _ = writeln!(
+        out,
+        "{:<8} {:>2} {:>12} {:>10} {:>8} {:>22} {:>7} {:>20} {:>16}",
+        "phase",
+        "N",
+        "rounds/s/dom",
+        "vs linux",
+        "% ideal",
+        "skew p50/p99/max us",
+        "effic.",
+        "TT recv/act p1/50/99",
+        "switch late p99"
+    );
+    for p in &report.phases {
+        let linux = report
+            .phases
+            .iter()
+            .find(|q| q.kind == "linux" && q.domains == p.domains)
+            .map_or(0.0, Phase::mean_rate);
+        let ideal = alone / f64::from(p.domains);
+        let ratio = if p.kind.starts_with("gang") && linux > 0.0 {
+            format!("{:.2}x", p.mean_rate() / linux)
+        } else {
+            "-".into()
+        };
+        let skew = p.skew_ns.map_or("-".into(), |s| {
+            format!("{:.1}/{:.1}/{:.1}", s.p50 / 1e3, s.p99 / 1e3, s.max / 1e3)
+        });
+        let eff = p
+            .efficiency
+            .map_or("-".into(), |e| format!("{:.1}%", e * 100.0));
+        let tt = p.tt_accuracy.map_or("-".into(), |s| {
+            format!("{:.3}/{:.3}/{:.3}", s.p1, s.p50, s.p99)
+        });
+        let late = p
+            .switch_late_ns
+            .map_or("-".into(), |s| format!("{:.1} us", s.p99 / 1e3));
+        let _ = writeln!(
+            out,
+            "{:<8} {:>2} {:>12.0} {:>10} {:>7.1}% {:>22} {:>7} {:>20} {:>16}",
+            p.kind,
+            p.domains,
+            p.mean_rate(),
+            ratio,
+            if ideal > 0.0 {
+                p.mean_rate() / ideal * 100.0
+            } else {
+                0.0
+            },
+            skew,
+            eff,
+            tt,
+            late
+        );
+        if let Some(d) = p.start_delay_ns {
+            let _ = writeln!(
+                out,
+                "  start delay after boundary p50/p99/max: {:.1}/{:.1}/{:.1} us over {} starts",
+                d.p50 / 1e3,
+                d.p99 / 1e3,
+                d.max / 1e3,
+                d.n
+            );
+        }
+        if p.gate_violations > 0 {
+            let _ = writeln!(out, "  warning: {} gate violations", p.gate_violations);
+        }
+    }
+    out
+}

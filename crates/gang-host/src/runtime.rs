@@ -1,0 +1,618 @@
+//! The runtime: one dispatcher per pool CPU, each with a replica of the
+//! pool's scheduler, and the control API that feeds them.
+//!
+//! **Dispatch.** A dispatcher is a thread pinned to its CPU with real-time
+//! priority (above the vCPU threads). It sleeps until `lead` before the next
+//! boundary `b` of its replica (or until an event is appended, which may bring
+//! `b` forward), applies the log's events due by `b`, decides `b`, and if its
+//! own CPU's vCPU changes, waits precisely until `b` (sleep, then spin) and
+//! switches: it closes the outgoing vCPU's gate and opens the incoming one's.
+//! No other CPU is involved at that moment: every replica made the same
+//! decision on its own.
+//!
+//! **Control.** Configuration changes (add, remove, parameters, pause) are
+//! checked against a reference copy of the scheduler at their effect time
+//! before they enter the log, so a refusal is returned to the caller at once
+//! and the replicas never see an event they would refuse.
+//!
+//! **Watchdog.** A vCPU thread still running more than `grace` after its gate
+//! closed ignores its gate: the dispatcher demotes it to SCHED_IDLE (so it
+//! cannot take the CPU from the next gang) and reports it; it is promoted
+//! again when its next slot opens.
+//!
+//! **Leaving the host as found.** The runtime changes only its own threads'
+//! priorities and affinities; stopping it (or dropping it) stops and joins
+//! every dispatcher. vCPU threads are the caller's; [`Runtime::stop`] stops
+//! their gates so they return from their next checkpoint.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::thread::JoinHandle;
+
+use gang_core::{
+    CpuId, CpuSet, DomainId, DomainSpec, EngineError, Event, Nanos, Policy, PoolConfig, RunState,
+    Scheduler, VcpuRef,
+};
+
+use crate::clock::Clock;
+use crate::gate::VcpuControl;
+use crate::log::{Entry, EventLog};
+use crate::sys::{self, SchedPolicy};
+
+/// How the pool's CPUs relate to the rest of the host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub enum Isolation {
+    /// The CPUs stay usable by host tasks; gang threads use real-time
+    /// priority to take precedence (for hosts too small to give CPUs away).
+    Shared,
+    /// The CPUs are taken from the host's cpuset (see `cgroup`).
+    Exclusive,
+}
+
+/// Runtime parameters.
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    /// The pool.
+    pub pool: PoolConfig,
+    /// How far ahead of a boundary dispatchers decide (and how late an event
+    /// may take effect: twice this).
+    pub lead: Nanos,
+    /// How long before a switch a dispatcher stops sleeping and spins.
+    pub spin: Nanos,
+    /// SCHED_FIFO priority of dispatchers.
+    pub dispatcher_priority: i32,
+    /// SCHED_FIFO priority of vCPU threads (0: SCHED_OTHER).
+    pub vcpu_priority: i32,
+    /// How long a vCPU may run past its gate's closing before the watchdog
+    /// demotes it.
+    pub grace: Nanos,
+    /// Record per-thread slot traces.
+    pub trace: bool,
+    /// The isolation mode (recorded in reports; exclusive CPU taking is done
+    /// by the caller with `cgroup::CpuShield`).
+    pub isolation: Isolation,
+    /// Shared mode: the host's own time-triggered slot on every pool CPU,
+    /// `(period, active)`. Host tasks run in it; without it, vCPU threads
+    /// at real-time priority would take 100% of a CPU, and the kernel's
+    /// protection of normal tasks (RT throttling, the fair server) would stop
+    /// every real-time thread on that CPU for tens of milliseconds at random
+    /// times, dispatchers included, splitting gangs. `None`: no host slot.
+    pub host_slot: Option<(Nanos, Nanos)>,
+}
+
+/// The domain id of the host's own slot in shared mode (Domain-0).
+pub const HOST_DOMAIN: DomainId = DomainId(0);
+
+impl RuntimeConfig {
+    /// Defaults for `pool`: lead 300 µs, spin 60 µs, dispatchers at FIFO 50,
+    /// vCPUs at FIFO 10, grace 2 ms, traces on, shared CPUs with a host slot
+    /// of 3 ms every 50 ms (6%).
+    pub fn new(pool: PoolConfig) -> Self {
+        RuntimeConfig {
+            pool,
+            lead: 300_000,
+            spin: 60_000,
+            dispatcher_priority: 50,
+            vcpu_priority: 10,
+            grace: 2_000_000,
+            trace: true,
+            isolation: Isolation::Shared,
+            host_slot: Some((50 * gang_core::MS, 3 * gang_core::MS)),
+        }
+    }
+}
+
+/// Runtime errors.
+#[derive(Debug, thiserror::Error)]
+pub enum HostError {
+    /// The scheduler refused (admission) or did not know the domain.
+    #[error(transparent)]
+    Core(#[from] EngineError),
+    /// A pool CPU is not online on this host.
+    #[error("cpu {0} illegal or not free: it is not online on this host")]
+    CpuNotOnline(CpuId),
+    /// Real-time scheduling needs privileges we lack.
+    #[error("real-time scheduling needs root (or CAP_SYS_NICE): {0}")]
+    Privilege(std::io::Error),
+    /// A system call failed.
+    #[error("{what}: {source}")]
+    Sys {
+        /// What we were doing.
+        what: String,
+        /// Why it failed.
+        source: std::io::Error,
+    },
+    /// The domain is not known to the runtime.
+    #[error("domain {0} is not in this pool")]
+    UnknownDomain(DomainId),
+}
+
+/// One switch a dispatcher made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Switch {
+    /// The CPU.
+    pub cpu: CpuId,
+    /// The boundary.
+    pub at: Nanos,
+    /// The vCPU dispatched from then on (None: idle).
+    pub vcpu: Option<VcpuRef>,
+    /// How late the switch was made, in ns.
+    pub late: Nanos,
+}
+
+/// A vCPU thread found running after its gate closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct GateViolation {
+    /// The vCPU.
+    pub vcpu: VcpuRef,
+    /// When its gate closed.
+    pub closed_at: Nanos,
+    /// When the watchdog found it still running.
+    pub found_at: Nanos,
+}
+
+/// What the dispatchers did, returned by [`Runtime::stop`].
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct RuntimeReport {
+    /// Every switch, per CPU in time order.
+    pub switches: Vec<Switch>,
+    /// Boundaries decided (per replica; all replicas decide all).
+    pub boundaries: u64,
+    /// vCPUs that ignored their gates.
+    pub violations: Vec<GateViolation>,
+}
+
+type Registry = RwLock<BTreeMap<VcpuRef, Arc<VcpuControl>>>;
+
+struct Shared {
+    config: RuntimeConfig,
+    clock: Clock,
+    log: EventLog,
+    registry: Registry,
+    stop: AtomicBool,
+}
+
+/// A running gang pool on real CPUs.
+pub struct Runtime {
+    shared: Arc<Shared>,
+    reference: Mutex<Scheduler>,
+    dispatchers: Vec<JoinHandle<DispatcherReport>>,
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime")
+            .field("cpus", &self.shared.config.pool.cpus)
+            .finish()
+    }
+}
+
+/// The CPUs this process may run on (the online CPUs for root at the top
+/// cpuset).
+pub fn allowed_cpus() -> Result<CpuSet, HostError> {
+    let set = rustix::thread::sched_getaffinity(None).map_err(|e| HostError::Sys {
+        what: "reading CPU affinity".into(),
+        source: e.into(),
+    })?;
+    Ok((0..rustix::thread::CpuSet::MAX_CPU as CpuId)
+        .filter(|&c| set.is_set(c as usize))
+        .collect())
+}
+
+impl Runtime {
+    /// Starts one dispatcher per pool CPU. Fails if a CPU is not usable or
+    /// real-time priority cannot be had.
+    pub fn start(config: RuntimeConfig) -> Result<Runtime, HostError> {
+        let online = allowed_cpus()?;
+        if let Some(cpu) = config.pool.cpus.iter().find(|&c| !online.contains(c)) {
+            return Err(HostError::CpuNotOnline(cpu));
+        }
+        let mut reference = Scheduler::new(config.pool.clone())?;
+        if let (Isolation::Shared, Some((period, active))) = (config.isolation, config.host_slot) {
+            let cpus: Vec<CpuId> = config.pool.cpus.iter().collect();
+            let spec = DomainSpec {
+                id: HOST_DOMAIN,
+                vcpus: cpus.len() as u32,
+                cpu_map: Some(cpus),
+                policy: Policy::TimeTriggered {
+                    timing: gang_core::Periodic {
+                        from: 0,
+                        period,
+                        active,
+                    },
+                    space_filling: false,
+                },
+            };
+            let state = RunState::all_runnable(spec.vcpus, false);
+            reference.handle(0, Event::DomainAdded { spec, state })?;
+        }
+        let cpus: Vec<CpuId> = config.pool.cpus.iter().collect();
+        let shared = Arc::new(Shared {
+            clock: Clock::new(config.pool.grain),
+            log: EventLog::new(cpus.len(), config.lead),
+            registry: RwLock::new(BTreeMap::new()),
+            stop: AtomicBool::new(false),
+            config,
+        });
+        let mut runtime = Runtime {
+            shared,
+            reference: Mutex::new(reference),
+            dispatchers: Vec::new(),
+        };
+        for (replica, &cpu) in cpus.iter().enumerate() {
+            let shared = Arc::clone(&runtime.shared);
+            let scheduler = runtime.reference().clone();
+            let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+            let handle = std::thread::Builder::new()
+                .name(format!("gang-dispatch-{cpu}"))
+                .spawn(move || dispatcher(shared, replica, cpu, scheduler, ready_tx))
+                .map_err(|e| HostError::Sys {
+                    what: "spawning a dispatcher".into(),
+                    source: e,
+                })?;
+            runtime.dispatchers.push(handle);
+            match ready_rx.recv() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    drop(runtime); // stops the dispatchers already started
+                    return Err(e);
+                }
+                Err(_) => {
+                    return Err(HostError::Sys {
+                        what: format!("dispatcher for CPU {cpu} died at start"),
+                        source: std::io::Error::other("no start report"),
+                    })
+                }
+            }
+        }
+        Ok(runtime)
+    }
+
+    fn reference(&self) -> std::sync::MutexGuard<'_, Scheduler> {
+        self.reference.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The pool clock (time since the epoch).
+    pub fn clock(&self) -> Clock {
+        self.shared.clock
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &RuntimeConfig {
+        &self.shared.config
+    }
+
+    /// Feeds a configuration or run-state event through admission and into
+    /// the log; returns its effect time.
+    pub fn submit(&self, event: Event) -> Result<Nanos, HostError> {
+        let now = self.shared.clock.now();
+        let mut reference = self.reference();
+        let effect = self.shared.log.append_checked(now, |effect| {
+            reference.handle(effect, event.clone()).map(|_| event)
+        })?;
+        Ok(effect)
+    }
+
+    /// Adds a domain whose vCPU threads we own. Returns one control per
+    /// vCPU: the threads must call [`VcpuControl::attach_current_thread`],
+    /// pin themselves with [`Runtime::prepare_vcpu_thread`] and pass
+    /// [`VcpuControl::checkpoint`] often.
+    pub fn add_domain(
+        &self,
+        spec: DomainSpec,
+        paused: bool,
+    ) -> Result<Vec<Arc<VcpuControl>>, HostError> {
+        let id = spec.id;
+        let controls: Vec<Arc<VcpuControl>> = (0..spec.vcpus)
+            .map(|vcpu| {
+                Arc::new(VcpuControl::new(
+                    VcpuRef { domain: id, vcpu },
+                    self.shared.config.trace,
+                ))
+            })
+            .collect();
+        {
+            let mut reg = self
+                .shared
+                .registry
+                .write()
+                .unwrap_or_else(|p| p.into_inner());
+            for c in &controls {
+                reg.insert(c.vcpu, Arc::clone(c));
+            }
+        }
+        let state = RunState::all_runnable(spec.vcpus, paused);
+        if let Err(e) = self.submit(Event::DomainAdded { spec, state }) {
+            let mut reg = self
+                .shared
+                .registry
+                .write()
+                .unwrap_or_else(|p| p.into_inner());
+            reg.retain(|v, _| v.domain != id);
+            return Err(e);
+        }
+        Ok(controls)
+    }
+
+    /// The CPU map the scheduler gave a domain.
+    pub fn cpu_map(&self, id: DomainId) -> Option<Vec<CpuId>> {
+        self.reference().cpu_map(id).map(<[CpuId]>::to_vec)
+    }
+
+    /// The policy of a domain.
+    pub fn policy(&self, id: DomainId) -> Option<Policy> {
+        self.reference().policy(id)
+    }
+
+    /// Pins the calling thread to the CPU of `vcpu` and gives it the vCPU
+    /// priority.
+    pub fn prepare_vcpu_thread(&self, vcpu: VcpuRef) -> Result<(), HostError> {
+        let map = self
+            .cpu_map(vcpu.domain)
+            .ok_or(HostError::UnknownDomain(vcpu.domain))?;
+        let cpu = map[vcpu.vcpu as usize];
+        sys::set_affinity(0, &[cpu]).map_err(|e| HostError::Sys {
+            what: format!("pinning vCPU {} to CPU {cpu}", vcpu.vcpu),
+            source: e,
+        })?;
+        let prio = self.shared.config.vcpu_priority;
+        if prio > 0 {
+            sys::set_policy(0, SchedPolicy::Fifo(prio)).map_err(HostError::Privilege)?;
+        }
+        Ok(())
+    }
+
+    /// Reports that a vCPU blocked (it will wait for something).
+    pub fn vcpu_blocked(&self, vcpu: VcpuRef) {
+        self.shared
+            .log
+            .append(self.shared.clock.now(), Event::VcpuBlocked(vcpu));
+    }
+
+    /// Reports that a vCPU became runnable.
+    pub fn vcpu_woke(&self, vcpu: VcpuRef) {
+        self.shared
+            .log
+            .append(self.shared.clock.now(), Event::VcpuWoke(vcpu));
+    }
+
+    /// Pauses a domain (from its effect time on, at the next boundary).
+    pub fn pause(&self, id: DomainId) -> Result<Nanos, HostError> {
+        self.submit(Event::Paused(id))
+    }
+
+    /// Unpauses a domain.
+    pub fn unpause(&self, id: DomainId) -> Result<Nanos, HostError> {
+        self.submit(Event::Unpaused(id))
+    }
+
+    /// Sets a domain's gang parameters.
+    pub fn set_params(
+        &self,
+        id: DomainId,
+        cpu_map: Option<Vec<CpuId>>,
+        policy: Policy,
+    ) -> Result<Nanos, HostError> {
+        self.submit(Event::ParamsSet {
+            domain: id,
+            cpu_map,
+            policy,
+        })
+    }
+
+    /// Removes a domain: its threads are told to stop.
+    pub fn remove_domain(&self, id: DomainId) -> Result<Nanos, HostError> {
+        let effect = self.submit(Event::DomainRemoved(id))?;
+        let reg = self
+            .shared
+            .registry
+            .read()
+            .unwrap_or_else(|p| p.into_inner());
+        for (_, c) in reg.range(
+            VcpuRef {
+                domain: id,
+                vcpu: 0,
+            }..=VcpuRef {
+                domain: id,
+                vcpu: u32::MAX,
+            },
+        ) {
+            c.stop();
+        }
+        Ok(effect)
+    }
+
+    /// The control block of a vCPU.
+    pub fn control(&self, vcpu: VcpuRef) -> Option<Arc<VcpuControl>> {
+        self.shared.registry.read().ok()?.get(&vcpu).cloned()
+    }
+
+    /// Stops the dispatchers and every vCPU gate; returns what happened.
+    pub fn stop(mut self) -> RuntimeReport {
+        self.shutdown()
+    }
+
+    fn shutdown(&mut self) -> RuntimeReport {
+        self.shared.stop.store(true, Ordering::Release);
+        self.shared.log.seq().fetch_add(1, Ordering::Release);
+        sys::futex_wake_all(self.shared.log.seq());
+        let mut report = RuntimeReport::default();
+        for h in self.dispatchers.drain(..) {
+            if let Ok(r) = h.join() {
+                report.switches.extend(r.switches);
+                report.boundaries = report.boundaries.max(r.boundaries);
+                report.violations.extend(r.violations);
+            }
+        }
+        if let Ok(reg) = self.shared.registry.read() {
+            for c in reg.values() {
+                c.stop();
+            }
+        }
+        report.switches.sort_by_key(|s| (s.cpu, s.at));
+        report
+    }
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        if !self.dispatchers.is_empty() {
+            self.shutdown();
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct DispatcherReport {
+    switches: Vec<Switch>,
+    boundaries: u64,
+    violations: Vec<GateViolation>,
+}
+
+/// The dispatcher of one CPU.
+fn dispatcher(
+    shared: Arc<Shared>,
+    replica: usize,
+    cpu: CpuId,
+    mut sched: Scheduler,
+    ready: std::sync::mpsc::Sender<Result<(), HostError>>,
+) -> DispatcherReport {
+    let setup = sys::set_affinity(0, &[cpu])
+        .map_err(|e| HostError::Sys {
+            what: format!("pinning the dispatcher to CPU {cpu}"),
+            source: e,
+        })
+        .and_then(|()| {
+            sys::set_policy(0, SchedPolicy::Fifo(shared.config.dispatcher_priority))
+                .map_err(HostError::Privilege)
+        });
+    let _ = sys::minimise_timer_slack();
+    let failed = setup.is_err();
+    let _ = ready.send(setup);
+    let mut report = DispatcherReport::default();
+    if failed {
+        return report;
+    }
+    let clock = shared.clock;
+    let lead = shared.config.lead;
+    let mut entries: Vec<Entry> = Vec::new();
+    let mut current: Option<Arc<VcpuControl>> = None;
+    // The last vCPU whose gate this dispatcher closed, and when.
+    let mut outgoing: Option<(Arc<VcpuControl>, Nanos)> = None;
+    let mut demoted: Vec<VcpuRef> = Vec::new();
+    let apply = |sched: &mut Scheduler, entries: &mut Vec<Entry>| {
+        for e in entries.drain(..) {
+            // Identical on every replica: a refusal here was a refusal on
+            // the reference too, and never entered the log.
+            let _ = sched.handle(e.effect, e.event);
+        }
+    };
+    'run: loop {
+        // Wait until `lead` before the next boundary, folding in events that
+        // take effect before it (they may bring it forward).
+        let b = loop {
+            if shared.stop.load(Ordering::Acquire) {
+                break 'run;
+            }
+            let seq = shared.log.seq().load(Ordering::Acquire);
+            let b = sched.next();
+            shared.log.take(replica, b, true, &mut entries);
+            if !entries.is_empty() {
+                apply(&mut sched, &mut entries);
+                continue;
+            }
+            let now = clock.now();
+            watchdog(&shared, &mut outgoing, &mut demoted, now, &mut report);
+            if b != Nanos::MAX && now + lead >= b {
+                break b;
+            }
+            let mut wait = if b == Nanos::MAX {
+                50_000_000
+            } else {
+                (b - lead - now).min(50_000_000)
+            };
+            if outgoing.is_some() {
+                wait = wait.min(shared.config.grace / 2);
+            }
+            sys::futex_wait(shared.log.seq(), seq, Some(wait));
+        };
+        // Everything due by `b` is in the log by now (see `log`).
+        shared.log.take(replica, b, false, &mut entries);
+        apply(&mut sched, &mut entries);
+        if sched.next() < b {
+            continue;
+        }
+        let decision = match sched.handle(b, Event::Boundary) {
+            Ok(d) => d,
+            Err(_) => continue,
+        };
+        report.boundaries += 1;
+        let Some(&(_, vcpu)) = decision.changes.iter().find(|(c, _)| *c == cpu) else {
+            continue;
+        };
+        let incoming =
+            vcpu.and_then(|v| shared.registry.read().ok().and_then(|r| r.get(&v).cloned()));
+        let late = clock.wait_until(b, shared.config.spin);
+        if let Some(old) = current.take() {
+            old.close();
+            outgoing = Some((old, b));
+        }
+        if let Some(new) = &incoming {
+            if let Some(pos) = demoted.iter().position(|v| *v == new.vcpu) {
+                demoted.swap_remove(pos);
+                let prio = shared.config.vcpu_priority;
+                let _ = sys::set_policy(
+                    new.tid(),
+                    if prio > 0 {
+                        SchedPolicy::Fifo(prio)
+                    } else {
+                        SchedPolicy::Other
+                    },
+                );
+            }
+            new.open(b);
+        }
+        current = incoming;
+        report.switches.push(Switch {
+            cpu,
+            at: b,
+            vcpu,
+            late,
+        });
+    }
+    if let Some(c) = current {
+        c.close();
+    }
+    report
+}
+
+/// Demotes a vCPU thread that kept running long after its gate closed.
+fn watchdog(
+    shared: &Shared,
+    outgoing: &mut Option<(Arc<VcpuControl>, Nanos)>,
+    demoted: &mut Vec<VcpuRef>,
+    now: Nanos,
+    report: &mut DispatcherReport,
+) {
+    let Some((ctl, closed_at)) = outgoing else {
+        return;
+    };
+    if ctl.is_open() || !ctl.is_running() {
+        *outgoing = None; // parked as it should, or running in a new slot
+        return;
+    }
+    if now < *closed_at + shared.config.grace {
+        return;
+    }
+    let tid = ctl.tid();
+    if tid > 0 && sys::set_policy(tid, SchedPolicy::Idle).is_ok() {
+        demoted.push(ctl.vcpu);
+    }
+    report.violations.push(GateViolation {
+        vcpu: ctl.vcpu,
+        closed_at: *closed_at,
+        found_at: now,
+    });
+    *outgoing = None;
+}

@@ -1,0 +1,374 @@
+//! The runtime on real CPUs: gang execution proved from the per-thread
+//! traces, life-cycle operations, bad input, and the machine left as found.
+//!
+//! Needs root (real-time priorities) and 2 CPUs; otherwise each test prints
+//! why it skipped. Tests run one at a time (they share the CPUs).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use gang_core::{CpuSet, DomainId, DomainSpec, Nanos, Policy, PoolConfig, VcpuRef, MS};
+use gang_host::gate::SlotRun;
+use gang_host::runtime::{allowed_cpus, HostError, Runtime, RuntimeConfig, RuntimeReport};
+use gang_host::sys::{self, SchedPolicy};
+use gang_host::workload::{self, DomainState, VcpuEnv, Workload};
+
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn can_run() -> bool {
+    if !sys::is_root() {
+        eprintln!("skipped: needs root for real-time priorities");
+        return false;
+    }
+    match allowed_cpus() {
+        Ok(c) if c.contains(0) && c.contains(1) => true,
+        _ => {
+            eprintln!("skipped: needs CPUs 0 and 1");
+            false
+        }
+    }
+}
+
+struct Run {
+    report: RuntimeReport,
+    traces: Vec<(VcpuRef, Vec<SlotRun>)>,
+    progress: Vec<u64>,
+    start: Nanos,
+    end: Nanos,
+}
+
+/// Runs `domains` (policy per domain, 2 vCPUs on CPUs 0-1) with `workload`
+/// for `millis`, calling `during` halfway with the runtime.
+fn run_domains(
+    policies: &[Policy],
+    workload: Workload,
+    millis: u64,
+    during: impl FnOnce(&Runtime),
+) -> Run {
+    let mut pool = PoolConfig::new(CpuSet::parse("0-1", None).unwrap());
+    pool.be_slice = 5 * MS;
+    let rt = Arc::new(Runtime::start(RuntimeConfig::new(pool)).expect("runtime starts"));
+    let clock = rt.clock();
+    let start = clock.now() + 20 * MS;
+    let end = start + millis * MS;
+    let halt = Arc::new(AtomicBool::new(false));
+    let mut threads = Vec::new();
+    let mut controls = Vec::new();
+    let mut states = Vec::new();
+    for (d, policy) in policies.iter().enumerate() {
+        let id = DomainId(d as u32 + 1);
+        let spec = DomainSpec {
+            id,
+            vcpus: 2,
+            cpu_map: Some(vec![0, 1]),
+            policy: *policy,
+        };
+        let state = Arc::new(DomainState::default());
+        states.push(Arc::clone(&state));
+        for ctl in rt.add_domain(spec, false).expect("admitted") {
+            let env = VcpuEnv {
+                control: Arc::clone(&ctl),
+                clock,
+                log: None,
+                deadline: end,
+                halt: Arc::clone(&halt),
+            };
+            let (rt2, state) = (Arc::clone(&rt), Arc::clone(&state));
+            threads.push(std::thread::spawn(move || {
+                env.control.attach_current_thread();
+                rt2.prepare_vcpu_thread(env.control.vcpu).expect("pinned");
+                drop(rt2);
+                workload::run(workload, &env, &state, 2);
+            }));
+            controls.push(ctl);
+        }
+    }
+    clock.wait_until(start + millis * MS / 2, 0);
+    during(&rt);
+    clock.wait_until(end + 2 * MS, 0);
+    halt.store(true, Ordering::Release);
+    controls.iter().for_each(|c| c.stop());
+    for t in threads {
+        t.join().expect("vCPU thread");
+    }
+    let report = Arc::try_unwrap(rt).expect("sole owner").stop();
+    Run {
+        report,
+        traces: controls.iter().map(|c| (c.vcpu, c.trace())).collect(),
+        progress: states
+            .iter()
+            .map(|s| s.progress.load(Ordering::Relaxed))
+            .collect(),
+        start,
+        end,
+    }
+}
+
+/// Asserts from the traces that gangs ran together and only in their slots.
+fn assert_gang(run: &Run, skew_bound: Nanos) {
+    // 1. Every vCPU ran only while its dispatcher had it dispatched.
+    for (v, runs) in &run.traces {
+        let cpu = v.vcpu; // map [0, 1]
+        let mut slots: Vec<(Nanos, Nanos)> = Vec::new();
+        let switches: Vec<_> = run
+            .report
+            .switches
+            .iter()
+            .filter(|s| s.cpu == cpu)
+            .collect();
+        for (i, s) in switches.iter().enumerate() {
+            if s.vcpu == Some(*v) {
+                let until = switches.get(i + 1).map_or(Nanos::MAX, |n| n.at + n.late);
+                slots.push((s.at, until));
+            }
+        }
+        for r in runs.iter().filter(|r| r.end != Nanos::MAX) {
+            let inside = slots
+                .iter()
+                .any(|&(a, b)| r.start >= a && r.end <= b.saturating_add(skew_bound));
+            assert!(inside, "{v:?} ran {}..{} outside its slots", r.start, r.end);
+        }
+    }
+    // 2. Both vCPUs of a domain start each slot within the skew bound.
+    let skew = gang_host::bench::co_start_skew(&run.traces, (run.start, run.end));
+    assert!(skew.n > 0, "no slot observed");
+    assert!(
+        skew.p99 <= skew_bound as f64,
+        "co-start skew p99 {} ns > {skew_bound}",
+        skew.p99
+    );
+    assert!(
+        run.report.violations.is_empty(),
+        "gate violations: {:?}",
+        run.report.violations
+    );
+}
+
+fn host_state() -> (Option<CpuSet>, SchedPolicy) {
+    (allowed_cpus().ok(), sys::policy(0).expect("policy"))
+}
+
+#[test]
+fn two_be_gangs_share_two_cpus_and_never_run_partly() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    if !can_run() {
+        return;
+    }
+    let before = host_state();
+    let be = Policy::BestEffort {
+        weight: 256,
+        space_filling: false,
+    };
+    let run = run_domains(
+        &[be, be],
+        Workload::SpinBarrier { work: 1_000 },
+        300,
+        |_| {},
+    );
+    assert_gang(&run, 200_000);
+    assert!(
+        run.progress.iter().all(|&p| p > 1_000),
+        "both made progress: {:?}",
+        run.progress
+    );
+    let (a, b) = (run.progress[0] as f64, run.progress[1] as f64);
+    assert!(
+        (a / b - 1.0).abs() < 0.35,
+        "equal weights, similar progress: {a} vs {b}"
+    );
+    assert_eq!(
+        host_state(),
+        before,
+        "affinity and policy of the test thread unchanged"
+    );
+}
+
+#[test]
+fn tt_gangs_get_their_slots() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    if !can_run() {
+        return;
+    }
+    let tt: Policy = "tt,20ms,9ms".parse().unwrap();
+    let run = run_domains(
+        &[tt, tt],
+        Workload::SpinBarrier { work: 1_000 },
+        400,
+        |_| {},
+    );
+    assert_gang(&run, 200_000);
+    let acc = gang_host::bench::tt_accuracy(&run.traces, (run.start, run.end), 20 * MS, 9 * MS, 2);
+    assert!(acc.n >= 20, "{} periods", acc.n);
+    assert!(
+        acc.p50 > 0.9 && acc.p50 < 1.05,
+        "TT received/active median {}",
+        acc.p50
+    );
+}
+
+#[test]
+fn pause_and_unpause_while_running() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    if !can_run() {
+        return;
+    }
+    let be = Policy::BestEffort {
+        weight: 256,
+        space_filling: false,
+    };
+    let paused_at = Arc::new(Mutex::new(0));
+    let p2 = Arc::clone(&paused_at);
+    let run = run_domains(
+        &[be, be],
+        Workload::SpinBarrier { work: 1_000 },
+        300,
+        move |rt| {
+            let effect = rt.pause(DomainId(2)).expect("pause");
+            *p2.lock().unwrap() = effect;
+        },
+    );
+    let paused = *paused_at.lock().unwrap();
+    assert!(paused > 0);
+    // After the pause took effect (next boundary), domain 2 never started a slot.
+    let late_slots = run
+        .traces
+        .iter()
+        .filter(|(v, _)| v.domain == DomainId(2))
+        .flat_map(|(_, runs)| runs.iter())
+        .filter(|r| r.start > paused + 2 * MS)
+        .count();
+    assert_eq!(late_slots, 0, "a paused domain ran");
+    assert_gang(&run, 200_000);
+}
+
+#[test]
+fn bad_input_is_refused_and_changes_nothing() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    if !can_run() {
+        return;
+    }
+    let before = host_state();
+    let missing = PoolConfig::new(CpuSet::parse("0,4095", None).unwrap());
+    match Runtime::start(RuntimeConfig::new(missing)) {
+        Err(HostError::CpuNotOnline(4095)) => {}
+        other => panic!("expected CpuNotOnline, got {other:?}"),
+    }
+    let rt = Runtime::start(RuntimeConfig::new(PoolConfig::new(
+        CpuSet::parse("0-1", None).unwrap(),
+    )))
+    .unwrap();
+    let too_big = DomainSpec {
+        id: DomainId(1),
+        vcpus: 3,
+        cpu_map: None,
+        policy: Policy::default(),
+    };
+    let err = rt.add_domain(too_big, false).unwrap_err();
+    assert!(err.to_string().contains("only 2 CPUs"), "{err}");
+    assert!(
+        rt.control(VcpuRef {
+            domain: DomainId(1),
+            vcpu: 0
+        })
+        .is_none(),
+        "nothing registered"
+    );
+    assert!(matches!(rt.pause(DomainId(9)), Err(HostError::Core(_))));
+    rt.stop();
+    assert_eq!(host_state(), before);
+}
+
+#[test]
+fn a_thread_that_ignores_its_gate_is_caught_and_demoted() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    if !can_run() {
+        return;
+    }
+    let mut pool = PoolConfig::new(CpuSet::parse("0-1", None).unwrap());
+    pool.be_slice = 5 * MS;
+    let rt = Runtime::start(RuntimeConfig::new(pool)).unwrap();
+    let clock = rt.clock();
+    let be = Policy::BestEffort {
+        weight: 256,
+        space_filling: false,
+    };
+    let rogue = rt
+        .add_domain(
+            DomainSpec {
+                id: DomainId(1),
+                vcpus: 1,
+                cpu_map: Some(vec![1]),
+                policy: be,
+            },
+            false,
+        )
+        .unwrap();
+    let good = rt
+        .add_domain(
+            DomainSpec {
+                id: DomainId(2),
+                vcpus: 1,
+                cpu_map: Some(vec![1]),
+                policy: be,
+            },
+            false,
+        )
+        .unwrap();
+    let end = clock.now() + 150 * MS;
+    let prepare = |vcpu| {
+        sys::set_affinity(0, &[1]).unwrap();
+        sys::set_policy(0, SchedPolicy::Fifo(10)).unwrap();
+        let _ = vcpu;
+    };
+    let r = Arc::clone(&rogue[0]);
+    let rogue_thread = std::thread::spawn(move || {
+        r.attach_current_thread();
+        prepare(r.vcpu);
+        // Waits for its first slot, then never checks its gate again (but
+        // stops by itself at `end`, so nothing spins on after the test).
+        r.checkpoint(&clock);
+        while clock.now() < end {
+            std::hint::spin_loop();
+        }
+        r.finish(&clock);
+    });
+    let g = Arc::clone(&good[0]);
+    let good_thread = std::thread::spawn(move || {
+        g.attach_current_thread();
+        prepare(g.vcpu);
+        while g.checkpoint(&clock) && clock.now() < end {
+            std::hint::spin_loop();
+        }
+        g.finish(&clock);
+    });
+    rogue_thread.join().unwrap();
+    good[0].stop();
+    good_thread.join().unwrap();
+    let report = rt.stop();
+    assert!(
+        report
+            .violations
+            .iter()
+            .any(|v| v.vcpu.domain == DomainId(1)),
+        "the rogue vCPU was reported: {:?}",
+        report.violations
+    );
+    assert!(
+        report
+            .violations
+            .iter()
+            .all(|v| v.vcpu.domain == DomainId(1)),
+        "only the rogue"
+    );
+    let good_ran: Nanos = good[0]
+        .trace()
+        .iter()
+        .map(|r| r.end.min(end).saturating_sub(r.start))
+        .sum();
+    assert!(
+        good_ran > 20 * MS,
+        "the well-behaved domain still ran ({good_ran} ns)"
+    );
+}
