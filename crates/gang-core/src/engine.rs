@@ -296,6 +296,14 @@ struct Cohort {
     taken: CpuSet,
     reserved: CpuSet,
     be_floor: Option<u128>,
+    /// Which classes and flags its members have (passes with nothing to do
+    /// are skipped).
+    has_nomux: bool,
+    has_et: bool,
+    has_filler: bool,
+    /// Member positions of the BE members, and of the space fillers.
+    be_order: Vec<usize>,
+    filler_order: Vec<usize>,
 }
 
 /// A pool's gang scheduler.
@@ -775,8 +783,20 @@ impl Scheduler {
                     .iter()
                     .filter_map(|&id| self.position(id).ok())
                     .collect();
-                for &j in &idx {
-                    self.domains[j].cohort = i;
+                let (mut has_nomux, mut has_et, mut has_filler) = (false, false, false);
+                let (mut be_order, mut filler_order) = (Vec::new(), Vec::new());
+                for (pos, &j) in idx.iter().enumerate() {
+                    let d = &mut self.domains[j];
+                    if d.placed.policy.class() == Class::BestEffort {
+                        be_order.push(pos);
+                    }
+                    if d.placed.policy.space_filling() {
+                        filler_order.push(pos);
+                    }
+                    d.cohort = i;
+                    has_nomux |= d.placed.policy.class() == Class::NoMux;
+                    has_et |= d.placed.policy.class() == Class::EventTriggered;
+                    has_filler |= d.placed.policy.space_filling();
                 }
                 Cohort {
                     cpus: p.cpus,
@@ -788,6 +808,11 @@ impl Scheduler {
                     taken: CpuSet::new(),
                     reserved: CpuSet::new(),
                     be_floor: None,
+                    has_nomux,
+                    has_et,
+                    has_filler,
+                    be_order,
+                    filler_order,
                 }
             })
             .collect();
@@ -1185,7 +1210,14 @@ impl Scheduler {
         let be_slice = self.config.be_slice;
         let idx = std::mem::take(&mut self.cohorts[ci].idx);
         let table = self.cohorts[ci].table.clone();
+        let be_order = std::mem::take(&mut self.cohorts[ci].be_order);
+        let filler_order = std::mem::take(&mut self.cohorts[ci].filler_order);
         let members = &self.cohorts[ci].members;
+        let (has_nomux, has_et, has_filler) = (
+            self.cohorts[ci].has_nomux,
+            self.cohorts[ci].has_et,
+            self.cohorts[ci].has_filler,
+        );
         let domains = &mut self.domains;
         let mut buf = std::mem::take(&mut self.buffers);
         // `how[j]`: how member `idx[j]` holds its CPUs after this decision.
@@ -1199,7 +1231,7 @@ impl Scheduler {
         let mut next = Nanos::MAX;
 
         // 1. no-mux.
-        for (j, &i) in idx.iter().enumerate() {
+        for (j, &i) in idx.iter().enumerate().filter(|_| has_nomux) {
             let d = &domains[i];
             if d.placed.policy.class() == Class::NoMux && d.runnable() && d.active(t) {
                 taken.union_with(&d.placed.mask);
@@ -1227,7 +1259,7 @@ impl Scheduler {
         // 3. ET early, by earliest window end.
         let early = &mut buf.ranked_ns;
         early.clear();
-        for (j, &i) in idx.iter().enumerate() {
+        for (j, &i) in idx.iter().enumerate().filter(|_| has_et) {
             let d = &mut domains[i];
             if d.placed.policy.class() == Class::EventTriggered
                 && how[j].is_none()
@@ -1266,31 +1298,24 @@ impl Scheduler {
                 }
             }
         }
-        let ncpus = self.cohorts[ci].cpus.len();
-        let be = &mut buf.ranked_vt;
-        be.clear();
-        if blocked.len() == ncpus {
-            // Every CPU is held or reserved: nobody else can be placed, but
-            // note whether a BE gang waits.
-            be_waiting = idx.iter().enumerate().any(|(j, &i)| {
-                let d = &domains[i];
-                how[j].is_none() && d.placed.policy.class() == Class::BestEffort && d.runnable()
-            });
-        } else {
-            be.extend(
-                idx.iter()
-                    .enumerate()
-                    .filter(|&(j, &i)| {
-                        let d = &domains[i];
-                        how[j].is_none()
-                            && d.placed.policy.class() == Class::BestEffort
-                            && d.runnable()
-                    })
-                    .map(|(j, &i)| (domains[i].vruntime, domains[i].id(), j)),
-            );
-            be.sort_unstable();
+        // Blocked CPUs only grow during the pass, so a gang that does not
+        // fit now never will: rank only those that fit (few, mid-slice).
+        let fit = &mut buf.ranked_vt;
+        fit.clear();
+        for &j in &be_order {
+            let d = &domains[idx[j]];
+            if how[j].is_some() || !d.runnable() {
+                continue;
+            }
+            if d.placed.mask.intersects(blocked) {
+                be_waiting = true;
+            } else {
+                fit.push((d.vruntime, d.id(), j));
+            }
         }
-        for &(_, _, j) in be.iter() {
+        // Lowest virtual time first (ties: domain id): a total order.
+        fit.sort_unstable();
+        for &(_, _, j) in fit.iter() {
             let d = &domains[idx[j]];
             if d.placed.mask.intersects(blocked) {
                 be_waiting = true;
@@ -1300,31 +1325,23 @@ impl Scheduler {
             taken.union_with(&d.placed.mask);
             how[j] = Some(Dispatch::BestEffort);
         }
-        // 5. space fillers, by least filler time.
-        let fillers = &mut buf.ranked_ns;
-        fillers.clear();
+        // 5. space fillers, by least filler time (ranked as above).
         let mut fillers_waiting = false;
-        if taken.len() == ncpus {
-            fillers_waiting = idx.iter().enumerate().any(|(j, &i)| {
-                let d = &domains[i];
-                how[j].is_none() && d.placed.policy.space_filling() && d.runnable() && d.active(t)
-            });
-        } else {
-            fillers.extend(
-                idx.iter()
-                    .enumerate()
-                    .filter(|&(j, &i)| {
-                        let d = &domains[i];
-                        how[j].is_none()
-                            && d.placed.policy.space_filling()
-                            && d.runnable()
-                            && d.active(t)
-                    })
-                    .map(|(j, &i)| (domains[i].stats.filler_ns, domains[i].id(), j)),
-            );
-            fillers.sort_unstable();
+        let fit = &mut buf.ranked_ns;
+        fit.clear();
+        for &j in filler_order.iter().filter(|_| has_filler) {
+            let d = &domains[idx[j]];
+            if how[j].is_some() || !d.runnable() || !d.active(t) {
+                continue;
+            }
+            if d.placed.mask.intersects(taken) {
+                fillers_waiting = true;
+            } else {
+                fit.push((d.stats.filler_ns, d.id(), j));
+            }
         }
-        for &(_, _, j) in fillers.iter() {
+        fit.sort_unstable();
+        for &(_, _, j) in fit.iter() {
             let d = &domains[idx[j]];
             if d.placed.mask.intersects(taken) {
                 fillers_waiting = true;
@@ -1397,6 +1414,8 @@ impl Scheduler {
         }
         cohort.next = next;
         cohort.idx = idx;
+        cohort.be_order = be_order;
+        cohort.filler_order = filler_order;
         cohort.taken.clone_from(&buf.taken);
         cohort.reserved.clone_from(&buf.reserved);
         cohort.be_floor = be_floor;
