@@ -1164,6 +1164,11 @@ impl Freezer {
 
     /// Moves thread `tid` (alone, not its whole process) into the freezer,
     /// recording its current cgroup first. A frozen freezer freezes it.
+    ///
+    /// v1 moves a single thread of a multi-threaded process (verified on the
+    /// development machine). v2 moves single threads only within a threaded
+    /// subtree (`cgroup.threads`); otherwise the kernel refuses and this
+    /// returns [`CgroupError::Move`] (untested: no v2 freezer here).
     pub fn add_thread(&mut self, tid: i32) -> Result<()> {
         let origin = thread_cgroup(&self.controller, "freezer", tid)?;
         if origin == self.path {
@@ -1172,16 +1177,20 @@ impl Freezer {
         self.threads.push(FrozenThread { tid, origin });
         self.save()?;
         let file = self.controller.threads_file(&self.path);
-        let mut f = fs::OpenOptions::new()
+        let moved = fs::OpenOptions::new()
             .write(true)
             .open(&file)
-            .map_err(io_err(&file))?;
-        f.write_all(format!("{tid}\n").as_bytes())
-            .map_err(|source| CgroupError::Move {
+            .and_then(|mut f| f.write_all(format!("{tid}\n").as_bytes()));
+        if let Err(source) = moved {
+            self.threads.pop();
+            let _ = self.save();
+            return Err(CgroupError::Move {
                 tid,
-                path: file.clone(),
+                path: file,
                 source,
-            })
+            });
+        }
+        Ok(())
     }
 
     /// Freezes the threads; returns once the kernel reports them frozen,
@@ -1361,6 +1370,9 @@ pub struct RepairReport {
     pub tasks: MoveCount,
     /// State files left alone because their owner is alive.
     pub live: Vec<PathBuf>,
+    /// State files that could not be read, with the reason; left in place.
+    /// Their cgroups, unclaimed, are removed as orphans.
+    pub unreadable: Vec<(PathBuf, String)>,
 }
 
 impl RepairReport {
@@ -1404,7 +1416,13 @@ pub fn repair_named(state_dir: &Path, prefix: &str) -> Result<RepairReport> {
     };
     files.sort();
     for file in files {
-        let record = read_state(&file)?;
+        let record = match read_state(&file) {
+            Ok(r) => r,
+            Err(e) => {
+                report.unreadable.push((file, e.to_string()));
+                continue;
+            }
+        };
         if record.owner().is_alive() {
             claimed.extend(record.cgroups());
             report.live.push(file);

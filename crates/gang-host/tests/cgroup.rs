@@ -586,3 +586,15 @@ fn repair_removes_orphan_cgroups_without_state() {
         .unwrap()
         .is_clean());
 }
+
+#[test]
+fn repair_reports_unreadable_state_and_goes_on() {
+    let sc = Scratch::new();
+    let bad = sc.dir.join(format!("cgroup-shield-{}.json", sc.prefix));
+    std::fs::write(&bad, "{ not json").unwrap();
+    let rep = cgroup::repair_named(&sc.dir, &sc.prefix).unwrap();
+    assert_eq!(rep.unreadable.len(), 1, "{rep:?}");
+    assert!(rep.unreadable[0].1.contains(bad.to_str().unwrap()));
+    assert!(bad.exists(), "an unreadable state file is left for a human");
+    std::fs::remove_file(&bad).unwrap();
+}
