@@ -417,18 +417,25 @@ fn unescape_mount(s: &str) -> String {
 pub struct MoveCount {
     /// Tasks moved.
     pub moved: usize,
-    /// Tasks the kernel refused to move (per-CPU kernel threads: EINVAL).
+    /// Of `moved`, kernel threads (unbound ones may be moved).
+    pub moved_kernel: usize,
+    /// Tasks the kernel refused to move (bound kernel threads: EINVAL).
     pub refused: usize,
+    /// Of `refused`, tasks that are not kernel threads: these keep running
+    /// on the taken CPUs, which the caller should surface.
+    pub refused_user: usize,
     /// Tasks that exited during the move.
     pub vanished: usize,
-    /// Up to 8 refused tasks: `(tid, comm)`.
+    /// Up to 8 refused tasks: `(tid, comm)`, user tasks first.
     pub refused_sample: Vec<(i32, String)>,
 }
 
 impl MoveCount {
     fn add(&mut self, other: MoveCount) {
         self.moved += other.moved;
+        self.moved_kernel += other.moved_kernel;
         self.refused += other.refused;
+        self.refused_user += other.refused_user;
         self.vanished += other.vanished;
         for s in other.refused_sample {
             if self.refused_sample.len() < 8 {
@@ -447,6 +454,17 @@ fn read_ids(path: &Path) -> Result<Vec<i32>> {
             source: e,
         }),
     }
+}
+
+/// Whether `tid` is a kernel thread (`PF_KTHREAD` in `/proc/<tid>/stat`
+/// flags); `None` if it is gone.
+fn is_kernel_thread(tid: i32) -> Option<bool> {
+    const PF_KTHREAD: u64 = 0x0020_0000;
+    let stat = fs::read_to_string(format!("/proc/{tid}/stat")).ok()?;
+    let after = &stat[stat.rfind(')')? + 1..];
+    // Field 9 (flags) is the 7th after the command.
+    let flags: u64 = after.split_whitespace().nth(6)?.parse().ok()?;
+    Some(flags & PF_KTHREAD != 0)
 }
 
 fn comm(tid: i32) -> String {
@@ -481,12 +499,22 @@ fn move_pass(from_file: &Path, to_file: &Path, skip: &mut HashSet<i32>) -> Resul
             continue;
         }
         match write_id(&mut f, id) {
-            Ok(true) => count.moved += 1,
+            Ok(true) => {
+                count.moved += 1;
+                if is_kernel_thread(id) == Some(true) {
+                    count.moved_kernel += 1;
+                }
+            }
             Ok(false) => count.vanished += 1,
             Err(_) => {
                 skip.insert(id);
                 count.refused += 1;
-                if count.refused_sample.len() < 8 {
+                let user = is_kernel_thread(id) == Some(false);
+                if user {
+                    count.refused_user += 1;
+                    count.refused_sample.insert(0, (id, comm(id)));
+                    count.refused_sample.truncate(8);
+                } else if count.refused_sample.len() < 8 {
                     count.refused_sample.push((id, comm(id)));
                 }
             }

@@ -238,11 +238,20 @@ fn shield_takes_and_gives_back_cpu() {
     let shield = CpuShield::take_named(&taken, &sc.dir, &sc.prefix).unwrap();
     let r = shield.report().clone();
     eprintln!(
-        "shield {:?}: moved {}, refused {}, vanished {}; refused sample {:?}; unshielded {:?}; exclusive {}",
-        r.mode, r.tasks.moved, r.tasks.refused, r.tasks.vanished, r.tasks.refused_sample,
-        r.unshielded, r.exclusive
+        "shield {:?}: moved {} ({} kernel threads), refused {} ({} user tasks), vanished {}; \
+         refused sample {:?}; unshielded {:?}; exclusive {}",
+        r.mode,
+        r.tasks.moved,
+        r.tasks.moved_kernel,
+        r.tasks.refused,
+        r.tasks.refused_user,
+        r.tasks.vanished,
+        r.tasks.refused_sample,
+        r.unshielded,
+        r.exclusive
     );
     assert!(r.tasks.moved > 0);
+    assert_eq!(r.tasks.refused_user, 0, "{:?}", r.tasks.refused_sample);
     assert!(shield.state_file().exists());
     if shield.mode() == ShieldMode::V1Shield {
         let host = shield.host_path().unwrap();
