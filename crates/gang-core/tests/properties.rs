@@ -280,7 +280,7 @@ fn check_decision(s: &Scheduler, t: Nanos, ncpus: u32) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
 
     #[test]
     fn scheduling_invariants_hold(

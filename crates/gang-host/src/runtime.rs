@@ -79,6 +79,11 @@ pub struct RuntimeConfig {
     /// every real-time thread on that CPU for tens of milliseconds at random
     /// times, dispatchers included, splitting gangs. `None`: no host slot.
     pub host_slot: Option<(Nanos, Nanos)>,
+    /// The pool's name (for CPU claims and messages).
+    pub name: String,
+    /// Where CPU claims live (`None`: no machine-wide claims, for tests that
+    /// own the machine). See `claim`.
+    pub state_dir: Option<std::path::PathBuf>,
 }
 
 /// The domain id of the host's own slot in shared mode (Domain-0).
@@ -99,6 +104,8 @@ impl RuntimeConfig {
             trace: true,
             isolation: Isolation::Shared,
             host_slot: Some((50 * gang_core::MS, 3 * gang_core::MS)),
+            name: "gang".into(),
+            state_dir: None,
         }
     }
 }
@@ -126,6 +133,9 @@ pub enum HostError {
     /// The domain is not known to the runtime.
     #[error("domain {0} is not in this pool")]
     UnknownDomain(DomainId),
+    /// A CPU is in another pool.
+    #[error(transparent)]
+    Claim(#[from] crate::claim::ClaimError),
 }
 
 /// One switch a dispatcher made.
@@ -176,6 +186,8 @@ struct Shared {
 /// A running gang pool on real CPUs.
 pub struct Runtime {
     shared: Arc<Shared>,
+    /// Held for the runtime's life (released last, after the dispatchers).
+    _claims: Option<crate::claim::CpuClaims>,
     reference: Mutex<Scheduler>,
     dispatchers: Vec<JoinHandle<DispatcherReport>>,
 }
@@ -208,6 +220,14 @@ impl Runtime {
         if let Some(cpu) = config.pool.cpus.iter().find(|&c| !online.contains(c)) {
             return Err(HostError::CpuNotOnline(cpu));
         }
+        let claims = match &config.state_dir {
+            Some(dir) => Some(crate::claim::CpuClaims::claim(
+                dir,
+                &config.name,
+                config.pool.cpus.iter(),
+            )?),
+            None => None,
+        };
         let mut reference = Scheduler::new(config.pool.clone())?;
         if let (Isolation::Shared, Some((period, active))) = (config.isolation, config.host_slot) {
             let cpus: Vec<CpuId> = config.pool.cpus.iter().collect();
@@ -237,6 +257,7 @@ impl Runtime {
         });
         let mut runtime = Runtime {
             shared,
+            _claims: claims,
             reference: Mutex::new(reference),
             dispatchers: Vec::new(),
         };

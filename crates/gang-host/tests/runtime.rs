@@ -17,6 +17,13 @@ use gang_host::workload::{self, DomainState, VcpuEnv, Workload};
 
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
+/// How far a vCPU may start after its sibling, or run past its slot, before
+/// the trace counts it as a partial gang. These machines are VMs whose own
+/// host preempts them for up to about a millisecond now and then (DESIGN.md
+/// §4: sleep-then-spin skew p99.9 ≈ 0.9 ms); `gang bench` reports the real
+/// distribution (p50 of a few µs).
+const SKEW_BOUND: Nanos = 1_000_000;
+
 fn can_run() -> bool {
     if !sys::is_root() {
         eprintln!("skipped: needs root for real-time priorities");
@@ -167,7 +174,7 @@ fn two_be_gangs_share_two_cpus_and_never_run_partly() {
         300,
         |_| {},
     );
-    assert_gang(&run, 200_000);
+    assert_gang(&run, SKEW_BOUND);
     assert!(
         run.progress.iter().all(|&p| p > 1_000),
         "both made progress: {:?}",
@@ -191,15 +198,15 @@ fn tt_gangs_get_their_slots() {
     if !can_run() {
         return;
     }
-    let tt: Policy = "tt,20ms,9ms".parse().unwrap();
+    let tt: Policy = "tt,20ms,8ms".parse().unwrap(); // 2 x 40% + the host's 6%
     let run = run_domains(
         &[tt, tt],
         Workload::SpinBarrier { work: 1_000 },
         400,
         |_| {},
     );
-    assert_gang(&run, 200_000);
-    let acc = gang_host::bench::tt_accuracy(&run.traces, (run.start, run.end), 20 * MS, 9 * MS, 2);
+    assert_gang(&run, SKEW_BOUND);
+    let acc = gang_host::bench::tt_accuracy(&run.traces, (run.start, run.end), 20 * MS, 8 * MS, 2);
     assert!(acc.n >= 20, "{} periods", acc.n);
     assert!(
         acc.p50 > 0.9 && acc.p50 < 1.05,
@@ -240,7 +247,7 @@ fn pause_and_unpause_while_running() {
         .filter(|r| r.start > paused + 2 * MS)
         .count();
     assert_eq!(late_slots, 0, "a paused domain ran");
-    assert_gang(&run, 200_000);
+    assert_gang(&run, SKEW_BOUND);
 }
 
 #[test]
@@ -255,10 +262,24 @@ fn bad_input_is_refused_and_changes_nothing() {
         Err(HostError::CpuNotOnline(4095)) => {}
         other => panic!("expected CpuNotOnline, got {other:?}"),
     }
-    let rt = Runtime::start(RuntimeConfig::new(PoolConfig::new(
-        CpuSet::parse("0-1", None).unwrap(),
-    )))
-    .unwrap();
+    let state = std::env::temp_dir().join(format!("gang-rt-claims-{}", std::process::id()));
+    let mut config = RuntimeConfig::new(PoolConfig::new(CpuSet::parse("0-1", None).unwrap()));
+    config.state_dir = Some(state.clone());
+    config.name = "first".into();
+    let rt = Runtime::start(config.clone()).unwrap();
+    let mut second = config.clone();
+    second.name = "second".into();
+    second.pool = PoolConfig::new(CpuSet::parse("1", None).unwrap());
+    match Runtime::start(second) {
+        Err(e @ HostError::Claim(_)) => {
+            assert!(
+                e.to_string()
+                    .starts_with("cpu 1 illegal or not free: it is in pool first (pid"),
+                "{e}"
+            )
+        }
+        other => panic!("expected a claim error, got {other:?}"),
+    }
     let too_big = DomainSpec {
         id: DomainId(1),
         vcpus: 3,
@@ -277,6 +298,9 @@ fn bad_input_is_refused_and_changes_nothing() {
     );
     assert!(matches!(rt.pause(DomainId(9)), Err(HostError::Core(_))));
     rt.stop();
+    // Released with the runtime.
+    Runtime::start(config).expect("CPUs free again").stop();
+    let _ = std::fs::remove_dir_all(&state);
     assert_eq!(host_state(), before);
 }
 
