@@ -17,6 +17,7 @@
 pub mod sys;
 
 pub mod bench;
+pub mod claim;
 pub mod clock;
 pub mod gate;
 pub mod log;
