@@ -1196,7 +1196,8 @@ impl Freezer {
     /// v1 moves a single thread of a multi-threaded process (verified on the
     /// development machine). v2 moves single threads only within a threaded
     /// subtree (`cgroup.threads`); otherwise the kernel refuses and this
-    /// returns [`CgroupError::Move`] (untested: no v2 freezer here).
+    /// returns [`CgroupError::Move`], except for a single-threaded process,
+    /// which is moved whole (`cgroup.procs`).
     pub fn add_thread(&mut self, tid: i32) -> Result<()> {
         let origin = thread_cgroup(&self.controller, "freezer", tid)?;
         if origin == self.path {
@@ -1205,11 +1206,7 @@ impl Freezer {
         self.threads.push(FrozenThread { tid, origin });
         self.save()?;
         let file = self.controller.threads_file(&self.path);
-        let moved = fs::OpenOptions::new()
-            .write(true)
-            .open(&file)
-            .and_then(|mut f| f.write_all(format!("{tid}\n").as_bytes()));
-        if let Err(source) = moved {
+        if let Err(source) = move_thread(&self.controller, &self.path, tid) {
             self.threads.pop();
             let _ = self.save();
             return Err(CgroupError::Move {
@@ -1342,6 +1339,39 @@ fn set_frozen(
     }
 }
 
+/// Moves one thread into `cgroup`. `Ok(false)`: the thread is gone. On v2 a
+/// thread outside a threaded subtree cannot move alone; a single-threaded
+/// process is then moved whole.
+fn move_thread(controller: &Controller, cgroup: &Path, tid: i32) -> io::Result<bool> {
+    let write = |file: PathBuf| {
+        fs::OpenOptions::new()
+            .write(true)
+            .open(file)
+            .and_then(|mut f| write_id(&mut f, tid))
+    };
+    match write(controller.threads_file(cgroup)) {
+        Err(e) if controller.version == CgroupVersion::V2 && single_threaded_leader(tid) => {
+            write(cgroup.join("cgroup.procs")).map_err(|_| e)
+        }
+        other => other,
+    }
+}
+
+/// Whether `tid` is the only thread of its process.
+fn single_threaded_leader(tid: i32) -> bool {
+    let Ok(status) = fs::read_to_string(format!("/proc/{tid}/status")) else {
+        return false;
+    };
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(str::trim)
+            .and_then(|v| v.parse::<i64>().ok())
+    };
+    field("Tgid:") == Some(i64::from(tid)) && field("Threads:") == Some(1)
+}
+
 /// Thaws, moves recorded threads back to their origin (or the root if the
 /// origin is gone), moves any other task to the root, removes the cgroup.
 fn undo_freezer(
@@ -1368,12 +1398,7 @@ fn undo_freezer(
         } else {
             &controller.mount
         };
-        let file = controller.threads_file(dest);
-        let result = fs::OpenOptions::new()
-            .write(true)
-            .open(&file)
-            .and_then(|mut f| write_id(&mut f, t.tid));
-        match result {
+        match move_thread(controller, dest, t.tid) {
             Ok(true) => count.moved += 1,
             Ok(false) => count.vanished += 1,
             Err(_) => count.refused += 1,

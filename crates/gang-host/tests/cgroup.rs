@@ -607,3 +607,53 @@ fn repair_reports_unreadable_state_and_goes_on() {
     assert!(bad.exists(), "an unreadable state file is left for a human");
     std::fs::remove_file(&bad).unwrap();
 }
+
+#[test]
+fn v2_freezer_moves_single_threaded_process_not_single_thread() {
+    if !is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let h = Hierarchy::detect().unwrap();
+    let Some(mount) = h.unified.clone() else {
+        eprintln!("skipped: no cgroup v2 hierarchy");
+        return;
+    };
+    let ctl = cgroup::Controller {
+        version: CgroupVersion::V2,
+        mount,
+    };
+    let sc = Scratch::new();
+    let mut fz = match Freezer::new_in(&ctl, &sc.prefix, "v2", &sc.dir) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("skipped: cannot create a v2 cgroup: {e}");
+            return;
+        }
+    };
+    if !fz.path().join("cgroup.freeze").exists() {
+        eprintln!("skipped: no cgroup.freeze (Linux < 5.2)");
+        return;
+    }
+    // One thread of this multi-threaded process: refused on v2.
+    let t = TestThread::spawn(false, None);
+    let e = fz.add_thread(t.tid).unwrap_err();
+    eprintln!("v2, single thread of a multi-threaded process: {e}");
+    assert!(matches!(e, CgroupError::Move { .. }));
+    assert!(fz.threads().is_empty());
+
+    // A single-threaded process moves whole, freezes and comes back.
+    let child = KillOnDrop(Command::new("sleep").arg("10").spawn().unwrap());
+    let pid = child.0.id() as i32;
+    let origin = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    fz.add_thread(pid).unwrap();
+    let took = fz.freeze().unwrap();
+    assert!(fz.is_frozen().unwrap());
+    let thawed = fz.thaw().unwrap();
+    eprintln!("v2 cgroup.freeze of a process: freeze {took:?}, thaw {thawed:?}");
+    fz.remove().unwrap();
+    assert_eq!(
+        std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap(),
+        origin
+    );
+}
