@@ -18,6 +18,7 @@ pub mod sys;
 
 pub mod bench;
 pub mod claim;
+pub mod cgroup;
 pub mod clock;
 pub mod gate;
 pub mod log;
