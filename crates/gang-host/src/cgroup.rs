@@ -1752,6 +1752,8 @@ static MEASURE_SEQ: AtomicUsize = AtomicUsize::new(0);
 
 /// Measures freezing and thawing a spinning thread, `iterations` times, in a
 /// temporary freezer cgroup (`gangmeasure.<pid>-<n>`), removed afterwards.
+/// On a busy host fewer iterations may run (see the stats' `n`): the spinner
+/// ends by its own deadline, and measuring stops well before it.
 pub fn measure_freezer(iterations: usize) -> Result<FreezeStats> {
     let pid = rustix::process::getpid().as_raw_nonzero().get();
     let n = MEASURE_SEQ.fetch_add(1, Ordering::Relaxed);
@@ -1764,6 +1766,10 @@ pub fn measure_freezer(iterations: usize) -> Result<FreezeStats> {
     freezer.add_thread(spinner.tid())?;
     let (mut fr, mut st, mut th, mut re) = (vec![], vec![], vec![], vec![]);
     for _ in 0..iterations {
+        // Well inside the spinner's lifetime: fewer samples on a busy host.
+        if base.elapsed() > lifetime / 2 {
+            break;
+        }
         std::thread::sleep(Duration::from_micros(300));
         let t0 = nanos(base, Instant::now());
         fr.push(freezer.freeze()?);
@@ -1795,7 +1801,8 @@ pub fn measure_freezer(iterations: usize) -> Result<FreezeStats> {
 /// A spinner and a normal-priority competitor are pinned to `cpu`; `flip(tid,
 /// true)` must make `tid` SCHED_FIFO and `flip(tid, false)` SCHED_IDLE (the
 /// caller's `sys` module does the system call). Both threads end by their own
-/// deadline whatever happens; the spinner is flipped to idle before return.
+/// deadline whatever happens (measuring stops well before it, so a busy host
+/// gives fewer samples); the spinner is flipped to idle before return.
 pub fn measure_priority_flip(
     iterations: usize,
     cpu: CpuId,
@@ -1813,6 +1820,10 @@ pub fn measure_priority_flip(
         do_flip(false)?;
         spinner.wait_stopped(Duration::from_micros(500), Duration::from_millis(50));
         for _ in 0..iterations {
+            // Well inside the spinners' lifetime: fewer samples on a busy host.
+            if base.elapsed() > lifetime / 2 {
+                break;
+            }
             let t0 = nanos(base, Instant::now());
             do_flip(true)?;
             if let Some(run) = spinner.wait_running(t0, Duration::from_millis(20)) {
