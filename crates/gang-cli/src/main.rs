@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 
 mod bench;
 mod sim;
+mod workload;
 
 /// The gang toolstack: gang-scheduled CPU pools for Linux hosts.
 #[derive(Debug, Parser)]
@@ -23,6 +24,7 @@ struct Cli {
 enum Command {
     Sim(sim::SimArgs),
     Bench(bench::BenchArgs),
+    Workload(workload::WorkloadArgs),
 }
 
 fn main() -> ExitCode {
@@ -30,6 +32,7 @@ fn main() -> ExitCode {
     let (name, result) = match cli.command {
         Command::Sim(args) => ("sim", sim::run(&args)),
         Command::Bench(args) => ("bench", bench::run(&args)),
+        Command::Workload(args) => ("workload", workload::run(&args)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,176 @@
+//! `gang workload`: run one of the simulator's workloads on real threads, as
+//! a process that can be a domain (its threads are the vCPUs).
+
+use std::io::Write as _;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use anyhow::{bail, Context as _, Result};
+use clap::{Args, ValueEnum};
+use gang_core::time::parse_duration;
+use gang_core::{DomainId, Nanos, VcpuRef, MS};
+use gang_host::clock::Clock;
+use gang_host::workload::{self, DomainState, VcpuEnv, Workload};
+
+const LONG_ABOUT: &str = "\
+Run one of the simulator's workloads on real threads, one thread per vCPU, \
+named vcpu0, vcpu1, ... (so that a domain of type \"process\" can adopt \
+them by name), and report progress while it runs.
+
+KINDS
+
+  busy               compute forever; progress counts 1 us work units
+  spin-barrier       compute --work, then spin until every thread arrives
+  blocking-barrier   compute --work, then block until every thread arrives
+  periodic           a job every --period needing --exec of computation;
+                     misses count jobs done after their next release
+  sleep-wake         compute --run, sleep --sleep, repeat
+
+Every --report-every, one line on standard output: the time since start, \
+the progress so far and its rate, and each thread's CPU time (from \
+/proc/self/task/TID/schedstat). With --json the lines are JSON objects \
+(one per line) with CLOCK_MONOTONIC timestamps in nanoseconds.";
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Kind {
+    Busy,
+    SpinBarrier,
+    BlockingBarrier,
+    Periodic,
+    SleepWake,
+}
+
+/// Arguments of `gang workload`.
+#[derive(Debug, Args)]
+#[command(about = "Run a synthetic workload on real threads (a process to run as a domain)", long_about = LONG_ABOUT)]
+pub struct WorkloadArgs {
+    /// The workload.
+    #[arg(value_enum)]
+    kind: Kind,
+    /// Number of threads (vCPUs).
+    #[arg(long, default_value_t = 2)]
+    threads: u32,
+    /// Work per barrier round.
+    #[arg(long, default_value = "1us")]
+    work: String,
+    /// Period of periodic jobs.
+    #[arg(long, default_value = "10ms")]
+    period: String,
+    /// Computation per periodic job.
+    #[arg(long, default_value = "2ms")]
+    exec: String,
+    /// Computation per sleep-wake cycle.
+    #[arg(long, default_value = "1ms")]
+    run: String,
+    /// Sleep per sleep-wake cycle.
+    #[arg(long, default_value = "4ms")]
+    sleep: String,
+    /// How long to run (units: us ms s m h; bare number: ms).
+    #[arg(long, default_value = "10s")]
+    duration: String,
+    /// How often to report.
+    #[arg(long, default_value = "1s")]
+    report_every: String,
+    /// Report as JSON lines.
+    #[arg(long)]
+    json: bool,
+}
+
+fn time(text: &str, flag: &str) -> Result<Nanos> {
+    let t = parse_duration(text, MS).with_context(|| format!("{flag} {text}"))?;
+    if t == 0 {
+        bail!("{flag} {text}: must be positive");
+    }
+    Ok(t)
+}
+
+fn cpu_time_ns(tid: i32) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/self/task/{tid}/schedstat")).ok()?;
+    text.split_whitespace().next()?.parse().ok()
+}
+
+pub fn run(args: &WorkloadArgs) -> Result<()> {
+    if args.threads == 0 || args.threads > 1024 {
+        bail!("--threads {}: give 1 to 1024 threads", args.threads);
+    }
+    let w = match args.kind {
+        Kind::Busy => Workload::Busy,
+        Kind::SpinBarrier => Workload::SpinBarrier { work: time(&args.work, "--work")? },
+        Kind::BlockingBarrier => Workload::BlockingBarrier { work: time(&args.work, "--work")? },
+        Kind::Periodic => {
+            let (period, exec) = (time(&args.period, "--period")?, time(&args.exec, "--exec")?);
+            if exec > period {
+                bail!("--exec {} is longer than --period {}", args.exec, args.period);
+            }
+            Workload::Periodic { period, exec }
+        }
+        Kind::SleepWake => Workload::SleepWake { run: time(&args.run, "--run")?, sleep: time(&args.sleep, "--sleep")? },
+    };
+    let duration = time(&args.duration, "--duration")?;
+    let every = time(&args.report_every, "--report-every")?;
+    let clock = Clock::with_epoch(gang_host::sys::monotonic_ns());
+    let halt = Arc::new(AtomicBool::new(false));
+    let state = Arc::new(DomainState::default());
+    let n = args.threads;
+    let mut threads = Vec::new();
+    let (tid_tx, tid_rx) = std::sync::mpsc::channel();
+    for v in 0..n {
+        let env = VcpuEnv::unmanaged(VcpuRef { domain: DomainId(1), vcpu: v }, clock, duration, Arc::clone(&halt), false);
+        let state = Arc::clone(&state);
+        let tid_tx = tid_tx.clone();
+        let t = std::thread::Builder::new()
+            .name(format!("vcpu{v}"))
+            .spawn(move || {
+                let _ = tid_tx.send((v, gang_host::sys::gettid()));
+                workload::run(w, &env, &state, n);
+            })
+            .context("starting a thread")?;
+        threads.push(t);
+    }
+    drop(tid_tx);
+    let mut tids: Vec<(u32, i32)> = tid_rx.iter().take(n as usize).collect();
+    tids.sort_unstable();
+    let mut out = std::io::stdout().lock();
+    let mut last = 0;
+    let mut at = every;
+    while at <= duration {
+        clock.wait_until(at, 0);
+        let done = state.progress.load(Ordering::Relaxed);
+        let rate = (done - last) as f64 / (every as f64 / 1e9);
+        last = done;
+        let cpu: Vec<(i32, u64)> = tids.iter().map(|&(_, tid)| (tid, cpu_time_ns(tid).unwrap_or(0))).collect();
+        let line = if args.json {
+            let threads: Vec<serde_json::Value> = cpu
+                .iter()
+                .map(|&(tid, ns)| serde_json::json!({ "tid": tid, "cpu_ns": ns }))
+                .collect();
+            serde_json::json!({
+                "monotonic_ns": clock.epoch() + at,
+                "elapsed_ns": at,
+                "progress": done,
+                "rate_per_s": rate,
+                "misses": state.misses.load(Ordering::Relaxed),
+                "threads": threads,
+            })
+            .to_string()
+        } else {
+            let per: Vec<String> = cpu.iter().map(|(tid, ns)| format!("{tid}:{:.3}s", *ns as f64 / 1e9)).collect();
+            format!(
+                "t={:.3}s progress={done} rate={rate:.0}/s misses={} cpu[{}]",
+                at as f64 / 1e9,
+                state.misses.load(Ordering::Relaxed),
+                per.join(" ")
+            )
+        };
+        if writeln!(out, "{line}").is_err() {
+            break; // stdout closed: stop quietly
+        }
+        let _ = out.flush();
+        at += every;
+    }
+    halt.store(true, Ordering::Release);
+    for t in threads {
+        let _ = t.join();
+    }
+    Ok(())
+}
