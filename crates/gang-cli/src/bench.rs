@@ -33,7 +33,11 @@ COLUMNS
                  in the same slot (p50/p99/max, microseconds)
   effic.         time the domains' vCPUs ran / pool CPU time
   TT recv/act    time a TT gang ran per period / active (p1/p50/p99)
-  switch late    how late dispatchers made their switches (p99)
+  late p99       how late dispatchers made their switches (p99)
+
+Every phase runs --repeat times, interleaved with the others; each row is \
+the run with the median rate, with the lowest and highest rates beside it; \
+--json keeps every run.
 
 Needs root (real-time priorities). The pool CPUs stay shared with the host \
 (isolation: Shared); gang threads use SCHED_FIFO and nothing is left behind: \
@@ -50,7 +54,7 @@ pub struct BenchArgs {
     #[arg(long, default_value = "2,3", value_delimiter = ',')]
     domains: Vec<u32>,
     /// Length of each phase (units: us ms s; bare number: ms).
-    #[arg(long, default_value = "2s")]
+    #[arg(long, default_value = "1s")]
     duration: String,
     /// Spin-barrier work per round.
     #[arg(long, default_value = "1us")]
@@ -64,6 +68,10 @@ pub struct BenchArgs {
     /// Time-triggered slot per domain.
     #[arg(long, default_value = "10ms")]
     tt_slot: String,
+    /// Run all phases this many times, interleaved; the table shows the
+    /// median of each phase (the machines are noisy).
+    #[arg(long, default_value_t = 3)]
+    repeat: u32,
     /// Also write the results as JSON to FILE (`-`: standard output).
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
@@ -87,6 +95,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         grain: time(&args.grain, "--grain")?,
         be_slice: time(&args.be_slice, "--be-slice")?,
         tt_slot: time(&args.tt_slot, "--tt-slot")?,
+        repeat: args.repeat.max(1),
     };
     if !gang_host::sys::is_root() {
         bail!("needs root: the runtime uses real-time priorities");

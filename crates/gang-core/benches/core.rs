@@ -62,30 +62,22 @@ fn one_cohort_pool(n: u32) -> Scheduler {
 fn bench_decision(n: u32) -> (f64, f64, f64, usize) {
     let base = one_cohort_pool(n);
     let cohorts = base.cohorts().len();
-    let victim = DomainId(n / 2 + 1); // a BE domain
     let mut runs = Vec::new();
     for _ in 0..7 {
         let mut s = base.clone();
-        let iterations = (100_000 / n as usize).max(100);
-        let mut t = 0;
+        let boundaries = (100_000 / n as usize).max(100);
         let before = s.decisions_made();
         let start = Instant::now();
-        for i in 0..iterations {
-            // An event makes every boundary a real decision of the cohort:
-            // pause or unpause a BE domain, then decide at the next grain.
-            let ev = if i % 2 == 0 {
-                Event::Paused(victim)
-            } else {
-                Event::Unpaused(victim)
-            };
-            s.handle(t, ev).expect("event");
-            t += MS;
+        // Follow the scheduler's own boundaries (table segments, budgets,
+        // BE slices): every one is a real decision of the cohort.
+        for _ in 0..boundaries {
+            let t = s.next();
             black_box(s.handle(t, Event::Boundary).expect("decision"));
         }
         let elapsed = start.elapsed().as_secs_f64();
         let decided = s.decisions_made() - before;
         assert!(
-            decided >= iterations as u64,
+            decided >= boundaries as u64,
             "every boundary decided the cohort"
         );
         runs.push(elapsed * 1e6 / decided as f64);
