@@ -95,16 +95,27 @@ pub fn run(args: &WorkloadArgs) -> Result<()> {
     }
     let w = match args.kind {
         Kind::Busy => Workload::Busy,
-        Kind::SpinBarrier => Workload::SpinBarrier { work: time(&args.work, "--work")? },
-        Kind::BlockingBarrier => Workload::BlockingBarrier { work: time(&args.work, "--work")? },
+        Kind::SpinBarrier => Workload::SpinBarrier {
+            work: time(&args.work, "--work")?,
+        },
+        Kind::BlockingBarrier => Workload::BlockingBarrier {
+            work: time(&args.work, "--work")?,
+        },
         Kind::Periodic => {
             let (period, exec) = (time(&args.period, "--period")?, time(&args.exec, "--exec")?);
             if exec > period {
-                bail!("--exec {} is longer than --period {}", args.exec, args.period);
+                bail!(
+                    "--exec {} is longer than --period {}",
+                    args.exec,
+                    args.period
+                );
             }
             Workload::Periodic { period, exec }
         }
-        Kind::SleepWake => Workload::SleepWake { run: time(&args.run, "--run")?, sleep: time(&args.sleep, "--sleep")? },
+        Kind::SleepWake => Workload::SleepWake {
+            run: time(&args.run, "--run")?,
+            sleep: time(&args.sleep, "--sleep")?,
+        },
     };
     let duration = time(&args.duration, "--duration")?;
     let every = time(&args.report_every, "--report-every")?;
@@ -115,7 +126,16 @@ pub fn run(args: &WorkloadArgs) -> Result<()> {
     let mut threads = Vec::new();
     let (tid_tx, tid_rx) = std::sync::mpsc::channel();
     for v in 0..n {
-        let env = VcpuEnv::unmanaged(VcpuRef { domain: DomainId(1), vcpu: v }, clock, duration, Arc::clone(&halt), false);
+        let env = VcpuEnv::unmanaged(
+            VcpuRef {
+                domain: DomainId(1),
+                vcpu: v,
+            },
+            clock,
+            duration,
+            Arc::clone(&halt),
+            false,
+        );
         let state = Arc::clone(&state);
         let tid_tx = tid_tx.clone();
         let t = std::thread::Builder::new()
@@ -138,7 +158,10 @@ pub fn run(args: &WorkloadArgs) -> Result<()> {
         let done = state.progress.load(Ordering::Relaxed);
         let rate = (done - last) as f64 / (every as f64 / 1e9);
         last = done;
-        let cpu: Vec<(i32, u64)> = tids.iter().map(|&(_, tid)| (tid, cpu_time_ns(tid).unwrap_or(0))).collect();
+        let cpu: Vec<(i32, u64)> = tids
+            .iter()
+            .map(|&(_, tid)| (tid, cpu_time_ns(tid).unwrap_or(0)))
+            .collect();
         let line = if args.json {
             let threads: Vec<serde_json::Value> = cpu
                 .iter()
@@ -154,7 +177,10 @@ pub fn run(args: &WorkloadArgs) -> Result<()> {
             })
             .to_string()
         } else {
-            let per: Vec<String> = cpu.iter().map(|(tid, ns)| format!("{tid}:{:.3}s", *ns as f64 / 1e9)).collect();
+            let per: Vec<String> = cpu
+                .iter()
+                .map(|(tid, ns)| format!("{tid}:{:.3}s", *ns as f64 / 1e9))
+                .collect();
             format!(
                 "t={:.3}s progress={done} rate={rate:.0}/s misses={} cpu[{}]",
                 at as f64 / 1e9,

@@ -17,8 +17,8 @@
 pub mod sys;
 
 pub mod bench;
-pub mod claim;
 pub mod cgroup;
+pub mod claim;
 pub mod clock;
 pub mod gate;
 pub mod log;

@@ -136,6 +136,12 @@ pub enum HostError {
     /// A CPU is in another pool.
     #[error(transparent)]
     Claim(#[from] crate::claim::ClaimError),
+    /// Taking the CPUs from the host failed.
+    #[error(transparent)]
+    Cgroup(#[from] crate::cgroup::CgroupError),
+    /// Exclusive mode needs a state directory (for crash repair).
+    #[error("exclusive isolation needs a state directory (to repair after a crash)")]
+    NoStateDir,
 }
 
 /// One switch a dispatcher made.
@@ -177,6 +183,8 @@ type Registry = RwLock<BTreeMap<VcpuRef, Arc<VcpuControl>>>;
 
 struct Shared {
     config: RuntimeConfig,
+    /// Exclusive mode: the cpuset holding the pool's CPUs.
+    shield: Option<crate::cgroup::CpuShield>,
     clock: Clock,
     log: EventLog,
     registry: Registry,
@@ -216,7 +224,9 @@ impl Runtime {
     /// Starts one dispatcher per pool CPU. Fails if a CPU is not usable or
     /// real-time priority cannot be had.
     pub fn start(config: RuntimeConfig) -> Result<Runtime, HostError> {
-        let online = allowed_cpus()?;
+        // The system's online CPUs, not this process's affinity: a crashed
+        // exclusive runtime may still confine us until repaired below.
+        let online = crate::cgroup::online_cpus()?;
         if let Some(cpu) = config.pool.cpus.iter().find(|&c| !online.contains(c)) {
             return Err(HostError::CpuNotOnline(cpu));
         }
@@ -227,6 +237,16 @@ impl Runtime {
                 config.pool.cpus.iter(),
             )?),
             None => None,
+        };
+        // Exclusive: first give back what a crashed runtime left (we hold the
+        // claims, so no live runtime owns these CPUs), then take the CPUs.
+        let shield = match config.isolation {
+            Isolation::Exclusive => {
+                let dir = config.state_dir.as_ref().ok_or(HostError::NoStateDir)?;
+                crate::cgroup::repair(dir)?;
+                Some(crate::cgroup::CpuShield::take(&config.pool.cpus, dir)?)
+            }
+            Isolation::Shared => None,
         };
         let mut reference = Scheduler::new(config.pool.clone())?;
         if let (Isolation::Shared, Some((period, active))) = (config.isolation, config.host_slot) {
@@ -253,6 +273,7 @@ impl Runtime {
             log: EventLog::new(cpus.len(), config.lead),
             registry: RwLock::new(BTreeMap::new()),
             stop: AtomicBool::new(false),
+            shield,
             config,
         });
         let mut runtime = Runtime {
@@ -373,6 +394,9 @@ impl Runtime {
             .cpu_map(vcpu.domain)
             .ok_or(HostError::UnknownDomain(vcpu.domain))?;
         let cpu = map[vcpu.vcpu as usize];
+        if let Some(shield) = &self.shared.shield {
+            shield.attach(sys::gettid())?;
+        }
         sys::set_affinity(0, &[cpu]).map_err(|e| HostError::Sys {
             what: format!("pinning vCPU {} to CPU {cpu}", vcpu.vcpu),
             source: e,
@@ -499,10 +523,16 @@ fn dispatcher(
     mut sched: Scheduler,
     ready: std::sync::mpsc::Sender<Result<(), HostError>>,
 ) -> DispatcherReport {
-    let setup = sys::set_affinity(0, &[cpu])
-        .map_err(|e| HostError::Sys {
-            what: format!("pinning the dispatcher to CPU {cpu}"),
-            source: e,
+    let attach = match &shared.shield {
+        Some(shield) => shield.attach(sys::gettid()).map_err(HostError::from),
+        None => Ok(()),
+    };
+    let setup = attach
+        .and_then(|()| {
+            sys::set_affinity(0, &[cpu]).map_err(|e| HostError::Sys {
+                what: format!("pinning the dispatcher to CPU {cpu}"),
+                source: e,
+            })
         })
         .and_then(|()| {
             sys::set_policy(0, SchedPolicy::Fifo(shared.config.dispatcher_priority))
