@@ -1229,6 +1229,15 @@ impl Freezer {
         set_frozen(&self.controller, &self.path, false, self.timeout)
     }
 
+    /// Asks the kernel to freeze (`true`) or thaw the threads and returns
+    /// at once, without waiting for the state to be reached: the runtime's
+    /// dispatchers call this on their switch path. [`Freezer::is_frozen`]
+    /// tells when it is done.
+    pub fn request(&self, frozen: bool) -> Result<()> {
+        let (file, value) = freeze_file(&self.controller, &self.path, frozen);
+        write_str(&file, value)
+    }
+
     /// Whether the kernel reports the cgroup frozen.
     pub fn is_frozen(&self) -> Result<bool> {
         Ok(read_frozen(&self.controller, &self.path)?.0)
@@ -1301,6 +1310,17 @@ fn read_frozen(controller: &Controller, cgroup: &Path) -> Result<(bool, String)>
     }
 }
 
+/// The file to write, and what, to freeze or thaw `cgroup`.
+fn freeze_file(controller: &Controller, cgroup: &Path, frozen: bool) -> (PathBuf, &'static str) {
+    match controller.version {
+        CgroupVersion::V1 => (
+            cgroup.join("freezer.state"),
+            if frozen { "FROZEN" } else { "THAWED" },
+        ),
+        CgroupVersion::V2 => (cgroup.join("cgroup.freeze"), if frozen { "1" } else { "0" }),
+    }
+}
+
 fn set_frozen(
     controller: &Controller,
     cgroup: &Path,
@@ -1308,13 +1328,7 @@ fn set_frozen(
     timeout: Duration,
 ) -> Result<Duration> {
     let start = Instant::now();
-    let (file, value) = match controller.version {
-        CgroupVersion::V1 => (
-            cgroup.join("freezer.state"),
-            if frozen { "FROZEN" } else { "THAWED" },
-        ),
-        CgroupVersion::V2 => (cgroup.join("cgroup.freeze"), if frozen { "1" } else { "0" }),
-    };
+    let (file, value) = freeze_file(controller, cgroup, frozen);
     write_str(&file, value)?;
     let mut polls = 0u32;
     loop {

@@ -16,6 +16,7 @@
 #[allow(unsafe_code)]
 pub mod sys;
 
+pub mod adopt;
 pub mod bench;
 pub mod cgroup;
 pub mod claim;

@@ -139,8 +139,11 @@ pub enum HostError {
     /// Taking the CPUs from the host failed.
     #[error(transparent)]
     Cgroup(#[from] crate::cgroup::CgroupError),
-    /// Exclusive mode needs a state directory (for crash repair).
-    #[error("exclusive isolation needs a state directory (to repair after a crash)")]
+    /// A thread could not be adopted.
+    #[error(transparent)]
+    Adopt(#[from] crate::adopt::AdoptError),
+    /// Exclusive mode and adopted threads need a state directory.
+    #[error("a state directory is needed: exclusive isolation and adopted threads keep crash-repair state there")]
     NoStateDir,
 }
 
@@ -177,9 +180,20 @@ pub struct RuntimeReport {
     pub boundaries: u64,
     /// vCPUs that ignored their gates.
     pub violations: Vec<GateViolation>,
+    /// Adopted vCPU threads found gone (their process exited).
+    pub exited: Vec<VcpuRef>,
 }
 
-type Registry = RwLock<BTreeMap<VcpuRef, Arc<VcpuControl>>>;
+/// How a dispatcher starts and stops one vCPU thread.
+#[derive(Debug, Clone)]
+pub enum Gate {
+    /// A thread we own: a futex gate it passes at its checkpoints.
+    Own(Arc<VcpuControl>),
+    /// A thread of another process: frozen between its slots.
+    Adopted(Arc<crate::adopt::Adopted>),
+}
+
+type Registry = RwLock<BTreeMap<VcpuRef, Gate>>;
 
 struct Shared {
     config: RuntimeConfig,
@@ -361,7 +375,7 @@ impl Runtime {
                 .write()
                 .unwrap_or_else(|p| p.into_inner());
             for c in &controls {
-                reg.insert(c.vcpu, Arc::clone(c));
+                reg.insert(c.vcpu, Gate::Own(Arc::clone(c)));
             }
         }
         let state = RunState::all_runnable(spec.vcpus, paused);
@@ -463,14 +477,99 @@ impl Runtime {
                 vcpu: u32::MAX,
             },
         ) {
-            c.stop();
+            if let Gate::Own(c) = c {
+                c.stop();
+            }
+        }
+        drop(reg);
+        // Adopted threads are given back once no dispatcher can thaw them any
+        // more: after the boundary that follows the removal's effect time.
+        let grain = self.shared.config.pool.grain;
+        self.shared.clock.wait_until(effect + 2 * grain, 0);
+        let mut reg = self
+            .shared
+            .registry
+            .write()
+            .unwrap_or_else(|p| p.into_inner());
+        let gone: Vec<VcpuRef> = reg.keys().filter(|v| v.domain == id).copied().collect();
+        for v in gone {
+            if let Some(Gate::Adopted(a)) = reg.remove(&v) {
+                a.release();
+            }
         }
         Ok(effect)
     }
 
+    /// Adopts the threads `tids` of another process as the vCPUs of a domain
+    /// (vCPU `i` is `tids[i]`): each is frozen, pinned to its map CPU and
+    /// given the vCPU priority, and from then on runs only in its domain's
+    /// slots. Removing the domain or stopping the runtime gives the threads
+    /// back as they were. Needs a state directory (for crash repair).
+    pub fn adopt_domain(
+        &self,
+        mut spec: DomainSpec,
+        tids: &[sys::Tid],
+        paused: bool,
+    ) -> Result<(), HostError> {
+        let dir = self
+            .shared
+            .config
+            .state_dir
+            .clone()
+            .ok_or(HostError::NoStateDir)?;
+        if let Some(&tid) = tids.iter().find(|&&t| !crate::adopt::thread_exists(t)) {
+            return Err(crate::adopt::AdoptError::NoThread(tid).into());
+        }
+        let id = spec.id;
+        spec.vcpus = tids.len() as u32;
+        // Admitted paused, so that no slot starts before every thread is
+        // frozen and registered.
+        let state = RunState::all_runnable(spec.vcpus, true);
+        self.submit(Event::DomainAdded { spec, state })?;
+        let map = self.cpu_map(id).ok_or(HostError::UnknownDomain(id))?;
+        let prio = self.shared.config.vcpu_priority;
+        let mut adopted = Vec::new();
+        for (i, &tid) in tids.iter().enumerate() {
+            let vcpu = VcpuRef {
+                domain: id,
+                vcpu: i as u32,
+            };
+            match crate::adopt::Adopted::adopt(vcpu, tid, map[i], prio, &dir) {
+                Ok(a) => {
+                    if let Some(shield) = &self.shared.shield {
+                        let _ = shield.attach(tid);
+                    }
+                    adopted.push(Arc::new(a));
+                }
+                Err(e) => {
+                    drop(adopted); // gives back the threads adopted so far
+                    let _ = self.submit(Event::DomainRemoved(id));
+                    return Err(e.into());
+                }
+            }
+        }
+        {
+            let mut reg = self
+                .shared
+                .registry
+                .write()
+                .unwrap_or_else(|p| p.into_inner());
+            for a in adopted {
+                reg.insert(a.vcpu, Gate::Adopted(a));
+            }
+        }
+        if !paused {
+            self.unpause(id)?;
+        }
+        Ok(())
+    }
+
     /// The control block of a vCPU.
     pub fn control(&self, vcpu: VcpuRef) -> Option<Arc<VcpuControl>> {
-        self.shared.registry.read().ok()?.get(&vcpu).cloned()
+        match self.shared.registry.read().ok()?.get(&vcpu)? {
+            Gate::Own(c) => Some(Arc::clone(c)),
+            Gate::Adopted(_) => None,
+        }
     }
 
     /// Stops the dispatchers and every vCPU gate; returns what happened.
@@ -488,12 +587,17 @@ impl Runtime {
                 report.switches.extend(r.switches);
                 report.boundaries = report.boundaries.max(r.boundaries);
                 report.violations.extend(r.violations);
+                report.exited.extend(r.exited);
             }
         }
-        if let Ok(reg) = self.shared.registry.read() {
-            for c in reg.values() {
-                c.stop();
+        if let Ok(mut reg) = self.shared.registry.write() {
+            for gate in reg.values() {
+                match gate {
+                    Gate::Own(c) => c.stop(),
+                    Gate::Adopted(a) => a.release(),
+                }
             }
+            reg.retain(|_, g| matches!(g, Gate::Own(_)));
         }
         report.switches.sort_by_key(|s| (s.cpu, s.at));
         report
@@ -513,6 +617,7 @@ struct DispatcherReport {
     switches: Vec<Switch>,
     boundaries: u64,
     violations: Vec<GateViolation>,
+    exited: Vec<VcpuRef>,
 }
 
 /// The dispatcher of one CPU.
@@ -548,7 +653,7 @@ fn dispatcher(
     let clock = shared.clock;
     let lead = shared.config.lead;
     let mut entries: Vec<Entry> = Vec::new();
-    let mut current: Option<Arc<VcpuControl>> = None;
+    let mut current: Option<Gate> = None;
     // The last vCPU whose gate this dispatcher closed, and when.
     let mut outgoing: Option<(Arc<VcpuControl>, Nanos)> = None;
     let mut demoted: Vec<VcpuRef> = Vec::new();
@@ -605,11 +710,18 @@ fn dispatcher(
         let incoming =
             vcpu.and_then(|v| shared.registry.read().ok().and_then(|r| r.get(&v).cloned()));
         let late = clock.wait_until(b, shared.config.spin);
-        if let Some(old) = current.take() {
-            old.close();
-            outgoing = Some((old, b));
+        match current.take() {
+            Some(Gate::Own(old)) => {
+                old.close();
+                outgoing = Some((old, b));
+            }
+            Some(Gate::Adopted(old)) => old.stop(),
+            None => {}
         }
-        if let Some(new) = &incoming {
+        if let Some(Gate::Adopted(new)) = &incoming {
+            new.start();
+        }
+        if let Some(Gate::Own(new)) = &incoming {
             if let Some(pos) = demoted.iter().position(|v| *v == new.vcpu) {
                 demoted.swap_remove(pos);
                 let prio = shared.config.vcpu_priority;
@@ -624,6 +736,12 @@ fn dispatcher(
             }
             new.open(b);
         }
+        // Off the switch path: notice an adopted thread whose process died.
+        if let Some(Gate::Adopted(a)) = &incoming {
+            if a.check_gone() && !report.exited.contains(&a.vcpu) {
+                report.exited.push(a.vcpu);
+            }
+        }
         current = incoming;
         report.switches.push(Switch {
             cpu,
@@ -632,8 +750,10 @@ fn dispatcher(
             late,
         });
     }
-    if let Some(c) = current {
-        c.close();
+    match current {
+        Some(Gate::Own(c)) => c.close(),
+        Some(Gate::Adopted(a)) => a.stop(),
+        None => {}
     }
     report
 }

@@ -1,0 +1,325 @@
+//! Adopted threads: another process's threads as a domain's vCPUs, gated
+//! from outside (a freezer cgroup per thread), given back as they were.
+//!
+//! The other process is this test binary re-executed in a child mode: two
+//! threads doing a spin barrier, each noting when it resumes after a gap
+//! (it was frozen), which measures the co-start skew of adopted gangs.
+//! Needs root, cgroup freezer and 2 CPUs; otherwise each test prints why it
+//! skipped.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use gang_core::{CpuSet, DomainId, DomainSpec, Policy, PoolConfig, MS};
+use gang_host::cgroup;
+use gang_host::runtime::{allowed_cpus, HostError, Runtime, RuntimeConfig};
+use gang_host::sys::{self, SchedPolicy};
+
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+const CHILD_ENV: &str = "GANG_TEST_ADOPT_CHILD_MS";
+/// A resumption: a gap of more than this between two rounds.
+const GAP_NS: u64 = 150_000;
+
+fn can_run() -> bool {
+    if !sys::is_root() {
+        eprintln!("skipped: needs root");
+        return false;
+    }
+    if cgroup::Hierarchy::detect()
+        .and_then(|h| h.freezer().map(|_| ()))
+        .is_err()
+    {
+        eprintln!("skipped: no freezer controller");
+        return false;
+    }
+    match allowed_cpus() {
+        Ok(c) if c.contains(0) && c.contains(1) => true,
+        _ => {
+            eprintln!("skipped: needs CPUs 0 and 1");
+            false
+        }
+    }
+}
+
+/// The child: two spin-barrier threads for the given milliseconds; prints
+/// their TIDs, then at the end the rounds and each thread's resume times.
+#[test]
+fn child_process_with_two_spinning_threads() {
+    let Some(ms) = std::env::var_os(CHILD_ENV) else {
+        return;
+    };
+    let ms: u64 = ms.to_string_lossy().parse().unwrap();
+    let deadline = sys::monotonic_ns() + ms * 1_000_000;
+    let arrived = Arc::new(AtomicU32::new(0));
+    let generation = Arc::new(AtomicU32::new(0));
+    let rounds = Arc::new(AtomicU64::new(0));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let threads: Vec<_> = (0..2)
+        .map(|_| {
+            let (arrived, generation, rounds, tx) = (
+                Arc::clone(&arrived),
+                Arc::clone(&generation),
+                Arc::clone(&rounds),
+                tx.clone(),
+            );
+            std::thread::spawn(move || {
+                tx.send(sys::gettid()).unwrap();
+                let mut resumes = Vec::new();
+                let mut last = sys::monotonic_ns();
+                loop {
+                    let now = sys::monotonic_ns();
+                    if now - last > GAP_NS {
+                        resumes.push(now);
+                    }
+                    last = now;
+                    if now > deadline {
+                        break;
+                    }
+                    gang_host::workload::work(100);
+                    let gen = generation.load(Ordering::Acquire);
+                    if arrived.fetch_add(1, Ordering::AcqRel) + 1 == 2 {
+                        arrived.store(0, Ordering::Relaxed);
+                        rounds.fetch_add(1, Ordering::Relaxed);
+                        generation.fetch_add(1, Ordering::Release);
+                    } else {
+                        while generation.load(Ordering::Acquire) == gen {
+                            let now = sys::monotonic_ns();
+                            if now - last > GAP_NS {
+                                resumes.push(now);
+                            }
+                            last = now;
+                            if now > deadline + 50_000_000 {
+                                break; // the partner is gone
+                            }
+                            std::hint::spin_loop();
+                        }
+                    }
+                }
+                resumes
+            })
+        })
+        .collect();
+    let tids: Vec<i32> = rx.iter().take(2).collect();
+    println!("tids {} {}", tids[0], tids[1]);
+    let stamps: Vec<Vec<u64>> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    println!("rounds {}", rounds.load(Ordering::Relaxed));
+    for (i, s) in stamps.iter().enumerate() {
+        let list: Vec<String> = s.iter().map(u64::to_string).collect();
+        println!("resumes{i} {}", list.join(" "));
+    }
+}
+
+struct ChildRun {
+    child: Child,
+    lines: std::io::Lines<BufReader<std::process::ChildStdout>>,
+    tids: Vec<i32>,
+}
+
+fn spawn_child(ms: u64) -> ChildRun {
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "child_process_with_two_spinning_threads",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD_ENV, ms.to_string())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let tids = loop {
+        let line = lines.next().expect("child output").unwrap();
+        // libtest prints "test NAME ... " without a newline before it.
+        if let Some(rest) = line.split_once("tids ").map(|(_, r)| r) {
+            break rest
+                .split(' ')
+                .map(|t| t.parse().unwrap())
+                .collect::<Vec<i32>>();
+        }
+    };
+    ChildRun { child, lines, tids }
+}
+
+/// Waits for the child and returns its rounds and resume stamps.
+fn finish(mut run: ChildRun) -> (u64, Vec<Vec<u64>>) {
+    let mut rounds = 0;
+    let mut stamps = vec![Vec::new(), Vec::new()];
+    for line in run.lines.by_ref().map_while(Result::ok) {
+        if let Some(r) = line.strip_prefix("rounds ") {
+            rounds = r.parse().unwrap();
+        }
+        for i in 0..2 {
+            if let Some(r) = line.strip_prefix(&format!("resumes{i} ")) {
+                stamps[i] = r
+                    .split(' ')
+                    .filter(|s| !s.is_empty())
+                    .map(|s| s.parse().unwrap())
+                    .collect();
+            }
+        }
+    }
+    run.child.wait().unwrap();
+    (rounds, stamps)
+}
+
+/// For every resumption of thread 0, the distance to thread 1's nearest.
+fn pair_skews(stamps: &[Vec<u64>]) -> Vec<u64> {
+    stamps[0]
+        .iter()
+        .filter_map(|&a| stamps[1].iter().map(|&b| a.abs_diff(b)).min())
+        .filter(|&d| d < 5_000_000)
+        .collect()
+}
+
+fn state_dir(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("gang-adopt-{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn runtime(state: &PathBuf) -> Runtime {
+    let mut pool = PoolConfig::new(CpuSet::parse("0-1", None).unwrap());
+    pool.be_slice = 10 * MS;
+    let mut config = RuntimeConfig::new(pool);
+    config.state_dir = Some(state.clone());
+    Runtime::start(config).unwrap()
+}
+
+fn be() -> Policy {
+    Policy::BestEffort {
+        weight: 256,
+        space_filling: false,
+    }
+}
+
+#[test]
+fn two_adopted_processes_are_gang_scheduled_and_given_back() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    if !can_run() {
+        return;
+    }
+    let state = state_dir("two");
+    let (a, b) = (spawn_child(1200), spawn_child(1200));
+    let policy_before = sys::policy(a.tids[0]).unwrap();
+    let rt = runtime(&state);
+    for (id, child) in [(1, &a), (2, &b)] {
+        let spec = DomainSpec {
+            id: DomainId(id),
+            vcpus: 2,
+            cpu_map: Some(vec![0, 1]),
+            policy: be(),
+        };
+        rt.adopt_domain(spec, &child.tids, false).expect("adopted");
+    }
+    assert_eq!(
+        sys::policy(a.tids[0]).unwrap(),
+        SchedPolicy::Fifo(rt.config().vcpu_priority)
+    );
+    std::thread::sleep(std::time::Duration::from_millis(400));
+    rt.remove_domain(DomainId(1)).unwrap();
+    rt.remove_domain(DomainId(2)).unwrap();
+    assert_eq!(
+        sys::policy(a.tids[0]).unwrap(),
+        policy_before,
+        "policy given back"
+    );
+    let report = rt.stop();
+    assert!(report.exited.is_empty(), "{:?}", report.exited);
+    let ((ra, sa), (rb, sb)) = (finish(a), finish(b));
+    assert!(ra > 1000 && rb > 1000, "both made progress: {ra} {rb}");
+    let mut skews: Vec<u64> = pair_skews(&sa).into_iter().chain(pair_skews(&sb)).collect();
+    skews.sort_unstable();
+    assert!(skews.len() >= 10, "resumptions observed: {}", skews.len());
+    let p50 = skews[skews.len() / 2];
+    let p99 = skews[(skews.len() - 1) * 99 / 100];
+    eprintln!(
+        "adopted co-start skew over {} slots: p50 {} us, p99 {} us",
+        skews.len(),
+        p50 / 1000,
+        p99 / 1000
+    );
+    assert!(p50 < 200_000, "adopted gangs start together (p50 {p50} ns)");
+    assert!(
+        cgroup::repair(&state).unwrap().is_clean(),
+        "nothing left to repair"
+    );
+    let _ = std::fs::remove_dir_all(&state);
+}
+
+#[test]
+fn an_adopted_process_that_exits_mid_run_is_reported_and_harms_nobody() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    if !can_run() {
+        return;
+    }
+    let state = state_dir("exit");
+    let short = spawn_child(80);
+    let long = spawn_child(500);
+    let rt = runtime(&state);
+    let spec = |id| DomainSpec {
+        id: DomainId(id),
+        vcpus: 2,
+        cpu_map: Some(vec![0, 1]),
+        policy: be(),
+    };
+    rt.adopt_domain(spec(1), &short.tids, false).unwrap();
+    rt.adopt_domain(spec(2), &long.tids, false).unwrap();
+    let (short_rounds, _) = finish(short);
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let done = Arc::new(AtomicBool::new(false));
+    rt.remove_domain(DomainId(1)).unwrap();
+    rt.remove_domain(DomainId(2)).unwrap();
+    let report = rt.stop();
+    done.store(true, Ordering::Relaxed);
+    let (long_rounds, _) = finish(long);
+    assert!(
+        short_rounds > 0 && long_rounds > short_rounds,
+        "{short_rounds} {long_rounds}"
+    );
+    assert!(
+        report.exited.iter().all(|v| v.domain == DomainId(1)),
+        "only the exited process is reported: {:?}",
+        report.exited
+    );
+    assert!(cgroup::repair(&state).unwrap().is_clean());
+    let _ = std::fs::remove_dir_all(&state);
+}
+
+#[test]
+fn adopting_a_missing_thread_changes_nothing() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    if !can_run() {
+        return;
+    }
+    let state = state_dir("missing");
+    let rt = runtime(&state);
+    let spec = DomainSpec {
+        id: DomainId(1),
+        vcpus: 2,
+        cpu_map: None,
+        policy: be(),
+    };
+    match rt.adopt_domain(spec.clone(), &[i32::MAX - 1, i32::MAX - 2], false) {
+        Err(HostError::Adopt(e)) => assert!(e.to_string().contains("does not exist"), "{e}"),
+        other => panic!("expected a missing thread, got {other:?}"),
+    }
+    assert!(rt.cpu_map(DomainId(1)).is_none(), "not admitted");
+    let mut no_dir = RuntimeConfig::new(PoolConfig::new(CpuSet::parse("0-1", None).unwrap()));
+    no_dir.state_dir = None;
+    rt.stop();
+    let rt = Runtime::start(no_dir).unwrap();
+    assert!(matches!(
+        rt.adopt_domain(spec, &[sys::gettid()], false),
+        Err(HostError::NoStateDir)
+    ));
+    rt.stop();
+    assert!(cgroup::repair(&state).unwrap().is_clean());
+    let _ = std::fs::remove_dir_all(&state);
+}
