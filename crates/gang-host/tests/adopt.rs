@@ -10,7 +10,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -155,9 +155,9 @@ fn finish(mut run: ChildRun) -> (u64, Vec<Vec<u64>>) {
         if let Some(r) = line.strip_prefix("rounds ") {
             rounds = r.parse().unwrap();
         }
-        for i in 0..2 {
+        for (i, slot) in stamps.iter_mut().enumerate() {
             if let Some(r) = line.strip_prefix(&format!("resumes{i} ")) {
-                stamps[i] = r
+                *slot = r
                     .split(' ')
                     .filter(|s| !s.is_empty())
                     .map(|s| s.parse().unwrap())
@@ -184,11 +184,11 @@ fn state_dir(tag: &str) -> PathBuf {
     dir
 }
 
-fn runtime(state: &PathBuf) -> Runtime {
+fn runtime(state: &Path) -> Runtime {
     let mut pool = PoolConfig::new(CpuSet::parse("0-1", None).unwrap());
     pool.be_slice = 10 * MS;
     let mut config = RuntimeConfig::new(pool);
-    config.state_dir = Some(state.clone());
+    config.state_dir = Some(state.to_path_buf());
     Runtime::start(config).unwrap()
 }
 
@@ -273,11 +273,9 @@ fn an_adopted_process_that_exits_mid_run_is_reported_and_harms_nobody() {
     rt.adopt_domain(spec(2), &long.tids, false).unwrap();
     let (short_rounds, _) = finish(short);
     std::thread::sleep(std::time::Duration::from_millis(200));
-    let done = Arc::new(AtomicBool::new(false));
     rt.remove_domain(DomainId(1)).unwrap();
     rt.remove_domain(DomainId(2)).unwrap();
     let report = rt.stop();
-    done.store(true, Ordering::Relaxed);
     let (long_rounds, _) = finish(long);
     assert!(
         short_rounds > 0 && long_rounds > short_rounds,
