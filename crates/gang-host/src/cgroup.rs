@@ -1105,6 +1105,9 @@ pub struct Freezer {
     state_file: PathBuf,
     timeout: Duration,
     removed: bool,
+    /// The freeze file, opened once for [`Freezer::request`] (a write per
+    /// switch must not pay an open and a close).
+    control: std::sync::OnceLock<fs::File>,
 }
 
 impl Freezer {
@@ -1144,6 +1147,7 @@ impl Freezer {
             state_file,
             timeout: DEFAULT_FREEZE_TIMEOUT,
             removed: false,
+            control: std::sync::OnceLock::new(),
         };
         f.save()?;
         if let Err(e) = mkdir(&f.path) {
@@ -1235,7 +1239,21 @@ impl Freezer {
     /// tells when it is done.
     pub fn request(&self, frozen: bool) -> Result<()> {
         let (file, value) = freeze_file(&self.controller, &self.path, frozen);
-        write_str(&file, value)
+        let control = match self.control.get() {
+            Some(f) => f,
+            None => {
+                let f = fs::OpenOptions::new()
+                    .write(true)
+                    .open(&file)
+                    .map_err(io_err(&file))?;
+                self.control.get_or_init(|| f)
+            }
+        };
+        // Each request is one whole write at offset 0, as a fresh open would do.
+        use std::os::unix::fs::FileExt;
+        control
+            .write_all_at(value.as_bytes(), 0)
+            .map_err(io_err(&file))
     }
 
     /// Whether the kernel reports the cgroup frozen.

@@ -158,6 +158,8 @@ pub struct Switch {
     pub vcpu: Option<VcpuRef>,
     /// How late the switch was made, in ns.
     pub late: Nanos,
+    /// Time spent closing and opening the gates, in ns.
+    pub gate_ns: Nanos,
 }
 
 /// A vCPU thread found running after its gate closed.
@@ -710,6 +712,7 @@ fn dispatcher(
         let incoming =
             vcpu.and_then(|v| shared.registry.read().ok().and_then(|r| r.get(&v).cloned()));
         let late = clock.wait_until(b, shared.config.spin);
+        let gate_start = clock.now();
         match current.take() {
             Some(Gate::Own(old)) => {
                 old.close();
@@ -736,6 +739,7 @@ fn dispatcher(
             }
             new.open(b);
         }
+        let gate_ns = clock.now() - gate_start;
         // Off the switch path: notice an adopted thread whose process died.
         if let Some(Gate::Adopted(a)) = &incoming {
             if a.check_gone() && !report.exited.contains(&a.vcpu) {
@@ -748,6 +752,7 @@ fn dispatcher(
             at: b,
             vcpu,
             late,
+            gate_ns,
         });
     }
     match current {

@@ -231,6 +231,16 @@ fn two_adopted_processes_are_gang_scheduled_and_given_back() {
         "policy given back"
     );
     let report = rt.stop();
+    let mut gate: Vec<u64> = report.switches.iter().map(|s| s.gate_ns).collect();
+    gate.sort_unstable();
+    if !gate.is_empty() {
+        eprintln!(
+            "freeze/thaw requests per switch: p50 {} us, p99 {} us, max {} us",
+            gate[gate.len() / 2] / 1000,
+            gate[(gate.len() - 1) * 99 / 100] / 1000,
+            gate[gate.len() - 1] / 1000
+        );
+    }
     assert!(report.exited.is_empty(), "{:?}", report.exited);
     let ((ra, sa), (rb, sb)) = (finish(a), finish(b));
     assert!(ra > 1000 && rb > 1000, "both made progress: {ra} {rb}");
