@@ -111,6 +111,9 @@ pub struct Phase {
     pub skew_ns: Option<Spread>,
     /// Time vCPUs ran ÷ pool CPU time (gang phases).
     pub efficiency: Option<f64>,
+    /// Time vCPUs ran ÷ pool CPU time left to gangs (without the host slot
+    /// of shared mode): the dispatch overhead alone.
+    pub gang_efficiency: Option<f64>,
     /// TT: received ÷ active per period.
     pub tt_accuracy: Option<Spread>,
     /// Switches made and their lateness, ns (gang phases).
@@ -240,6 +243,7 @@ fn linux_phase(config: &BenchConfig, n: u32, kind: &str) -> Result<Phase, HostEr
             .collect(),
         skew_ns: None,
         efficiency: None,
+        gang_efficiency: None,
         tt_accuracy: None,
         switch_late_ns: None,
         start_delay_ns: None,
@@ -254,6 +258,9 @@ fn gang_phase(config: &BenchConfig, n: u32, tt: bool) -> Result<Phase, HostError
     pool.grain = config.grain;
     pool.be_slice = config.be_slice;
     let rt_config = RuntimeConfig::new(pool.clone());
+    let host_share = rt_config
+        .host_slot
+        .map_or(0.0, |(p, a)| a as f64 / p as f64);
     let host_pct = rt_config
         .host_slot
         .map_or(0, |(p, a)| (a * 100).div_ceil(p));
@@ -349,6 +356,7 @@ fn gang_phase(config: &BenchConfig, n: u32, tt: bool) -> Result<Phase, HostError
             .collect(),
         skew_ns: Some(co_start_skew(&traces, window)),
         efficiency: Some(efficiency(&traces, window, config.cpus.len())),
+        gang_efficiency: Some(efficiency(&traces, window, config.cpus.len()) / (1.0 - host_share)),
         tt_accuracy: tt.then(|| tt_accuracy(&traces, window, period, active, n)),
         switch_late_ns: Some(Spread::of(
             report
@@ -491,7 +499,7 @@ pub fn render(report: &BenchReport) -> String {
     let _ = writeln!(out, "alone (ideal for 1 domain): {alone:.0} rounds/s");
     let _ = writeln!(
         out,
-        "{:<8} {:>2} {:>12} {:>17} {:>8} {:>7} {:>20} {:>7} {:>20} {:>12}",
+        "{:<8} {:>2} {:>12} {:>17} {:>8} {:>7} {:>20} {:>16} {:>20} {:>12}",
         "phase",
         "N",
         "rounds/s/dom",
@@ -499,7 +507,7 @@ pub fn render(report: &BenchReport) -> String {
         "vs linux",
         "% ideal",
         "skew p50/p99/max us",
-        "effic.",
+        "effic. pool/gang",
         "TT recv/act p1/50/99",
         "late p99 us"
     );
@@ -514,9 +522,10 @@ pub fn render(report: &BenchReport) -> String {
         let skew = p.skew_ns.map_or("-".into(), |s| {
             format!("{:.1}/{:.1}/{:.1}", s.p50 / 1e3, s.p99 / 1e3, s.max / 1e3)
         });
-        let eff = p
-            .efficiency
-            .map_or("-".into(), |e| format!("{:.1}%", e * 100.0));
+        let eff = match (p.efficiency, p.gang_efficiency) {
+            (Some(e), Some(g)) => format!("{:.1}/{:.1}%", e * 100.0, g * 100.0),
+            _ => "-".into(),
+        };
         let tt = p.tt_accuracy.map_or("-".into(), |s| {
             format!("{:.3}/{:.3}/{:.3}", s.p1, s.p50, s.p99)
         });
@@ -525,7 +534,7 @@ pub fn render(report: &BenchReport) -> String {
             .map_or("-".into(), |s| format!("{:.1}", s.p99 / 1e3));
         let _ = writeln!(
             out,
-            "{:<8} {:>2} {:>12.0} {:>17} {:>8} {:>6.1}% {:>20} {:>7} {:>20} {:>12}",
+            "{:<8} {:>2} {:>12.0} {:>17} {:>8} {:>6.1}% {:>20} {:>16} {:>20} {:>12}",
             p.kind,
             p.domains,
             p.mean_rate(),

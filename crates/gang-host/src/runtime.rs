@@ -86,15 +86,25 @@ pub struct RuntimeConfig {
     pub state_dir: Option<std::path::PathBuf>,
 }
 
+/// The default host slot for a pool grain: about 6% of every CPU, as
+/// `(period, active)` in whole grains (3 ms every 50 ms at a 1 ms grain;
+/// 10 ms every 160 ms at 10 ms).
+pub fn host_slot_for(grain: Nanos) -> (Nanos, Nanos) {
+    let active = (3 * gang_core::MS).div_ceil(grain).max(1) * grain;
+    let period = (active * 100 / 6 / grain).max(2) * grain;
+    (period, active)
+}
+
 /// The domain id of the host's own slot in shared mode (Domain-0).
 pub const HOST_DOMAIN: DomainId = DomainId(0);
 
 impl RuntimeConfig {
     /// Defaults for `pool`: lead 300 µs, spin 60 µs, dispatchers at FIFO 50,
     /// vCPUs at FIFO 10, grace 2 ms, traces on, shared CPUs with a host slot
-    /// of 3 ms every 50 ms (6%).
+    /// of about 6% ([`host_slot_for`]).
     pub fn new(pool: PoolConfig) -> Self {
         RuntimeConfig {
+            host_slot: Some(host_slot_for(pool.grain)),
             pool,
             lead: 300_000,
             spin: 60_000,
@@ -103,7 +113,6 @@ impl RuntimeConfig {
             grace: 2_000_000,
             trace: true,
             isolation: Isolation::Shared,
-            host_slot: Some((50 * gang_core::MS, 3 * gang_core::MS)),
             name: "gang".into(),
             state_dir: None,
         }
