@@ -7,25 +7,33 @@
 //! of time (the *lead*). Copies agree only if they apply the same events at
 //! the same times in the same order relative to boundaries.
 //!
-//! **Approach.** An event appended at pool time `x` takes effect at
-//! `E = max(x + 2·lead, previous E)`. A replica decides boundary `b` only once
-//! the clock has passed `b - lead`, after reading the log. Any event it has
-//! not seen then was appended after `b - lead`, so its effect time is past
-//! `b + lead > b`: it cannot belong before `b`. Replicas apply events at their
-//! effect times, interleaved with boundaries in time order (an event at the
-//! same time as a boundary goes first), so all replicas make identical calls
-//! into the core, whenever each of them happens to run.
+//! **Approach.** Every entry has an *effect time*. An entry appended when the
+//! clock reads `x` (read under the log's lock) takes effect at
+//! `max(x + 2·lead, at)`, where `at` is an optional later time the appender
+//! asks for (a vCPU that sleeps until `at` reports its wake-up in advance: it
+//! may have no CPU to run on when it wakes). Entries are ordered by (effect
+//! time, append order). A replica reading at clock `r` is handed only entries
+//! whose effect time is before its *frontier* `r + 2·lead`: any entry
+//! appended later reads a clock of at least `r`, so it takes effect at or
+//! after the frontier and can never land before what a replica has already
+//! read. A replica decides boundary `b` only after reading at `r ≥ b - lead`,
+//! so every entry due by `b` is in hand. Replicas apply entries at their
+//! effect times, interleaved with boundaries in time order (an entry at the
+//! same time as a boundary first), so all replicas make identical calls into
+//! the core, whenever each of them happens to run.
 //!
-//! **Properties.** Effect times never decrease along the log; every replica
-//! reads every entry exactly once, in log order; entries all replicas have
-//! read are dropped.
+//! **Properties.** Every replica reads every entry exactly once, in (effect,
+//! append) order, and never an entry before one it already read; entries
+//! every replica has read are dropped.
 
-use std::collections::VecDeque;
+use std::collections::BTreeMap;
+use std::ops::Bound;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Mutex;
 
 use gang_core::{Event, Nanos};
 
+use crate::clock::Clock;
 use crate::sys;
 
 /// One event with its effect time.
@@ -37,14 +45,14 @@ pub struct Entry {
     pub event: Event,
 }
 
+type Key = (Nanos, u64);
+
 #[derive(Debug)]
 struct Inner {
-    /// Log index of `entries[0]`.
-    base: u64,
-    entries: VecDeque<Entry>,
-    /// Per replica: the log index of its next unread entry.
-    cursors: Vec<u64>,
-    last_effect: Nanos,
+    entries: BTreeMap<Key, Event>,
+    next_seq: u64,
+    /// Per replica: the key of the last entry it read.
+    cursors: Vec<Option<Key>>,
 }
 
 /// The shared log.
@@ -55,21 +63,26 @@ pub struct EventLog {
     /// boundaries so that a new event can bring a boundary forward.
     seq: AtomicU32,
     lead: Nanos,
+    clock: Clock,
 }
 
 impl EventLog {
-    /// A log read by `replicas` replicas that decide `lead` ahead.
-    pub fn new(replicas: usize, lead: Nanos) -> Self {
+    /// A log read by `replicas` replicas that decide `lead` ahead, on `clock`.
+    pub fn new(replicas: usize, lead: Nanos, clock: Clock) -> Self {
         EventLog {
             inner: Mutex::new(Inner {
-                base: 0,
-                entries: VecDeque::new(),
-                cursors: vec![0; replicas],
-                last_effect: 0,
+                entries: BTreeMap::new(),
+                next_seq: 0,
+                cursors: vec![None; replicas],
             }),
             seq: AtomicU32::new(0),
             lead,
+            clock,
         }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The lead the effect times are computed with.
@@ -82,26 +95,43 @@ impl EventLog {
         &self.seq
     }
 
-    /// Appends `event` at pool time `now`; returns its effect time.
-    pub fn append(&self, now: Nanos, event: Event) -> Nanos {
-        self.append_checked(now, |_| Ok::<_, std::convert::Infallible>(event))
+    /// Appends `event` now; returns its effect time.
+    pub fn append(&self, event: Event) -> Nanos {
+        self.append_at(0, event)
+    }
+
+    /// Appends `event` to take effect at `at`, or as soon as the log allows
+    /// (now + 2·lead) if that is later; returns the effect time.
+    pub fn append_at(&self, at: Nanos, event: Event) -> Nanos {
+        self.append_checked_at(at, |_| Ok::<_, std::convert::Infallible>(event))
             .unwrap_or_else(|never| match never {})
     }
 
     /// Computes the effect time, lets `check` validate the event at that
     /// time (for example against a reference copy of the scheduler) and
     /// appends what it returns; nothing is appended when it fails. The log is
-    /// locked meanwhile, so checks happen in log order.
+    /// locked meanwhile, so checks happen in effect order.
     pub fn append_checked<E>(
         &self,
-        now: Nanos,
         check: impl FnOnce(Nanos) -> Result<Event, E>,
     ) -> Result<Nanos, E> {
-        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        let effect = (now + 2 * self.lead).max(inner.last_effect);
+        self.append_checked_at(0, check)
+    }
+
+    fn append_checked_at<E>(
+        &self,
+        at: Nanos,
+        check: impl FnOnce(Nanos) -> Result<Event, E>,
+    ) -> Result<Nanos, E> {
+        let mut inner = self.lock();
+        // Read under the lock: see the module docs.
+        // The clock only moves forward, so entries appended "now" keep their
+        // append order in effect time.
+        let effect = (self.clock.now() + 2 * self.lead).max(at);
         let event = check(effect)?;
-        inner.last_effect = effect;
-        inner.entries.push_back(Entry { effect, event });
+        let seq = inner.next_seq;
+        inner.next_seq += 1;
+        inner.entries.insert((effect, seq), event);
         drop(inner);
         self.seq.fetch_add(1, Ordering::Release);
         sys::futex_wake_all(&self.seq);
@@ -109,39 +139,61 @@ impl EventLog {
     }
 
     /// Moves to `out` the unread entries of `replica` whose effect time is
-    /// at most `upto` (or strictly before it when `strict`), in log order.
+    /// at most `upto` (or strictly before it when `strict`) and before the
+    /// frontier, in order.
     pub fn take(&self, replica: usize, upto: Nanos, strict: bool, out: &mut Vec<Entry>) {
-        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let mut inner = self.lock();
+        let frontier = self.clock.now() + 2 * self.lead;
         let Inner {
-            base,
-            entries,
-            cursors,
-            ..
+            entries, cursors, ..
         } = &mut *inner;
-        let mut cursor = cursors[replica];
-        while let Some(e) = entries.get((cursor - *base) as usize) {
+        let start = match cursors[replica] {
+            Some(k) => Bound::Excluded(k),
+            None => Bound::Unbounded,
+        };
+        let mut last = cursors[replica];
+        for (&(effect, seq), event) in entries.range((start, Bound::Unbounded)) {
             let due = if strict {
-                e.effect < upto
+                effect < upto
             } else {
-                e.effect <= upto
+                effect <= upto
             };
-            if !due {
+            if !due || effect >= frontier {
                 break;
             }
-            out.push(e.clone());
-            cursor += 1;
+            out.push(Entry {
+                effect,
+                event: event.clone(),
+            });
+            last = Some((effect, seq));
         }
-        cursors[replica] = cursor;
-        let min = cursors.iter().copied().min().unwrap_or(cursor);
-        while *base < min {
-            entries.pop_front();
-            *base += 1;
+        cursors[replica] = last;
+        // Drop what every replica has read.
+        if let Some(min) = cursors.iter().copied().min().flatten() {
+            while let Some((&k, _)) = entries.first_key_value() {
+                if k > min {
+                    break;
+                }
+                entries.pop_first();
+            }
         }
+    }
+
+    /// When the next unread entry of `replica` becomes takeable (its effect
+    /// time minus 2·lead), if there is one.
+    pub fn next_due(&self, replica: usize) -> Option<Nanos> {
+        let inner = self.lock();
+        let start = match inner.cursors[replica] {
+            Some(k) => Bound::Excluded(k),
+            None => Bound::Unbounded,
+        };
+        let (&(effect, _), _) = inner.entries.range((start, Bound::Unbounded)).next()?;
+        Some(effect.saturating_sub(2 * self.lead))
     }
 
     /// Number of entries not yet read by every replica.
     pub fn backlog(&self) -> usize {
-        self.inner.lock().map(|i| i.entries.len()).unwrap_or(0)
+        self.lock().entries.len()
     }
 }
 
@@ -150,41 +202,56 @@ mod tests {
     use super::*;
     use gang_core::DomainId;
 
-    #[test]
-    fn effect_times_are_monotonic_and_leave_room_for_the_lead() {
-        let log = EventLog::new(2, 100);
-        let e1 = log.append(1000, Event::Paused(DomainId(1)));
-        let e2 = log.append(900, Event::Unpaused(DomainId(1)));
-        assert_eq!(e1, 1200);
-        assert_eq!(e2, 1200, "never before an earlier entry");
-        let e3 = log.append(5000, Event::Paused(DomainId(2)));
-        assert_eq!(e3, 5200);
+    fn log(replicas: usize, lead: Nanos) -> (EventLog, Clock) {
+        let clock = Clock::new(1);
+        (EventLog::new(replicas, lead, clock), clock)
     }
 
     #[test]
-    fn every_replica_reads_every_entry_once_in_order() {
-        let log = EventLog::new(2, 0);
+    fn effect_times_leave_room_for_the_lead_and_keep_checked_order() {
+        let (log, clock) = log(1, 1_000_000);
+        let t0 = clock.now();
+        let e1 = log.append(Event::Paused(DomainId(1)));
+        let e2 = log.append(Event::Unpaused(DomainId(1)));
+        assert!(e1 >= t0 + 2_000_000);
+        assert!(e2 >= e1, "in order");
+        let later = log.append_at(e2 + 50_000_000, Event::Paused(DomainId(2)));
+        assert_eq!(later, e2 + 50_000_000, "a wake-up reported in advance");
+    }
+
+    #[test]
+    fn every_replica_reads_every_entry_once_in_order_and_never_too_early() {
+        let (log, clock) = log(2, 100_000);
         for i in 0..5 {
-            log.append(i * 10, Event::Paused(DomainId(i as u32)));
+            log.append(Event::Paused(DomainId(i)));
         }
+        let far = log.append_at(clock.now() + 10_000_000_000, Event::Unpaused(DomainId(9)));
+        // Entries are due 200 us after appending: nothing before that.
         let mut a = Vec::new();
-        log.take(0, 20, false, &mut a);
-        assert_eq!(a.len(), 3);
-        log.take(0, 20, false, &mut a);
-        assert_eq!(a.len(), 3, "nothing twice");
+        log.take(0, Nanos::MAX, false, &mut a);
+        assert!(a.len() <= 5);
+        clock.wait_until(clock.now() + 300_000, 0);
+        log.take(0, Nanos::MAX, false, &mut a);
+        assert_eq!(a.len(), 5, "the far-future entry waits for its time");
+        log.take(0, Nanos::MAX, false, &mut a);
+        assert_eq!(a.len(), 5, "nothing twice");
         let mut b = Vec::new();
-        log.take(1, 20, true, &mut b);
-        assert_eq!(b.len(), 2, "strictly before 20");
-        log.take(1, 100, false, &mut b);
-        log.take(0, 100, false, &mut a);
+        log.take(1, a[2].effect, true, &mut b);
+        assert!(b.iter().all(|e| e.effect < a[2].effect));
+        log.take(1, Nanos::MAX, false, &mut b);
         assert_eq!(a, b);
-        assert_eq!(log.backlog(), 0, "read by all: dropped");
+        assert_eq!(
+            log.backlog(),
+            1,
+            "read by all: dropped, but for the future entry"
+        );
+        assert!(far > clock.now());
     }
 
     #[test]
     fn a_refused_check_appends_nothing() {
-        let log = EventLog::new(1, 0);
-        let r: Result<Nanos, &str> = log.append_checked(10, |_| Err("no"));
+        let (log, _) = log(1, 0);
+        let r: Result<Nanos, &str> = log.append_checked(|_| Err("no"));
         assert_eq!(r, Err("no"));
         assert_eq!(log.backlog(), 0);
     }

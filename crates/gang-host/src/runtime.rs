@@ -211,7 +211,7 @@ struct Shared {
     /// Exclusive mode: the cpuset holding the pool's CPUs.
     shield: Option<crate::cgroup::CpuShield>,
     clock: Clock,
-    log: EventLog,
+    log: Arc<EventLog>,
     registry: Registry,
     stop: AtomicBool,
 }
@@ -293,9 +293,10 @@ impl Runtime {
             reference.handle(0, Event::DomainAdded { spec, state })?;
         }
         let cpus: Vec<CpuId> = config.pool.cpus.iter().collect();
+        let clock = Clock::new(config.pool.grain);
         let shared = Arc::new(Shared {
-            clock: Clock::new(config.pool.grain),
-            log: EventLog::new(cpus.len(), config.lead),
+            clock,
+            log: Arc::new(EventLog::new(cpus.len(), config.lead, clock)),
             registry: RwLock::new(BTreeMap::new()),
             stop: AtomicBool::new(false),
             shield,
@@ -340,6 +341,12 @@ impl Runtime {
         self.reference.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The event log, for vCPU threads that report blocking and waking
+    /// themselves ([`crate::workload::VcpuEnv::blocking`]).
+    pub fn event_log(&self) -> Arc<EventLog> {
+        Arc::clone(&self.shared.log)
+    }
+
     /// The pool clock (time since the epoch).
     pub fn clock(&self) -> Clock {
         self.shared.clock
@@ -353,11 +360,11 @@ impl Runtime {
     /// Feeds a configuration or run-state event through admission and into
     /// the log; returns its effect time.
     pub fn submit(&self, event: Event) -> Result<Nanos, HostError> {
-        let now = self.shared.clock.now();
         let mut reference = self.reference();
-        let effect = self.shared.log.append_checked(now, |effect| {
-            reference.handle(effect, event.clone()).map(|_| event)
-        })?;
+        let effect = self
+            .shared
+            .log
+            .append_checked(|effect| reference.handle(effect, event.clone()).map(|_| event))?;
         Ok(effect)
     }
 
@@ -435,16 +442,12 @@ impl Runtime {
 
     /// Reports that a vCPU blocked (it will wait for something).
     pub fn vcpu_blocked(&self, vcpu: VcpuRef) {
-        self.shared
-            .log
-            .append(self.shared.clock.now(), Event::VcpuBlocked(vcpu));
+        self.shared.log.append(Event::VcpuBlocked(vcpu));
     }
 
     /// Reports that a vCPU became runnable.
     pub fn vcpu_woke(&self, vcpu: VcpuRef) {
-        self.shared
-            .log
-            .append(self.shared.clock.now(), Event::VcpuWoke(vcpu));
+        self.shared.log.append(Event::VcpuWoke(vcpu));
     }
 
     /// Pauses a domain (from its effect time on, at the next boundary).
@@ -694,11 +697,17 @@ fn dispatcher(
             if b != Nanos::MAX && now + lead >= b {
                 break b;
             }
-            let mut wait = if b == Nanos::MAX {
-                50_000_000
+            // Wake for the boundary, or for a log entry reported in advance
+            // (a timed wake-up) that may bring the boundary forward.
+            let mut wake_at = if b == Nanos::MAX {
+                now + 50_000_000
             } else {
-                (b - lead - now).min(50_000_000)
+                b - lead
             };
+            if let Some(due) = shared.log.next_due(replica) {
+                wake_at = wake_at.min(due + 1);
+            }
+            let mut wait = wake_at.saturating_sub(now).clamp(1, 50_000_000);
             if outgoing.is_some() {
                 wait = wait.min(shared.config.grace / 2);
             }

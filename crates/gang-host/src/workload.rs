@@ -91,6 +91,8 @@ pub struct DomainState {
     pub progress: AtomicU64,
     /// Jobs finished after their deadline.
     pub misses: AtomicU64,
+    /// Sleep-wake: from the end of each sleep to running again, ns.
+    pub wake_latencies: std::sync::Mutex<Vec<Nanos>>,
     arrived: AtomicU32,
     generation: AtomicU32,
 }
@@ -141,23 +143,32 @@ impl VcpuEnv {
     }
 
     /// Runs `wait` (which blocks the thread) reporting the block and the
-    /// wake-up to the scheduler; then passes a checkpoint.
-    pub fn blocking(&self, wait: impl FnOnce()) -> bool {
+    /// wake-up to the scheduler; then passes a checkpoint. When the thread
+    /// knows when it will wake (`wakes_at`, a timed sleep), the wake-up is
+    /// reported before it sleeps, to take effect then: once awake, the
+    /// thread may have no CPU to run on (another gang's vCPU holds it at the
+    /// same priority) until its own domain is dispatched, which needs the
+    /// scheduler to know it woke. Otherwise whoever wakes it should report it
+    /// ([`VcpuEnv::report_woke`]); the thread reports it too, once it runs.
+    pub fn blocking(&self, wakes_at: Option<Nanos>, wait: impl FnOnce()) -> bool {
         self.control.finish(&self.clock);
+        let me = self.control.vcpu;
         if let Some(log) = &self.log {
-            log.append(
-                self.clock.now(),
-                gang_core::Event::VcpuBlocked(self.control.vcpu),
-            );
+            log.append(gang_core::Event::VcpuBlocked(me));
+            if let Some(at) = wakes_at {
+                log.append_at(at, gang_core::Event::VcpuWoke(me));
+            }
         }
         wait();
-        if let Some(log) = &self.log {
-            log.append(
-                self.clock.now(),
-                gang_core::Event::VcpuWoke(self.control.vcpu),
-            );
-        }
+        self.report_woke(me);
         self.checkpoint()
+    }
+
+    /// Reports that `vcpu` (this thread's or a partner's) is runnable again.
+    pub fn report_woke(&self, vcpu: VcpuRef) {
+        if let Some(log) = &self.log {
+            log.append(gang_core::Event::VcpuWoke(vcpu));
+        }
     }
 }
 
@@ -208,9 +219,17 @@ pub fn run(workload: Workload, env: &VcpuEnv, state: &DomainState, vcpus: u32) {
                     state.arrived.store(0, Ordering::Relaxed);
                     state.progress.fetch_add(1, Ordering::Relaxed);
                     state.generation.fetch_add(1, Ordering::Release);
+                    // The waker reports the partners' wake-ups: they may
+                    // have no CPU to run on until their domain is dispatched.
+                    for v in (0..vcpus).filter(|&v| v != env.control.vcpu.vcpu) {
+                        env.report_woke(VcpuRef {
+                            domain: env.control.vcpu.domain,
+                            vcpu: v,
+                        });
+                    }
                     sys::futex_wake_all(&state.generation);
                 } else {
-                    let go_on = env.blocking(|| {
+                    let go_on = env.blocking(None, || {
                         while state.generation.load(Ordering::Acquire) == gen
                             && !env.halt.load(Ordering::Relaxed)
                             && env.clock.now() < env.deadline
@@ -232,8 +251,8 @@ pub fn run(workload: Workload, env: &VcpuEnv, state: &DomainState, vcpus: u32) {
             let unit = iters(exec / chunks);
             let mut release = env.clock.now().div_ceil(period) * period;
             'jobs: loop {
-                let go_on = env.blocking(|| {
-                    let target = release.min(env.deadline);
+                let target = release.min(env.deadline);
+                let go_on = env.blocking(Some(target), || {
                     env.clock.wait_until(target, 0);
                 });
                 if !go_on {
@@ -268,10 +287,15 @@ pub fn run(workload: Workload, env: &VcpuEnv, state: &DomainState, vcpus: u32) {
                 }
                 state.progress.fetch_add(1, Ordering::Relaxed);
                 let until = (env.clock.now() + sleep).min(env.deadline);
-                if !env.blocking(|| {
+                if !env.blocking(Some(until), || {
                     env.clock.wait_until(until, 0);
                 }) {
                     break;
+                }
+                // Passed the gate: the wake-up reached the scheduler and a
+                // slot started (or the gate was open all along).
+                if let Ok(mut l) = state.wake_latencies.lock() {
+                    l.push(env.clock.now().saturating_sub(until));
                 }
             }
         }
