@@ -841,14 +841,16 @@ impl Scheduler {
         }
     }
 
-    fn add_domain(
-        &mut self,
-        now: Nanos,
-        spec: DomainSpec,
-        state: RunState,
+    /// Checks a domain about to join `existing`: a new id, a run state that
+    /// matches its vCPUs, a vCPU count and policy the pool allows.
+    fn validate_new(
+        &self,
+        existing: &[Placed],
+        spec: &DomainSpec,
+        state: &RunState,
     ) -> Result<(), EngineError> {
         let id = spec.id;
-        if self.find(id).is_some() {
+        if existing.iter().any(|p| p.id == id) {
             return Err(AdmissionError::DuplicateDomain(id).into());
         }
         if state.runnable.len() != spec.vcpus as usize {
@@ -860,7 +862,18 @@ impl Scheduler {
         }
         admission::validate_vcpus(&self.config, id, spec.vcpus)?;
         admission::validate_policy(&self.config, id, &spec.policy)?;
+        Ok(())
+    }
+
+    fn add_domain(
+        &mut self,
+        now: Nanos,
+        spec: DomainSpec,
+        state: RunState,
+    ) -> Result<(), EngineError> {
+        let id = spec.id;
         let mut candidate = self.placed_all();
+        self.validate_new(&candidate, &spec, &state)?;
         let choose = match &spec.cpu_map {
             Some(map) => {
                 admission::validate_map(&self.config, id, spec.vcpus, map)?;
@@ -905,18 +918,7 @@ impl Scheduler {
         let mut candidate = self.placed_all();
         for (spec, state) in &domains {
             let id = spec.id;
-            if candidate.iter().any(|p| p.id == id) {
-                return Err(AdmissionError::DuplicateDomain(id).into());
-            }
-            if state.runnable.len() != spec.vcpus as usize {
-                return Err(EngineError::RunStateLength {
-                    domain: id,
-                    given: state.runnable.len(),
-                    vcpus: spec.vcpus,
-                });
-            }
-            admission::validate_vcpus(&self.config, id, spec.vcpus)?;
-            admission::validate_policy(&self.config, id, &spec.policy)?;
+            self.validate_new(&candidate, spec, state)?;
             let placed = match &spec.cpu_map {
                 Some(map) => {
                     admission::validate_map(&self.config, id, spec.vcpus, map)?;

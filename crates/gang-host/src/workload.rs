@@ -84,6 +84,21 @@ pub fn work(iters: u64) -> u64 {
     black_box(x)
 }
 
+/// A vCPU arrives at the domain's barrier: `None` if it was the last (the
+/// round is done and the others are released), else the generation to wait
+/// on.
+fn arrive(state: &DomainState, vcpus: u32) -> Option<u32> {
+    let gen = state.generation.load(Ordering::Acquire);
+    if state.arrived.fetch_add(1, Ordering::AcqRel) + 1 == vcpus {
+        state.arrived.store(0, Ordering::Relaxed);
+        state.progress.fetch_add(1, Ordering::Relaxed);
+        state.generation.fetch_add(1, Ordering::Release);
+        None
+    } else {
+        Some(gen)
+    }
+}
+
 /// State shared by the vCPU threads of one domain.
 #[derive(Debug, Default)]
 pub struct DomainState {
@@ -193,12 +208,7 @@ pub fn run(workload: Workload, env: &VcpuEnv, state: &DomainState, vcpus: u32) {
             let unit = iters(w);
             'rounds: while env.checkpoint() {
                 work(unit);
-                let gen = state.generation.load(Ordering::Acquire);
-                if state.arrived.fetch_add(1, Ordering::AcqRel) + 1 == vcpus {
-                    state.arrived.store(0, Ordering::Relaxed);
-                    state.progress.fetch_add(1, Ordering::Relaxed);
-                    state.generation.fetch_add(1, Ordering::Release);
-                } else {
+                if let Some(gen) = arrive(state, vcpus) {
                     let mut spins = 0u32;
                     while state.generation.load(Ordering::Acquire) == gen {
                         spins = spins.wrapping_add(1);
@@ -214,21 +224,7 @@ pub fn run(workload: Workload, env: &VcpuEnv, state: &DomainState, vcpus: u32) {
             let unit = iters(w);
             'rounds: while env.checkpoint() {
                 work(unit);
-                let gen = state.generation.load(Ordering::Acquire);
-                if state.arrived.fetch_add(1, Ordering::AcqRel) + 1 == vcpus {
-                    state.arrived.store(0, Ordering::Relaxed);
-                    state.progress.fetch_add(1, Ordering::Relaxed);
-                    state.generation.fetch_add(1, Ordering::Release);
-                    // The waker reports the partners' wake-ups: they may
-                    // have no CPU to run on until their domain is dispatched.
-                    for v in (0..vcpus).filter(|&v| v != env.control.vcpu.vcpu) {
-                        env.report_woke(VcpuRef {
-                            domain: env.control.vcpu.domain,
-                            vcpu: v,
-                        });
-                    }
-                    sys::futex_wake_all(&state.generation);
-                } else {
+                if let Some(gen) = arrive(state, vcpus) {
                     let go_on = env.blocking(None, || {
                         while state.generation.load(Ordering::Acquire) == gen
                             && !env.halt.load(Ordering::Relaxed)
@@ -240,6 +236,16 @@ pub fn run(workload: Workload, env: &VcpuEnv, state: &DomainState, vcpus: u32) {
                     if !go_on {
                         break 'rounds;
                     }
+                } else {
+                    // The waker reports the partners' wake-ups: they may
+                    // have no CPU to run on until their domain is dispatched.
+                    for v in (0..vcpus).filter(|&v| v != env.control.vcpu.vcpu) {
+                        env.report_woke(VcpuRef {
+                            domain: env.control.vcpu.domain,
+                            vcpu: v,
+                        });
+                    }
+                    sys::futex_wake_all(&state.generation);
                 }
             }
             // Wake partners waiting at a barrier we will never reach.

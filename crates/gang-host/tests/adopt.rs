@@ -9,6 +9,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -17,7 +19,7 @@ use std::sync::{Arc, Mutex};
 
 use gang_core::{CpuSet, DomainId, DomainSpec, Policy, PoolConfig, MS};
 use gang_host::cgroup;
-use gang_host::runtime::{allowed_cpus, HostError, Runtime, RuntimeConfig};
+use gang_host::runtime::{HostError, Runtime, RuntimeConfig};
 use gang_host::sys::{self, SchedPolicy};
 
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
@@ -26,24 +28,7 @@ const CHILD_ENV: &str = "GANG_TEST_ADOPT_CHILD_MS";
 const GAP_NS: u64 = 150_000;
 
 fn can_run() -> bool {
-    if !sys::is_root() {
-        eprintln!("skipped: needs root");
-        return false;
-    }
-    if cgroup::Hierarchy::detect()
-        .and_then(|h| h.freezer().map(|_| ()))
-        .is_err()
-    {
-        eprintln!("skipped: no freezer controller");
-        return false;
-    }
-    match allowed_cpus() {
-        Ok(c) if c.contains(0) && c.contains(1) => true,
-        _ => {
-            eprintln!("skipped: needs CPUs 0 and 1");
-            false
-        }
-    }
+    common::can_run(common::Needs::Freezer)
 }
 
 /// The child: two spin-barrier threads for the given milliseconds; prints

@@ -8,6 +8,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -23,24 +25,7 @@ static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 const CHILD_ENV: &str = "GANG_TEST_EXCLUSIVE_CHILD_STATE";
 
 fn can_run() -> bool {
-    if !gang_host::sys::is_root() {
-        eprintln!("skipped: needs root");
-        return false;
-    }
-    if cgroup::Hierarchy::detect()
-        .and_then(|h| h.cpuset().map(|_| ()))
-        .is_err()
-    {
-        eprintln!("skipped: no cpuset controller");
-        return false;
-    }
-    match allowed_cpus() {
-        Ok(c) if c.contains(0) && c.contains(1) => true,
-        _ => {
-            eprintln!("skipped: needs CPUs 0 and 1");
-            false
-        }
-    }
+    common::can_run(common::Needs::Cpuset)
 }
 
 fn config(state: &Path) -> RuntimeConfig {

@@ -6,6 +6,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -25,17 +27,7 @@ static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 const SKEW_BOUND: Nanos = 1_000_000;
 
 fn can_run() -> bool {
-    if !sys::is_root() {
-        eprintln!("skipped: needs root for real-time priorities");
-        return false;
-    }
-    match allowed_cpus() {
-        Ok(c) if c.contains(0) && c.contains(1) => true,
-        _ => {
-            eprintln!("skipped: needs CPUs 0 and 1");
-            false
-        }
-    }
+    common::can_run(common::Needs::Nothing)
 }
 
 struct Run {

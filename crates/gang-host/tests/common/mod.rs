@@ -1,0 +1,42 @@
+//! What the host tests need from the machine, checked once per test: each
+//! test that cannot run here says why it skipped.
+#![allow(dead_code)]
+
+use gang_host::cgroup;
+use gang_host::runtime::allowed_cpus;
+
+/// A cgroup controller a test needs.
+#[derive(Debug, Clone, Copy)]
+pub enum Needs {
+    /// Real-time priorities only.
+    Nothing,
+    /// The cpuset controller.
+    Cpuset,
+    /// The freezer controller.
+    Freezer,
+}
+
+/// Whether a test can run here: root, CPUs 0 and 1, and the controller.
+/// Prints why not.
+pub fn can_run(needs: Needs) -> bool {
+    if !gang_host::sys::is_root() {
+        eprintln!("skipped: needs root (real-time priorities, cgroups)");
+        return false;
+    }
+    let controller = cgroup::Hierarchy::detect().and_then(|h| match needs {
+        Needs::Nothing => Ok(()),
+        Needs::Cpuset => h.cpuset().map(|_| ()),
+        Needs::Freezer => h.freezer().map(|_| ()),
+    });
+    if let Err(e) = controller {
+        eprintln!("skipped: {needs:?} controller unavailable: {e}");
+        return false;
+    }
+    match allowed_cpus() {
+        Ok(c) if c.contains(0) && c.contains(1) => true,
+        _ => {
+            eprintln!("skipped: needs CPUs 0 and 1");
+            false
+        }
+    }
+}
