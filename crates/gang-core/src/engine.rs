@@ -291,11 +291,10 @@ struct Cohort {
     next: Nanos,
     /// Holding is charged up to here.
     charged_to: Nanos,
-    /// At the last decision: CPUs held, CPUs reserved by the table segment,
-    /// and the least virtual time of runnable BE members.
+    /// At the last decision: CPUs held and CPUs reserved by the table
+    /// segment.
     taken: CpuSet,
     reserved: CpuSet,
-    be_floor: Option<u128>,
     /// Which classes and flags its members have (passes with nothing to do
     /// are skipped).
     has_nomux: bool,
@@ -655,13 +654,14 @@ impl Scheduler {
         } else {
             d.how.is_some()
         };
-        let be_floor = c.be_floor;
         let waits = d.runnable() && !must_decide;
         let be_slice = self.config.be_slice;
         if d.runnable() && class == Class::BestEffort {
-            if let (Some(floor), Some(d)) = (be_floor, self.find_mut(id)) {
-                d.vruntime = d.vruntime.max(floor);
-            }
+            // Exact, not the floor cached at the last decision: a cohort may
+            // make no decision for a long time (one gang running alone), and
+            // a stale floor would credit the newcomer with all that time.
+            self.charge(ci, now);
+            self.normalise_vruntime(id);
         }
         let c = &mut self.cohorts[ci];
         if must_decide {
@@ -807,7 +807,6 @@ impl Scheduler {
                     charged_to: now,
                     taken: CpuSet::new(),
                     reserved: CpuSet::new(),
-                    be_floor: None,
                     has_nomux,
                     has_et,
                     has_filler,
@@ -1354,12 +1353,8 @@ impl Scheduler {
         }
 
         // Record how each member holds its CPUs, and find the next boundary.
-        let mut be_floor: Option<u128> = None;
         for (j, &i) in idx.iter().enumerate() {
             let d = &mut domains[i];
-            if d.placed.policy.class() == Class::BestEffort && d.runnable() {
-                be_floor = Some(be_floor.map_or(d.vruntime, |f| f.min(d.vruntime)));
-            }
             if how[j].is_some() && how[j] != d.how {
                 d.stats.dispatches += 1;
             }
@@ -1420,7 +1415,6 @@ impl Scheduler {
         cohort.filler_order = filler_order;
         cohort.taken.clone_from(&buf.taken);
         cohort.reserved.clone_from(&buf.reserved);
-        cohort.be_floor = be_floor;
         self.buffers = buf;
     }
 }

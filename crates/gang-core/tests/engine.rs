@@ -349,3 +349,33 @@ fn dump_shows_tables_and_domains() {
     assert!(dump.contains("domain 1: policy=tt,10ms,4ms"), "{dump}");
     assert!(dump.contains("domain 2: policy=be,256,sf"), "{dump}");
 }
+
+#[test]
+fn an_unpaused_be_domain_shares_from_now_on_and_does_not_catch_up() {
+    // Domain 1 runs alone for 100 ms (nothing else is runnable, so the
+    // cohort makes no decision). Domain 2, admitted paused at 0, is unpaused
+    // at 100 ms: from then on the two share equally; domain 2 gets no
+    // credit for the time it was paused.
+    let mut drv = Driver::new(sched("0-1"));
+    drv.apply(add(1, 2, None, "be,256"));
+    drv.apply(Event::DomainAdded {
+        spec: DomainSpec {
+            id: d(2),
+            vcpus: 2,
+            cpu_map: None,
+            policy: Policy::default(),
+        },
+        state: RunState::all_runnable(2, true),
+    });
+    drv.run_until(100 * MS);
+    drv.apply(Event::Unpaused(d(2)));
+    drv.run_until(300 * MS);
+    let (a, b) = (
+        drv.held(d(1), 100 * MS, 300 * MS, None),
+        drv.held(d(2), 100 * MS, 300 * MS, None),
+    );
+    assert!(
+        a.abs_diff(b) <= 20 * MS,
+        "shares after the unpause: {a} vs {b}"
+    );
+}
