@@ -144,10 +144,10 @@ impl Adopted {
     /// Gives the thread back: thawed, original cgroup, policy and affinity.
     /// Idempotent.
     pub fn release(&self) {
-        let Ok(mut guard) = self.freezer.lock() else {
-            return;
-        };
-        let Some(freezer) = guard.take() else { return };
+        // Take the freezer out under the lock, undo it outside: a dispatcher
+        // may be waiting for this lock on its switch path.
+        let freezer = self.freezer.lock().ok().and_then(|mut g| g.take());
+        let Some(freezer) = freezer else { return };
         let _ = freezer.remove();
         if thread_exists(self.tid) {
             let _ = sys::set_policy(self.tid, self.saved_policy);

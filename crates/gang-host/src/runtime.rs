@@ -360,12 +360,41 @@ impl Runtime {
     /// Feeds a configuration or run-state event through admission and into
     /// the log; returns its effect time.
     pub fn submit(&self, event: Event) -> Result<Nanos, HostError> {
+        // Admission runs on the reference copy, outside any lock a
+        // dispatcher takes; submissions serialise on the reference.
         let mut reference = self.reference();
-        let effect = self
-            .shared
-            .log
-            .append_checked(|effect| reference.handle(effect, event.clone()).map(|_| event))?;
-        Ok(effect)
+        let at = self.boosted(|| self.shared.log.earliest_effect());
+        reference.handle(at, event.clone())?;
+        Ok(self.boosted(|| self.shared.log.append_at(at, event)))
+    }
+
+    /// Changes the registry (boosted: dispatchers read it).
+    fn edit_registry<T>(&self, f: impl FnOnce(&mut BTreeMap<VcpuRef, Gate>) -> T) -> T {
+        self.boosted(|| {
+            let mut reg = self
+                .shared
+                .registry
+                .write()
+                .unwrap_or_else(|p| p.into_inner());
+            f(&mut reg)
+        })
+    }
+
+    /// Runs `f` (a short critical section on a lock dispatchers also take)
+    /// with the calling thread raised above the dispatchers' priority, so
+    /// that real-time vCPU threads cannot preempt it while it holds the
+    /// lock: the dispatchers would wait for it (priority inversion). Threads
+    /// already at real-time priority run `f` as they are.
+    fn boosted<T>(&self, f: impl FnOnce() -> T) -> T {
+        let before = sys::policy(0).ok();
+        let raise = matches!(before, Some(SchedPolicy::Other | SchedPolicy::Idle));
+        let boost = SchedPolicy::Fifo(self.shared.config.dispatcher_priority + 1);
+        let raised = raise && sys::set_policy(0, boost).is_ok();
+        let out = f();
+        if let (true, Some(p)) = (raised, before) {
+            let _ = sys::set_policy(0, p);
+        }
+        out
     }
 
     /// Adds a domain whose vCPU threads we own. Returns one control per
@@ -386,24 +415,14 @@ impl Runtime {
                 ))
             })
             .collect();
-        {
-            let mut reg = self
-                .shared
-                .registry
-                .write()
-                .unwrap_or_else(|p| p.into_inner());
+        self.edit_registry(|reg| {
             for c in &controls {
                 reg.insert(c.vcpu, Gate::Own(Arc::clone(c)));
             }
-        }
+        });
         let state = RunState::all_runnable(spec.vcpus, paused);
         if let Err(e) = self.submit(Event::DomainAdded { spec, state }) {
-            let mut reg = self
-                .shared
-                .registry
-                .write()
-                .unwrap_or_else(|p| p.into_inner());
-            reg.retain(|v, _| v.domain != id);
+            self.edit_registry(|reg| reg.retain(|v, _| v.domain != id));
             return Err(e);
         }
         Ok(controls)
@@ -442,12 +461,12 @@ impl Runtime {
 
     /// Reports that a vCPU blocked (it will wait for something).
     pub fn vcpu_blocked(&self, vcpu: VcpuRef) {
-        self.shared.log.append(Event::VcpuBlocked(vcpu));
+        self.boosted(|| self.shared.log.append(Event::VcpuBlocked(vcpu)));
     }
 
     /// Reports that a vCPU became runnable.
     pub fn vcpu_woke(&self, vcpu: VcpuRef) {
-        self.shared.log.append(Event::VcpuWoke(vcpu));
+        self.boosted(|| self.shared.log.append(Event::VcpuWoke(vcpu)));
     }
 
     /// Pauses a domain (from its effect time on, at the next boundary).
@@ -500,14 +519,13 @@ impl Runtime {
         // more: after the boundary that follows the removal's effect time.
         let grain = self.shared.config.pool.grain;
         self.shared.clock.wait_until(effect + 2 * grain, 0);
-        let mut reg = self
-            .shared
-            .registry
-            .write()
-            .unwrap_or_else(|p| p.into_inner());
-        let gone: Vec<VcpuRef> = reg.keys().filter(|v| v.domain == id).copied().collect();
-        for v in gone {
-            if let Some(Gate::Adopted(a)) = reg.remove(&v) {
+        let gone: Vec<Gate> = self.edit_registry(|reg| {
+            let ids: Vec<VcpuRef> = reg.keys().filter(|v| v.domain == id).copied().collect();
+            ids.iter().filter_map(|v| reg.remove(v)).collect()
+        });
+        // Slow (thaw, wait, move back): outside the lock.
+        for gate in gone {
+            if let Gate::Adopted(a) = gate {
                 a.release();
             }
         }
@@ -562,16 +580,11 @@ impl Runtime {
                 }
             }
         }
-        {
-            let mut reg = self
-                .shared
-                .registry
-                .write()
-                .unwrap_or_else(|p| p.into_inner());
+        self.edit_registry(|reg| {
             for a in adopted {
                 reg.insert(a.vcpu, Gate::Adopted(a));
             }
-        }
+        });
         if !paused {
             self.unpause(id)?;
         }
@@ -604,14 +617,23 @@ impl Runtime {
                 report.exited.extend(r.exited);
             }
         }
-        if let Ok(mut reg) = self.shared.registry.write() {
+        let adopted: Vec<Gate> = self.edit_registry(|reg| {
             for gate in reg.values() {
-                match gate {
-                    Gate::Own(c) => c.stop(),
-                    Gate::Adopted(a) => a.release(),
+                if let Gate::Own(c) = gate {
+                    c.stop();
                 }
             }
-            reg.retain(|_, g| matches!(g, Gate::Own(_)));
+            let ids: Vec<VcpuRef> = reg
+                .iter()
+                .filter(|(_, g)| matches!(g, Gate::Adopted(_)))
+                .map(|(v, _)| *v)
+                .collect();
+            ids.iter().filter_map(|v| reg.remove(v)).collect()
+        });
+        for gate in adopted {
+            if let Gate::Adopted(a) = gate {
+                a.release();
+            }
         }
         report.switches.sort_by_key(|s| (s.cpu, s.at));
         report

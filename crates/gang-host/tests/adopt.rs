@@ -154,12 +154,13 @@ fn finish(mut run: ChildRun) -> (u64, Vec<Vec<u64>>) {
     (rounds, stamps)
 }
 
-/// For every resumption of thread 0, the distance to thread 1's nearest.
-fn pair_skews(stamps: &[Vec<u64>]) -> Vec<u64> {
+/// For every resumption of thread 0 within `window` (CLOCK_MONOTONIC),
+/// the distance to thread 1's nearest.
+fn pair_skews(stamps: &[Vec<u64>], window: (u64, u64)) -> Vec<u64> {
     stamps[0]
         .iter()
+        .filter(|&&a| a >= window.0 && a < window.1)
         .filter_map(|&a| stamps[1].iter().map(|&b| a.abs_diff(b)).min())
-        .filter(|&d| d < 5_000_000)
         .collect()
 }
 
@@ -207,7 +208,12 @@ fn two_adopted_processes_are_gang_scheduled_and_given_back() {
         sys::policy(a.tids[0]).unwrap(),
         SchedPolicy::Fifo(rt.config().vcpu_priority)
     );
+    // Resumptions are counted while both domains are managed (after both
+    // were adopted, before the first removal): released, the children's
+    // threads are sliced by Linux, four threads on two CPUs.
+    let managed_from = sys::monotonic_ns() + 20_000_000;
     std::thread::sleep(std::time::Duration::from_millis(400));
+    let managed_until = sys::monotonic_ns();
     rt.remove_domain(DomainId(1)).unwrap();
     rt.remove_domain(DomainId(2)).unwrap();
     assert_eq!(
@@ -229,7 +235,11 @@ fn two_adopted_processes_are_gang_scheduled_and_given_back() {
     assert!(report.exited.is_empty(), "{:?}", report.exited);
     let ((ra, sa), (rb, sb)) = (finish(a), finish(b));
     assert!(ra > 1000 && rb > 1000, "both made progress: {ra} {rb}");
-    let mut skews: Vec<u64> = pair_skews(&sa).into_iter().chain(pair_skews(&sb)).collect();
+    let window = (managed_from, managed_until);
+    let mut skews: Vec<u64> = pair_skews(&sa, window)
+        .into_iter()
+        .chain(pair_skews(&sb, window))
+        .collect();
     skews.sort_unstable();
     assert!(skews.len() >= 10, "resumptions observed: {}", skews.len());
     let p50 = skews[skews.len() / 2];
@@ -240,14 +250,9 @@ fn two_adopted_processes_are_gang_scheduled_and_given_back() {
         p50 / 1000,
         p99 / 1000
     );
-    // Both threads of an adopted gang resume in the same slot (10 ms). The
-    // goal of a p99 under 100 us is not met yet: thawing shows a second mode
-    // near 4 ms (see the issue notes); this test reports it, and holds the
-    // slot-level guarantee.
-    assert!(
-        p50 < 10_000_000,
-        "adopted gangs resume in the same slot (p50 {p50} ns)"
-    );
+    // Both threads of an adopted gang resume together. p99 is reported, not
+    // asserted: these machines are VMs preempted by their host now and then.
+    assert!(p50 < 100_000, "adopted gangs start together (p50 {p50} ns)");
     assert!(
         cgroup::repair(&state).unwrap().is_clean(),
         "nothing left to repair"
