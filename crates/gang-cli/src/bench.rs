@@ -32,7 +32,7 @@ COLUMNS
   skew           co-start skew: first to last vCPU of a gang passing its gate
                  in the same slot (p50/p99/max, microseconds)
   effic.         time the domains' vCPUs ran / pool CPU time, and / the pool
-                 CPU time left to gangs (without the host's slot, ~6%, that
+                 CPU time left to gangs (without the host's slot, ~8%, that
                  shared mode keeps so that host tasks run at known times)
   TT recv/act    time a TT gang ran per period / active (p1/p50/p99)
   late p99       how late dispatchers made their switches (p99)
