@@ -21,15 +21,19 @@
 //! affinity are saved at adoption and restored, thawed, when the domain is
 //! removed or the runtime stops (and the freezer cgroup is removed, putting
 //! the thread back in its original cgroup). A runtime killed meanwhile leaves
-//! frozen threads: `cgroup::repair` on the next start thaws them.
+//! frozen threads, and threads at real-time priority: each adoption writes
+//! the thread's original policy and affinity to the state directory first,
+//! and on the next start [`repair`] puts them back (if the thread still
+//! runs and its owner is dead) before `cgroup::repair` thaws it, so no
+//! adopted thread is left spinning at real-time priority.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
 use gang_core::{CpuId, VcpuRef};
 
-use crate::cgroup::{CgroupError, Freezer};
+use crate::cgroup::{CgroupError, Freezer, Owner};
 use crate::sys::{self, SchedPolicy, Tid};
 
 /// Why a thread could not be adopted.
@@ -64,6 +68,61 @@ pub struct Adopted {
     saved_policy: SchedPolicy,
     saved_affinity: Vec<CpuId>,
     gone: AtomicBool,
+    record: PathBuf,
+}
+
+/// What an adoption changed, kept in the state directory until undone.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct Record {
+    /// The runtime's process.
+    owner: Owner,
+    /// The adopted thread (its start time tells a reused TID apart).
+    thread: Owner,
+    policy: SchedPolicy,
+    affinity: Vec<CpuId>,
+}
+
+fn record_path(state_dir: &Path, tid: Tid) -> PathBuf {
+    state_dir.join(format!("adopted-{tid}.json"))
+}
+
+/// Gives back the threads of adoptions whose runtime died (policy and
+/// affinity as they were); returns how many. Threads of live runtimes are
+/// left alone. Run before `cgroup::repair` thaws them.
+pub fn repair(state_dir: &Path) -> Result<usize, AdoptError> {
+    let mut restored = 0;
+    let Ok(dir) = std::fs::read_dir(state_dir) else {
+        return Ok(0);
+    };
+    for entry in dir.flatten() {
+        let path = entry.path();
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !(name.starts_with("adopted-") && name.ends_with(".json")) {
+            continue;
+        }
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            continue;
+        };
+        let Ok(record) = serde_json::from_str::<Record>(&text) else {
+            let _ = std::fs::remove_file(&path); // unreadable: nothing to undo
+            continue;
+        };
+        if record.owner.is_alive() {
+            continue;
+        }
+        if record.thread.is_alive() {
+            let tid = record.thread.pid;
+            sys::set_policy(tid, record.policy).map_err(|source| AdoptError::Sched {
+                tid,
+                what: "restoring its policy",
+                source,
+            })?;
+            let _ = sys::set_affinity(tid, &record.affinity);
+            restored += 1;
+        }
+        let _ = std::fs::remove_file(&path);
+    }
+    Ok(restored)
 }
 
 /// Whether thread `tid` exists (in any process).
@@ -94,9 +153,37 @@ impl Adopted {
         let sched = |what, source| AdoptError::Sched { tid, what, source };
         let saved_policy = sys::policy(tid).map_err(|e| sched("reading its policy", e))?;
         let saved_affinity = affinity_of(tid).map_err(|e| sched("reading its CPU affinity", e))?;
-        let mut freezer = Freezer::new(&format!("d{}v{}", vcpu.domain, vcpu.vcpu), state_dir)?;
-        freezer.add_thread(tid)?;
-        freezer.freeze()?;
+        // Record what we are about to change before changing it.
+        let thread = Owner::of_pid(tid).ok_or(AdoptError::NoThread(tid))?;
+        let record = Record {
+            owner: Owner::current(),
+            thread,
+            policy: saved_policy,
+            affinity: saved_affinity.clone(),
+        };
+        let record_file = record_path(state_dir, tid);
+        let text = serde_json::to_string(&record)
+            .map_err(|e| sched("recording it", std::io::Error::other(e)))?;
+        let tmp = record_file.with_extension("tmp");
+        std::fs::write(&tmp, text)
+            .and_then(|()| std::fs::rename(&tmp, &record_file))
+            .map_err(|e| sched("recording it", e))?;
+        let mut freezer = match Freezer::new(&format!("d{}v{}", vcpu.domain, vcpu.vcpu), state_dir)
+        {
+            Ok(f) => f,
+            Err(e) => {
+                let _ = std::fs::remove_file(&record_file);
+                return Err(e.into());
+            }
+        };
+        if let Err(e) = freezer
+            .add_thread(tid)
+            .and_then(|()| freezer.freeze().map(|_| ()))
+        {
+            drop(freezer); // thaws and moves the thread back
+            let _ = std::fs::remove_file(&record_file);
+            return Err(e.into());
+        }
         let adopted = Adopted {
             vcpu,
             tid,
@@ -104,6 +191,7 @@ impl Adopted {
             saved_policy,
             saved_affinity,
             gone: AtomicBool::new(false),
+            record: record_file,
         };
         // From here on, a failure is undone by `release` (Drop).
         sys::set_affinity(tid, &[cpu]).map_err(|e| sched("pinning it", e))?;
@@ -148,11 +236,12 @@ impl Adopted {
         // may be waiting for this lock on its switch path.
         let freezer = self.freezer.lock().ok().and_then(|mut g| g.take());
         let Some(freezer) = freezer else { return };
-        let _ = freezer.remove();
         if thread_exists(self.tid) {
             let _ = sys::set_policy(self.tid, self.saved_policy);
             let _ = sys::set_affinity(self.tid, &self.saved_affinity);
         }
+        let _ = freezer.remove();
+        let _ = std::fs::remove_file(&self.record);
     }
 }
 

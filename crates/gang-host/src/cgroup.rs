@@ -604,7 +604,7 @@ pub struct Owner {
 impl Owner {
     /// The process `pid` if it runs (a zombie does not: a killed process
     /// whose other thread is frozen stays a zombie until thawed).
-    fn of_pid(pid: i32) -> Option<Owner> {
+    pub fn of_pid(pid: i32) -> Option<Owner> {
         let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
         let after = &stat[stat.rfind(')')? + 1..];
         // Fields after the command: state is field 3, starttime field 22.

@@ -266,12 +266,16 @@ impl Runtime {
             )?),
             None => None,
         };
-        // Exclusive: first give back what a crashed runtime left (we hold the
-        // claims, so no live runtime owns these CPUs), then take the CPUs.
+        // First give back what a runtime killed before us left (repairs only
+        // touch state whose owner is dead): adopted threads' policies before
+        // their freezers are thawed, then cpusets and freezers.
+        if let Some(dir) = &config.state_dir {
+            crate::adopt::repair(dir)?;
+            crate::cgroup::repair(dir)?;
+        }
         let shield = match config.isolation {
             Isolation::Exclusive => {
                 let dir = config.state_dir.as_ref().ok_or(HostError::NoStateDir)?;
-                crate::cgroup::repair(dir)?;
                 Some(crate::cgroup::CpuShield::take(&config.pool.cpus, dir)?)
             }
             Isolation::Shared => None,

@@ -328,3 +328,90 @@ fn adopting_a_missing_thread_changes_nothing() {
     assert!(cgroup::repair(&state).unwrap().is_clean());
     let _ = std::fs::remove_dir_all(&state);
 }
+
+const RUNTIME_CHILD_ENV: &str = "GANG_TEST_ADOPT_RUNTIME_CHILD";
+
+/// Not a test on its own: a runtime process that adopts the two threads
+/// named in the environment (`STATE_DIR:TID1:TID2`), says so, and waits to be
+/// killed.
+#[test]
+fn child_runtime_adopting_two_threads() {
+    let Some(arg) = std::env::var_os(RUNTIME_CHILD_ENV) else {
+        return;
+    };
+    let arg = arg.to_string_lossy().into_owned();
+    let mut parts = arg.split(':');
+    let state = PathBuf::from(parts.next().unwrap());
+    let tids: Vec<i32> = parts.map(|t| t.parse().unwrap()).collect();
+    let rt = runtime(&state);
+    let spec = DomainSpec {
+        id: DomainId(1),
+        vcpus: 2,
+        cpu_map: Some(vec![0, 1]),
+        policy: be(),
+    };
+    rt.adopt_domain(spec, &tids, false).expect("adopted");
+    println!("ready");
+    std::thread::sleep(std::time::Duration::from_secs(30));
+    drop(rt);
+}
+
+#[test]
+fn a_killed_runtime_leaves_no_adopted_thread_at_real_time_priority() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    if !can_run() {
+        return;
+    }
+    let state = state_dir("killed");
+    let spinner = spawn_child(3000);
+    let before = sys::policy(spinner.tids[0]).unwrap();
+    let mut runtime_child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "child_runtime_adopting_two_threads",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(
+            RUNTIME_CHILD_ENV,
+            format!(
+                "{}:{}:{}",
+                state.display(),
+                spinner.tids[0],
+                spinner.tids[1]
+            ),
+        )
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(runtime_child.stdout.take().unwrap()).lines();
+    assert!(
+        lines.any(|l| l.map(|l| l.contains("ready")).unwrap_or(false)),
+        "the runtime child adopted"
+    );
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    assert!(
+        matches!(sys::policy(spinner.tids[0]).unwrap(), SchedPolicy::Fifo(_)),
+        "adopted at real-time priority"
+    );
+    rustix::process::kill_process(
+        rustix::process::Pid::from_child(&runtime_child),
+        rustix::process::Signal::KILL,
+    )
+    .unwrap();
+    runtime_child.wait().unwrap();
+    // The next start repairs: original policy back, threads thawed.
+    let rt = runtime(&state);
+    assert_eq!(
+        sys::policy(spinner.tids[0]).unwrap(),
+        before,
+        "policy given back after kill -9"
+    );
+    assert_eq!(sys::policy(spinner.tids[1]).unwrap(), before);
+    rt.stop();
+    let (rounds, _) = finish(spinner);
+    assert!(rounds > 0, "the spinner ran to its end (thawed)");
+    assert!(cgroup::repair(&state).unwrap().is_clean());
+    let _ = std::fs::remove_dir_all(&state);
+}
