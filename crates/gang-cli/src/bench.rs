@@ -20,6 +20,10 @@ PHASES (each --duration long, on the same CPUs)
   alone     one domain, no runtime: the ideal (ideal for N domains = alone / N)
   linux     N domains, threads pinned to the CPUs, scheduled by Linux (SCHED_OTHER)
   gang-be   N domains under the gang runtime, best-effort with equal weights
+  gang-adopt  N `gang workload spin-barrier` processes whose threads the
+            runtime adopts (gated from outside with freezer cgroups),
+            best-effort; skew from the threads' own resume timestamps
+            (skip with --no-adopted)
   gang-tt   N domains under the gang runtime, time-triggered slots
             (period N x --tt-slot, active: the largest whole number of grains
             that keeps the pool's 10% best-effort reservation)
@@ -70,6 +74,9 @@ pub struct BenchArgs {
     /// Time-triggered slot per domain.
     #[arg(long, default_value = "10ms")]
     tt_slot: String,
+    /// Skip the gang-adopt phases (they start `gang workload` processes).
+    #[arg(long)]
+    no_adopted: bool,
     /// Run all phases this many times, interleaved; the table shows the
     /// median of each phase (the machines are noisy).
     #[arg(long, default_value_t = 3)]
@@ -77,6 +84,35 @@ pub struct BenchArgs {
     /// Also write the results as JSON to FILE (`-`: standard output).
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
+}
+
+/// Starts this binary as `gang workload spin-barrier`, for the gang-adopt
+/// phases.
+fn spawn_spinner(
+    threads: u32,
+    work: gang_core::Nanos,
+    duration: gang_core::Nanos,
+) -> std::io::Result<std::process::Child> {
+    std::process::Command::new(std::env::current_exe()?)
+        .args([
+            "workload",
+            "spin-barrier",
+            "--json",
+            "--resume-gap",
+            "150us",
+        ])
+        .args(["--threads", &threads.to_string()])
+        .args([
+            "--work",
+            &format!("{work}ns"),
+            "--duration",
+            &format!("{duration}ns"),
+            "--report-every",
+            "20ms",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
 }
 
 pub fn run(args: &BenchArgs) -> Result<()> {
@@ -98,6 +134,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         be_slice: time(&args.be_slice, "--be-slice")?,
         tt_slot: time(&args.tt_slot, "--tt-slot")?,
         repeat: args.repeat.max(1),
+        spawn_spinner: (!args.no_adopted).then_some(spawn_spinner as bench::SpawnSpinner),
     };
     if !gang_host::sys::is_root() {
         bail!("needs root: the runtime uses real-time priorities");

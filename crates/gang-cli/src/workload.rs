@@ -74,6 +74,11 @@ pub struct WorkloadArgs {
     /// Report as JSON lines.
     #[arg(long)]
     json: bool,
+    /// Spin-barrier: record each time a thread resumes after a pause longer
+    /// than this (it was frozen or preempted), and print the list at the end
+    /// (`gang bench` uses it to measure the co-start skew of adopted gangs).
+    #[arg(long, value_name = "GAP")]
+    resume_gap: Option<String>,
 }
 
 fn time(text: &str, flag: &str) -> Result<Nanos> {
@@ -122,6 +127,11 @@ pub fn run(args: &WorkloadArgs) -> Result<()> {
     let clock = Clock::with_epoch(gang_host::sys::monotonic_ns());
     let halt = Arc::new(AtomicBool::new(false));
     let state = Arc::new(DomainState::default());
+    if let Some(gap) = &args.resume_gap {
+        state
+            .resume_gap
+            .store(time(gap, "--resume-gap")?, Ordering::Relaxed);
+    }
     let n = args.threads;
     let mut threads = Vec::new();
     let (tid_tx, tid_rx) = std::sync::mpsc::channel();
@@ -151,6 +161,20 @@ pub fn run(args: &WorkloadArgs) -> Result<()> {
     let mut tids: Vec<(u32, i32)> = tid_rx.iter().take(n as usize).collect();
     tids.sort_unstable();
     let mut out = std::io::stdout().lock();
+    // First line: who the threads are, for whoever adopts them.
+    let announce = if args.json {
+        serde_json::json!({
+            "pid": std::process::id(),
+            "tids": tids.iter().map(|&(_, t)| t).collect::<Vec<_>>(),
+            "epoch_ns": clock.epoch(),
+        })
+        .to_string()
+    } else {
+        let names: Vec<String> = tids.iter().map(|(v, t)| format!("vcpu{v}={t}")).collect();
+        format!("pid {} threads {}", std::process::id(), names.join(" "))
+    };
+    writeln!(out, "{announce}").context("writing to standard output")?;
+    let _ = out.flush();
     let mut last = 0;
     let mut at = every;
     while at <= duration {
@@ -197,6 +221,23 @@ pub fn run(args: &WorkloadArgs) -> Result<()> {
     halt.store(true, Ordering::Release);
     for t in threads {
         let _ = t.join();
+    }
+    if args.resume_gap.is_some() {
+        let resumes = state.resumes.lock().map(|r| r.clone()).unwrap_or_default();
+        let line = if args.json {
+            let list: Vec<(u32, u64)> = resumes
+                .iter()
+                .map(|&(v, t)| (v, clock.epoch() + t))
+                .collect();
+            serde_json::json!({ "resumes_monotonic_ns": list }).to_string()
+        } else {
+            let list: Vec<String> = resumes
+                .iter()
+                .map(|(v, t)| format!("vcpu{v}@{:.6}s", *t as f64 / 1e9))
+                .collect();
+            format!("resumes {}", list.join(" "))
+        };
+        let _ = writeln!(out, "{line}");
     }
     Ok(())
 }

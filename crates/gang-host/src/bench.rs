@@ -48,7 +48,16 @@ pub struct BenchConfig {
     pub tt_slot: Nanos,
     /// Rounds of all phases, interleaved; the table shows medians.
     pub repeat: u32,
+    /// Starts a process running a spin-barrier domain of `threads` threads
+    /// (`work`, for `duration`) that announces its thread ids and records
+    /// its resumptions, as `gang workload spin-barrier --json --resume-gap`
+    /// does. With it, the `gang-adopt` phases adopt such processes.
+    pub spawn_spinner: Option<SpawnSpinner>,
 }
+
+/// See [`BenchConfig::spawn_spinner`].
+pub type SpawnSpinner =
+    fn(threads: u32, work: Nanos, duration: Nanos) -> std::io::Result<std::process::Child>;
 
 impl Default for BenchConfig {
     fn default() -> Self {
@@ -61,6 +70,7 @@ impl Default for BenchConfig {
             be_slice: 10 * MS,
             tt_slot: 10 * MS,
             repeat: 3,
+            spawn_spinner: None,
         }
     }
 }
@@ -174,6 +184,12 @@ pub fn run(config: &BenchConfig, mut progress: impl FnMut(&str)) -> Result<Bench
                 "{tag} gang-tt: {n} domains, time-triggered slots, {secs:.1}s"
             ));
             phases.push(gang_phase(config, n, true)?);
+            if let Some(spawn) = config.spawn_spinner {
+                progress(&format!(
+                    "{tag} gang-adopt: {n} adopted processes, best-effort, {secs:.1}s"
+                ));
+                phases.push(adopt_phase(config, n, spawn)?);
+            }
         }
     }
     Ok(BenchReport {
@@ -378,6 +394,131 @@ fn gang_phase(config: &BenchConfig, n: u32, tt: bool) -> Result<Phase, HostError
     })
 }
 
+/// `n` processes (spin-barrier domains, one thread per CPU) adopted by the
+/// runtime as best-effort domains: rounds/s from their progress reports
+/// within the managed window, co-start skew from their resumptions.
+fn adopt_phase(config: &BenchConfig, n: u32, spawn: SpawnSpinner) -> Result<Phase, HostError> {
+    use std::io::{BufRead, BufReader};
+    let io = |what: &str, e: std::io::Error| HostError::Sys {
+        what: what.to_string(),
+        source: e,
+    };
+    let cpus: CpuSet = config.cpus.iter().copied().collect();
+    let mut pool = PoolConfig::new(cpus);
+    pool.grain = config.grain;
+    pool.be_slice = config.be_slice;
+    let state = std::env::temp_dir().join(format!("gang-bench-adopt-{}", std::process::id()));
+    std::fs::create_dir_all(&state).map_err(|e| io("creating a state directory", e))?;
+    let mut rt_config = RuntimeConfig::new(pool);
+    rt_config.state_dir = Some(state.clone());
+    let runtime = Runtime::start(rt_config)?;
+    let threads = config.cpus.len() as u32;
+    let child_life = config.duration + 400 * MS;
+    let mut children = Vec::new();
+    let mut readers = Vec::new();
+    for d in 0..n {
+        let mut child = spawn(threads, config.work, child_life)
+            .map_err(|e| io("starting a workload process", e))?;
+        let stdout = child
+            .stdout
+            .take()
+            .ok_or_else(|| io("reading a workload", std::io::Error::other("no stdout")))?;
+        let mut lines = BufReader::new(stdout).lines();
+        let first = lines.next().and_then(Result::ok).unwrap_or_default();
+        let hello: serde_json::Value = serde_json::from_str(&first).unwrap_or_default();
+        let tids: Vec<i32> = hello["tids"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|t| t.as_i64().map(|t| t as i32))
+                    .collect()
+            })
+            .unwrap_or_default();
+        children.push(child);
+        readers.push(std::thread::spawn(move || {
+            lines.map_while(Result::ok).collect::<Vec<String>>()
+        }));
+        let spec = DomainSpec {
+            id: DomainId(d + 1),
+            vcpus: threads,
+            cpu_map: Some(config.cpus.clone()),
+            policy: Policy::BestEffort {
+                weight: 256,
+                space_filling: false,
+            },
+        };
+        runtime.adopt_domain(spec, &tids, false)?;
+    }
+    let start = sys::monotonic_ns() + 50 * MS;
+    let end = start + config.duration;
+    sys::sleep_until_monotonic(end);
+    for d in 0..n {
+        runtime.remove_domain(DomainId(d + 1))?;
+    }
+    let epoch = runtime.clock().epoch();
+    let report = runtime.stop();
+    for c in &mut children {
+        let _ = c.wait();
+    }
+    let _ = std::fs::remove_dir_all(&state);
+    let mut rates = Vec::new();
+    let mut skews = Vec::new();
+    for r in readers {
+        let lines = r.join().unwrap_or_default();
+        let values: Vec<serde_json::Value> = lines
+            .iter()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect();
+        // Progress at the reports nearest the managed window's ends.
+        let reports: Vec<(u64, u64)> = values
+            .iter()
+            .filter_map(|v| Some((v["monotonic_ns"].as_u64()?, v["progress"].as_u64()?)))
+            .collect();
+        let at = |t: u64| reports.iter().min_by_key(|(m, _)| m.abs_diff(t)).copied();
+        if let (Some((m0, p0)), Some((m1, p1))) = (at(start), at(end)) {
+            if m1 > m0 {
+                rates.push((p1 - p0) as f64 / ((m1 - m0) as f64 / 1e9));
+            }
+        }
+        let resumes: Vec<(u64, u64)> = values
+            .iter()
+            .filter_map(|v| v["resumes_monotonic_ns"].as_array().cloned())
+            .flatten()
+            .filter_map(|p| Some((p[0].as_u64()?, p[1].as_u64()?)))
+            .filter(|&(_, t)| t >= start && t < end)
+            .collect();
+        for &(_, t) in resumes.iter().filter(|(v, _)| *v == 0) {
+            let nearest = resumes
+                .iter()
+                .filter(|(w, _)| *w != 0)
+                .map(|&(_, u)| t.abs_diff(u))
+                .min();
+            if let Some(d) = nearest {
+                skews.push(d as f64);
+            }
+        }
+    }
+    Ok(Phase {
+        kind: "gang-adopt".to_string(),
+        domains: n,
+        rounds_per_s: rates,
+        skew_ns: Some(Spread::of(skews)),
+        efficiency: None,
+        gang_efficiency: None,
+        tt_accuracy: None,
+        switch_late_ns: Some(Spread::of(
+            report
+                .switches
+                .iter()
+                .filter(|s| s.at + epoch >= start && s.at + epoch < end)
+                .map(|s| s.late as f64)
+                .collect(),
+        )),
+        start_delay_ns: None,
+        gate_violations: report.violations.len(),
+    })
+}
+
 /// For every slot of every domain: last minus first vCPU start.
 pub fn co_start_skew(traces: &[(VcpuRef, Vec<SlotRun>)], window: (Nanos, Nanos)) -> Spread {
     use std::collections::BTreeMap;
@@ -499,7 +640,7 @@ pub fn render(report: &BenchReport) -> String {
     let _ = writeln!(out, "alone (ideal for 1 domain): {alone:.0} rounds/s");
     let _ = writeln!(
         out,
-        "{:<8} {:>2} {:>12} {:>17} {:>8} {:>7} {:>20} {:>16} {:>20} {:>12}",
+        "{:<10} {:>2} {:>12} {:>17} {:>8} {:>7} {:>20} {:>16} {:>20} {:>12}",
         "phase",
         "N",
         "rounds/s/dom",
@@ -534,7 +675,7 @@ pub fn render(report: &BenchReport) -> String {
             .map_or("-".into(), |s| format!("{:.1}", s.p99 / 1e3));
         let _ = writeln!(
             out,
-            "{:<8} {:>2} {:>12.0} {:>17} {:>8} {:>6.1}% {:>20} {:>16} {:>20} {:>12}",
+            "{:<10} {:>2} {:>12.0} {:>17} {:>8} {:>6.1}% {:>20} {:>16} {:>20} {:>12}",
             p.kind,
             p.domains,
             p.mean_rate(),

@@ -108,6 +108,12 @@ pub struct DomainState {
     pub misses: AtomicU64,
     /// Sleep-wake: from the end of each sleep to running again, ns.
     pub wake_latencies: std::sync::Mutex<Vec<Nanos>>,
+    /// Spin-barrier, when set: record `(vcpu, pool time)` whenever a thread
+    /// resumes after a gap of more than this (it was stopped from outside:
+    /// frozen, preempted); 0 records nothing.
+    pub resume_gap: AtomicU64,
+    /// The recorded resumptions.
+    pub resumes: std::sync::Mutex<Vec<(u32, Nanos)>>,
     arrived: AtomicU32,
     generation: AtomicU32,
 }
@@ -206,14 +212,32 @@ pub fn run(workload: Workload, env: &VcpuEnv, state: &DomainState, vcpus: u32) {
         }
         Workload::SpinBarrier { work: w } => {
             let unit = iters(w);
+            let gap = state.resume_gap.load(Ordering::Relaxed);
+            let mut last = env.clock.now();
+            let mut note_resume = |now: Nanos| {
+                if gap > 0 && now - last > gap {
+                    if let Ok(mut r) = state.resumes.lock() {
+                        r.push((env.control.vcpu.vcpu, now));
+                    }
+                }
+                last = now;
+            };
             'rounds: while env.checkpoint() {
+                if gap > 0 {
+                    note_resume(env.clock.now());
+                }
                 work(unit);
                 if let Some(gen) = arrive(state, vcpus) {
                     let mut spins = 0u32;
                     while state.generation.load(Ordering::Acquire) == gen {
                         spins = spins.wrapping_add(1);
-                        if spins.is_multiple_of(64) && !env.checkpoint() {
-                            break 'rounds;
+                        if spins.is_multiple_of(64) {
+                            if !env.checkpoint() {
+                                break 'rounds;
+                            }
+                            if gap > 0 {
+                                note_resume(env.clock.now());
+                            }
                         }
                         std::hint::spin_loop();
                     }
