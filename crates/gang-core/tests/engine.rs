@@ -379,3 +379,39 @@ fn an_unpaused_be_domain_shares_from_now_on_and_does_not_catch_up() {
         "shares after the unpause: {a} vs {b}"
     );
 }
+
+#[test]
+fn invalid_pools_and_unplaceable_domains_are_refused() {
+    let mut bad = pool("0-1");
+    bad.grain = 0;
+    assert!(matches!(
+        Scheduler::new(bad),
+        Err(EngineError::Refused(AdmissionError::InvalidPool(_)))
+    ));
+    let mut bad = pool("0-1");
+    bad.be_slice = 1500 * US;
+    let err = Scheduler::new(bad).unwrap_err();
+    assert!(err.to_string().contains("multiple of the grain"), "{err}");
+    let mut bad = pool("0-1");
+    bad.be_reserve_pct = 101;
+    assert!(Scheduler::new(bad).is_err());
+    // Every auto-chosen map refused: the reason names the domain and the
+    // first refusal.
+    let mut s = sched("0-3");
+    for (id, map) in [(1, [0, 1]), (2, [2, 3])] {
+        s.handle(0, add(id, 2, Some(map.to_vec()), "tt,10,8"))
+            .unwrap();
+    }
+    let err = s.handle(0, add(3, 2, None, "tt,10,2")).unwrap_err();
+    match &err {
+        EngineError::Refused(AdmissionError::NoMapFits { domain, tried, .. }) => {
+            assert_eq!(*domain, d(3));
+            assert!(*tried > 1);
+        }
+        other => panic!("expected NoMapFits, got {other:?}"),
+    }
+    assert!(
+        err.to_string().contains("no CPU map for domain 3 fits"),
+        "{err}"
+    );
+}
