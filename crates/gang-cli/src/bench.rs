@@ -26,7 +26,8 @@ PHASES (each --duration long, on the same CPUs)
             (skip with --no-adopted)
   gang-tt   N domains under the gang runtime, time-triggered slots
             (period N x --tt-slot, active: the largest whole number of grains
-            that keeps the pool's 10% best-effort reservation)
+            that keeps the pool's 10% best-effort reservation and the
+            host's slot)
 
 COLUMNS
 
