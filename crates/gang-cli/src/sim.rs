@@ -56,7 +56,7 @@ METRICS (per domain and scheduler)
               (periodic) latency, p50/p99 (histogram, within 1%)
   misses      periodic jobs finished after their deadline, or unfinished past it
 and per run: simulated and wall time, events handled and events/s, gang \
-boundaries and decisions, host context switches. With both schedulers, the \
+boundaries and calls into the core, host context switches. With both schedulers, the \
 gang/host ratio of each domain's progress.
 
 EXIT STATUS: 0 success; 1 scenario or simulation error; 2 usage error.";
