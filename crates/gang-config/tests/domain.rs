@@ -6,7 +6,7 @@ use gang_config::{
 };
 
 fn domain(text: &str) -> Result<DomainConfig, ConfigError> {
-    DomainConfig::from_config(&Config::parse("vm.cfg", text).unwrap())
+    DomainConfig::from_config(&Config::parse("vm.cfg", text).expect("valid syntax"))
 }
 
 fn warnings(cfg: &Config) -> Vec<String> {

@@ -7,7 +7,9 @@ fn s(v: &str) -> Value {
 }
 
 fn err(file: &str, text: &str) -> String {
-    Config::parse(file, text).unwrap_err().to_string()
+    Config::parse(file, text)
+        .expect_err("should not parse")
+        .to_string()
 }
 
 #[test]
