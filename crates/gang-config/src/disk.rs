@@ -3,7 +3,7 @@
 //!
 //! A spec is a comma-separated series of parameters. `key=value` parameters
 //! are named (`format=`, `vdev=`, `access=`, `devtype=`, and `target=`, which
-//! must come last and takes the rest of the spec, commas included). The flag
+//! must come last and takes the rest of the spec literally, commas included). The flag
 //! `cdrom` means `devtype=cdrom`. Anything else fills the next unset
 //! positional parameter among `target, format, vdev, access`; an empty one
 //! means "default". A deprecated prefix on the target (`phy:`, `file:`,
@@ -192,7 +192,8 @@ impl DiskSpec {
         loop {
             let trimmed = rest.trim_start();
             if let Some(t) = trimmed.strip_prefix("target=") {
-                st.set_target(t)?;
+                // Named: taken literally, no deprecated prefix is stripped.
+                st.target = Some(st.save(&st.target, "target", t)?);
                 break;
             }
             let (param, next) = match trimmed.split_once(',') {

@@ -89,6 +89,12 @@ fn named_target_takes_the_rest() {
     let d = DiskSpec::parse("vdev=xvda, target=/path/with,commas=and,more").unwrap();
     assert_eq!(d.target, "/path/with,commas=and,more");
     assert_eq!(d.vdev, "xvda");
+    // A named target is literal: no deprecated prefix is stripped.
+    let d = DiskSpec::parse("vdev=xvda,target=phy:/dev/sda").unwrap();
+    assert_eq!(d.target, "phy:/dev/sda");
+    // A positional target can have colons that are no prefix.
+    let d = DiskSpec::parse("/img/with:colon,,xvda").unwrap();
+    assert_eq!(d.target, "/img/with:colon");
 }
 
 #[test]
