@@ -45,7 +45,7 @@
 use std::fmt;
 use std::path::Path;
 use std::str::FromStr;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use gang_core::{CpuId, CpuSet, DomainId, Policy};
 use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
@@ -468,53 +468,22 @@ impl Store {
     pub fn open(path: impl AsRef<Path>, host_cpus: &CpuSet) -> Result<Store> {
         let mut conn = Connection::open(path)?;
         conn.busy_timeout(BUSY_TIMEOUT)?;
-        let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
-        if !mode.eq_ignore_ascii_case("wal") {
-            return Err(StoreError::Corrupt(format!(
-                "cannot use WAL journal mode (got {mode})"
-            )));
-        }
-        conn.execute_batch("PRAGMA foreign_keys = ON; PRAGMA synchronous = FULL;")?;
-
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let version = schema_version(&tx)?;
-        if version > SCHEMA_VERSION {
-            return Err(StoreError::SchemaTooNew {
-                found: version,
-                supported: SCHEMA_VERSION,
-            });
-        }
-        for migration in &MIGRATIONS[version as usize..] {
-            migration(&tx)?;
-        }
-        tx.execute(
-            "INSERT INTO meta (key, value) VALUES ('schema_version', ?1)
-             ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-            params![SCHEMA_VERSION.to_string()],
-        )?;
-        tx.execute("DELETE FROM host_cpus", [])?;
-        for cpu in host_cpus.iter() {
-            tx.execute("INSERT INTO host_cpus (cpu) VALUES (?1)", params![cpu])?;
-        }
-        let has_pool0: bool = tx.query_row(
-            "SELECT EXISTS (SELECT 1 FROM pools WHERE id = 0)",
-            [],
-            |r| r.get(0),
-        )?;
-        if !has_pool0 {
-            tx.execute(
-                "INSERT INTO pools (id, name, sched) VALUES (0, ?1, 'host')",
-                params![POOL0_NAME],
-            )?;
-            for cpu in host_cpus.iter() {
-                tx.execute(
-                    "INSERT INTO pool_cpus (cpu, pool) VALUES (?1, 0)",
-                    params![cpu],
-                )?;
+        // Switching a new file to WAL and the first transaction can report
+        // "busy" at once, without waiting, while another handle is opening
+        // the same file (SQLite does so where waiting could deadlock): retry
+        // the whole setup, which is idempotent, until the busy timeout.
+        let deadline = Instant::now() + BUSY_TIMEOUT;
+        loop {
+            match setup(&mut conn, host_cpus) {
+                Err(StoreError::Database(rusqlite::Error::SqliteFailure(e, _)))
+                    if e.code == rusqlite::ErrorCode::DatabaseBusy && Instant::now() < deadline =>
+                {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err(e) => return Err(e),
+                Ok(()) => return Ok(Store { conn }),
             }
         }
-        tx.commit()?;
-        Ok(Store { conn })
     }
 
     /// Runs `f` in one write transaction (taken at once, `BEGIN IMMEDIATE`);
@@ -839,6 +808,53 @@ impl Store {
             Ok(())
         })
     }
+}
+
+/// [`Store::open`]'s work on a connection: WAL mode, schema migrations,
+/// host CPUs and `Pool-0`, in one transaction.
+fn setup(conn: &mut Connection, host_cpus: &CpuSet) -> Result<()> {
+    let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(StoreError::Corrupt(format!(
+            "cannot use WAL journal mode (got {mode})"
+        )));
+    }
+    conn.execute_batch("PRAGMA foreign_keys = ON; PRAGMA synchronous = FULL;")?;
+
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let version = schema_version(&tx)?;
+    if version > SCHEMA_VERSION {
+        return Err(StoreError::SchemaTooNew {
+            found: version,
+            supported: SCHEMA_VERSION,
+        });
+    }
+    for migration in &MIGRATIONS[version as usize..] {
+        migration(&tx)?;
+    }
+    tx.execute(
+        "INSERT INTO meta (key, value) VALUES ('schema_version', ?1)
+         ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+        params![SCHEMA_VERSION.to_string()],
+    )?;
+    tx.execute("DELETE FROM host_cpus", [])?;
+    for cpu in host_cpus.iter() {
+        tx.execute("INSERT INTO host_cpus (cpu) VALUES (?1)", params![cpu])?;
+    }
+    let has_pool0: bool = tx.query_row(
+        "SELECT EXISTS (SELECT 1 FROM pools WHERE id = 0)",
+        [],
+        |r| r.get(0),
+    )?;
+    if !has_pool0 {
+        tx.execute(
+            "INSERT INTO pools (id, name, sched) VALUES (0, ?1, 'host')",
+            params![POOL0_NAME],
+        )?;
+        insert_cpus(&tx, 0, host_cpus)?;
+    }
+    tx.commit()?;
+    Ok(())
 }
 
 // ----- helpers (all run inside the caller's transaction) ----------------

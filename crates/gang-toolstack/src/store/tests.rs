@@ -661,7 +661,8 @@ fn a_newer_schema_is_refused() {
 fn concurrent_handles_lose_no_update() {
     const PER_THREAD: usize = 100;
     let (_dir, path) = temp_db();
-    drop(open4(&path));
+    // Both handles open the fresh file at once: the schema and Pool-0 are
+    // created exactly once.
     let workers: Vec<_> = ["a", "b"]
         .into_iter()
         .map(|tag| {
@@ -713,4 +714,35 @@ fn concurrent_handles_lose_no_update() {
         })
         .unwrap();
     assert_eq!(next_pool, 1 + 2 * (PER_THREAD as u32 / 10));
+}
+
+#[test]
+fn an_error_after_writes_rolls_the_whole_transaction_back() {
+    let (_dir, path) = temp_db();
+    let mut store = open4(&path);
+    store.create_domain(&new_domain("d", "Pool-0")).unwrap();
+    let before = dump(&path);
+    let err = store
+        .write(|tx| -> Result<()> {
+            next_id(tx, "pool")?;
+            tx.execute("DELETE FROM pool_cpus", [])?;
+            tx.execute("DELETE FROM domains", [])?;
+            Err(StoreError::PoolNotFound("late".into()))
+        })
+        .unwrap_err();
+    assert_eq!(err.to_string(), "Pool 'late' does not exist");
+    assert_eq!(dump(&path), before);
+    // A database-level failure mid-way rolls back too.
+    let err = store
+        .write(|tx| -> Result<()> {
+            tx.execute("DELETE FROM domains", [])?;
+            tx.execute(
+                "INSERT INTO pools (id, name, sched) VALUES (0, 'dup', 'host')",
+                [],
+            )?;
+            Ok(())
+        })
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Database(_)), "{err}");
+    assert_eq!(dump(&path), before);
 }
