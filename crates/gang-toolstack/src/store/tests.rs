@@ -746,3 +746,52 @@ fn an_error_after_writes_rolls_the_whole_transaction_back() {
     assert!(matches!(err, StoreError::Database(_)), "{err}");
     assert_eq!(dump(&path), before);
 }
+
+/// The child side of [`concurrent_processes_lose_no_update`]: run only when
+/// that test starts this binary again with the database in the environment.
+#[test]
+#[ignore = "run as a child process by concurrent_processes_lose_no_update"]
+fn child_process_creates_domains() {
+    let path = std::env::var("GANG_STORE_TEST_DB").expect("GANG_STORE_TEST_DB");
+    let tag = std::env::var("GANG_STORE_TEST_TAG").expect("GANG_STORE_TEST_TAG");
+    let mut store = open4(Path::new(&path));
+    for i in 0..50 {
+        let id = store
+            .create_domain(&new_domain(&format!("{tag}{i}"), "Pool-0"))
+            .unwrap();
+        store.set_state(id, &DomainState::Paused).unwrap();
+    }
+}
+
+#[test]
+fn concurrent_processes_lose_no_update() {
+    let (_dir, path) = temp_db();
+    let exe = std::env::current_exe().unwrap();
+    let children: Vec<_> = ["p", "q"]
+        .into_iter()
+        .map(|tag| {
+            std::process::Command::new(&exe)
+                .args([
+                    "--exact",
+                    "store::tests::child_process_creates_domains",
+                    "--ignored",
+                    "--quiet",
+                ])
+                .env("GANG_STORE_TEST_DB", &path)
+                .env("GANG_STORE_TEST_TAG", tag)
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for mut child in children {
+        assert!(child.wait().unwrap().success());
+    }
+    let store = open4(&path);
+    let domains = store.domains().unwrap();
+    assert_eq!(domains.len(), 100);
+    let ids: Vec<u32> = domains.iter().map(|d| d.id.0).collect();
+    assert_eq!(ids, (1..=100).collect::<Vec<_>>());
+    assert!(domains.iter().all(|d| d.state == DomainState::Paused));
+    assert_eq!(store.pools().unwrap().len(), 1);
+}
