@@ -566,8 +566,7 @@ fn migrate_rules() {
     assert_eq!(rec.policy, Some(tt_policy()), "the policy is kept");
     assert_eq!(store.pool(&g.into()).unwrap().domain_count, 1);
     assert_eq!(store.pool(&"Pool-0".into()).unwrap().domain_count, 0);
-    // Now g holds a domain: it keeps a CPU, and Pool-0 can be emptied of
-    // domains' maps on 2 and 3 only in g.
+    // A new map must name CPUs of the new pool.
     store.set_gang_params(d, None, Some(&[3, 2])).unwrap();
     assert_refused(
         &mut store,
