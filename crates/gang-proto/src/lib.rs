@@ -1,0 +1,565 @@
+//! # gang-proto: the daemon's API (our libxl)
+//!
+//! **Wire format.** Newline-delimited JSON over a Unix stream socket: the
+//! client writes one [`Request`] per line, the daemon answers each with one
+//! [`Response`] line carrying the same `id`, in order. Every message carries
+//! the API `version`; a daemon refuses a request of another major version
+//! with [`ErrorCode::Version`] and a message saying both versions, so an old
+//! CLI never misreads a new daemon. Plain text on purpose: `socat` can talk
+//! to the daemon, and the messages are the documentation.
+//!
+//! **Errors** are values: [`ApiError`] has a machine-readable [`ErrorCode`]
+//! and the message the CLI prints, worded as xl words it (`Pool 'x' does not
+//! exist`, `cpu 3 illegal or not free`).
+//!
+//! **Invariants.** One response per request, in request order; a malformed
+//! line is answered (with [`ErrorCode::BadRequest`]), never dropped; a line
+//! longer than [`MAX_LINE`] is refused before it is parsed.
+//!
+//! The request set grows with the toolstack; this version carries the pool
+//! and domain life cycle and the gang parameters.
+
+pub mod xl;
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+/// The API version this crate speaks.
+pub const VERSION: u32 = 1;
+
+/// Longest accepted message line, in bytes.
+pub const MAX_LINE: usize = 4 << 20;
+
+/// A pool named by id (all digits) or by name, as xl takes it.
+pub type PoolArg = String;
+/// A domain named by id (all digits) or by name, as xl takes it.
+pub type DomainArg = String;
+
+/// What a client asks.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "kebab-case")]
+pub enum RequestBody {
+    /// Host and toolstack facts (`gang info`).
+    Info,
+    /// All domains (`gang list`).
+    ListDomains,
+    /// All pools (`gang cpupool-list`).
+    ListPools,
+    /// A new pool.
+    CreatePool {
+        /// Its name.
+        name: String,
+        /// `gang` or `host`.
+        sched: String,
+        /// Its CPUs (xl CPU list; empty for none).
+        cpus: String,
+    },
+    /// Remove a pool.
+    DestroyPool {
+        /// Which.
+        pool: PoolArg,
+    },
+    /// Rename a pool.
+    RenamePool {
+        /// Which.
+        pool: PoolArg,
+        /// The new name.
+        name: String,
+    },
+    /// Move free CPUs into a pool.
+    PoolCpuAdd {
+        /// Which.
+        pool: PoolArg,
+        /// CPUs (xl CPU list).
+        cpus: String,
+    },
+    /// Free CPUs of a pool.
+    PoolCpuRemove {
+        /// Which.
+        pool: PoolArg,
+        /// CPUs (xl CPU list).
+        cpus: String,
+    },
+    /// Move a domain to another pool, in any state.
+    PoolMigrate {
+        /// The domain.
+        domain: DomainArg,
+        /// The target pool.
+        pool: PoolArg,
+    },
+    /// Create a domain from a parsed xl config (as JSON).
+    CreateDomain {
+        /// The domain configuration.
+        config: serde_json::Value,
+        /// Leave it paused.
+        paused: bool,
+    },
+    /// Pause a domain.
+    Pause {
+        /// Which.
+        domain: DomainArg,
+    },
+    /// Unpause a domain.
+    Unpause {
+        /// Which.
+        domain: DomainArg,
+    },
+    /// Ask a domain to shut down.
+    Shutdown {
+        /// Which.
+        domain: DomainArg,
+    },
+    /// Destroy a domain at once.
+    Destroy {
+        /// Which.
+        domain: DomainArg,
+    },
+    /// Read gang parameters (`gang sched-gang`), of one pool or all.
+    SchedGangGet {
+        /// The pool, or all.
+        pool: Option<PoolArg>,
+    },
+    /// Set a domain's gang parameters (`gang sched-gang -d … -t …`).
+    SchedGangSet {
+        /// The domain.
+        domain: DomainArg,
+        /// Its CPU map (xl CPU list), or keep / choose.
+        cpus: Option<String>,
+        /// The policy in the seed's syntax (`tt,100ms,40ms`).
+        policy: String,
+    },
+}
+
+/// A pool as the daemon reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PoolInfo {
+    /// Pool id (`Pool-0` is 0).
+    pub id: u32,
+    /// Name.
+    pub name: String,
+    /// Scheduler: `gang` or `host`.
+    pub sched: String,
+    /// Its CPUs.
+    pub cpus: Vec<gang_core::CpuId>,
+    /// Number of domains in it.
+    pub domains: u32,
+}
+
+/// A domain as the daemon reports it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DomainInfo {
+    /// Domain id.
+    pub id: u32,
+    /// Name.
+    pub name: String,
+    /// Memory, MiB.
+    pub memory_mb: u64,
+    /// vCPUs.
+    pub vcpus: u32,
+    /// xl's six-character state (`r-----`, `--p---`, `---s--`…).
+    pub state: String,
+    /// CPU time, seconds.
+    pub cpu_time_s: f64,
+    /// Its pool's name.
+    pub pool: String,
+}
+
+/// What the daemon answers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum ResponseBody {
+    /// Done, nothing to report.
+    Done,
+    /// `Info`: ordered field/value pairs, xl's `info` fields.
+    Info {
+        /// The fields.
+        fields: Vec<(String, String)>,
+    },
+    /// `ListDomains`.
+    Domains {
+        /// The domains.
+        domains: Vec<DomainInfo>,
+    },
+    /// `ListPools`.
+    Pools {
+        /// The pools.
+        pools: Vec<PoolInfo>,
+    },
+    /// A new pool or domain.
+    Created {
+        /// Its id.
+        id: u32,
+    },
+    /// `SchedGangGet`: pre-formatted rows, per pool.
+    SchedGang {
+        /// Per pool: the pool line, then one row per domain.
+        pools: Vec<(String, Vec<String>)>,
+    },
+}
+
+/// Machine-readable error classes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ErrorCode {
+    /// Not parseable as a request of this version.
+    BadRequest,
+    /// Another API version.
+    Version,
+    /// No such domain or pool.
+    NotFound,
+    /// Refused: the request is valid but the state does not allow it
+    /// (admission control, xl's rules).
+    Refused,
+    /// The caller may not do this.
+    Permission,
+    /// The daemon failed (the state is unchanged).
+    Internal,
+}
+
+/// An error answer: a class, and the message the CLI prints.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("{message}")]
+pub struct ApiError {
+    /// The class.
+    pub code: ErrorCode,
+    /// What to print (xl's wording where xl has one).
+    pub message: String,
+}
+
+impl ApiError {
+    /// An error of class `code`.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        ApiError {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+/// One request line.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Request {
+    /// API version of the sender.
+    pub version: u32,
+    /// Chosen by the client, echoed in the response.
+    pub id: u64,
+    /// What it asks.
+    #[serde(flatten)]
+    pub body: RequestBody,
+}
+
+/// One response line.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Response {
+    /// API version of the daemon.
+    pub version: u32,
+    /// The request's id (0 when the request was unreadable).
+    pub id: u64,
+    /// The answer.
+    pub result: Result<ResponseBody, ApiError>,
+}
+
+/// Why a call failed on the client side.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The socket could not be reached.
+    #[error("cannot connect to the gang daemon at {path}: {source} (is `gang daemon` running?)")]
+    Connect {
+        /// The socket path.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Reading or writing failed.
+    #[error("talking to the gang daemon: {0}")]
+    Io(#[from] std::io::Error),
+    /// The daemon closed the connection.
+    #[error("the gang daemon closed the connection")]
+    Closed,
+    /// The daemon sent something unreadable.
+    #[error("unreadable answer from the gang daemon: {0}")]
+    Protocol(String),
+    /// The daemon answered with an error.
+    #[error(transparent)]
+    Api(#[from] ApiError),
+}
+
+/// A connection to the daemon.
+#[derive(Debug)]
+pub struct Client {
+    reader: BufReader<UnixStream>,
+    writer: UnixStream,
+    next_id: u64,
+}
+
+impl Client {
+    /// Connects to the daemon's socket.
+    pub fn connect(path: &Path) -> Result<Client, ClientError> {
+        let stream = UnixStream::connect(path).map_err(|source| ClientError::Connect {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Client::over(stream)
+    }
+
+    /// A client over an already connected stream.
+    pub fn over(stream: UnixStream) -> Result<Client, ClientError> {
+        let writer = stream.try_clone()?;
+        Ok(Client {
+            reader: BufReader::new(stream),
+            writer,
+            next_id: 1,
+        })
+    }
+
+    /// Sends one request and waits for its answer.
+    pub fn call(&mut self, body: RequestBody) -> Result<ResponseBody, ClientError> {
+        let id = self.next_id;
+        self.next_id += 1;
+        let request = Request {
+            version: VERSION,
+            id,
+            body,
+        };
+        let mut line =
+            serde_json::to_string(&request).map_err(|e| ClientError::Protocol(e.to_string()))?;
+        line.push('\n');
+        self.writer.write_all(line.as_bytes())?;
+        let mut answer = String::new();
+        if read_line_limited(&mut self.reader, &mut answer)? == 0 {
+            return Err(ClientError::Closed);
+        }
+        let response: Response = serde_json::from_str(answer.trim_end())
+            .map_err(|e| ClientError::Protocol(e.to_string()))?;
+        if response.id != id {
+            return Err(ClientError::Protocol(format!(
+                "answer to request {} while waiting for {id}",
+                response.id
+            )));
+        }
+        Ok(response.result?)
+    }
+}
+
+/// Reads one line of at most [`MAX_LINE`] bytes; returns its length (0 at end
+/// of stream). A longer line is an error.
+fn read_line_limited(reader: &mut impl BufRead, out: &mut String) -> std::io::Result<usize> {
+    let n = std::io::Read::take(&mut *reader, MAX_LINE as u64 + 1).read_line(out)?;
+    if n > MAX_LINE {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "message longer than the limit",
+        ));
+    }
+    Ok(n)
+}
+
+/// Parses one request line into the request, or the error to answer with.
+pub fn parse_request(line: &str) -> Result<Request, (u64, ApiError)> {
+    let value: serde_json::Value = serde_json::from_str(line).map_err(|e| {
+        (
+            0,
+            ApiError::new(ErrorCode::BadRequest, format!("not JSON: {e}")),
+        )
+    })?;
+    let id = value
+        .get("id")
+        .and_then(serde_json::Value::as_u64)
+        .unwrap_or(0);
+    match value.get("version").and_then(serde_json::Value::as_u64) {
+        Some(v) if v == u64::from(VERSION) => {}
+        Some(v) => {
+            return Err((
+                id,
+                ApiError::new(
+                    ErrorCode::Version,
+                    format!(
+                        "the client speaks API version {v}, this daemon speaks version {VERSION}"
+                    ),
+                ),
+            ))
+        }
+        None => {
+            return Err((
+                id,
+                ApiError::new(ErrorCode::BadRequest, "the request has no API version"),
+            ))
+        }
+    }
+    serde_json::from_value(value).map_err(|e| {
+        (
+            id,
+            ApiError::new(ErrorCode::BadRequest, format!("bad request: {e}")),
+        )
+    })
+}
+
+/// Serves one connection: reads requests until the client closes, answers
+/// each with `handle`'s result. Returns when the client is gone.
+pub fn serve(
+    stream: UnixStream,
+    mut handle: impl FnMut(RequestBody) -> Result<ResponseBody, ApiError>,
+) -> std::io::Result<()> {
+    let mut writer = stream.try_clone()?;
+    let mut reader = BufReader::new(stream);
+    let mut line = String::new();
+    loop {
+        line.clear();
+        let (id, result) = match read_line_limited(&mut reader, &mut line) {
+            Ok(0) => return Ok(()),
+            Ok(_) => match parse_request(line.trim_end()) {
+                Ok(request) => (request.id, handle(request.body)),
+                Err((id, e)) => (id, Err(e)),
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+                (0, Err(ApiError::new(ErrorCode::BadRequest, e.to_string())))
+            }
+            Err(e) => return Err(e),
+        };
+        let response = Response {
+            version: VERSION,
+            id,
+            result,
+        };
+        let mut text = serde_json::to_string(&response).map_err(std::io::Error::other)?;
+        text.push('\n');
+        writer.write_all(text.as_bytes())?;
+        if line.len() > MAX_LINE {
+            return Ok(()); // the rest of an oversized line is not a request
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn handler(body: RequestBody) -> Result<ResponseBody, ApiError> {
+        match body {
+            RequestBody::ListPools => Ok(ResponseBody::Pools {
+                pools: vec![PoolInfo {
+                    id: 0,
+                    name: "Pool-0".into(),
+                    sched: "host".into(),
+                    cpus: vec![0, 1],
+                    domains: 0,
+                }],
+            }),
+            RequestBody::DestroyPool { pool } if pool == "Pool-0" => Err(ApiError::new(
+                ErrorCode::Refused,
+                "Can't destroy cpupool 'Pool-0'",
+            )),
+            RequestBody::CreatePool { .. } => Ok(ResponseBody::Created { id: 1 }),
+            _ => Ok(ResponseBody::Done),
+        }
+    }
+
+    fn pair() -> (Client, std::thread::JoinHandle<std::io::Result<()>>) {
+        let (a, b) = UnixStream::pair().expect("socket pair");
+        let server = std::thread::spawn(move || serve(b, handler));
+        (Client::over(a).expect("client"), server)
+    }
+
+    #[test]
+    fn requests_round_trip_in_order_with_errors_as_values() {
+        let (mut client, server) = pair();
+        match client.call(RequestBody::ListPools).unwrap() {
+            ResponseBody::Pools { pools } => assert_eq!(pools[0].name, "Pool-0"),
+            other => panic!("{other:?}"),
+        }
+        let created = client
+            .call(RequestBody::CreatePool {
+                name: "GangSched-Pool".into(),
+                sched: "gang".into(),
+                cpus: String::new(),
+            })
+            .unwrap();
+        assert_eq!(created, ResponseBody::Created { id: 1 });
+        match client.call(RequestBody::DestroyPool {
+            pool: "Pool-0".into(),
+        }) {
+            Err(ClientError::Api(e)) => {
+                assert_eq!(e.code, ErrorCode::Refused);
+                assert_eq!(e.to_string(), "Can't destroy cpupool 'Pool-0'");
+            }
+            other => panic!("{other:?}"),
+        }
+        drop(client);
+        server.join().unwrap().unwrap();
+    }
+
+    fn raw(line: &str) -> Response {
+        let (a, b) = UnixStream::pair().expect("socket pair");
+        let server = std::thread::spawn(move || serve(b, handler));
+        let mut w = a.try_clone().unwrap();
+        w.write_all(line.as_bytes()).unwrap();
+        w.write_all(b"\n").unwrap();
+        let mut answer = String::new();
+        BufReader::new(a).read_line(&mut answer).unwrap();
+        drop(w);
+        let _ = server;
+        serde_json::from_str(answer.trim_end()).unwrap()
+    }
+
+    #[test]
+    fn malformed_lines_get_an_answer_not_silence() {
+        let r = raw("this is not json");
+        assert_eq!(r.result.unwrap_err().code, ErrorCode::BadRequest);
+        let r = raw(r#"{"version":1,"id":7,"op":"no-such-op"}"#);
+        assert_eq!(r.id, 7);
+        assert_eq!(r.result.unwrap_err().code, ErrorCode::BadRequest);
+        let r = raw(r#"{"id":3,"op":"info"}"#);
+        assert!(r.result.unwrap_err().message.contains("no API version"));
+    }
+
+    #[test]
+    fn another_version_is_refused_naming_both() {
+        let r = raw(r#"{"version":2,"id":5,"op":"info"}"#);
+        assert_eq!(r.id, 5);
+        let e = r.result.unwrap_err();
+        assert_eq!(e.code, ErrorCode::Version);
+        assert_eq!(
+            e.message,
+            "the client speaks API version 2, this daemon speaks version 1"
+        );
+    }
+
+    #[test]
+    fn messages_are_plain_self_describing_json() {
+        let req = Request {
+            version: VERSION,
+            id: 9,
+            body: RequestBody::SchedGangSet {
+                domain: "my-domain".into(),
+                cpus: Some("1-2".into()),
+                policy: "tt,100ms,40ms".into(),
+            },
+        };
+        let text = serde_json::to_string(&req).unwrap();
+        assert_eq!(
+            text,
+            r#"{"version":1,"id":9,"op":"sched-gang-set","domain":"my-domain","cpus":"1-2","policy":"tt,100ms,40ms"}"#
+        );
+        assert_eq!(serde_json::from_str::<Request>(&text).unwrap(), req);
+    }
+
+    #[test]
+    fn an_oversized_line_is_refused_before_parsing() {
+        let r = raw(&"x".repeat(MAX_LINE + 10));
+        let e = r.result.unwrap_err();
+        assert_eq!(e.code, ErrorCode::BadRequest);
+        assert!(e.message.contains("longer than the limit"), "{}", e.message);
+    }
+
+    #[test]
+    fn a_missing_daemon_is_a_clear_error() {
+        let err = Client::connect(Path::new("/nonexistent/gang.sock")).unwrap_err();
+        assert!(
+            err.to_string().contains("is `gang daemon` running?"),
+            "{err}"
+        );
+    }
+}
