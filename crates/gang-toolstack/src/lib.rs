@@ -5,6 +5,7 @@
 //! domains) in an embedded SQLite database — the equivalent of Xen's
 //! xenstore plus the hypervisor's cpupool bookkeeping.
 
+pub mod daemon;
 pub mod store;
 
 pub use store::{

@@ -1,0 +1,187 @@
+//! End to end: a private `gang daemon` (its own state directory and socket)
+//! and the xl pool commands of the seed's walkthrough, with xl's output and
+//! errors, and the state surviving `kill -9` of the daemon.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output};
+use std::time::{Duration, Instant};
+
+struct Daemon {
+    child: Child,
+    dir: PathBuf,
+    socket: PathBuf,
+}
+
+fn start(dir: &Path) -> Daemon {
+    let socket = dir.join("gang.sock");
+    let child = Command::new(env!("CARGO_BIN_EXE_gang"))
+        .args(["daemon", "--state-dir"])
+        .arg(dir.join("state"))
+        .arg("--socket")
+        .arg(&socket)
+        .spawn()
+        .expect("daemon starts");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::os::unix::net::UnixStream::connect(&socket).is_err() {
+        assert!(Instant::now() < deadline, "daemon did not listen");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Daemon {
+        child,
+        dir: dir.to_path_buf(),
+        socket,
+    }
+}
+
+impl Daemon {
+    fn gang(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_gang"))
+            .args(args)
+            .env("GANG_SOCKET", &self.socket)
+            .output()
+            .unwrap()
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.gang(args);
+        assert!(
+            out.status.success(),
+            "gang {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    fn fails(&self, args: &[&str], message: &str) {
+        let out = self.gang(args);
+        assert_eq!(out.status.code(), Some(1), "gang {args:?} must fail");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(message),
+            "gang {args:?}: expected {message:?}, got {err:?}"
+        );
+    }
+
+    fn kill9(mut self) -> PathBuf {
+        self.child.kill().unwrap(); // SIGKILL
+        self.child.wait().unwrap();
+        self.dir.clone()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn online_cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+#[test]
+fn the_seed_walkthrough_pool_steps_with_xl_output_and_errors() {
+    if online_cpus() < 2 {
+        eprintln!("skipped: needs 2 CPUs");
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("gang-e2e-pools-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let d = start(&dir);
+    let listing = d.ok(&["cpupool-list"]);
+    assert!(
+        listing.starts_with("Name               CPUs   Sched     Active   Domain count\nPool-0   "),
+        "{listing}"
+    );
+    assert!(d
+        .ok(&["cpupool-list", "-c"])
+        .contains("Pool-0             0,1"));
+    // Remove all but CPU 0 from Pool-0, create the gang pool, give it CPU 1.
+    d.ok(&["cpupool-cpu-remove", "Pool-0", "1"]);
+    let created = d.gang(&[
+        "cpupool-create",
+        "name=\"GangSched-Pool\"",
+        "sched=\"gang\"",
+    ]);
+    assert!(
+        created.status.success(),
+        "{}",
+        String::from_utf8_lossy(&created.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&created.stdout),
+        "cpupool name:   GangSched-Pool\nscheduler:      gang\nnumber of cpus: 0\n"
+    );
+    assert!(String::from_utf8_lossy(&created.stderr).contains("Using config file \"command line\""));
+    d.ok(&["cpupool-cpu-add", "GangSched-Pool", "1"]);
+    assert_eq!(
+        d.ok(&["cpupool-list", "-c"]),
+        "Name               CPU list\nPool-0             0\nGangSched-Pool     1\n"
+    );
+    // A prefix of a sub-command works, as in xl.
+    assert!(d
+        .ok(&["cpupool-l", "GangSched-Pool"])
+        .contains("GangSched-Pool       1      gang       y          0"));
+    // Errors: xl's message, exit 1, nothing changed.
+    let before = d.ok(&["cpupool-list", "-c"]);
+    d.fails(
+        &["cpupool-destroy", "Pool-0"],
+        "Can't destroy cpupool 'Pool-0'",
+    );
+    d.fails(&["cpupool-list", "nope"], "Pool 'nope' does not exist");
+    d.fails(&["cpupool-cpu-remove", "Pool-0", "0"], "");
+    d.fails(
+        &["cpupool-cpu-add", "Pool-0", "1"],
+        "cpu 1 illegal or not free",
+    );
+    d.fails(
+        &["cpupool-cpu-add", "Pool-0", "3-1"],
+        "Invalid pcpu range: 3-1.",
+    );
+    d.fails(
+        &["cpupool-create", "name=\"GangSched-Pool\""],
+        "Pool name \"GangSched-Pool\" already exists",
+    );
+    d.fails(
+        &["cpupool-create", "name=\"x\"", "sched=\"credit\""],
+        "Unknown scheduler",
+    );
+    d.fails(&["cpupool-create", "name=\"x"], "config parsing error");
+    assert_eq!(
+        d.ok(&["cpupool-list", "-c"]),
+        before,
+        "failed commands changed nothing"
+    );
+    assert!(d.ok(&["info"]).contains("xen_scheduler          : gang"));
+    assert_eq!(d.ok(&["info", "nr_cpus"]).trim(), online_cpus().to_string());
+    assert!(d.ok(&["list"]).starts_with(
+        "Name                                        ID   Mem VCPUs\tState\tTime(s)\n"
+    ));
+    // The state survives kill -9 of the daemon.
+    let dir = d.kill9();
+    let d = start(&dir);
+    assert_eq!(d.ok(&["cpupool-list", "-c"]), before);
+    d.ok(&["cpupool-cpu-remove", "GangSched-Pool", "1"]);
+    d.ok(&["cpupool-destroy", "GangSched-Pool"]);
+    d.ok(&["cpupool-cpu-add", "Pool-0", "1"]);
+    assert!(d
+        .ok(&["cpupool-list", "-c"])
+        .ends_with("Pool-0             0,1\n"));
+    drop(d);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn without_a_daemon_the_error_says_so() {
+    let out = Command::new(env!("CARGO_BIN_EXE_gang"))
+        .args(["cpupool-list"])
+        .env("GANG_SOCKET", "/nonexistent/gang.sock")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is `gang daemon` running?"));
+}
