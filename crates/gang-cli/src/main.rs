@@ -34,6 +34,7 @@ enum Command {
     Sim(sim::SimArgs),
     Bench(bench::BenchArgs),
     Workload(workload::WorkloadArgs),
+    /// Run the gang daemon (see contrib/systemd/gang.service)
     Daemon(xl::DaemonArgs),
     Info(xl::InfoArgs),
     List(xl::ListArgs),
