@@ -10,5 +10,5 @@ pub mod store;
 
 pub use store::{
     DomainRecord, DomainRef, DomainState, NewDomain, PoolId, PoolRecord, PoolRef, ProcessIdentity,
-    Sched, ShutdownReason, Store, StoreError, POOL0_NAME, SCHEMA_VERSION,
+    RawId, Ref, Sched, ShutdownReason, Store, StoreError, POOL0_NAME, SCHEMA_VERSION,
 };

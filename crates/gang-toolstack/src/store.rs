@@ -160,89 +160,79 @@ impl fmt::Display for PoolId {
     }
 }
 
-/// A pool argument: an id or a name.
+/// An argument naming a pool or a domain, as xl takes it: all digits = an
+/// id, else a name.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum PoolRef {
+pub enum Ref<I> {
     /// By id.
-    Id(PoolId),
+    Id(I),
     /// By name.
     Name(String),
 }
 
-impl PoolRef {
+/// A pool argument.
+pub type PoolRef = Ref<PoolId>;
+/// A domain argument.
+pub type DomainRef = Ref<DomainId>;
+
+/// Ids that an argument of all digits names.
+pub trait RawId: Sized {
+    /// The id with this number.
+    fn from_raw(raw: u32) -> Self;
+}
+
+impl RawId for PoolId {
+    fn from_raw(raw: u32) -> Self {
+        PoolId(raw)
+    }
+}
+
+impl RawId for DomainId {
+    fn from_raw(raw: u32) -> Self {
+        DomainId(raw)
+    }
+}
+
+impl<I: RawId> Ref<I> {
     /// `xl`'s rule: all digits = an id, else a name.
-    pub fn parse(arg: &str) -> PoolRef {
+    pub fn parse(arg: &str) -> Ref<I> {
         match parse_id(arg) {
-            Some(id) => PoolRef::Id(PoolId(id)),
-            None => PoolRef::Name(arg.to_owned()),
+            Some(id) => Ref::Id(I::from_raw(id)),
+            None => Ref::Name(arg.to_owned()),
         }
     }
 }
 
-impl fmt::Display for PoolRef {
+impl<I: fmt::Display> fmt::Display for Ref<I> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            PoolRef::Id(id) => write!(f, "{id}"),
-            PoolRef::Name(name) => f.write_str(name),
+            Ref::Id(id) => write!(f, "{id}"),
+            Ref::Name(name) => f.write_str(name),
         }
     }
 }
 
 impl From<PoolId> for PoolRef {
     fn from(id: PoolId) -> Self {
-        PoolRef::Id(id)
-    }
-}
-
-impl From<&str> for PoolRef {
-    fn from(arg: &str) -> Self {
-        PoolRef::parse(arg)
-    }
-}
-
-impl From<&PoolRef> for PoolRef {
-    fn from(r: &PoolRef) -> Self {
-        r.clone()
-    }
-}
-
-/// A domain argument: an id or a name.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum DomainRef {
-    /// By id.
-    Id(DomainId),
-    /// By name.
-    Name(String),
-}
-
-impl DomainRef {
-    /// `xl`'s rule: all digits = an id, else a name.
-    pub fn parse(arg: &str) -> DomainRef {
-        match parse_id(arg) {
-            Some(id) => DomainRef::Id(DomainId(id)),
-            None => DomainRef::Name(arg.to_owned()),
-        }
-    }
-}
-
-impl fmt::Display for DomainRef {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            DomainRef::Id(id) => write!(f, "{id}"),
-            DomainRef::Name(name) => f.write_str(name),
-        }
+        Ref::Id(id)
     }
 }
 
 impl From<DomainId> for DomainRef {
     fn from(id: DomainId) -> Self {
-        DomainRef::Id(id)
+        Ref::Id(id)
     }
 }
 
-impl From<&str> for DomainRef {
+impl<I: RawId> From<&str> for Ref<I> {
     fn from(arg: &str) -> Self {
-        DomainRef::parse(arg)
+        Ref::parse(arg)
+    }
+}
+
+impl<I: Clone> From<&Ref<I>> for Ref<I> {
+    fn from(r: &Ref<I>) -> Self {
+        r.clone()
     }
 }
 
