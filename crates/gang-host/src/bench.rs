@@ -521,6 +521,11 @@ fn adopt_phase(config: &BenchConfig, n: u32, spawn: SpawnSpinner) -> Result<Phas
 
 /// For every slot of every domain: last minus first vCPU start.
 pub fn co_start_skew(traces: &[(VcpuRef, Vec<SlotRun>)], window: (Nanos, Nanos)) -> Spread {
+    Spread::of(co_start_skews(traces, window))
+}
+
+/// The co-start skew of every slot of every domain in `window`, ns.
+pub fn co_start_skews(traces: &[(VcpuRef, Vec<SlotRun>)], window: (Nanos, Nanos)) -> Vec<f64> {
     use std::collections::BTreeMap;
     let mut starts: BTreeMap<(DomainId, Nanos), Vec<Nanos>> = BTreeMap::new();
     for (v, runs) in traces {
@@ -537,15 +542,13 @@ pub fn co_start_skew(traces: &[(VcpuRef, Vec<SlotRun>)], window: (Nanos, Nanos))
         }
     }
     let vcpus_of = |d: DomainId| traces.iter().filter(|(v, _)| v.domain == d).count();
-    Spread::of(
-        starts
-            .iter()
-            .filter(|((d, _), s)| s.len() == vcpus_of(*d) && s.len() > 1)
-            .map(|(_, s)| {
-                (s.iter().max().copied().unwrap_or(0) - s.iter().min().copied().unwrap_or(0)) as f64
-            })
-            .collect(),
-    )
+    starts
+        .iter()
+        .filter(|((d, _), s)| s.len() == vcpus_of(*d) && s.len() > 1)
+        .map(|(_, s)| {
+            (s.iter().max().copied().unwrap_or(0) - s.iter().min().copied().unwrap_or(0)) as f64
+        })
+        .collect()
 }
 
 /// Time the vCPUs ran within `window` ÷ (CPUs × window length).
