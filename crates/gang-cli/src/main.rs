@@ -37,6 +37,7 @@ enum Command {
     /// Run the gang daemon (see contrib/systemd/gang.service)
     Daemon(xl::DaemonArgs),
     Info(xl::InfoArgs),
+    Create(xl::CreateArgs),
     List(xl::ListArgs),
     #[command(name = "cpupool-list")]
     CpupoolList(xl::CpupoolListArgs),
@@ -64,6 +65,7 @@ fn main() -> ExitCode {
         Command::Workload(args) => ("workload", false, workload::run(&args)),
         Command::Daemon(args) => ("daemon", false, xl::daemon(&args)),
         Command::Info(args) => ("info", true, xl::info(&args)),
+        Command::Create(args) => ("create", true, xl::create(&args)),
         Command::List(args) => ("list", true, xl::list(&args)),
         Command::CpupoolList(args) => ("cpupool-list", true, xl::cpupool_list(&args)),
         Command::CpupoolCreate(args) => ("cpupool-create", true, xl::cpupool_create(&args)),

@@ -243,3 +243,96 @@ pub fn cpupool_migrate(args: &CpupoolMigrateArgs) -> Result<()> {
     })?;
     Ok(())
 }
+
+/// `gang create [-p] [-c] [-q] [-n] FILE [KEY=VALUE ...]`.
+#[derive(Debug, Args)]
+#[command(about = "Create a domain from an xl.cfg file (KEY=VALUE settings override the file)")]
+pub struct CreateArgs {
+    /// Leave the domain paused after creating it.
+    #[arg(short = 'p')]
+    paused: bool,
+    /// Attach to the domain's console.
+    #[arg(short = 'c')]
+    console: bool,
+    /// Quiet: do not print "Parsing config from FILE".
+    #[arg(short = 'q')]
+    quiet: bool,
+    /// Dry run: parse and check the configuration, print it as JSON, create
+    /// nothing.
+    #[arg(short = 'n')]
+    dry_run: bool,
+    /// The config file, then KEY=VALUE settings in config syntax.
+    #[arg(value_name = "FILE [KEY=VALUE]...", required = true)]
+    args: Vec<String>,
+}
+
+/// What this toolstack can run, for refusals of configs it cannot.
+const SUPPORTED: &str =
+    "gang runs domains of type \"process\" (a host program, `command = [...]`, \
+or a running one, `pid = N`, whose threads are the vCPUs) and \"pvh\" (a KVM micro-VM booting \
+`kernel` through its PVH entry point)";
+
+/// Refuses what needs something gang does not have, saying what instead.
+fn check_supported(config: &gang_config::DomainConfig) -> Result<()> {
+    use gang_config::DomainType;
+    match config.domain_type {
+        DomainType::Pv => bail!(
+            "type \"pv\" needs Xen's paravirtual interface, which gang does not have: {SUPPORTED}. \
+A PV guest kernel that also boots as PVH (Linux does) runs with type = \"pvh\" and the same `kernel`."
+        ),
+        DomainType::Hvm => bail!(
+            "type \"hvm\" (or builder = \"hvm\") needs full-system emulation, which gang does not have: \
+{SUPPORTED}. Run the VM in QEMU and adopt its vCPU threads with type = \"process\", pid = QEMU's \
+pid, vcpu_threads = \"CPU */KVM\"."
+        ),
+        DomainType::Pvh | DomainType::Process => {}
+    }
+    if config.bootloader.is_some() {
+        bail!("bootloader (pygrub) is not supported: give the guest kernel with `kernel` (and `ramdisk`, `cmdline`)");
+    }
+    if config.vnc == Some(true) {
+        bail!("vnc is not supported: gang domains have a serial console (`gang create -c`, `gang console`)");
+    }
+    Ok(())
+}
+
+pub fn create(args: &CreateArgs) -> Result<()> {
+    let file = &args.args[0];
+    if file.contains('=') {
+        bail!("'gang create' requires a config file first, then KEY=VALUE settings");
+    }
+    if !args.quiet {
+        eprintln!("Parsing config from {file}");
+    }
+    let text = std::fs::read_to_string(file).with_context(|| format!("reading {file}"))?;
+    let config = gang_config::Config::parse_with_overrides(file, &text, &args.args[1..])
+        .map_err(|e| anyhow::anyhow!("{e}\nFailed to parse config: Invalid argument"))?;
+    let domain = gang_config::DomainConfig::from_config(&config);
+    for w in config.take_warnings() {
+        eprintln!("{w}");
+    }
+    let domain = domain?;
+    check_supported(&domain)?;
+    let json = serde_json::to_value(&domain).context("encoding the configuration")?;
+    if args.dry_run {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&json).context("encoding the configuration")?
+        );
+        return Ok(());
+    }
+    if args.console {
+        bail!("attaching the console is not supported by this version yet");
+    }
+    let ResponseBody::Created { id } = call(RequestBody::CreateDomain {
+        config: json,
+        paused: args.paused,
+    })?
+    else {
+        bail!("unexpected answer")
+    };
+    if !args.quiet {
+        eprintln!("Created domain {id}");
+    }
+    Ok(())
+}

@@ -266,7 +266,7 @@ pub struct Response {
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     /// The socket could not be reached.
-    #[error("cannot connect to the gang daemon at {path}: {source} (is `gang daemon` running?)")]
+    #[error("cannot connect to the gang daemon at {path} (is `gang daemon` running?)")]
     Connect {
         /// The socket path.
         path: String,
