@@ -1,7 +1,7 @@
 //! The daemon and xl's sub-commands served by it today: `daemon`, `info`,
 //! `list`, `cpupool-list`, `cpupool-create`, `cpupool-destroy`,
 //! `cpupool-rename`, `cpupool-cpu-add`, `cpupool-cpu-remove`,
-//! `cpupool-migrate`. Each client command is one request to the daemon over
+//! `cpupool-migrate`, and `create` (its dry run `-n` needs no daemon). Each client command is one request to the daemon over
 //! its socket (`GANG_SOCKET`, default /run/gang/gang.sock) and prints what xl
 //! prints; a failure prints xl's message and exits 1, changing nothing.
 
