@@ -14,15 +14,31 @@ fn example(name: &str) -> PathBuf {
         .join(name)
 }
 
-fn tmp(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("gang-cli-test-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir.join(name)
+/// A directory of its own for one test, removed when dropped.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> TempDir {
+        let dir = std::env::temp_dir().join(format!("gang-cli-test-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+
+    fn file(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 #[test]
 fn runs_an_example_with_json_and_svg() {
-    let (json, svg) = (tmp("r.json"), tmp("r.svg"));
+    let dir = TempDir::new("example");
+    let (json, svg) = (dir.file("r.json"), dir.file("r.svg"));
     let out = gang()
         .args([
             "sim",
@@ -81,7 +97,8 @@ fn json_to_stdout_replaces_the_table() {
 
 #[test]
 fn scenario_errors_exit_1_naming_the_file() {
-    let bad = tmp("bad.toml");
+    let dir = TempDir::new("errors");
+    let bad = dir.file("bad.toml");
     std::fs::write(&bad, "duration = \"1s\"\n[pool]\ncpus = \"0\"\n[[domain]]\nname = \"a\"\nvcpus = 1\npolicy = \"rr\"\n")
         .unwrap();
     let out = gang().arg("sim").arg(&bad).output().unwrap();
