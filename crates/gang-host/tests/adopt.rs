@@ -34,6 +34,7 @@ fn can_run() -> bool {
 /// The child: two spin-barrier threads for the given milliseconds; prints
 /// their TIDs, then at the end the rounds and each thread's resume times.
 #[test]
+#[ignore = "a child process of another test, which runs it with --ignored"]
 fn child_process_with_two_spinning_threads() {
     let Some(ms) = std::env::var_os(CHILD_ENV) else {
         return;
@@ -110,6 +111,7 @@ fn spawn_child(ms: u64) -> ChildRun {
         .args([
             "--exact",
             "child_process_with_two_spinning_threads",
+            "--ignored",
             "--nocapture",
             "--test-threads=1",
         ])
@@ -335,6 +337,7 @@ const RUNTIME_CHILD_ENV: &str = "GANG_TEST_ADOPT_RUNTIME_CHILD";
 /// named in the environment (`STATE_DIR:TID1:TID2`), says so, and waits to be
 /// killed.
 #[test]
+#[ignore = "a child process of another test, which runs it with --ignored"]
 fn child_runtime_adopting_two_threads() {
     let Some(arg) = std::env::var_os(RUNTIME_CHILD_ENV) else {
         return;
@@ -369,6 +372,7 @@ fn a_killed_runtime_leaves_no_adopted_thread_at_real_time_priority() {
         .args([
             "--exact",
             "child_runtime_adopting_two_threads",
+            "--ignored",
             "--nocapture",
             "--test-threads=1",
         ])

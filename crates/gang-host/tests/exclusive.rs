@@ -132,6 +132,7 @@ fn exclusive_runtime_takes_its_cpu_and_gives_it_back() {
 /// Not a test on its own: the child process of the kill test. It takes CPU 1
 /// exclusively, says so, and waits to be killed.
 #[test]
+#[ignore = "a child process of another test, which runs it with --ignored"]
 fn child_process_holding_an_exclusive_runtime() {
     let Some(state) = std::env::var_os(CHILD_ENV) else {
         return;
@@ -154,6 +155,7 @@ fn a_killed_runtime_is_repaired_by_the_next_start() {
         .args([
             "--exact",
             "child_process_holding_an_exclusive_runtime",
+            "--ignored",
             "--nocapture",
             "--test-threads=1",
         ])
