@@ -14,7 +14,7 @@
 //! execution and to measure co-start skew.
 
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 
 use gang_core::{Nanos, VcpuRef};
 
@@ -35,8 +35,12 @@ pub struct SlotRun {
     pub end: Nanos,
 }
 
+/// How to get a thread out of a blocking call it makes on the guest's
+/// behalf (a VMM's `KVM_RUN`): called by the dispatcher right after it closed
+/// the gate, and by [`VcpuControl::stop`]. Must be quick and must not block.
+pub type Kicker = Box<dyn Fn() + Send + Sync>;
+
 /// The shared control block of one vCPU thread.
-#[derive(Debug)]
 pub struct VcpuControl {
     /// Which vCPU.
     pub vcpu: VcpuRef,
@@ -50,6 +54,19 @@ pub struct VcpuControl {
     tid: AtomicI32,
     trace: Mutex<Vec<SlotRun>>,
     trace_enabled: bool,
+    kicker: OnceLock<Kicker>,
+}
+
+impl std::fmt::Debug for VcpuControl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VcpuControl")
+            .field("vcpu", &self.vcpu)
+            .field("open", &self.is_open())
+            .field("running", &self.is_running())
+            .field("tid", &self.tid())
+            .field("kicker", &self.kicker.get().is_some())
+            .finish()
+    }
 }
 
 impl VcpuControl {
@@ -64,6 +81,19 @@ impl VcpuControl {
             tid: AtomicI32::new(0),
             trace: Mutex::new(Vec::new()),
             trace_enabled: trace,
+            kicker: OnceLock::new(),
+        }
+    }
+
+    /// Thread owner: installs the kicker that interrupts the thread when its
+    /// gate closes (once; a second call is ignored and returns `false`).
+    pub fn set_kicker(&self, kicker: Kicker) -> bool {
+        self.kicker.set(kicker).is_ok()
+    }
+
+    fn kick(&self) {
+        if let Some(k) = self.kicker.get() {
+            k();
         }
     }
 
@@ -74,9 +104,13 @@ impl VcpuControl {
         sys::futex_wake_all(&self.gate);
     }
 
-    /// Dispatcher: closes the gate; the thread parks at its next checkpoint.
+    /// Dispatcher: closes the gate; the thread parks at its next checkpoint
+    /// (a thread with a kicker is kicked towards it; always, because a
+    /// thread that just passed its gate may not show as running yet, and a
+    /// kick of a parked thread costs only a spurious wake-up).
     pub fn close(&self) {
         self.gate.store(CLOSED, Ordering::Release);
+        self.kick();
     }
 
     /// Whether the gate is open.
@@ -100,6 +134,7 @@ impl VcpuControl {
         self.stop.store(true, Ordering::Release);
         self.gate.store(OPEN, Ordering::Release);
         sys::futex_wake_all(&self.gate);
+        self.kick();
     }
 
     /// Whether [`VcpuControl::stop`] was called.
@@ -222,5 +257,44 @@ mod tests {
         assert_eq!(trace[0].slot, 7);
         assert!(trace[0].end > trace[0].start && trace[0].end != Nanos::MAX);
         assert!(ctl.tid() > 0);
+    }
+
+    #[test]
+    fn closing_and_stopping_kick_a_thread_blocked_outside_its_checkpoints() {
+        let clock = Clock::new(1000);
+        let ctl = Arc::new(VcpuControl::new(
+            VcpuRef {
+                domain: DomainId(1),
+                vcpu: 0,
+            },
+            false,
+        ));
+        // The thread blocks in something that is not a checkpoint (as a VMM
+        // thread blocks in KVM_RUN); its kicker is the only way out.
+        let (kick_tx, kick_rx) = std::sync::mpsc::channel::<()>();
+        let kick_tx = Mutex::new(kick_tx);
+        assert!(ctl.set_kicker(Box::new(move || {
+            let _ = kick_tx.lock().map(|t| t.send(()));
+        })));
+        assert!(!ctl.set_kicker(Box::new(|| {})), "installed once");
+        let c = Arc::clone(&ctl);
+        let worker = std::thread::spawn(move || {
+            let mut kicks = 0;
+            while c.checkpoint(&clock) {
+                if kick_rx.recv().is_err() {
+                    break;
+                }
+                kicks += 1;
+            }
+            kicks
+        });
+        ctl.open(1);
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        assert!(ctl.is_running(), "inside its blocking call");
+        ctl.close();
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        assert!(!ctl.is_running(), "kicked out and parked at the gate");
+        ctl.stop();
+        assert_eq!(worker.join().expect("worker"), 1);
     }
 }
