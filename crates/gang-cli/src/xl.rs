@@ -154,6 +154,7 @@ pub fn cpupool_create(args: &CpupoolCreateArgs) -> Result<()> {
         name: pool.name.clone(),
         sched: sched.clone(),
         cpus: cpus.clone(),
+        shared: pool.shared,
     })?;
     let n = if cpus.is_empty() {
         0

@@ -162,7 +162,7 @@ pub const DOMAIN_KEYS: &[&str] = &[
 ];
 
 /// Keys understood by [`CpupoolConfig::from_config`].
-pub const CPUPOOL_KEYS: &[&str] = &["name", "sched", "cpus", "nodes"];
+pub const CPUPOOL_KEYS: &[&str] = &["name", "sched", "cpus", "nodes", "shared"];
 
 fn invalid(cfg: &Config, key: &str, message: &str) -> ConfigError {
     let (file, line) = cfg
@@ -358,6 +358,10 @@ pub struct CpupoolConfig {
     pub cpus: Option<String>,
     /// `nodes`: likewise, NUMA nodes.
     pub nodes: Option<String>,
+    /// `shared` (gang's own, a boolean): a gang pool whose CPUs stay in
+    /// `Pool-0` too, the host keeping a slot of each.
+    #[serde(default)]
+    pub shared: bool,
 }
 
 impl CpupoolConfig {
@@ -379,6 +383,7 @@ impl CpupoolConfig {
             sched: cfg.get_str("sched"),
             cpus: get_cpu_list(cfg, "cpus"),
             nodes: get_cpu_list(cfg, "nodes"),
+            shared: cfg.get_num("shared").is_some_and(|n| n != 0),
         })
     }
 }

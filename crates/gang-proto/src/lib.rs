@@ -56,6 +56,11 @@ pub enum RequestBody {
         sched: String,
         /// Its CPUs (xl CPU list; empty for none).
         cpus: String,
+        /// A gang pool that shares its CPUs with `Pool-0` (they stay in
+        /// `Pool-0` too; the host keeps a slot of each): for hosts too small
+        /// to give CPUs away.
+        #[serde(default)]
+        shared: bool,
     },
     /// Remove a pool.
     DestroyPool {
@@ -107,8 +112,14 @@ pub enum RequestBody {
         /// Which.
         domain: DomainArg,
     },
-    /// Ask a domain to shut down.
+    /// Ask a domain to shut down (a process gets SIGTERM; a VM a power-off
+    /// request).
     Shutdown {
+        /// Which.
+        domain: DomainArg,
+    },
+    /// Ask a domain to reboot.
+    Reboot {
         /// Which.
         domain: DomainArg,
     },
@@ -117,10 +128,14 @@ pub enum RequestBody {
         /// Which.
         domain: DomainArg,
     },
-    /// Read gang parameters (`gang sched-gang`), of one pool or all.
+    /// Read gang parameters (`gang sched-gang`), of one pool or all, of one
+    /// domain or all.
     SchedGangGet {
         /// The pool, or all.
         pool: Option<PoolArg>,
+        /// The domain, or all.
+        #[serde(default)]
+        domain: Option<DomainArg>,
     },
     /// Set a domain's gang parameters (`gang sched-gang -d … -t …`).
     SchedGangSet {
@@ -130,6 +145,27 @@ pub enum RequestBody {
         cpus: Option<String>,
         /// The policy in the seed's syntax (`tt,100ms,40ms`).
         policy: String,
+    },
+    /// The vCPUs of some domains (`gang vcpu-list`); empty: all.
+    VcpuList {
+        /// The domains.
+        domains: Vec<DomainArg>,
+    },
+    /// The daemon's message ring (`gang dmesg`).
+    Dmesg {
+        /// Clear it after reading.
+        clear: bool,
+    },
+    /// Where a domain's console output is (`gang console`).
+    Console {
+        /// Which.
+        domain: DomainArg,
+    },
+    /// The recent slots a gang pool's dispatchers gave a domain's vCPUs
+    /// (`gang trace`): the runtime's own record of what ran where.
+    Trace {
+        /// Which.
+        domain: DomainArg,
     },
 }
 
@@ -146,6 +182,9 @@ pub struct PoolInfo {
     pub cpus: Vec<gang_core::CpuId>,
     /// Number of domains in it.
     pub domains: u32,
+    /// A gang pool sharing its CPUs with `Pool-0`.
+    #[serde(default)]
+    pub shared: bool,
 }
 
 /// A domain as the daemon reports it.
@@ -165,6 +204,95 @@ pub struct DomainInfo {
     pub cpu_time_s: f64,
     /// Its pool's name.
     pub pool: String,
+    /// Its UUID.
+    #[serde(default)]
+    pub uuid: String,
+    /// The shutdown reason code (`list -v`), when shut down.
+    #[serde(default)]
+    pub shutdown_code: Option<u32>,
+    /// Why it crashed or shut down, for people.
+    #[serde(default)]
+    pub reason: Option<String>,
+    /// Its whole configuration (`list -l`).
+    #[serde(default)]
+    pub config: serde_json::Value,
+}
+
+/// One vCPU (`vcpu-list`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VcpuInfo {
+    /// Domain name.
+    pub domain: String,
+    /// Domain id.
+    pub domid: u32,
+    /// vCPU number.
+    pub vcpu: u32,
+    /// The CPU it is on now, if running.
+    pub cpu: Option<gang_core::CpuId>,
+    /// Running now.
+    pub running: bool,
+    /// Blocked (waiting for something).
+    pub blocked: bool,
+    /// Paused or offline.
+    pub paused: bool,
+    /// CPU time, seconds.
+    pub time_s: f64,
+    /// Hard affinity (xl CPU list, `all` or `none`).
+    pub hard_affinity: String,
+    /// Soft affinity.
+    pub soft_affinity: String,
+}
+
+/// One domain's gang parameters (`sched-gang`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SchedGangDomain {
+    /// Name.
+    pub name: String,
+    /// Id.
+    pub id: u32,
+    /// The policy in the seed's syntax, `-` if none set.
+    pub policy: String,
+    /// The CPU map (vCPU i on the i-th CPU), xl list syntax, `-` if none.
+    pub cpu_map: String,
+    /// The accounting window: the policy's period (1 s for `be`/`no`), ns.
+    pub window_ns: u64,
+    /// CPU time its vCPUs were given in the last window, ns (all vCPUs).
+    pub received_ns: u64,
+}
+
+/// One gang pool's parameters (`sched-gang`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SchedGangPool {
+    /// Pool name.
+    pub name: String,
+    /// Pool id.
+    pub id: u32,
+    /// Scheduling grain, ns.
+    pub grain_ns: u64,
+    /// Its CPUs.
+    pub cpus: Vec<gang_core::CpuId>,
+    /// Shares its CPUs with `Pool-0`.
+    pub shared: bool,
+    /// The host's own slot per CPU in a shared pool, `(period, active)` ns.
+    pub host_slot_ns: Option<(u64, u64)>,
+    /// Whether its dispatchers are running (a pool starts them with its first
+    /// domain).
+    pub active: bool,
+    /// Its domains.
+    pub domains: Vec<SchedGangDomain>,
+}
+
+/// One slot a vCPU was given (`trace`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TraceSlot {
+    /// The vCPU.
+    pub vcpu: u32,
+    /// The CPU.
+    pub cpu: gang_core::CpuId,
+    /// Start (pool time, ns).
+    pub start_ns: u64,
+    /// End (pool time, ns; `u64::MAX` if still running).
+    pub end_ns: u64,
 }
 
 /// What the daemon answers.
@@ -193,10 +321,34 @@ pub enum ResponseBody {
         /// Its id.
         id: u32,
     },
-    /// `SchedGangGet`: pre-formatted rows, per pool.
+    /// `SchedGangGet`.
     SchedGang {
-        /// Per pool: the pool line, then one row per domain.
-        pools: Vec<(String, Vec<String>)>,
+        /// The gang pools.
+        pools: Vec<SchedGangPool>,
+    },
+    /// `VcpuList`.
+    Vcpus {
+        /// The vCPUs, by domain then vCPU.
+        vcpus: Vec<VcpuInfo>,
+    },
+    /// `Dmesg`.
+    Dmesg {
+        /// The lines, oldest first.
+        lines: Vec<String>,
+    },
+    /// `Console`.
+    Console {
+        /// The file the domain's console output goes to.
+        path: String,
+        /// Whether the domain is still running (more output may come).
+        live: bool,
+    },
+    /// `Trace`.
+    Trace {
+        /// The pool clock now, ns.
+        now_ns: u64,
+        /// The slots, oldest first, at most the last few thousand.
+        slots: Vec<TraceSlot>,
     },
 }
 
@@ -446,6 +598,7 @@ mod tests {
                     sched: "host".into(),
                     cpus: vec![0, 1],
                     domains: 0,
+                    shared: false,
                 }],
             }),
             RequestBody::DestroyPool { pool } if pool == "Pool-0" => Err(ApiError::new(
@@ -475,6 +628,7 @@ mod tests {
                 name: "GangSched-Pool".into(),
                 sched: "gang".into(),
                 cpus: String::new(),
+                shared: false,
             })
             .unwrap();
         assert_eq!(created, ResponseBody::Created { id: 1 });

@@ -125,6 +125,10 @@ mod tests {
             state: state.into(),
             cpu_time_s: time,
             pool: pool.into(),
+            uuid: String::new(),
+            shutdown_code: None,
+            reason: None,
+            config: serde_json::Value::Null,
         }
     }
 
@@ -161,6 +165,7 @@ mod tests {
                 sched: "credit2".into(),
                 cpus: vec![0, 1, 2, 3],
                 domains: 1,
+                shared: false,
             },
             PoolInfo {
                 id: 1,
@@ -168,6 +173,7 @@ mod tests {
                 sched: "gang".into(),
                 cpus: vec![],
                 domains: 0,
+                shared: false,
             },
         ];
         assert_eq!(

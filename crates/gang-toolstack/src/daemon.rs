@@ -107,7 +107,9 @@ impl Daemon {
             RequestBody::ListDomains => Ok(ResponseBody::Domains {
                 domains: self.domains()?,
             }),
-            RequestBody::CreatePool { name, sched, cpus } => {
+            RequestBody::CreatePool {
+                name, sched, cpus, ..
+            } => {
                 let cpus = cpus_arg(&cpus, &self.host_cpus)?;
                 let id = self
                     .store
@@ -146,6 +148,7 @@ impl Daemon {
             RequestBody::SchedGangGet { .. } | RequestBody::SchedGangSet { .. } => {
                 Err(not_yet("sched-gang"))
             }
+            _ => Err(not_yet("this request")),
         }
     }
 
@@ -183,6 +186,7 @@ impl Daemon {
                 sched: p.sched.as_str().to_string(),
                 cpus: p.cpus.iter().collect(),
                 domains: p.domain_count,
+                shared: false,
             })
             .collect())
     }
@@ -225,6 +229,10 @@ impl Daemon {
                     state,
                     cpu_time_s: 0.0,
                     pool,
+                    uuid: String::new(),
+                    shutdown_code: None,
+                    reason: None,
+                    config: serde_json::Value::Null,
                 }
             })
             .collect())
