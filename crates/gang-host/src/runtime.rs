@@ -188,7 +188,8 @@ pub struct GateViolation {
 /// What the dispatchers did, returned by [`Runtime::stop`].
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct RuntimeReport {
-    /// Every switch, per CPU in time order.
+    /// The switches, per CPU in time order (the last
+    /// [`SWITCH_LOG_CAPACITY`] of each CPU).
     pub switches: Vec<Switch>,
     /// Boundaries decided (per replica; all replicas decide all).
     pub boundaries: u64,
@@ -209,8 +210,14 @@ pub enum Gate {
 
 type Registry = RwLock<BTreeMap<VcpuRef, Gate>>;
 
+/// How many switches each dispatcher keeps for [`Runtime::recent_switches`]
+/// (about a minute at a 1 ms grain; the oldest are dropped).
+pub const SWITCH_LOG_CAPACITY: usize = 1 << 16;
+
 struct Shared {
     config: RuntimeConfig,
+    /// Per dispatcher (replica order): its recent switches, oldest first.
+    switch_log: Vec<Mutex<std::collections::VecDeque<Switch>>>,
     /// Exclusive mode: the cpuset holding the pool's CPUs.
     shield: Option<crate::cgroup::CpuShield>,
     clock: Clock,
@@ -306,6 +313,10 @@ impl Runtime {
             log: Arc::new(EventLog::new(cpus.len(), config.lead, clock)),
             registry: RwLock::new(BTreeMap::new()),
             stop: AtomicBool::new(false),
+            switch_log: cpus
+                .iter()
+                .map(|_| Mutex::new(std::collections::VecDeque::new()))
+                .collect(),
             shield,
             config,
         });
@@ -618,7 +629,6 @@ impl Runtime {
         let mut report = RuntimeReport::default();
         for h in self.dispatchers.drain(..) {
             if let Ok(r) = h.join() {
-                report.switches.extend(r.switches);
                 report.boundaries = report.boundaries.max(r.boundaries);
                 report.violations.extend(r.violations);
                 report.exited.extend(r.exited);
@@ -642,8 +652,21 @@ impl Runtime {
                 a.release();
             }
         }
-        report.switches.sort_by_key(|s| (s.cpu, s.at));
+        report.switches = self.recent_switches();
         report
+    }
+
+    /// The recent switches of every dispatcher (at most
+    /// [`SWITCH_LOG_CAPACITY`] per CPU), per CPU in time order: the record
+    /// of what ran where, for `gang trace` and the CPU time a domain got.
+    pub fn recent_switches(&self) -> Vec<Switch> {
+        let mut all = Vec::new();
+        for log in &self.shared.switch_log {
+            let log = log.lock().unwrap_or_else(|p| p.into_inner());
+            all.extend(log.iter().copied());
+        }
+        all.sort_by_key(|s| (s.cpu, s.at));
+        all
     }
 }
 
@@ -657,7 +680,6 @@ impl Drop for Runtime {
 
 #[derive(Debug, Default)]
 struct DispatcherReport {
-    switches: Vec<Switch>,
     boundaries: u64,
     violations: Vec<GateViolation>,
     exited: Vec<VcpuRef>,
@@ -794,13 +816,19 @@ fn dispatcher(
             }
         }
         current = incoming;
-        report.switches.push(Switch {
-            cpu,
-            at: b,
-            vcpu,
-            late,
-            gate_ns,
-        });
+        // Off the switch path; only readers of the log contend, rarely.
+        if let Ok(mut log) = shared.switch_log[replica].lock() {
+            if log.len() == SWITCH_LOG_CAPACITY {
+                log.pop_front();
+            }
+            log.push_back(Switch {
+                cpu,
+                at: b,
+                vcpu,
+                late,
+                gate_ns,
+            });
+        }
     }
     match current {
         Some(Gate::Own(c)) => c.close(),
