@@ -108,12 +108,15 @@ impl Daemon {
                 domains: self.domains()?,
             }),
             RequestBody::CreatePool {
-                name, sched, cpus, ..
+                name,
+                sched,
+                cpus,
+                shared,
             } => {
                 let cpus = cpus_arg(&cpus, &self.host_cpus)?;
                 let id = self
                     .store
-                    .create_pool(&name, &sched, &cpus)
+                    .create_pool(&name, &sched, &cpus, shared)
                     .map_err(store_error)?;
                 Ok(ResponseBody::Created { id: id.0 })
             }

@@ -27,6 +27,10 @@
 //!   Pool names and domain names are unique; a name is never all digits,
 //!   because an argument of all digits is an id ("all digits = an id, else a
 //!   name", as in `xl`).
+//! * A *shared* gang pool borrows CPUs of `Pool-0` instead (`lent_cpus`): a
+//!   CPU is lent to one pool at most, stays in `Pool-0`, and cannot leave
+//!   `Pool-0` while lent (`cpu N is shared with cpupool 'x'`). It is how a
+//!   host too small to give CPUs away runs gangs as wide as the host.
 //! * A pool with domains can neither be destroyed nor lose its last CPU.
 //! * A domain cannot be created in, or migrated to, a pool with no CPU.
 //! * A domain's CPU map, when set, has one distinct CPU of its pool per vCPU;
@@ -52,7 +56,7 @@ use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBe
 use serde::{Deserialize, Serialize};
 
 /// The schema version this code writes (the number of migrations).
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// The name of the host pool, id 0.
 pub const POOL0_NAME: &str = "Pool-0";
@@ -87,6 +91,20 @@ pub enum StoreError {
         /// The CPU.
         cpu: CpuId,
         /// The pool's name.
+        pool: String,
+    },
+    /// A shared pool must use the gang scheduler.
+    #[error("a shared cpupool must use the gang scheduler")]
+    SharedNeedsGang,
+    /// A CPU to lend to a shared pool is not in `Pool-0` or is lent already.
+    #[error("cpu {0} illegal or not free (a shared cpupool takes cpus of Pool-0 that no other pool shares)")]
+    CpuNotLendable(CpuId),
+    /// A CPU of `Pool-0` is lent to a shared pool and cannot leave `Pool-0`.
+    #[error("cpu {cpu} is shared with cpupool '{pool}'")]
+    CpuLent {
+        /// The CPU.
+        cpu: CpuId,
+        /// The shared pool's name.
         pool: String,
     },
     /// The removal would leave `Pool-0`, or a pool with domains, without CPU.
@@ -291,10 +309,12 @@ pub struct PoolRecord {
     pub name: String,
     /// Its scheduler.
     pub sched: Sched,
-    /// The host CPUs it owns.
+    /// The host CPUs it owns (a shared pool: the CPUs `Pool-0` lends it).
     pub cpus: CpuSet,
     /// How many domains are in it.
     pub domain_count: u32,
+    /// A gang pool sharing its CPUs with `Pool-0`.
+    pub shared: bool,
 }
 
 /// Why a domain shut down (the reason letter of `xl list`'s state).
@@ -364,6 +384,8 @@ pub struct NewDomain {
     pub cpu_map: Option<Vec<CpuId>>,
     /// Initial state (`Running`, or `Paused` for `create -p`).
     pub state: DomainState,
+    /// Its UUID.
+    pub uuid: String,
 }
 
 /// One domain as stored.
@@ -391,13 +413,17 @@ pub struct DomainRecord {
     pub process: Option<ProcessIdentity>,
     /// Creation time, seconds since the Unix epoch.
     pub created_at: u64,
+    /// Its UUID (given at creation).
+    pub uuid: String,
+    /// The daemon's live facts about the running domain (JSON, opaque here).
+    pub live_json: Option<String>,
 }
 
 /// A migration takes the file from version `i` to `i + 1`.
 type Migration = fn(&Transaction<'_>) -> rusqlite::Result<()>;
 
 /// `MIGRATIONS[i]` upgrades version `i` to `i + 1`.
-const MIGRATIONS: [Migration; SCHEMA_VERSION as usize] = [migrate_0_to_1];
+const MIGRATIONS: [Migration; SCHEMA_VERSION as usize] = [migrate_0_to_1, migrate_1_to_2];
 
 /// Version 1: the first schema.
 fn migrate_0_to_1(tx: &Transaction<'_>) -> rusqlite::Result<()> {
@@ -442,6 +468,21 @@ fn migrate_0_to_1(tx: &Transaction<'_>) -> rusqlite::Result<()> {
          );
          CREATE INDEX domains_pool ON domains(pool);
          INSERT INTO counters (kind, next) VALUES ('pool', 1), ('domain', 1);",
+    )
+}
+
+/// Version 2: shared gang pools (CPUs lent by `Pool-0`), domain UUIDs, and
+/// the live facts of a running domain (its vCPU threads, console file).
+fn migrate_1_to_2(tx: &Transaction<'_>) -> rusqlite::Result<()> {
+    tx.execute_batch(
+        "ALTER TABLE pools ADD COLUMN shared INTEGER NOT NULL DEFAULT 0;
+         -- CPUs of Pool-0 lent to a shared gang pool: at most one pool each
+         CREATE TABLE lent_cpus (
+             cpu  INTEGER PRIMARY KEY,
+             pool INTEGER NOT NULL REFERENCES pools(id)
+         );
+         ALTER TABLE domains ADD COLUMN uuid TEXT NOT NULL DEFAULT '';
+         ALTER TABLE domains ADD COLUMN live_json TEXT;",
     )
 }
 
@@ -498,21 +539,30 @@ impl Store {
     // ----- pools -------------------------------------------------------
 
     /// Creates a pool (`cpupool-create`). `sched` is `gang` or `host`; every
-    /// CPU must be a free host CPU; `cpus` may be empty.
-    pub fn create_pool(&mut self, name: &str, sched: &str, cpus: &CpuSet) -> Result<PoolId> {
+    /// CPU must be a free host CPU; `cpus` may be empty. A `shared` pool (gang
+    /// only) instead borrows CPUs of `Pool-0`, which keeps them too.
+    pub fn create_pool(
+        &mut self,
+        name: &str,
+        sched: &str,
+        cpus: &CpuSet,
+        shared: bool,
+    ) -> Result<PoolId> {
         let sched: Sched = sched.parse()?;
+        if shared && sched != Sched::Gang {
+            return Err(StoreError::SharedNeedsGang);
+        }
         check_name(name)?;
         self.write(|tx| {
             if find_pool_by_name(tx, name)?.is_some() {
                 return Err(StoreError::PoolExists(name.to_owned()));
             }
-            check_free(tx, cpus)?;
             let id = next_id(tx, "pool")?;
             tx.execute(
-                "INSERT INTO pools (id, name, sched) VALUES (?1, ?2, ?3)",
-                params![id, name, sched.as_str()],
+                "INSERT INTO pools (id, name, sched, shared) VALUES (?1, ?2, ?3, ?4)",
+                params![id, name, sched.as_str(), shared],
             )?;
-            insert_cpus(tx, id, cpus)?;
+            add_to_pool(tx, PoolId(id), shared, cpus)?;
             Ok(PoolId(id))
         })
     }
@@ -530,6 +580,7 @@ impl Store {
                 return Err(StoreError::PoolHasDomains(name));
             }
             tx.execute("DELETE FROM pool_cpus WHERE pool = ?1", params![id.0])?;
+            tx.execute("DELETE FROM lent_cpus WHERE pool = ?1", params![id.0])?;
             tx.execute("DELETE FROM pools WHERE id = ?1", params![id.0])?;
             Ok(())
         })
@@ -555,14 +606,14 @@ impl Store {
     }
 
     /// Adds CPUs to a pool (`cpupool-cpu-add`). Each must be a free host CPU
-    /// (for `Pool-0` too: a CPU is never taken from another pool). All or
-    /// nothing.
+    /// (for `Pool-0` too: a CPU is never taken from another pool), or for a
+    /// shared pool a CPU of `Pool-0` that no pool shares yet. All or nothing.
     pub fn add_cpus(&mut self, pool: impl Into<PoolRef>, cpus: &CpuSet) -> Result<()> {
         let pool = pool.into();
         self.write(|tx| {
             let (id, _) = resolve_pool(tx, &pool)?;
-            check_free(tx, cpus)?;
-            insert_cpus(tx, id.0, cpus)
+            let shared = pool_is_shared(tx, id)?;
+            add_to_pool(tx, id, shared, cpus)
         })
     }
 
@@ -604,8 +655,18 @@ impl Store {
                     });
                 }
             }
+            if id == PoolId::POOL0 {
+                if let Some((cpu, pool)) = first_lent(tx, cpus)? {
+                    return Err(StoreError::CpuLent { cpu, pool });
+                }
+            }
+            let table = if pool_is_shared(tx, id)? {
+                "lent_cpus"
+            } else {
+                "pool_cpus"
+            };
             for cpu in cpus.iter() {
-                tx.execute("DELETE FROM pool_cpus WHERE cpu = ?1", params![cpu])?;
+                tx.execute(&format!("DELETE FROM {table} WHERE cpu = ?1"), params![cpu])?;
             }
             Ok(())
         })
@@ -682,8 +743,8 @@ impl Store {
             let id = next_id(tx, "domain")?;
             tx.execute(
                 "INSERT INTO domains (id, name, pool, vcpus, memory_mb, config_json,
-                     policy_json, cpu_map_json, state_json, pid, start_time, created_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, NULL, NULL, ?10)",
+                     policy_json, cpu_map_json, state_json, pid, start_time, created_at, uuid)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, NULL, NULL, ?10, ?11)",
                 params![
                     id,
                     new.name,
@@ -694,7 +755,8 @@ impl Store {
                     policy_json,
                     map_json,
                     state_json,
-                    created_at
+                    created_at,
+                    new.uuid
                 ],
             )?;
             Ok(DomainId(id))
@@ -785,6 +847,18 @@ impl Store {
             tx.execute(
                 "UPDATE domains SET pid = ?1, start_time = ?2 WHERE id = ?3",
                 params![pid, start, id.0],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// Records (or with `None` forgets) the daemon's live facts of a domain.
+    pub fn set_live(&mut self, id: DomainId, live_json: Option<&str>) -> Result<()> {
+        self.write(|tx| {
+            resolve_domain(tx, &DomainRef::Id(id))?;
+            tx.execute(
+                "UPDATE domains SET live_json = ?1 WHERE id = ?2",
+                params![live_json, id.0],
             )?;
             Ok(())
         })
@@ -913,12 +987,71 @@ fn cpu_query<P: rusqlite::Params>(tx: &Transaction<'_>, sql: &str, p: P) -> Resu
     Ok(set)
 }
 
+/// A pool's CPUs: its own, or for a shared pool those `Pool-0` lends it.
 fn pool_cpus(tx: &Transaction<'_>, pool: PoolId) -> Result<CpuSet> {
+    let table = if pool_is_shared(tx, pool)? {
+        "lent_cpus"
+    } else {
+        "pool_cpus"
+    };
     cpu_query(
         tx,
-        "SELECT cpu FROM pool_cpus WHERE pool = ?1",
+        &format!("SELECT cpu FROM {table} WHERE pool = ?1"),
         params![pool.0],
     )
+}
+
+fn pool_is_shared(tx: &Transaction<'_>, pool: PoolId) -> Result<bool> {
+    Ok(tx
+        .query_row(
+            "SELECT shared FROM pools WHERE id = ?1",
+            params![pool.0],
+            |r| r.get(0),
+        )
+        .optional()?
+        .unwrap_or(false))
+}
+
+/// The first of `cpus` that `Pool-0` lends to a shared pool, with that
+/// pool's name.
+fn first_lent(tx: &Transaction<'_>, cpus: &CpuSet) -> Result<Option<(CpuId, String)>> {
+    for cpu in cpus.iter() {
+        let pool: Option<String> = tx
+            .query_row(
+                "SELECT p.name FROM lent_cpus l JOIN pools p ON p.id = l.pool WHERE l.cpu = ?1",
+                params![cpu],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if let Some(pool) = pool {
+            return Ok(Some((cpu, pool)));
+        }
+    }
+    Ok(None)
+}
+
+/// Puts `cpus` into a pool: free CPUs into an ordinary pool, CPUs of
+/// `Pool-0` that nobody shares yet into a shared one.
+fn add_to_pool(tx: &Transaction<'_>, pool: PoolId, shared: bool, cpus: &CpuSet) -> Result<()> {
+    if !shared {
+        check_free(tx, cpus)?;
+        return insert_cpus(tx, pool.0, cpus);
+    }
+    let pool0 = pool_cpus(tx, PoolId::POOL0)?;
+    let lent = cpu_query(tx, "SELECT cpu FROM lent_cpus", [])?;
+    if let Some(cpu) = cpus
+        .iter()
+        .find(|&c| !pool0.contains(c) || lent.contains(c))
+    {
+        return Err(StoreError::CpuNotLendable(cpu));
+    }
+    for cpu in cpus.iter() {
+        tx.execute(
+            "INSERT INTO lent_cpus (cpu, pool) VALUES (?1, ?2)",
+            params![cpu, pool.0],
+        )?;
+    }
+    Ok(())
 }
 
 fn free_cpus(tx: &Transaction<'_>) -> Result<CpuSet> {
@@ -1003,6 +1136,7 @@ fn load_pool(tx: &Transaction<'_>, id: PoolId) -> Result<PoolRecord> {
         sched,
         cpus: pool_cpus(tx, id)?,
         domain_count: domain_count(tx, id)?,
+        shared: pool_is_shared(tx, id)?,
     })
 }
 
@@ -1056,7 +1190,8 @@ fn check_cpu_map(domain: &str, vcpus: u32, map: &[CpuId], pool_cpus: &CpuSet) ->
 }
 
 const DOMAIN_COLUMNS: &str = "id, name, pool, vcpus, memory_mb, config_json, policy_json, \
-                              cpu_map_json, state_json, pid, start_time, created_at";
+                              cpu_map_json, state_json, pid, start_time, created_at, uuid, \
+                              live_json";
 
 /// The raw columns of a domain row.
 struct DomainRow {
@@ -1072,6 +1207,8 @@ struct DomainRow {
     pid: Option<u32>,
     start_time: Option<i64>,
     created_at: i64,
+    uuid: String,
+    live_json: Option<String>,
 }
 
 fn domain_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<DomainRow> {
@@ -1088,6 +1225,8 @@ fn domain_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<DomainRow> {
         pid: r.get(9)?,
         start_time: r.get(10)?,
         created_at: r.get(11)?,
+        uuid: r.get(12)?,
+        live_json: r.get(13)?,
     })
 }
 
@@ -1128,6 +1267,8 @@ impl DomainRow {
             state,
             process,
             created_at: u64::try_from(self.created_at).map_err(|e| corrupt("created_at", &e))?,
+            uuid: self.uuid,
+            live_json: self.live_json,
         })
     }
 }

@@ -37,6 +37,7 @@ fn new_domain(name: &str, pool: &str) -> NewDomain {
         policy: None,
         cpu_map: None,
         state: DomainState::Running,
+        uuid: String::new(),
     }
 }
 
@@ -122,6 +123,7 @@ fn first_open_creates_pool0_with_all_host_cpus() {
             sched: Sched::Host,
             cpus: CpuSet::first_n(4),
             domain_count: 0,
+            shared: false,
         }]
     );
     assert!(store.free_cpus().unwrap().is_empty());
@@ -179,9 +181,13 @@ fn create_pool_rules_and_messages() {
     store.remove_cpus("Pool-0", &cpus(&[2, 3])).unwrap();
     assert_eq!(store.free_cpus().unwrap(), cpus(&[2, 3]));
 
-    let p1 = store.create_pool("gang1", "gang", &cpus(&[2])).unwrap();
+    let p1 = store
+        .create_pool("gang1", "gang", &cpus(&[2]), false)
+        .unwrap();
     assert_eq!(p1, PoolId(1));
-    let p2 = store.create_pool("empty", "host", &CpuSet::new()).unwrap();
+    let p2 = store
+        .create_pool("empty", "host", &CpuSet::new(), false)
+        .unwrap();
     assert_eq!(p2, PoolId(2));
     let rec = store.pool(&"gang1".into()).unwrap();
     assert_eq!((rec.sched, rec.cpus.clone()), (Sched::Gang, cpus(&[2])));
@@ -189,35 +195,35 @@ fn create_pool_rules_and_messages() {
 
     let free3 = cpus(&[3]);
     assert_refused(&mut store, &path, "Unknown scheduler", |s| {
-        s.create_pool("x", "credit2", &free3)
+        s.create_pool("x", "credit2", &free3, false)
     });
     assert_refused(
         &mut store,
         &path,
         "Pool name \"gang1\" already exists",
-        |s| s.create_pool("gang1", "gang", &free3),
+        |s| s.create_pool("gang1", "gang", &free3, false),
     );
     assert_refused(
         &mut store,
         &path,
         "Pool name \"Pool-0\" already exists",
-        |s| s.create_pool("Pool-0", "host", &CpuSet::new()),
+        |s| s.create_pool("Pool-0", "host", &CpuSet::new(), false),
     );
     // In Pool-0, in another pool, not a host CPU; one bad CPU refuses all.
     assert_refused(&mut store, &path, "cpu 0 illegal or not free", |s| {
-        s.create_pool("x", "gang", &cpus(&[0, 3]))
+        s.create_pool("x", "gang", &cpus(&[0, 3]), false)
     });
     assert_refused(&mut store, &path, "cpu 2 illegal or not free", |s| {
-        s.create_pool("x", "gang", &cpus(&[2, 3]))
+        s.create_pool("x", "gang", &cpus(&[2, 3]), false)
     });
     assert_refused(&mut store, &path, "cpu 9 illegal or not free", |s| {
-        s.create_pool("x", "gang", &cpus(&[3, 9]))
+        s.create_pool("x", "gang", &cpus(&[3, 9]), false)
     });
     assert_refused(&mut store, &path, "invalid name '12'", |s| {
-        s.create_pool("12", "gang", &free3)
+        s.create_pool("12", "gang", &free3, false)
     });
     assert_refused(&mut store, &path, "invalid name ''", |s| {
-        s.create_pool("", "gang", &free3)
+        s.create_pool("", "gang", &free3, false)
     });
     assert_eq!(store.free_cpus().unwrap(), cpus(&[3]));
 }
@@ -227,8 +233,10 @@ fn destroy_pool_rules_and_ids_never_reused() {
     let (_dir, path) = temp_db();
     let mut store = open4(&path);
     store.remove_cpus(PoolId(0), &cpus(&[1, 2, 3])).unwrap();
-    let a = store.create_pool("a", "gang", &cpus(&[1, 2])).unwrap();
-    let b = store.create_pool("b", "gang", &cpus(&[3])).unwrap();
+    let a = store
+        .create_pool("a", "gang", &cpus(&[1, 2]), false)
+        .unwrap();
+    let b = store.create_pool("b", "gang", &cpus(&[3]), false).unwrap();
     store.create_domain(&new_domain("d", "b")).unwrap();
 
     assert_refused(&mut store, &path, "Can't destroy cpupool 'Pool-0'", |s| {
@@ -254,14 +262,16 @@ fn destroy_pool_rules_and_ids_never_reused() {
         vec![(0, "Pool-0".into()), (b.0, "b".into())]
     );
     // A new pool, even of the same name, gets a new id.
-    let a2 = store.create_pool("a", "host", &cpus(&[1])).unwrap();
+    let a2 = store.create_pool("a", "host", &cpus(&[1]), false).unwrap();
     assert_eq!((a, b, a2), (PoolId(1), PoolId(2), PoolId(3)));
     // Ids survive reopening too.
     store.destroy_pool(a2).unwrap();
     drop(store);
     let mut store = open4(&path);
     assert_eq!(
-        store.create_pool("c", "gang", &CpuSet::new()).unwrap(),
+        store
+            .create_pool("c", "gang", &CpuSet::new(), false)
+            .unwrap(),
         PoolId(4)
     );
 }
@@ -270,8 +280,12 @@ fn destroy_pool_rules_and_ids_never_reused() {
 fn rename_pool_rules() {
     let (_dir, path) = temp_db();
     let mut store = open4(&path);
-    let p = store.create_pool("old", "gang", &CpuSet::new()).unwrap();
-    store.create_pool("other", "gang", &CpuSet::new()).unwrap();
+    let p = store
+        .create_pool("old", "gang", &CpuSet::new(), false)
+        .unwrap();
+    store
+        .create_pool("other", "gang", &CpuSet::new(), false)
+        .unwrap();
     store.rename_pool("old", "new").unwrap();
     assert_eq!(store.pool(&p.into()).unwrap().name, "new");
     store.rename_pool(p, "new").unwrap(); // to its own name: nothing to do
@@ -294,7 +308,7 @@ fn add_cpus_takes_only_free_cpus_for_every_pool_including_pool0() {
     let (_dir, path) = temp_db();
     let mut store = open4(&path);
     store.remove_cpus("Pool-0", &cpus(&[2, 3])).unwrap();
-    let g = store.create_pool("g", "gang", &cpus(&[2])).unwrap();
+    let g = store.create_pool("g", "gang", &cpus(&[2]), false).unwrap();
 
     assert_refused(&mut store, &path, "cpu 2 illegal or not free", |s| {
         s.add_cpus("Pool-0", &cpus(&[2, 3]))
@@ -322,8 +336,12 @@ fn remove_cpus_rules_and_messages() {
     let (_dir, path) = temp_db();
     let mut store = open4(&path);
     store.remove_cpus("Pool-0", &cpus(&[1, 2, 3])).unwrap();
-    let busy = store.create_pool("busy", "gang", &cpus(&[1, 2])).unwrap();
-    let idle = store.create_pool("idle", "gang", &cpus(&[3])).unwrap();
+    let busy = store
+        .create_pool("busy", "gang", &cpus(&[1, 2]), false)
+        .unwrap();
+    let idle = store
+        .create_pool("idle", "gang", &cpus(&[3]), false)
+        .unwrap();
     let d = store.create_domain(&new_domain("d", "busy")).unwrap();
 
     assert_refused(
@@ -366,7 +384,9 @@ fn create_domain_rules_and_lookups() {
     let (_dir, path) = temp_db();
     let mut store = open4(&path);
     store.remove_cpus("Pool-0", &cpus(&[3])).unwrap();
-    store.create_pool("empty", "gang", &CpuSet::new()).unwrap();
+    store
+        .create_pool("empty", "gang", &CpuSet::new(), false)
+        .unwrap();
 
     let d1 = store
         .create_domain(&new_domain("guest1", "Pool-0"))
@@ -542,8 +562,12 @@ fn migrate_rules() {
     let (_dir, path) = temp_db();
     let mut store = open4(&path);
     store.remove_cpus("Pool-0", &cpus(&[2, 3])).unwrap();
-    let g = store.create_pool("g", "gang", &cpus(&[2, 3])).unwrap();
-    store.create_pool("empty", "gang", &CpuSet::new()).unwrap();
+    let g = store
+        .create_pool("g", "gang", &cpus(&[2, 3]), false)
+        .unwrap();
+    store
+        .create_pool("empty", "gang", &CpuSet::new(), false)
+        .unwrap();
     let d = store.create_domain(&new_domain("d", "Pool-0")).unwrap();
     store
         .set_gang_params(d, Some(&tt_policy()), Some(&[1, 0]))
@@ -582,8 +606,12 @@ fn reopening_gives_back_everything() {
     let (pools, domains, free) = {
         let mut store = open4(&path);
         store.remove_cpus("Pool-0", &cpus(&[1, 2, 3])).unwrap();
-        let g = store.create_pool("gang", "gang", &cpus(&[1, 2])).unwrap();
-        store.create_pool("spare", "host", &CpuSet::new()).unwrap();
+        let g = store
+            .create_pool("gang", "gang", &cpus(&[1, 2]), false)
+            .unwrap();
+        store
+            .create_pool("spare", "host", &CpuSet::new(), false)
+            .unwrap();
         let mut spec = new_domain("web", "gang");
         spec.policy = Some(tt_policy());
         spec.cpu_map = Some(vec![2, 1]);
@@ -651,9 +679,40 @@ fn a_newer_schema_is_refused() {
     let err = Store::open(&path, &CpuSet::first_n(4)).unwrap_err();
     assert_eq!(
         err.to_string(),
-        "state database schema version 99 is newer than supported version 1"
+        format!(
+            "state database schema version 99 is newer than supported version {SCHEMA_VERSION}"
+        )
     );
     assert_eq!(dump(&path), before);
+}
+
+#[test]
+fn a_version_1_file_is_migrated_keeping_its_pools_and_domains() {
+    let (_dir, path) = temp_db();
+    {
+        let mut conn = Connection::open(&path).unwrap();
+        let tx = conn.transaction().unwrap();
+        migrate_0_to_1(&tx).unwrap();
+        tx.execute_batch(
+            "INSERT INTO meta (key, value) VALUES ('schema_version', '1');
+             INSERT INTO host_cpus (cpu) VALUES (0), (1), (2), (3);
+             INSERT INTO pools (id, name, sched) VALUES (0, 'Pool-0', 'host'), (1, 'g', 'gang');
+             INSERT INTO pool_cpus (cpu, pool) VALUES (0, 0), (1, 0), (2, 1);
+             INSERT INTO domains (id, name, pool, vcpus, memory_mb, config_json, state_json,
+                                  created_at)
+                 VALUES (1, 'd', 1, 1, 64, '{}', '{\"state\":\"paused\"}', 0);",
+        )
+        .unwrap();
+        tx.commit().unwrap();
+    }
+    let store = open4(&path);
+    let pools = store.pools().unwrap();
+    assert_eq!(pools.len(), 2);
+    assert!(!pools[1].shared);
+    assert_eq!(pools[1].cpus, cpus(&[2]));
+    let d = store.domain(&DomainRef::parse("d")).unwrap();
+    assert_eq!(d.state, DomainState::Paused);
+    assert_eq!((d.uuid.as_str(), d.live_json), ("", None));
 }
 
 #[test]
@@ -677,7 +736,9 @@ fn concurrent_handles_lose_no_update() {
                     if i % 10 == 0 {
                         // Interleave pool operations, each a transaction.
                         let name = format!("pool-{tag}{i}");
-                        let p = store.create_pool(&name, "gang", &CpuSet::new()).unwrap();
+                        let p = store
+                            .create_pool(&name, "gang", &CpuSet::new(), false)
+                            .unwrap();
                         store.destroy_pool(p).unwrap();
                     }
                 }
@@ -793,4 +854,50 @@ fn concurrent_processes_lose_no_update() {
     assert_eq!(ids, (1..=100).collect::<Vec<_>>());
     assert!(domains.iter().all(|d| d.state == DomainState::Paused));
     assert_eq!(store.pools().unwrap().len(), 1);
+}
+
+#[test]
+fn shared_pools_borrow_cpus_of_pool0_which_keeps_them() {
+    let (_dir, path) = temp_db();
+    let mut store = open4(&path);
+    let s = store
+        .create_pool("s", "gang", &cpus(&[0, 1]), true)
+        .unwrap();
+    let pools = store.pools().unwrap();
+    assert_eq!(pools[0].cpus, cpus(&[0, 1, 2, 3]), "Pool-0 keeps lent cpus");
+    assert!(pools[1].shared);
+    assert_eq!(pools[1].cpus, cpus(&[0, 1]));
+    assert_eq!(store.free_cpus().unwrap(), CpuSet::new());
+    // A CPU is lent to one pool at most, and only a CPU of Pool-0 is lent.
+    store
+        .remove_cpus(PoolRef::Id(PoolId::POOL0), &cpus(&[3]))
+        .unwrap();
+    for (cpu, set) in [(1, cpus(&[1])), (3, cpus(&[3]))] {
+        let before = store.pools().unwrap();
+        let e = store.create_pool("t", "gang", &set, true).unwrap_err();
+        assert_eq!(
+            e.to_string().split(' ').nth(1),
+            Some(cpu.to_string().as_str())
+        );
+        assert_eq!(store.pools().unwrap(), before, "refusal changes nothing");
+    }
+    // Pool-0 cannot lose a lent CPU; the shared pool can give it back.
+    let e = store
+        .remove_cpus(PoolRef::Id(PoolId::POOL0), &cpus(&[1]))
+        .unwrap_err();
+    assert_eq!(e.to_string(), "cpu 1 is shared with cpupool 's'");
+    store.remove_cpus(PoolRef::Id(s), &cpus(&[1])).unwrap();
+    store.add_cpus(PoolRef::Id(s), &cpus(&[2])).unwrap();
+    assert_eq!(store.pool(&PoolRef::Id(s)).unwrap().cpus, cpus(&[0, 2]));
+    assert!(matches!(
+        store.create_pool("h", "host", &CpuSet::new(), true),
+        Err(StoreError::SharedNeedsGang)
+    ));
+    // Domains can live in it; destroying the empty pool returns nothing to
+    // the free list (Pool-0 never gave the CPUs away).
+    store.destroy_pool(PoolRef::Id(s)).unwrap();
+    assert_eq!(store.free_cpus().unwrap(), cpus(&[3]));
+    store
+        .remove_cpus(PoolRef::Id(PoolId::POOL0), &cpus(&[1]))
+        .unwrap();
 }
