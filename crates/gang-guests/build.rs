@@ -1,0 +1,71 @@
+//! Builds the test guests with the toolchain that builds this crate: `rustc`
+//! (env RUSTC) for the host target, `#![no_std] #![no_main]`, linked by the
+//! system C compiler with our linker script into static ELF images at 1 MiB.
+//! Writes only into OUT_DIR.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// (image name, source file, with a PVH note)
+const GUESTS: &[(&str, &str, bool)] = &[
+    ("hello", "hello.rs", true),
+    ("hello64", "hello.rs", false),
+    ("barrier", "barrier.rs", false),
+    ("barrier-pvh", "barrier.rs", true),
+    ("echo", "echo.rs", true),
+    ("ud2", "ud2.rs", true),
+    ("loop", "spin.rs", true),
+    ("wild-write", "wild_write.rs", false),
+];
+
+fn main() {
+    let out = PathBuf::from(std::env::var_os("OUT_DIR").expect("OUT_DIR"));
+    let rustc = std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
+    let src = Path::new("guests");
+    println!("cargo:rerun-if-changed=guests");
+    let script = src.join("link.ld").canonicalize().expect("guests/link.ld");
+    let mut list =
+        String::from("/// Every image: (name, bytes).\npub const IMAGES: &[(&str, &[u8])] = &[\n");
+    for &(name, file, pvh) in GUESTS {
+        let image = out.join(format!("{name}.elf"));
+        let mut cmd = Command::new(&rustc);
+        cmd.arg(src.join(file))
+            .args(["--edition", "2021", "--crate-type", "bin"])
+            .args(["--crate-name", &name.replace('-', "_")])
+            .args(["-C", "panic=abort", "-C", "relocation-model=static"])
+            .args([
+                "-C",
+                "opt-level=2",
+                "-C",
+                "debuginfo=0",
+                "-C",
+                "strip=symbols",
+            ])
+            .args(["-C", "code-model=small", "-C", "target-feature=-avx,-avx2"])
+            .args(["-C", "link-arg=-nostdlib", "-C", "link-arg=-static"])
+            .args([
+                "-C",
+                "link-arg=-no-pie",
+                "-C",
+                "link-arg=-Wl,--build-id=none",
+            ])
+            .arg("-C")
+            .arg(format!("link-arg=-Wl,-T,{}", script.display()))
+            .arg("-o")
+            .arg(&image)
+            // Our guests must not depend on the caller's flags (e.g.
+            // RUSTFLAGS for coverage or sanitizers).
+            .env_remove("RUSTFLAGS")
+            .env_remove("CARGO_ENCODED_RUSTFLAGS");
+        if pvh {
+            cmd.args(["--cfg", "pvh"]);
+        }
+        let status = cmd.status().expect("running rustc for a guest");
+        assert!(status.success(), "building guest {name} failed");
+        list.push_str(&format!(
+            "    ({name:?}, include_bytes!(concat!(env!(\"OUT_DIR\"), \"/{name}.elf\"))),\n"
+        ));
+    }
+    list.push_str("];\n");
+    std::fs::write(out.join("images.rs"), list).expect("writing images.rs");
+}
