@@ -5,7 +5,7 @@
 
 use std::fmt::Write;
 
-use crate::{DomainInfo, PoolInfo};
+use crate::{DomainInfo, PoolInfo, SchedGangDomain, SchedGangPool, TraceSlot, VcpuInfo};
 
 /// `info`: one line per field, the name left-aligned in 23 columns.
 pub fn info(fields: &[(String, String)]) -> String {
@@ -27,28 +27,108 @@ pub fn info_field(fields: &[(String, String)], prefix: &str) -> String {
 
 /// `list`: the header (with xl's literal tabs) and one row per domain.
 pub fn list(domains: &[DomainInfo]) -> String {
-    let mut out = String::from(
-        "Name                                        ID   Mem VCPUs\tState\tTime(s)\n",
-    );
-    for d in domains {
-        let _ = writeln!(
-            out,
-            "{:<40} {:>5} {:>5} {:>5}     {}  {:>8.1}",
-            d.name, d.id, d.memory_mb, d.vcpus, d.state, d.cpu_time_s
-        );
-    }
-    out
+    list_domains(domains, false, false)
 }
 
 /// `list -c`: `list` with a `Cpupool` column (`%16s`, straight after the
 /// time, as xl prints it).
 pub fn list_with_pools(domains: &[DomainInfo]) -> String {
-    let mut out = String::from("Name                                        ID   Mem VCPUs\tState\tTime(s)         Cpupool\n");
+    list_domains(domains, false, true)
+}
+
+/// `list [-v] [-c]`, as xl's `list_domains`: the row
+/// `%-40s %5d %5lu %5d     %s  %8.1f`; `-v` (`verbose`) adds ` UUID`,
+/// ` %8x` of the shutdown reason code (`-` when not shut down) and
+/// ` %16s` of the security label (gang has no XSM labels: `-`); `-c`
+/// (`cpupool`) adds `%16s` of the pool name, last.
+pub fn list_domains(domains: &[DomainInfo], verbose: bool, cpupool: bool) -> String {
+    let mut out =
+        String::from("Name                                        ID   Mem VCPUs\tState\tTime(s)");
+    if verbose {
+        out.push_str("   UUID                            Reason-Code\tSecurity Label");
+    }
+    if cpupool {
+        out.push_str("         Cpupool");
+    }
+    out.push('\n');
     for d in domains {
+        let _ = write!(
+            out,
+            "{:<40} {:>5} {:>5} {:>5}     {}  {:>8.1}",
+            d.name, d.id, d.memory_mb, d.vcpus, d.state, d.cpu_time_s
+        );
+        if verbose {
+            let uuid = if d.uuid.is_empty() { "-" } else { &d.uuid };
+            let _ = write!(out, " {uuid:<36}");
+            match d.shutdown_code {
+                Some(code) => {
+                    let _ = write!(out, " {code:>8x}");
+                }
+                None => {
+                    let _ = write!(out, " {:>8}", "-");
+                }
+            }
+            let _ = write!(out, " {:>16}", "-");
+        }
+        if cpupool {
+            let _ = write!(out, "{:>16}", d.pool);
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// `list -l`: a JSON array of `{"domid": N, "config": {...}}`, one per
+/// domain, pretty-printed with four-space indents as xl's yajl
+/// "beautify" output, and a final newline.
+pub fn list_long(domains: &[DomainInfo]) -> String {
+    #[derive(serde::Serialize)]
+    struct Entry<'a> {
+        domid: u32,
+        config: &'a serde_json::Value,
+    }
+    let entries: Vec<Entry<'_>> = domains
+        .iter()
+        .map(|d| Entry {
+            domid: d.id,
+            config: &d.config,
+        })
+        .collect();
+    let mut buf = Vec::new();
+    let formatter = serde_json::ser::PrettyFormatter::with_indent(b"    ");
+    let mut ser = serde_json::Serializer::with_formatter(&mut buf, formatter);
+    // Serializing a Value into memory cannot fail.
+    let _ = serde::Serialize::serialize(&entries, &mut ser);
+    let mut out = String::from_utf8_lossy(&buf).into_owned();
+    out.push('\n');
+    out
+}
+
+/// `vcpu-list`: xl's header `%-32s %5s %5s %5s %5s %9s %s` and one row per
+/// vCPU: `%-32s %5u %5u`, the CPU (`%5u`, or `-` when it is not on one),
+/// ` %3c%c%c ` of the state (`r` running, `b` blocked, `p` paused or
+/// offline), `%9.1f  ` of the time, then `HARD / SOFT` affinity.
+pub fn vcpu_list(vcpus: &[VcpuInfo]) -> String {
+    let mut out = format!(
+        "{:<32} {:>5} {:>5} {:>5} {:>5} {:>9} {}\n",
+        "Name", "ID", "VCPU", "CPU", "State", "Time(s)", "Affinity (Hard / Soft)"
+    );
+    let flag = |on: bool, c: char| if on { c } else { '-' };
+    for v in vcpus {
+        let cpu = v.cpu.map_or_else(|| "-".to_string(), |c| c.to_string());
         let _ = writeln!(
             out,
-            "{:<40} {:>5} {:>5} {:>5}     {}  {:>8.1}{:>16}",
-            d.name, d.id, d.memory_mb, d.vcpus, d.state, d.cpu_time_s, d.pool
+            "{:<32} {:>5} {:>5}{:>5} {:>3}{}{} {:>9.1}  {} / {}",
+            v.domain,
+            v.domid,
+            v.vcpu,
+            cpu,
+            flag(v.running, 'r'),
+            flag(v.blocked, 'b'),
+            flag(v.paused, 'p'),
+            v.time_s,
+            v.hard_affinity,
+            v.soft_affinity
         );
     }
     out
@@ -102,6 +182,207 @@ pub fn state(
     s.push(shutdown.unwrap_or('-'));
     s.push(flag(dying, 'd'));
     s
+}
+
+/// A duration for people, with one decimal in the largest unit below it:
+/// `40.0ms`, `12.5us`, `1.250s`, `800ns`.
+pub fn human_duration(ns: u64) -> String {
+    const US: f64 = 1e3;
+    const MS: f64 = 1e6;
+    const S: f64 = 1e9;
+    let x = ns as f64;
+    if ns < 1_000 {
+        format!("{ns}ns")
+    } else if x < MS {
+        format!("{:.1}us", x / US)
+    } else if x < S {
+        format!("{:.1}ms", x / MS)
+    } else {
+        format!("{:.3}s", x / S)
+    }
+}
+
+/// The pool line of `sched-gang`, in the shape of xl's scheduler commands
+/// (`Cpupool Pool-0: tslice=30ms ...`):
+/// `Cpupool NAME: sched=gang grain=1ms cpus=1-2 shared=no active=yes`; a
+/// shared pool adds `host-slot=ACTIVE/PERIOD`, the slot each of its CPUs
+/// keeps for the host.
+pub fn sched_gang_pool_line(pool: &SchedGangPool) -> String {
+    let cpus: gang_core::CpuSet = pool.cpus.iter().copied().collect();
+    let cpus = if cpus.is_empty() {
+        "none".to_string()
+    } else {
+        cpus.to_string()
+    };
+    let yes_no = |b: bool| if b { "yes" } else { "no" };
+    let mut line = format!(
+        "Cpupool {}: sched=gang grain={} cpus={cpus} shared={}",
+        pool.name,
+        gang_core::time::Duration(pool.grain_ns),
+        yes_no(pool.shared)
+    );
+    if let Some((period, active)) = pool.host_slot_ns {
+        let _ = write!(
+            line,
+            " host-slot={}/{}",
+            gang_core::time::Duration(active),
+            gang_core::time::Duration(period)
+        );
+    }
+    let _ = write!(line, " active={}", yes_no(pool.active));
+    line
+}
+
+/// The table header of `sched-gang`: `%-33s %4s %-22s %-10s %s`.
+pub const SCHED_GANG_HEADER: &str =
+    "Name                                ID Policy                 CPUs       Recv(last period)";
+
+/// One row of `sched-gang`: name, id, policy (`-` if none), CPU map (`-` if
+/// none), and the CPU time all its vCPUs received in the last accounting
+/// window over that window (`40.0ms/100ms`).
+pub fn sched_gang_row(d: &SchedGangDomain) -> String {
+    let recv = format!(
+        "{}/{}",
+        human_duration(d.received_ns),
+        gang_core::time::Duration(d.window_ns)
+    );
+    format!(
+        "{:<33} {:>4} {:<22} {:<10} {recv}",
+        d.name, d.id, d.policy, d.cpu_map
+    )
+}
+
+/// `sched-gang`: for each gang pool its pool line, the table header and one
+/// row per domain.
+pub fn sched_gang(pools: &[SchedGangPool]) -> String {
+    let mut out = String::new();
+    for pool in pools {
+        let _ = writeln!(out, "{}", sched_gang_pool_line(pool));
+        let _ = writeln!(out, "{SCHED_GANG_HEADER}");
+        for d in &pool.domains {
+            let _ = writeln!(out, "{}", sched_gang_row(d));
+        }
+    }
+    out
+}
+
+/// Slots whose starts lie within this of the first slot of a group count as
+/// started together (half the default 1 ms grain).
+pub const CO_START_TOLERANCE_NS: u64 = 500_000;
+
+/// The slots of a domain's vCPUs that started together.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SlotGroup {
+    /// The earliest start, ns.
+    pub start_ns: u64,
+    /// The latest end, ns (`u64::MAX` if one is still running).
+    pub end_ns: u64,
+    /// Latest start minus earliest start, ns.
+    pub spread_ns: u64,
+    /// `(vcpu, cpu)` pairs, by vCPU.
+    pub placements: Vec<(u32, gang_core::CpuId)>,
+}
+
+/// Groups slots by start: sorted by start, a slot joins the current group
+/// when it starts within [`CO_START_TOLERANCE_NS`] of the group's first
+/// slot and its vCPU is not in the group yet.
+pub fn trace_groups(slots: &[TraceSlot]) -> Vec<SlotGroup> {
+    let mut sorted = slots.to_vec();
+    sorted.sort_by_key(|s| (s.start_ns, s.vcpu));
+    let mut groups: Vec<SlotGroup> = Vec::new();
+    for s in sorted {
+        match groups.last_mut() {
+            Some(g)
+                if s.start_ns - g.start_ns <= CO_START_TOLERANCE_NS
+                    && !g.placements.iter().any(|&(v, _)| v == s.vcpu) =>
+            {
+                g.end_ns = g.end_ns.max(s.end_ns);
+                g.spread_ns = s.start_ns - g.start_ns;
+                g.placements.push((s.vcpu, s.cpu));
+            }
+            _ => groups.push(SlotGroup {
+                start_ns: s.start_ns,
+                end_ns: s.end_ns,
+                spread_ns: 0,
+                placements: vec![(s.vcpu, s.cpu)],
+            }),
+        }
+    }
+    for g in &mut groups {
+        g.placements.sort_unstable();
+    }
+    groups
+}
+
+/// What `trace` sums up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TraceSummary {
+    /// Groups of slots (slots started together count once).
+    pub slots: usize,
+    /// Groups in which all the domain's vCPUs started together.
+    pub gang_slots: usize,
+    /// The largest start spread within a group of two or more vCPUs, ns.
+    pub max_spread_ns: Option<u64>,
+}
+
+/// Sums up grouped slots of a domain with `vcpus` vCPUs.
+pub fn trace_summary(groups: &[SlotGroup], vcpus: u32) -> TraceSummary {
+    TraceSummary {
+        slots: groups.len(),
+        gang_slots: groups
+            .iter()
+            .filter(|g| g.placements.len() == vcpus as usize)
+            .count(),
+        max_spread_ns: groups
+            .iter()
+            .filter(|g| g.placements.len() > 1)
+            .map(|g| g.spread_ns)
+            .max(),
+    }
+}
+
+/// `trace`: a table of the slots grouped by start (pool time in ms with
+/// three decimals, the group's length from its first start to its last end,
+/// the start spread, the `vCPU->CPU` placements), then the summary line
+/// `slots: N, gang slots: G (all V vCPUs started together), max co-start
+/// spread: S`.
+pub fn trace(slots: &[TraceSlot], vcpus: u32, now_ns: u64) -> String {
+    let groups = trace_groups(slots);
+    let mut out = format!(
+        "{:>12} {:>9} {:>8}  {}\n",
+        "start(ms)", "length", "spread", "vCPU->CPU ..."
+    );
+    for g in &groups {
+        let length = if g.end_ns == u64::MAX {
+            format!("+{}", human_duration(now_ns.saturating_sub(g.start_ns)))
+        } else {
+            human_duration(g.end_ns.saturating_sub(g.start_ns))
+        };
+        let placements: Vec<String> = g
+            .placements
+            .iter()
+            .map(|(v, c)| format!("{v}->{c}"))
+            .collect();
+        let _ = writeln!(
+            out,
+            "{:>12.3} {:>9} {:>8}  {}",
+            g.start_ns as f64 / 1e6,
+            length,
+            human_duration(g.spread_ns),
+            placements.join(" ")
+        );
+    }
+    let summary = trace_summary(&groups, vcpus);
+    let _ = writeln!(
+        out,
+        "slots: {}, gang slots: {} (all {vcpus} vCPUs started together), max co-start spread: {}",
+        summary.slots,
+        summary.gang_slots,
+        summary
+            .max_spread_ns
+            .map_or_else(|| "-".to_string(), human_duration)
+    );
+    out
 }
 
 #[cfg(test)]
@@ -207,5 +488,200 @@ mod tests {
         assert_eq!(state(false, false, false, Some('r'), false), "---sr-");
         assert_eq!(state(false, false, true, None, false), "--p---");
         assert_eq!(state(false, false, false, Some('c'), true), "---scd");
+    }
+
+    fn verbose_dom() -> (DomainInfo, DomainInfo) {
+        let mut a = dom("Domain-0", 0, 4096, 4, "r-----", 1234.5, "Pool-0");
+        a.uuid = "00000000-0000-0000-0000-000000000000".into();
+        let mut b = dom("guest1", 3, 2048, 2, "---sr-", 56.7, "GangSched-Pool");
+        b.uuid = "5d2d7fd4-4e39-4b0c-9f3a-1b2c3d4e5f60".into();
+        b.shutdown_code = Some(1);
+        (a, b)
+    }
+
+    #[test]
+    fn list_verbose_adds_uuid_reason_and_label_as_xl() {
+        let (a, b) = verbose_dom();
+        assert_eq!(
+            list_domains(&[a.clone(), b.clone()], true, false),
+            "Name                                        ID   Mem VCPUs\tState\tTime(s)   UUID                            Reason-Code\tSecurity Label\n\
+             Domain-0                                     0  4096     4     r-----    1234.5 00000000-0000-0000-0000-000000000000        -                -\n\
+             guest1                                       3  2048     2     ---sr-      56.7 5d2d7fd4-4e39-4b0c-9f3a-1b2c3d4e5f60        1                -\n"
+        );
+        // -v -c: the Cpupool column last; a reason code is hex.
+        let mut c = b;
+        c.shutdown_code = Some(0x1f);
+        c.uuid = String::new();
+        assert_eq!(
+            list_domains(&[c], true, true),
+            "Name                                        ID   Mem VCPUs\tState\tTime(s)   UUID                            Reason-Code\tSecurity Label         Cpupool\n\
+             guest1                                       3  2048     2     ---sr-      56.7 -                                          1f                -  GangSched-Pool\n"
+        );
+        let _ = a;
+    }
+
+    #[test]
+    fn list_long_is_a_pretty_json_array_of_domid_and_config() {
+        let (mut a, mut b) = verbose_dom();
+        a.config = serde_json::json!({"name": "Domain-0"});
+        b.config = serde_json::json!({"name": "guest1", "vcpus": 2});
+        assert_eq!(
+            list_long(&[a, b]),
+            "[\n    {\n        \"domid\": 0,\n        \"config\": {\n            \"name\": \"Domain-0\"\n        }\n    },\n    \
+             {\n        \"domid\": 3,\n        \"config\": {\n            \"name\": \"guest1\",\n            \"vcpus\": 2\n        }\n    }\n]\n"
+        );
+        assert_eq!(list_long(&[]), "[]\n");
+    }
+
+    fn vcpu(
+        domain: &str,
+        domid: u32,
+        n: u32,
+        cpu: Option<u32>,
+        rbp: (bool, bool, bool),
+        t: f64,
+    ) -> VcpuInfo {
+        VcpuInfo {
+            domain: domain.into(),
+            domid,
+            vcpu: n,
+            cpu,
+            running: rbp.0,
+            blocked: rbp.1,
+            paused: rbp.2,
+            time_s: t,
+            hard_affinity: "all".into(),
+            soft_affinity: "all".into(),
+        }
+    }
+
+    #[test]
+    fn vcpu_list_matches_xl() {
+        let text = vcpu_list(&[
+            vcpu("Domain-0", 0, 0, Some(2), (true, false, false), 12.3),
+            vcpu("guest1", 3, 2, None, (false, false, true), 0.0),
+        ]);
+        assert_eq!(
+            text,
+            "Name                                ID  VCPU   CPU State   Time(s) Affinity (Hard / Soft)\n\
+             Domain-0                             0     0    2   r--      12.3  all / all\n\
+             guest1                               3     2    -   --p       0.0  all / all\n"
+        );
+        let mut v = vcpu("g", 1, 0, None, (false, true, false), 1.25);
+        v.hard_affinity = "1-2".into();
+        v.soft_affinity = "none".into();
+        assert!(vcpu_list(&[v]).ends_with("    -   -b-       1.2  1-2 / none\n"));
+    }
+
+    fn gang_pool() -> SchedGangPool {
+        SchedGangPool {
+            name: "GangSched-Pool".into(),
+            id: 1,
+            grain_ns: 1_000_000,
+            cpus: vec![1, 2],
+            shared: false,
+            host_slot_ns: None,
+            active: true,
+            domains: vec![
+                SchedGangDomain {
+                    name: "my-domain".into(),
+                    id: 2,
+                    policy: "tt,100ms,40ms".into(),
+                    cpu_map: "1-2".into(),
+                    window_ns: 100_000_000,
+                    received_ns: 40_000_000,
+                },
+                SchedGangDomain {
+                    name: "idle".into(),
+                    id: 5,
+                    policy: "-".into(),
+                    cpu_map: "-".into(),
+                    window_ns: 1_000_000_000,
+                    received_ns: 0,
+                },
+            ],
+        }
+    }
+
+    #[test]
+    fn sched_gang_prints_a_pool_line_and_a_table() {
+        assert_eq!(
+            sched_gang(&[gang_pool()]),
+            "Cpupool GangSched-Pool: sched=gang grain=1ms cpus=1-2 shared=no active=yes\n\
+             Name                                ID Policy                 CPUs       Recv(last period)\n\
+             my-domain                            2 tt,100ms,40ms          1-2        40.0ms/100ms\n\
+             idle                                 5 -                      -          0ns/1s\n"
+        );
+        let mut shared = gang_pool();
+        shared.shared = true;
+        shared.host_slot_ns = Some((100_000_000, 10_000_000));
+        shared.active = false;
+        shared.cpus = vec![];
+        assert_eq!(
+            sched_gang_pool_line(&shared),
+            "Cpupool GangSched-Pool: sched=gang grain=1ms cpus=none shared=yes host-slot=10ms/100ms active=no"
+        );
+        assert_eq!(sched_gang(&[]), "");
+    }
+
+    #[test]
+    fn human_durations_pick_a_unit() {
+        assert_eq!(human_duration(0), "0ns");
+        assert_eq!(human_duration(999), "999ns");
+        assert_eq!(human_duration(12_500), "12.5us");
+        assert_eq!(human_duration(40_000_000), "40.0ms");
+        assert_eq!(human_duration(1_250_000_000), "1.250s");
+    }
+
+    fn slot(vcpu: u32, cpu: u32, start_ns: u64, end_ns: u64) -> TraceSlot {
+        TraceSlot {
+            vcpu,
+            cpu,
+            start_ns,
+            end_ns,
+        }
+    }
+
+    #[test]
+    fn trace_groups_slots_by_start_and_sums_up() {
+        let ms = 1_000_000;
+        let slots = [
+            slot(1, 2, 100 * ms + 12_000, 140 * ms),
+            slot(0, 1, 100 * ms, 140 * ms),
+            slot(0, 1, 200 * ms, 240 * ms),
+            slot(1, 2, 200 * ms + 3_000, 240 * ms),
+            // vCPU 0 alone (vCPU 1 two grains later: another group).
+            slot(0, 1, 300 * ms, 310 * ms),
+            slot(1, 2, 302 * ms, u64::MAX),
+        ];
+        let groups = trace_groups(&slots);
+        assert_eq!(groups.len(), 4);
+        assert_eq!(groups[0].placements, vec![(0, 1), (1, 2)]);
+        assert_eq!(groups[0].spread_ns, 12_000);
+        assert_eq!(
+            trace_summary(&groups, 2),
+            TraceSummary {
+                slots: 4,
+                gang_slots: 2,
+                max_spread_ns: Some(12_000)
+            }
+        );
+        assert_eq!(
+            trace(&slots, 2, 305 * ms),
+            "   start(ms)    length   spread  vCPU->CPU ...\n\
+             \x20    100.000    40.0ms   12.0us  0->1 1->2\n\
+             \x20    200.000    40.0ms    3.0us  0->1 1->2\n\
+             \x20    300.000    10.0ms      0ns  0->1\n\
+             \x20    302.000    +3.0ms      0ns  1->2\n\
+             slots: 4, gang slots: 2 (all 2 vCPUs started together), max co-start spread: 12.0us\n"
+        );
+        // The same vCPU twice within the tolerance: two groups.
+        let twice = [slot(0, 1, 0, 100), slot(0, 1, 200, 300)];
+        assert_eq!(trace_groups(&twice).len(), 2);
+        assert_eq!(
+            trace(&[], 2, 0),
+            "   start(ms)    length   spread  vCPU->CPU ...\n\
+             slots: 0, gang slots: 0 (all 2 vCPUs started together), max co-start spread: -\n"
+        );
     }
 }
