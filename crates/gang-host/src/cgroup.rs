@@ -296,6 +296,9 @@ pub struct Hierarchy {
     pub cpuset: Option<Controller>,
     /// The freezer: the v1 controller, else the v2 core `cgroup.freeze`.
     pub freezer: Option<Controller>,
+    /// The memory controller (v1 preferred when bound there), for domains'
+    /// memory limits.
+    pub memory: Option<Controller>,
     /// The v2 unified hierarchy's mount point, if any.
     pub unified: Option<PathBuf>,
     /// Controllers available on the v2 hierarchy (its `cgroup.controllers`).
@@ -335,7 +338,11 @@ impl Hierarchy {
                         mount,
                     };
                     // Prefer a mount of the hierarchy's root; keep the first.
-                    for (name, slot) in [("cpuset", &mut h.cpuset), ("freezer", &mut h.freezer)] {
+                    for (name, slot) in [
+                        ("cpuset", &mut h.cpuset),
+                        ("freezer", &mut h.freezer),
+                        ("memory", &mut h.memory),
+                    ] {
                         if opts.contains(&name) && (slot.is_none() || root == "/") {
                             let replace = match slot {
                                 None => true,
@@ -361,6 +368,9 @@ impl Hierarchy {
             };
             if h.cpuset.is_none() && h.unified_controllers.iter().any(|c| c == "cpuset") {
                 h.cpuset = Some(v2.clone());
+            }
+            if h.memory.is_none() && h.unified_controllers.iter().any(|c| c == "memory") {
+                h.memory = Some(v2.clone());
             }
             if h.freezer.is_none() {
                 // cgroup.freeze is a core v2 file (Linux 5.2+), no controller.

@@ -550,33 +550,65 @@ impl Runtime {
         Ok(effect)
     }
 
-    /// Adopts the threads `tids` of another process as the vCPUs of a domain
-    /// (vCPU `i` is `tids[i]`): each is frozen, pinned to its map CPU and
-    /// given the vCPU priority, and from then on runs only in its domain's
-    /// slots. Removing the domain or stopping the runtime gives the threads
-    /// back as they were. Needs a state directory (for crash repair).
-    pub fn adopt_domain(
-        &self,
-        mut spec: DomainSpec,
-        tids: &[sys::Tid],
-        paused: bool,
-    ) -> Result<(), HostError> {
+    /// Admits a domain without threads yet (paused or not): its slots are
+    /// reserved from its effect time on and stay idle until threads are
+    /// attached with [`Runtime::adopt_threads`] or [`Runtime::add_gates`].
+    /// Returns the CPU map the scheduler gave it. A refusal changes nothing.
+    pub fn admit(&self, spec: DomainSpec, paused: bool) -> Result<Vec<CpuId>, HostError> {
+        let id = spec.id;
+        let state = RunState::all_runnable(spec.vcpus, paused);
+        self.submit(Event::DomainAdded { spec, state })?;
+        self.cpu_map(id).ok_or(HostError::UnknownDomain(id))
+    }
+
+    /// Gives an admitted domain one futex gate per vCPU, for threads we own
+    /// (see [`Runtime::add_domain`]).
+    pub fn add_gates(&self, id: DomainId) -> Result<Vec<Arc<VcpuControl>>, HostError> {
+        let map = self.cpu_map(id).ok_or(HostError::UnknownDomain(id))?;
+        let controls: Vec<Arc<VcpuControl>> = (0..map.len() as u32)
+            .map(|vcpu| {
+                Arc::new(VcpuControl::new(
+                    VcpuRef { domain: id, vcpu },
+                    self.shared.config.trace,
+                ))
+            })
+            .collect();
+        self.edit_registry(|reg| {
+            for c in &controls {
+                reg.insert(c.vcpu, Gate::Own(Arc::clone(c)));
+            }
+        });
+        Ok(controls)
+    }
+
+    /// Adopts the threads `tids` of another process as the vCPUs of an
+    /// admitted domain (vCPU `i` is `tids[i]`): each is frozen, pinned to its
+    /// map CPU and given the vCPU priority, and from then on runs only in
+    /// its domain's slots. Removing the domain or stopping the runtime gives
+    /// the threads back as they were. Needs a state directory (for crash
+    /// repair). On failure the threads adopted so far are given back and the
+    /// domain stays admitted, without threads.
+    pub fn adopt_threads(&self, id: DomainId, tids: &[sys::Tid]) -> Result<(), HostError> {
         let dir = self
             .shared
             .config
             .state_dir
             .clone()
             .ok_or(HostError::NoStateDir)?;
+        let map = self.cpu_map(id).ok_or(HostError::UnknownDomain(id))?;
+        if tids.len() != map.len() {
+            return Err(HostError::Sys {
+                what: format!(
+                    "adopting {} threads as the {} vCPUs of domain {id}",
+                    tids.len(),
+                    map.len()
+                ),
+                source: std::io::Error::from(std::io::ErrorKind::InvalidInput),
+            });
+        }
         if let Some(&tid) = tids.iter().find(|&&t| !crate::adopt::thread_exists(t)) {
             return Err(crate::adopt::AdoptError::NoThread(tid).into());
         }
-        let id = spec.id;
-        spec.vcpus = tids.len() as u32;
-        // Admitted paused, so that no slot starts before every thread is
-        // frozen and registered.
-        let state = RunState::all_runnable(spec.vcpus, true);
-        self.submit(Event::DomainAdded { spec, state })?;
-        let map = self.cpu_map(id).ok_or(HostError::UnknownDomain(id))?;
         let prio = self.shared.config.vcpu_priority;
         let mut adopted = Vec::new();
         for (i, &tid) in tids.iter().enumerate() {
@@ -584,29 +616,53 @@ impl Runtime {
                 domain: id,
                 vcpu: i as u32,
             };
-            match crate::adopt::Adopted::adopt(vcpu, tid, map[i], prio, &dir) {
-                Ok(a) => {
-                    if let Some(shield) = &self.shared.shield {
-                        let _ = shield.attach(tid);
-                    }
-                    adopted.push(Arc::new(a));
-                }
-                Err(e) => {
-                    drop(adopted); // gives back the threads adopted so far
-                    let _ = self.submit(Event::DomainRemoved(id));
-                    return Err(e.into());
-                }
+            // On error, dropping `adopted` gives back the threads so far.
+            let a = crate::adopt::Adopted::adopt(vcpu, tid, map[i], prio, &dir)?;
+            if let Some(shield) = &self.shared.shield {
+                let _ = shield.attach(tid);
             }
+            adopted.push(Arc::new(a));
         }
         self.edit_registry(|reg| {
             for a in adopted {
                 reg.insert(a.vcpu, Gate::Adopted(a));
             }
         });
+        Ok(())
+    }
+
+    /// Adopts the threads `tids` of another process as the vCPUs of a new
+    /// domain: [`Runtime::admit`] (paused, so that no slot starts before every
+    /// thread is frozen and registered), [`Runtime::adopt_threads`], then
+    /// unpause unless `paused`. On failure nothing is left admitted.
+    pub fn adopt_domain(
+        &self,
+        mut spec: DomainSpec,
+        tids: &[sys::Tid],
+        paused: bool,
+    ) -> Result<(), HostError> {
+        if self.shared.config.state_dir.is_none() {
+            return Err(HostError::NoStateDir);
+        }
+        if let Some(&tid) = tids.iter().find(|&&t| !crate::adopt::thread_exists(t)) {
+            return Err(crate::adopt::AdoptError::NoThread(tid).into());
+        }
+        let id = spec.id;
+        spec.vcpus = tids.len() as u32;
+        self.admit(spec, true)?;
+        if let Err(e) = self.adopt_threads(id, tids) {
+            let _ = self.submit(Event::DomainRemoved(id));
+            return Err(e);
+        }
         if !paused {
             self.unpause(id)?;
         }
         Ok(())
+    }
+
+    /// The pool clock now (the time base of switches and traces).
+    pub fn now(&self) -> Nanos {
+        self.shared.clock.now()
     }
 
     /// The control block of a vCPU.
