@@ -2,9 +2,10 @@
 //!
 //! Each sub-command lives in its own module; `main` only parses the command
 //! line and maps errors to exit codes: 0 success, 1 a runtime or input error,
-//! 2 a usage error (clap). xl's sub-commands print xl's messages as they are;
-//! the others prefix theirs with `gang SUBCOMMAND: `. Like xl, a sub-command
-//! may be shortened to any unambiguous prefix.
+//! 2 a usage error. xl's sub-commands print xl's messages as they are (usage
+//! errors too, see [`usage`]); the others prefix theirs with
+//! `gang SUBCOMMAND: `. Like xl, a sub-command may be shortened to any
+//! unambiguous prefix.
 
 use std::process::ExitCode;
 
@@ -12,6 +13,7 @@ use clap::{Parser, Subcommand};
 
 mod bench;
 mod sim;
+mod usage;
 mod workload;
 mod xl;
 
@@ -37,48 +39,85 @@ enum Command {
     /// Run the gang daemon (see contrib/systemd/gang.service)
     Daemon(xl::DaemonArgs),
     Info(xl::InfoArgs),
-    Create(xl::CreateArgs),
-    List(xl::ListArgs),
+    Create(xl::domains::CreateArgs),
+    List(xl::domains::ListArgs),
+    #[command(name = "vcpu-list")]
+    VcpuList(xl::domains::VcpuListArgs),
+    Pause(xl::domains::PauseArgs),
+    Unpause(xl::domains::UnpauseArgs),
+    Shutdown(xl::domains::ShutdownArgs),
+    Reboot(xl::domains::RebootArgs),
+    Destroy(xl::domains::DestroyArgs),
+    Dmesg(xl::domains::DmesgArgs),
+    Console(xl::console::ConsoleArgs),
+    #[command(name = "sched-gang")]
+    SchedGang(xl::sched::SchedGangArgs),
+    Trace(xl::sched::TraceArgs),
     #[command(name = "cpupool-list")]
-    CpupoolList(xl::CpupoolListArgs),
+    CpupoolList(xl::pools::CpupoolListArgs),
     #[command(name = "cpupool-create")]
-    CpupoolCreate(xl::CpupoolCreateArgs),
+    CpupoolCreate(xl::pools::CpupoolCreateArgs),
     #[command(name = "cpupool-destroy")]
-    CpupoolDestroy(xl::CpupoolDestroyArgs),
+    CpupoolDestroy(xl::pools::CpupoolDestroyArgs),
     #[command(name = "cpupool-rename")]
-    CpupoolRename(xl::CpupoolRenameArgs),
+    CpupoolRename(xl::pools::CpupoolRenameArgs),
     /// Add CPUs to a CPU pool (they must be free)
     #[command(name = "cpupool-cpu-add")]
-    CpupoolCpuAdd(xl::CpupoolCpuArgs),
+    CpupoolCpuAdd(xl::pools::CpupoolCpuArgs),
     /// Remove CPUs from a CPU pool (Pool-0 keeps at least one)
     #[command(name = "cpupool-cpu-remove")]
-    CpupoolCpuRemove(xl::CpupoolCpuArgs),
+    CpupoolCpuRemove(xl::pools::CpupoolCpuArgs),
     #[command(name = "cpupool-migrate")]
-    CpupoolMigrate(xl::CpupoolMigrateArgs),
+    CpupoolMigrate(xl::pools::CpupoolMigrateArgs),
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage::report(&e),
+    };
     let (name, xl_style, result) = match cli.command {
         Command::Sim(args) => ("sim", false, sim::run(&args)),
         Command::Bench(args) => ("bench", false, bench::run(&args)),
         Command::Workload(args) => ("workload", false, workload::run(&args)),
         Command::Daemon(args) => ("daemon", false, xl::daemon(&args)),
         Command::Info(args) => ("info", true, xl::info(&args)),
-        Command::Create(args) => ("create", true, xl::create(&args)),
-        Command::List(args) => ("list", true, xl::list(&args)),
-        Command::CpupoolList(args) => ("cpupool-list", true, xl::cpupool_list(&args)),
-        Command::CpupoolCreate(args) => ("cpupool-create", true, xl::cpupool_create(&args)),
-        Command::CpupoolDestroy(args) => ("cpupool-destroy", true, xl::cpupool_destroy(&args)),
-        Command::CpupoolRename(args) => ("cpupool-rename", true, xl::cpupool_rename(&args)),
-        Command::CpupoolCpuAdd(args) => ("cpupool-cpu-add", true, xl::cpupool_cpu_add(&args)),
-        Command::CpupoolCpuRemove(args) => {
-            ("cpupool-cpu-remove", true, xl::cpupool_cpu_remove(&args))
+        Command::Create(args) => ("create", true, xl::domains::create(&args)),
+        Command::List(args) => ("list", true, xl::domains::list(&args)),
+        Command::VcpuList(args) => ("vcpu-list", true, xl::domains::vcpu_list(&args)),
+        Command::Pause(args) => ("pause", true, xl::domains::pause(&args)),
+        Command::Unpause(args) => ("unpause", true, xl::domains::unpause(&args)),
+        Command::Shutdown(args) => ("shutdown", true, xl::domains::shutdown(&args)),
+        Command::Reboot(args) => ("reboot", true, xl::domains::reboot(&args)),
+        Command::Destroy(args) => ("destroy", true, xl::domains::destroy(&args)),
+        Command::Dmesg(args) => ("dmesg", true, xl::domains::dmesg(&args)),
+        Command::Console(args) => ("console", true, xl::console::console(&args)),
+        Command::SchedGang(args) => ("sched-gang", true, xl::sched::sched_gang(&args)),
+        Command::Trace(args) => ("trace", true, xl::sched::trace(&args)),
+        Command::CpupoolList(args) => ("cpupool-list", true, xl::pools::cpupool_list(&args)),
+        Command::CpupoolCreate(args) => ("cpupool-create", true, xl::pools::cpupool_create(&args)),
+        Command::CpupoolDestroy(args) => {
+            ("cpupool-destroy", true, xl::pools::cpupool_destroy(&args))
         }
-        Command::CpupoolMigrate(args) => ("cpupool-migrate", true, xl::cpupool_migrate(&args)),
+        Command::CpupoolRename(args) => ("cpupool-rename", true, xl::pools::cpupool_rename(&args)),
+        Command::CpupoolCpuAdd(args) => {
+            ("cpupool-cpu-add", true, xl::pools::cpupool_cpu_add(&args))
+        }
+        Command::CpupoolCpuRemove(args) => (
+            "cpupool-cpu-remove",
+            true,
+            xl::pools::cpupool_cpu_remove(&args),
+        ),
+        Command::CpupoolMigrate(args) => {
+            ("cpupool-migrate", true, xl::pools::cpupool_migrate(&args))
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.downcast_ref::<xl::UsageError>().is_some() => {
+            eprintln!("{e}");
+            ExitCode::from(2)
+        }
         Err(e) if xl_style => {
             eprintln!("{e:#}");
             ExitCode::from(1)

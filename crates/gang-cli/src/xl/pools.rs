@@ -1,0 +1,162 @@
+//! xl's CPU pool commands: `cpupool-list`, `cpupool-create`,
+//! `cpupool-destroy`, `cpupool-rename`, `cpupool-cpu-add`,
+//! `cpupool-cpu-remove`, `cpupool-migrate`.
+
+use anyhow::{bail, Context as _, Result};
+use clap::Args;
+use gang_proto::{RequestBody, ResponseBody};
+
+use super::call;
+
+/// `gang cpupool-list [-c] [POOL]`.
+#[derive(Debug, Args)]
+#[command(about = "List CPU pools")]
+pub struct CpupoolListArgs {
+    /// Print the CPU list instead of counts.
+    #[arg(short = 'c', long = "cpus")]
+    cpus: bool,
+    /// Only this pool (id or name).
+    pool: Option<String>,
+}
+
+pub fn cpupool_list(args: &CpupoolListArgs) -> Result<()> {
+    let ResponseBody::Pools { mut pools } = call(RequestBody::ListPools)? else {
+        bail!("unexpected answer")
+    };
+    if let Some(p) = &args.pool {
+        pools.retain(|x| x.name == *p || x.id.to_string() == *p);
+        if pools.is_empty() {
+            bail!("Pool '{p}' does not exist");
+        }
+    }
+    print!("{}", gang_proto::xl::cpupool_list(&pools, args.cpus));
+    Ok(())
+}
+
+/// `gang cpupool-create [FILE] [VAR=VALUE ...]`.
+#[derive(Debug, Args)]
+#[command(
+    about = "Create a CPU pool from a config file and/or VAR=VALUE settings (name, sched, cpus)"
+)]
+pub struct CpupoolCreateArgs {
+    /// A cpupool config file, and/or settings in config syntax
+    /// (name=\"GangSched-Pool\" sched=\"gang\").
+    #[arg(value_name = "[FILE] [VAR=VALUE]...")]
+    args: Vec<String>,
+}
+
+pub fn cpupool_create(args: &CpupoolCreateArgs) -> Result<()> {
+    let (file, overrides): (Option<&String>, Vec<&String>) = match args.args.first() {
+        Some(first) if !first.contains('=') => (Some(first), args.args[1..].iter().collect()),
+        _ => (None, args.args.iter().collect()),
+    };
+    let (name, text) = match file {
+        Some(f) => (
+            f.clone(),
+            std::fs::read_to_string(f).with_context(|| format!("reading {f}"))?,
+        ),
+        None => (gang_config::COMMAND_LINE.to_string(), String::new()),
+    };
+    eprintln!("Using config file \"{name}\"");
+    let config = gang_config::Config::parse_with_overrides(&name, &text, &overrides)
+        .map_err(|e| anyhow::anyhow!("{e}\nFailed to parse config: Invalid argument"))?;
+    for w in config.take_warnings() {
+        eprintln!("{w}");
+    }
+    let pool = gang_config::CpupoolConfig::from_config(&config)?;
+    let sched = pool.sched.clone().unwrap_or_else(|| "gang".to_string());
+    let cpus = pool.cpus.clone().unwrap_or_default();
+    call(RequestBody::CreatePool {
+        name: pool.name.clone(),
+        sched: sched.clone(),
+        cpus: cpus.clone(),
+        shared: pool.shared,
+    })?;
+    let n = if cpus.is_empty() {
+        0
+    } else {
+        gang_core::CpuSet::parse(&cpus, None)
+            .map(|s| s.len())
+            .unwrap_or(0)
+    };
+    println!("cpupool name:   {}", pool.name);
+    println!("scheduler:      {sched}");
+    println!("number of cpus: {n}");
+    Ok(())
+}
+
+/// `gang cpupool-destroy POOL`.
+#[derive(Debug, Args)]
+#[command(about = "Destroy a CPU pool (it must have no domains; never Pool-0)")]
+pub struct CpupoolDestroyArgs {
+    /// The pool (id or name).
+    pool: String,
+}
+
+pub fn cpupool_destroy(args: &CpupoolDestroyArgs) -> Result<()> {
+    call(RequestBody::DestroyPool {
+        pool: args.pool.clone(),
+    })?;
+    Ok(())
+}
+
+/// `gang cpupool-rename POOL NEW`.
+#[derive(Debug, Args)]
+#[command(about = "Rename a CPU pool")]
+pub struct CpupoolRenameArgs {
+    /// The pool (id or name).
+    pool: String,
+    /// Its new name.
+    new_name: String,
+}
+
+pub fn cpupool_rename(args: &CpupoolRenameArgs) -> Result<()> {
+    call(RequestBody::RenamePool {
+        pool: args.pool.clone(),
+        name: args.new_name.clone(),
+    })?;
+    Ok(())
+}
+
+/// `gang cpupool-cpu-add POOL CPUS` / `cpupool-cpu-remove POOL CPUS`.
+#[derive(Debug, Args)]
+pub struct CpupoolCpuArgs {
+    /// The pool (id or name).
+    pool: String,
+    /// CPUs (xl CPU list: 1,3-5,^4, all).
+    cpus: String,
+}
+
+pub fn cpupool_cpu_add(args: &CpupoolCpuArgs) -> Result<()> {
+    call(RequestBody::PoolCpuAdd {
+        pool: args.pool.clone(),
+        cpus: args.cpus.clone(),
+    })?;
+    Ok(())
+}
+
+pub fn cpupool_cpu_remove(args: &CpupoolCpuArgs) -> Result<()> {
+    call(RequestBody::PoolCpuRemove {
+        pool: args.pool.clone(),
+        cpus: args.cpus.clone(),
+    })?;
+    Ok(())
+}
+
+/// `gang cpupool-migrate DOMAIN POOL`.
+#[derive(Debug, Args)]
+#[command(about = "Move a domain to another CPU pool")]
+pub struct CpupoolMigrateArgs {
+    /// The domain (id or name).
+    domain: String,
+    /// The target pool (id or name).
+    pool: String,
+}
+
+pub fn cpupool_migrate(args: &CpupoolMigrateArgs) -> Result<()> {
+    call(RequestBody::PoolMigrate {
+        domain: args.domain.clone(),
+        pool: args.pool.clone(),
+    })?;
+    Ok(())
+}

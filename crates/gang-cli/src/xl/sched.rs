@@ -1,0 +1,203 @@
+//! `gang sched-gang` (the gang scheduler's parameter command, the seed's
+//! `gsc` in xl's shape) and gang's own `trace`.
+
+use anyhow::{bail, Context as _, Result};
+use clap::Args;
+use gang_proto::{RequestBody, ResponseBody, SchedGangPool};
+
+use super::{call, find_domain, names_domain, UsageError};
+
+/// `gang sched-gang [-p POOL] [-d DOMAIN [-t POLICY] [-c CPUS]]`.
+#[derive(Debug, Args)]
+#[command(
+    about = "Get or set gang scheduling parameters (policy, CPU map) of domains",
+    long_about = "Get or set the gang scheduler's parameters.\n\n\
+Without -t or -c: for every gang pool (or the pool of -p), print a pool line\n\
+\x20 Cpupool NAME: sched=gang grain=G cpus=LIST shared=yes|no [host-slot=ACTIVE/PERIOD] active=yes|no\n\
+then one row per domain (only DOMAIN's with -d): Name, ID, Policy (`-` if none set), CPUs (the \
+CPU map: vCPU i runs on the i-th CPU, `-` if none), and Recv(last period): the CPU time all its \
+vCPUs received in the last accounting window, over that window (the policy's period; 1s for be \
+and no).\n\n\
+With -d DOMAIN -t POLICY [-c CPUS]: set them. POLICY is one of\n\
+\x20 no                       no multiplexing: the domain owns its CPUs\n\
+\x20 tt,PERIOD,ACTIVE[,sf]    time-triggered: ACTIVE of every PERIOD, in fixed slots\n\
+\x20 et,PERIOD,ACTIVE[,sf]    event-triggered: up to ACTIVE per PERIOD as soon as runnable\n\
+\x20 be,WEIGHT[,sf]           best effort, WEIGHT 1-65535, shares what is left\n\
+Times take units (ns, us, ms, s); a bare number is ms, as the seed's tool took it. `sf` \
+(space filling) lets the domain also run in idle time. CPUS is an xl CPU list, one CPU per vCPU \
+(without -c the daemon keeps the domain's map or chooses one). -c without -t changes the map and \
+keeps the policy. A setting the pool cannot admit is refused with the reason, and nothing \
+changes.",
+    after_help = "Examples:\n  gang sched-gang\n  gang sched-gang -p GangSched-Pool\n  \
+gang sched-gang -d my-domain\n  gang sched-gang -d my-domain -c 1-2 -t tt,100ms,40ms\n  \
+gang sched-gang -p GangSched-Pool -d my-domain -c 1,2 -t tt,100,40     (the seed's gsc syntax)\n  \
+gang sched-gang -d my-domain -t be,512,sf\n\n\
+Differences from xl: xl has no gang scheduler; this follows the shape of sched-credit and \
+sched-rtds (a pool line, then a table). -p is accepted with -d (the seed's tool took both) and \
+must name the domain's pool."
+)]
+pub struct SchedGangArgs {
+    /// Only this gang pool (id or name); with -d it must be the domain's.
+    #[arg(short = 'p', long = "cpupool", value_name = "POOL")]
+    pool: Option<String>,
+    /// The domain (id or name) to show or set.
+    #[arg(short = 'd', long = "domain", value_name = "DOMAIN")]
+    domain: Option<String>,
+    /// The domain's CPU map (xl CPU list, one CPU per vCPU), with -d.
+    #[arg(short = 'c', long = "cpus", value_name = "CPUS")]
+    cpus: Option<String>,
+    /// The domain's policy: no | tt,PERIOD,ACTIVE[,sf] | et,PERIOD,ACTIVE[,sf]
+    /// | be,WEIGHT[,sf], with -d.
+    #[arg(short = 't', long = "policy", value_name = "POLICY")]
+    policy: Option<String>,
+}
+
+fn names_pool(arg: &str, id: u32, name: &str) -> bool {
+    names_domain(arg, id, name) // the same rule: all digits is an id
+}
+
+fn get(pool: Option<String>, domain: Option<String>) -> Result<Vec<SchedGangPool>> {
+    match call(RequestBody::SchedGangGet { pool, domain })? {
+        ResponseBody::SchedGang { pools } => Ok(pools),
+        other => bail!("unexpected answer from the daemon: {other:?}"),
+    }
+}
+
+/// Checks a policy and CPU list locally, for a clear message before the
+/// daemon is asked (it checks them too, and admission besides).
+fn check(policy: &str, cpus: Option<&str>) -> Result<()> {
+    policy
+        .parse::<gang_core::Policy>()
+        .map_err(|e| anyhow::anyhow!("Invalid policy: {e}"))?;
+    if let Some(cpus) = cpus {
+        match gang_core::CpuSet::parse(cpus, None) {
+            Ok(set) if set.is_empty() => bail!("Invalid pcpu range: {cpus}."),
+            Ok(_) | Err(gang_core::cpuset::CpuListError::AllWithoutUniverse) => {}
+            Err(e) => bail!("{e}"),
+        }
+    }
+    Ok(())
+}
+
+/// The seed's `-p` with `-d`: the pool must be the domain's.
+fn check_pool(pool_arg: &str, domain_arg: &str) -> Result<()> {
+    let domain = find_domain(domain_arg)?;
+    let ResponseBody::Pools { pools } = call(RequestBody::ListPools)? else {
+        bail!("unexpected answer from the daemon")
+    };
+    let pool = pools
+        .iter()
+        .find(|p| names_pool(pool_arg, p.id, &p.name))
+        .with_context(|| format!("Pool '{pool_arg}' does not exist"))?;
+    if pool.name != domain.pool {
+        bail!(
+            "Domain {domain_arg} is in cpupool '{}', not in '{}'",
+            domain.pool,
+            pool.name
+        );
+    }
+    Ok(())
+}
+
+pub fn sched_gang(args: &SchedGangArgs) -> Result<()> {
+    let setting = args.policy.is_some() || args.cpus.is_some();
+    let Some(domain) = &args.domain else {
+        if setting {
+            return Err(UsageError(
+                "'gang sched-gang': -t and -c set a domain's parameters: name it with -d DOMAIN"
+                    .to_string(),
+            )
+            .into());
+        }
+        let mut pools = get(args.pool.clone(), None)?;
+        if let Some(p) = &args.pool {
+            pools.retain(|x| names_pool(p, x.id, &x.name));
+            if pools.is_empty() {
+                bail!("Pool '{p}' is not a gang cpupool (or does not exist)");
+            }
+        }
+        print!("{}", gang_proto::xl::sched_gang(&pools));
+        return Ok(());
+    };
+    if let Some(p) = &args.pool {
+        check_pool(p, domain)?;
+    }
+    if setting {
+        let policy = match &args.policy {
+            Some(p) => p.clone(),
+            None => {
+                // -c alone: keep the policy the domain has.
+                let current = get(None, Some(domain.clone()))?
+                    .iter()
+                    .flat_map(|p| &p.domains)
+                    .find(|d| names_domain(domain, d.id, &d.name))
+                    .map(|d| d.policy.clone());
+                match current {
+                    Some(p) if p != "-" => p,
+                    _ => bail!("Domain {domain} has no gang policy yet: give one with -t POLICY"),
+                }
+            }
+        };
+        check(&policy, args.cpus.as_deref())?;
+        call(RequestBody::SchedGangSet {
+            domain: domain.clone(),
+            cpus: args.cpus.clone(),
+            policy,
+        })?;
+        return Ok(());
+    }
+    let mut pools = get(args.pool.clone(), Some(domain.clone()))?;
+    for pool in &mut pools {
+        pool.domains.retain(|d| names_domain(domain, d.id, &d.name));
+    }
+    pools.retain(|p| !p.domains.is_empty());
+    if pools.is_empty() {
+        let d = find_domain(domain)?;
+        bail!(
+            "Domain {domain} is not in a gang cpupool (it is in '{}')",
+            d.pool
+        );
+    }
+    print!("{}", gang_proto::xl::sched_gang(&pools));
+    Ok(())
+}
+
+/// `gang trace [--json] DOMAIN`.
+#[derive(Debug, Args)]
+#[command(
+    about = "Show the recent slots a gang pool gave a domain's vCPUs (gang's own)",
+    long_about = "Show the recent slots a gang pool's dispatchers gave a domain's vCPUs: the \
+runtime's own record of what ran where (the last few thousand slots). Slots whose starts lie \
+within 0.5 ms of each other (and are of different vCPUs) are one line: its start in pool time \
+(ms), its length (first start to last end; `+T` while still running), the spread of the starts, \
+and the vCPU->CPU placements. The summary line counts the lines (slots), the gang slots (all the \
+domain's vCPUs started together) and the largest co-start spread.",
+    after_help = "Examples:\n  gang trace my-domain\n  gang trace --json 3\n\n\
+Output:\n   start(ms)    length   spread  vCPU->CPU ...\n     100.000    40.0ms   12.0us  0->1 1->2\n\
+slots: 1, gang slots: 1 (all 2 vCPUs started together), max co-start spread: 12.0us\n\n\
+xl has no such command (Xen's equivalent is xentrace)."
+)]
+pub struct TraceArgs {
+    /// Print the daemon's raw answer as JSON (pool time now and the slots).
+    #[arg(long = "json")]
+    json: bool,
+    /// The domain (id or name).
+    #[arg(value_name = "DOMAIN")]
+    domain: String,
+}
+
+pub fn trace(args: &TraceArgs) -> Result<()> {
+    let answer = call(RequestBody::Trace {
+        domain: args.domain.clone(),
+    })?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&answer)?);
+        return Ok(());
+    }
+    let ResponseBody::Trace { now_ns, slots } = answer else {
+        bail!("unexpected answer from the daemon")
+    };
+    let domain = find_domain(&args.domain)?;
+    print!("{}", gang_proto::xl::trace(&slots, domain.vcpus, now_ns));
+    Ok(())
+}
