@@ -32,39 +32,39 @@ extern "C" fn guest_main(index: u64, count: u64, start_info: u64) {
     let count = count.min(rt::MAX_VCPUS) as u32;
     let si = rt::start_info(start_info);
     let cmdline = rt::cmdline(si);
-    let rounds = rt::arg_u64(cmdline, "rounds").unwrap_or(0);
-    let every = rt::arg_u64(cmdline, "every").unwrap_or(200).max(1);
+    let rounds = rt::arg_u64(cmdline, b"rounds").unwrap_or(0);
+    let every = rt::arg_u64(cmdline, b"every").unwrap_or(200).max(1);
     if index == 0 {
-        rt::print("barrier: vcpus ");
+        rt::print(b"barrier: vcpus ");
         rt::print_u64(count as u64);
-        rt::print(" rounds ");
+        rt::print(b" rounds ");
         rt::print_u64(rounds);
-        rt::print("\n");
+        rt::print(b"\n");
     }
     let mut round: u64 = 0;
     loop {
         barrier(count);
         round += 1;
-        if round >= STOP_AT.load(Ordering::Acquire) {
-            break;
-        }
         if index == 0 {
             if round % every == 0 {
-                rt::print("round ");
+                rt::print(b"round ");
                 rt::print_u64(round);
-                rt::print("\n");
+                rt::print(b"\n");
             }
             let stop = (rounds != 0 && round + 2 >= rounds) || rt::power_request() != 0;
             if stop && STOP_AT.load(Ordering::Relaxed) == u64::MAX {
                 STOP_AT.store(round + 2, Ordering::Release);
             }
         }
+        if round >= STOP_AT.load(Ordering::Acquire) {
+            break;
+        }
     }
     // Everyone stopped after the same barrier; vCPU 0 reports and powers off.
     if index == 0 {
-        rt::print("barrier done: ");
+        rt::print(b"barrier done: ");
         rt::print_u64(round);
-        rt::print(" rounds\n");
+        rt::print(b" rounds\n");
         rt::poweroff();
     }
     loop {

@@ -13,18 +13,18 @@ extern "C" fn guest_main(index: u64, _count: u64, _start_info: u64) {
             rt::hlt();
         }
     }
-    rt::print("echo ready\n");
+    rt::print(b"echo ready\n");
     loop {
         match rt::read_byte() {
             Some(b'q') => {
-                rt::print("bye\n");
+                rt::print(b"bye\n");
                 rt::poweroff();
             }
             Some(b'r') => rt::reboot(),
-            Some(b) => rt::print(core::str::from_utf8(&[b]).unwrap_or("?")),
+            Some(b) => rt::putc(b),
             None => {
                 if rt::power_request() != 0 {
-                    rt::print("shutdown requested\n");
+                    rt::print(b"shutdown requested\n");
                     rt::poweroff();
                 }
                 rt::hlt();

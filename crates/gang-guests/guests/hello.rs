@@ -13,23 +13,26 @@ extern "C" fn guest_main(index: u64, count: u64, start_info: u64) {
         }
     }
     let si = rt::start_info(start_info);
-    rt::print("Hello from gang guest (vcpus: ");
+    rt::print(b"Hello from gang guest (vcpus: ");
     rt::print_u64(count);
-    rt::print(")\ncmdline: ");
+    rt::print(b")\ncmdline: ");
     rt::print(rt::cmdline(si));
-    rt::print("\n");
+    rt::print(b"\n");
     if let Some(m) = rt::modules(si).first() {
-        rt::print("ramdisk: ");
+        rt::print(b"ramdisk: ");
         rt::print_u64(m.size);
-        rt::print(" bytes: ");
+        rt::print(b" bytes: ");
         // SAFETY: the module's bytes, identity-mapped.
         let bytes = unsafe { core::slice::from_raw_parts(m.paddr as *const u8, m.size.min(16) as usize) };
-        for &b in bytes {
+        let mut i = 0;
+        while i < bytes.len() {
+            let b = bytes[i];
             if b.is_ascii_graphic() || b == b' ' {
-                rt::print(core::str::from_utf8(&[b]).unwrap_or("?"));
+                rt::putc(b);
             }
+            i += 1;
         }
-        rt::print("\n");
+        rt::print(b"\n");
     }
     rt::poweroff();
 }

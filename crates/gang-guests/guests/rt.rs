@@ -240,29 +240,39 @@ pub fn power_request() -> u8 {
     inb(POWER_PORT)
 }
 
-/// Writes a string to COM1 (polling the transmitter).
-pub fn print(s: &str) {
-    for b in s.bytes() {
-        while inb(COM1 + 5) & 0x20 == 0 {}
-        outb(COM1, b);
+/// Writes one byte to COM1 (polling the transmitter).
+pub fn putc(b: u8) {
+    while inb(COM1 + 5) & 0x20 == 0 {}
+    outb(COM1, b);
+}
+
+/// Writes bytes to COM1.
+///
+/// The guests avoid everything that compiles to SSE arithmetic (string
+/// formatting, UTF-8 validation, zeroed arrays): KVM on the development
+/// machines emulates guest instructions and its emulator has no SSE
+/// arithmetic (`xorps` ends the VM with `KVM_EXIT_INTERNAL_ERROR`). The build
+/// checks the images for it.
+pub fn print(s: &[u8]) {
+    let mut i = 0;
+    while i < s.len() {
+        putc(s[i]);
+        i += 1;
     }
 }
 
-/// Writes a number in decimal.
-pub fn print_u64(mut n: u64) {
-    let mut buf = [0u8; 20];
-    let mut i = buf.len();
+/// Writes a number in decimal (no buffer: digits from the top).
+pub fn print_u64(n: u64) {
+    let mut div: u64 = 1;
+    while n / div >= 10 {
+        div *= 10;
+    }
     loop {
-        i -= 1;
-        buf[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
+        putc(b'0' + ((n / div) % 10) as u8);
+        if div == 1 {
             break;
         }
-    }
-    for &b in &buf[i..] {
-        while inb(COM1 + 5) & 0x20 == 0 {}
-        outb(COM1, b);
+        div /= 10;
     }
 }
 
@@ -309,21 +319,20 @@ pub fn start_info(addr: u64) -> Option<&'static StartInfo> {
     (si.magic == 0x336e_c578).then_some(si)
 }
 
-/// The command line from the start info ("" if none).
-pub fn cmdline(si: Option<&'static StartInfo>) -> &'static str {
-    let Some(si) = si else { return "" };
+/// The command line from the start info (empty if none).
+pub fn cmdline(si: Option<&'static StartInfo>) -> &'static [u8] {
+    let Some(si) = si else { return &[] };
     if si.cmdline_paddr == 0 {
-        return "";
+        return &[];
     }
     let p = si.cmdline_paddr as *const u8;
     let mut n = 0;
     // SAFETY: a NUL-terminated string the VMM wrote in guest RAM.
-    while n < 4096 && unsafe { *p.add(n) } != 0 {
+    while n < 4096 && unsafe { p.add(n).read_volatile() } != 0 {
         n += 1;
     }
     // SAFETY: the n bytes just scanned.
-    let bytes = unsafe { core::slice::from_raw_parts(p, n) };
-    core::str::from_utf8(bytes).unwrap_or("")
+    unsafe { core::slice::from_raw_parts(p, n) }
 }
 
 /// The modules (the ramdisk is the first).
@@ -342,17 +351,37 @@ pub fn modules(si: Option<&'static StartInfo>) -> &'static [Module] {
     }
 }
 
-/// The value of `key=` on the command line, as a number.
-pub fn arg_u64(cmdline: &str, key: &str) -> Option<u64> {
-    cmdline.split(' ').find_map(|w| {
-        let v = w.strip_prefix(key)?.strip_prefix('=')?;
-        v.parse().ok()
-    })
+/// The value of `key=` on the command line, as a decimal number.
+pub fn arg_u64(cmdline: &[u8], key: &[u8]) -> Option<u64> {
+    let mut i = 0;
+    while i < cmdline.len() {
+        // At the start of a word: does it read `key=`?
+        let mut k = 0;
+        while k < key.len() && i + k < cmdline.len() && cmdline[i + k] == key[k] {
+            k += 1;
+        }
+        if k == key.len() && i + k < cmdline.len() && cmdline[i + k] == b'=' {
+            let mut j = i + k + 1;
+            let mut v: u64 = 0;
+            let mut digits = 0;
+            while j < cmdline.len() && cmdline[j].is_ascii_digit() {
+                v = v.wrapping_mul(10).wrapping_add(u64::from(cmdline[j] - b'0'));
+                j += 1;
+                digits += 1;
+            }
+            return (digits > 0).then_some(v);
+        }
+        while i < cmdline.len() && cmdline[i] != b' ' {
+            i += 1;
+        }
+        i += 1;
+    }
+    None
 }
 
 #[panic_handler]
 fn panic(_: &core::panic::PanicInfo) -> ! {
-    print("guest panic\n");
+    print(b"guest panic\n");
     outb(POWER_PORT, 2);
     loop {
         hlt();

@@ -8,7 +8,7 @@ mod rt;
 #[no_mangle]
 extern "C" fn guest_main(index: u64, _count: u64, _start_info: u64) {
     if index == 0 {
-        rt::print("ud2 guest: executing ud2\n");
+        rt::print(b"ud2 guest: executing ud2\n");
         // SAFETY: deliberately faults; that is this guest's purpose.
         unsafe { core::arch::asm!("ud2") };
     }

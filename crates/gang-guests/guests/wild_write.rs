@@ -12,10 +12,10 @@ const WILD: u64 = 0xd000_0000;
 #[no_mangle]
 extern "C" fn guest_main(index: u64, _count: u64, _start_info: u64) {
     if index == 0 {
-        rt::print("wild-write guest: writing to 0xd0000000\n");
+        rt::print(b"wild-write guest: writing to 0xd0000000\n");
         // SAFETY: deliberately writes outside RAM; that is this guest's purpose.
         unsafe { core::ptr::write_volatile(WILD as *mut u64, 0x5a5a) };
-        rt::print("wild-write guest: still alive\n");
+        rt::print(b"wild-write guest: still alive\n");
     }
     loop {
         rt::hlt();
