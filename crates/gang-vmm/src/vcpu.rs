@@ -331,6 +331,11 @@ impl VcpuThread {
                 continue;
             }
             let outcome = self.run_once();
+            if let Outcome::End(reason) = &outcome {
+                // Before leaving `in_guest`: once `pause` returns, the VM
+                // cannot end any more.
+                self.vm.end(reason.clone());
+            }
             self.shared.in_guest.store(false, Ordering::SeqCst);
             match outcome {
                 Outcome::Continue => {}
@@ -340,10 +345,7 @@ impl VcpuThread {
                         g.scheduler.vcpu_blocked(self.shared.vcpu);
                     }
                 }
-                Outcome::End(reason) => {
-                    self.vm.end(reason);
-                    state = VcpuState::Exited;
-                }
+                Outcome::End(_) => state = VcpuState::Exited,
             }
         }
         if let Some(g) = &gang {

@@ -6,14 +6,13 @@
 //!
 //! | from \ to | Running | Paused | Exited | Destroyed |
 //! |---|---|---|---|---|
-//! | Created | `start(false)` | `start(true)`, `pause` | guest exit | `destroy` |
+//! | Created | `start(false)`, `resume` | `start(true)`, `pause` | – | `destroy` |
 //! | Running | `resume` (no-op) | `pause` | guest exit | `destroy` |
-//! | Paused | `resume` | `pause` (no-op) | guest exit (*) | `destroy` |
+//! | Paused | `resume` | `pause` (no-op) | – | `destroy` |
 //! | Exited | – | – | – | `destroy` |
 //! | Destroyed | – | – | – | `destroy` (no-op) |
 //!
-//! (*) a vCPU that was outside its guest when the VM was paused can still
-//! finish the exit it was handling. The guest ends the VM (power off,
+//! The guest ends the VM (power off,
 //! reboot, crash: [`ExitReason`]); the VMM never restarts it: a reboot is
 //! reported and the toolstack applies `on_reboot` (destroy and create
 //! again). The first vCPU to end the VM stops its siblings, and the
@@ -130,9 +129,9 @@ pub fn valid_transition(from: &VmState, to: &VmState) -> bool {
     use VmState::*;
     matches!(
         (from, to),
-        (Created, Running | Paused | Exited(_) | Destroyed)
+        (Created, Running | Paused | Destroyed)
             | (Running, Running | Paused | Exited(_) | Destroyed)
-            | (Paused, Running | Paused | Exited(_) | Destroyed)
+            | (Paused, Running | Paused | Destroyed)
             | (Exited(_), Destroyed)
             | (Destroyed, Destroyed)
     )
@@ -657,6 +656,7 @@ mod tests {
                     (_, Created) => false,
                     (Destroyed, t) => *t == Destroyed,
                     (Exited(_), t) => *t == Destroyed,
+                    (Created | Paused, Exited(_)) => false,
                     _ => true,
                 };
                 assert_eq!(ok, expected, "{from:?} -> {to:?}");

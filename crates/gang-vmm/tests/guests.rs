@@ -111,9 +111,12 @@ fn a_looping_guest_keeps_running_and_destroy_ends_its_threads() {
     assert!(tids.iter().all(|&t| !thread_exists(t)), "threads gone");
 }
 
-/// The number in the last `round N` line.
+/// The number in the last complete `round N` line (a pause may fall in the
+/// middle of a line).
 fn last_round(out: &str) -> u64 {
-    out.lines()
+    let complete = &out[..out.rfind('\n').map_or(0, |i| i + 1)];
+    complete
+        .lines()
         .rev()
         .find_map(|l| l.strip_prefix("round ")?.trim().parse().ok())
         .unwrap_or(0)
