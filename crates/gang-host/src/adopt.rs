@@ -168,8 +168,9 @@ impl Adopted {
         std::fs::write(&tmp, text)
             .and_then(|()| std::fs::rename(&tmp, &record_file))
             .map_err(|e| sched("recording it", e))?;
-        let mut freezer = match Freezer::new(&format!("d{}v{}", vcpu.domain, vcpu.vcpu), state_dir)
-        {
+        // Named after the thread, not the vCPU: unique on the host even when
+        // several runtimes (daemons with their own state) adopt at once.
+        let mut freezer = match Freezer::new(&format!("t{tid}"), state_dir) {
             Ok(f) => f,
             Err(e) => {
                 let _ = std::fs::remove_file(&record_file);

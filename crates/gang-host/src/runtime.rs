@@ -172,6 +172,9 @@ pub struct Switch {
     pub late: Nanos,
     /// Time spent closing and opening the gates, in ns.
     pub gate_ns: Nanos,
+    /// Whether a thread was started for `vcpu` (a vCPU whose thread is not
+    /// attached yet, or gone, holds its slot idle).
+    pub thread: bool,
 }
 
 /// A vCPU thread found running after its gate closed.
@@ -616,11 +619,13 @@ impl Runtime {
                 domain: id,
                 vcpu: i as u32,
             };
+            // Into the pool's cpuset first: pinning to a pool CPU fails while
+            // the thread's cpuset is the host's.
+            if let Some(shield) = &self.shared.shield {
+                shield.attach(tid)?;
+            }
             // On error, dropping `adopted` gives back the threads so far.
             let a = crate::adopt::Adopted::adopt(vcpu, tid, map[i], prio, &dir)?;
-            if let Some(shield) = &self.shared.shield {
-                let _ = shield.attach(tid);
-            }
             adopted.push(Arc::new(a));
         }
         self.edit_registry(|reg| {
@@ -883,6 +888,7 @@ fn dispatcher(
                 vcpu,
                 late,
                 gate_ns,
+                thread: current.is_some(),
             });
         }
     }
