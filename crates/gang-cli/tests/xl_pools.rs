@@ -4,79 +4,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output};
-use std::time::{Duration, Instant};
-
-struct Daemon {
-    child: Child,
-    dir: PathBuf,
-    socket: PathBuf,
-}
-
-fn start(dir: &Path) -> Daemon {
-    let socket = dir.join("gang.sock");
-    let child = Command::new(env!("CARGO_BIN_EXE_gang"))
-        .args(["daemon", "--state-dir"])
-        .arg(dir.join("state"))
-        .arg("--socket")
-        .arg(&socket)
-        .spawn()
-        .expect("daemon starts");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::os::unix::net::UnixStream::connect(&socket).is_err() {
-        assert!(Instant::now() < deadline, "daemon did not listen");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Daemon {
-        child,
-        dir: dir.to_path_buf(),
-        socket,
-    }
-}
-
-impl Daemon {
-    fn gang(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_gang"))
-            .args(args)
-            .env("GANG_SOCKET", &self.socket)
-            .output()
-            .unwrap()
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.gang(args);
-        assert!(
-            out.status.success(),
-            "gang {args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    }
-
-    fn fails(&self, args: &[&str], message: &str) {
-        let out = self.gang(args);
-        assert_eq!(out.status.code(), Some(1), "gang {args:?} must fail");
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(
-            err.contains(message),
-            "gang {args:?}: expected {message:?}, got {err:?}"
-        );
-    }
-
-    fn kill9(mut self) -> PathBuf {
-        self.child.kill().unwrap(); // SIGKILL
-        self.child.wait().unwrap();
-        self.dir.clone()
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+mod common;
+use common::start;
+use std::process::Command;
 
 fn online_cpus() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())

@@ -6,6 +6,8 @@
 //! xenstore plus the hypervisor's cpupool bookkeeping.
 
 pub mod daemon;
+pub mod domain_cgroup;
+pub mod process;
 pub mod store;
 
 pub use store::{

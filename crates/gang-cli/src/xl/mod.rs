@@ -94,15 +94,55 @@ pub struct DaemonArgs {
     /// Directory of the state database (env GANG_STATE_DIR).
     #[arg(long, env = "GANG_STATE_DIR", default_value = DEFAULT_STATE_DIR)]
     state_dir: PathBuf,
-    /// Unix socket to serve the API on (env GANG_SOCKET; mode 0600).
+    /// Unix socket to serve the API on (env GANG_SOCKET; mode 0600, root
+    /// only, unless --socket-group).
     #[arg(long, env = "GANG_SOCKET", default_value = DEFAULT_SOCKET)]
     socket: PathBuf,
+    /// Let members of this group use the socket too (mode 0660).
+    #[arg(long, env = "GANG_SOCKET_GROUP")]
+    socket_group: Option<String>,
 }
 
 pub fn daemon(args: &DaemonArgs) -> Result<()> {
+    use std::sync::{Arc, Mutex};
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("GANG_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
     let host = gang_host::cgroup::online_cpus().context("reading the online CPUs")?;
-    let mut d = gang_toolstack::daemon::Daemon::open(&args.state_dir, host)?;
-    gang_toolstack::daemon::run(&mut d, &args.socket)?;
+    let d = gang_toolstack::daemon::Daemon::open(gang_toolstack::daemon::DaemonConfig {
+        state_dir: args.state_dir.clone(),
+        host_cpus: host,
+    })?;
+    let daemon = Arc::new(Mutex::new(d));
+    // SIGTERM/SIGINT: give every domain back to the host (their processes
+    // keep running; the next start re-attaches them), remove the socket.
+    let mut signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGINT,
+    ])
+    .context("installing signal handlers")?;
+    {
+        let daemon = Arc::clone(&daemon);
+        let socket = args.socket.clone();
+        std::thread::spawn(move || {
+            if let Some(sig) = signals.forever().next() {
+                let mut d = daemon.lock().unwrap_or_else(|p| p.into_inner());
+                tracing::info!("signal {sig}: stopping");
+                d.shutdown();
+                let _ = std::fs::remove_file(&socket);
+                std::process::exit(0);
+            }
+        });
+    }
+    let access = gang_toolstack::daemon::SocketAccess {
+        group: args.socket_group.clone(),
+    };
+    gang_toolstack::daemon::run(daemon, &args.socket, &access)?;
     Ok(())
 }
 

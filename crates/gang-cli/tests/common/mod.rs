@@ -1,0 +1,205 @@
+//! The harness of the end-to-end tests: a private `gang daemon` (its own
+//! state directory, socket and cgroup namespace) and the CLI run against it.
+
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output};
+use std::time::{Duration, Instant};
+
+pub struct Daemon {
+    child: Child,
+    dir: PathBuf,
+    socket: PathBuf,
+    /// Cleared by [`Daemon::kill9`]: what the daemon left is for the next
+    /// daemon to find, not for the harness to remove.
+    clean_up: bool,
+}
+
+pub fn start(dir: &Path) -> Daemon {
+    let socket = dir.join("gang.sock");
+    let child = Command::new(env!("CARGO_BIN_EXE_gang"))
+        .args(["daemon", "--state-dir"])
+        .arg(dir.join("state"))
+        .arg("--socket")
+        .arg(&socket)
+        // Inherited by every domain process it starts: found and killed by
+        // the harness if a test fails half-way.
+        .env("GANG_TEST_MARKER", dir)
+        .spawn()
+        .expect("daemon starts");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::os::unix::net::UnixStream::connect(&socket).is_err() {
+        assert!(Instant::now() < deadline, "daemon did not listen");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Daemon {
+        child,
+        dir: dir.to_path_buf(),
+        socket,
+        clean_up: true,
+    }
+}
+
+impl Daemon {
+    /// The state directory's parent (the test's directory).
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn gang(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_gang"))
+            .args(args)
+            .env("GANG_SOCKET", &self.socket)
+            .output()
+            .unwrap()
+    }
+
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.gang(args);
+        assert!(
+            out.status.success(),
+            "gang {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    pub fn fails(&self, args: &[&str], message: &str) {
+        let out = self.gang(args);
+        assert_eq!(out.status.code(), Some(1), "gang {args:?} must fail");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(message),
+            "gang {args:?}: expected {message:?}, got {err:?}"
+        );
+    }
+
+    pub fn kill9(mut self) -> PathBuf {
+        self.child.kill().unwrap(); // SIGKILL
+        self.child.wait().unwrap();
+        self.clean_up = false;
+        self.dir.clone()
+    }
+}
+
+impl Drop for Daemon {
+    /// Stops the daemon as a service manager would (SIGTERM: domains given
+    /// back), kills what its domains left running, and removes its cgroups.
+    fn drop(&mut self) {
+        if !self.clean_up {
+            return;
+        }
+        let namespace = self
+            .gang(&["info", "gang_cgroups"])
+            .stdout
+            .iter()
+            .map(|&b| b as char)
+            .collect::<String>()
+            .trim()
+            .to_string();
+        let _ = Command::new("kill")
+            .arg(self.child.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        kill_marked(&self.dir);
+        remove_cgroups(&namespace);
+    }
+}
+
+/// Kills the processes started by a daemon of the test in `dir`.
+pub fn kill_marked(dir: &Path) {
+    let marker = format!("GANG_TEST_MARKER={}", dir.display());
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    for e in procs.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|p| p.parse::<u32>().ok()) else {
+            continue;
+        };
+        let env = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+        if env.split(|&b| b == 0).any(|v| v == marker.as_bytes()) {
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+        }
+    }
+}
+
+/// Removes the (emptied) cgroups of a daemon's namespace.
+pub fn remove_cgroups(namespace: &str) {
+    if !namespace.starts_with("gang-") {
+        return; // never the system daemon's
+    }
+    for root in [
+        "/sys/fs/cgroup/freezer",
+        "/sys/fs/cgroup/memory",
+        "/sys/fs/cgroup/unified",
+    ] {
+        let Ok(dir) = std::fs::read_dir(root) else {
+            continue;
+        };
+        for e in dir.flatten() {
+            if e.file_name()
+                .to_string_lossy()
+                .starts_with(&format!("{namespace}."))
+            {
+                let path = e.path();
+                let _ = std::fs::write(path.join("freezer.state"), "THAWED");
+                for _ in 0..50 {
+                    if std::fs::remove_dir(&path).is_ok() {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
+        }
+    }
+}
+
+/// Whether this machine can run the host-side tests (root, 2 CPUs, cgroup
+/// freezer); says why not.
+pub fn can_run_domains() -> bool {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let root = status
+        .lines()
+        .find(|l| l.starts_with("Uid:"))
+        .and_then(|l| l.split_whitespace().nth(2))
+        == Some("0");
+    if !root {
+        eprintln!("skipped: needs root (cgroups, real-time priorities)");
+        return false;
+    }
+    if std::thread::available_parallelism().map_or(1, |n| n.get()) < 2 {
+        eprintln!("skipped: needs 2 CPUs");
+        return false;
+    }
+    if !Path::new("/sys/fs/cgroup/freezer").exists()
+        && !Path::new("/sys/fs/cgroup/cgroup.controllers").exists()
+    {
+        eprintln!("skipped: no cgroup freezer");
+        return false;
+    }
+    true
+}
+
+/// A fresh temporary directory for one test, removed by [`TestDir`]'s drop.
+pub struct TestDir(pub PathBuf);
+
+impl TestDir {
+    pub fn new(name: &str) -> TestDir {
+        let dir = std::env::temp_dir().join(format!("gang-e2e-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        TestDir(dir)
+    }
+}
+
+impl Drop for TestDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}

@@ -1,0 +1,464 @@
+//! Gang pools on the host: their runtimes (started with the first live
+//! domain, stopped with the last, restarted on a CPU change), the gang
+//! parameters (`sched-gang`), `vcpu-list` and the slot trace.
+//!
+//! The CPU time a domain "received in the last period" and the trace both
+//! come from the runtime's own switch log (what the dispatchers did), not
+//! from the scheduler's plan.
+
+use gang_core::{CpuId, CpuSet, DomainId, Nanos, Policy, PoolConfig, SEC};
+use gang_host::runtime::{Isolation, Runtime, RuntimeConfig, Switch};
+use gang_proto::{
+    ApiError, ErrorCode, ResponseBody, SchedGangDomain, SchedGangPool, TraceSlot, VcpuInfo,
+};
+
+use super::{internal, ns, refused, store_error, Daemon};
+use crate::process;
+use crate::store::{DomainRecord, DomainRef, DomainState, PoolId, PoolRecord, PoolRef, Sched};
+
+/// At most this many slots are returned by `trace`.
+const TRACE_SLOTS: usize = 4096;
+
+/// The accounting window of a policy: its period, else one second.
+fn window_of(policy: Option<&Policy>) -> Nanos {
+    policy.and_then(Policy::timing).map_or(SEC, |t| t.period)
+}
+
+/// The intervals a domain's vCPUs held CPUs, from a switch log sorted by
+/// (cpu, time): `(vcpu, cpu, start, end)`, `end == u64::MAX` while running.
+fn held_intervals(switches: &[Switch], id: DomainId) -> Vec<(u32, CpuId, Nanos, Nanos)> {
+    let mut out: Vec<(u32, CpuId, Nanos, Nanos)> = Vec::new();
+    for (i, s) in switches.iter().enumerate() {
+        // Only slots in which a thread was started: a vCPU without its
+        // thread (not attached yet, or exited) got nothing.
+        let Some(v) = s.vcpu.filter(|v| v.domain == id && s.thread) else {
+            continue;
+        };
+        let end = match switches.get(i + 1) {
+            Some(next) if next.cpu == s.cpu => next.at,
+            _ => u64::MAX,
+        };
+        // A switch to the vCPU already running (a decision that kept it)
+        // continues its interval.
+        if let Some(last) = out.last_mut() {
+            if (last.0, last.1, last.3) == (v.vcpu, s.cpu, s.at) {
+                last.3 = end;
+                continue;
+            }
+        }
+        out.push((v.vcpu, s.cpu, s.at, end));
+    }
+    out
+}
+
+impl Daemon {
+    /// The runtime of a gang pool, started if needed.
+    pub(super) fn ensure_runtime(&mut self, pool: &PoolRecord) -> Result<&Runtime, ApiError> {
+        if !self.runtimes.contains_key(&pool.id) {
+            if pool.sched != Sched::Gang {
+                return Err(internal(format!(
+                    "cpupool '{}' is not a gang pool",
+                    pool.name
+                )));
+            }
+            if pool.cpus.is_empty() {
+                return Err(refused(format!("cpupool '{}' has no cpus", pool.name)));
+            }
+            if !pool.shared {
+                if let Some(other) = self.runtimes.iter().find_map(|(id, rt)| {
+                    (rt.config().isolation == Isolation::Exclusive).then_some(*id)
+                }) {
+                    return Err(refused(format!(
+                        "cpupool '{}' cannot start: only one exclusive gang pool can run at a \
+                         time (pool {} runs); make it shared (shared=1)",
+                        pool.name, other.0
+                    )));
+                }
+            }
+            let mut config = RuntimeConfig::new(PoolConfig::new(pool.cpus.clone()));
+            config.isolation = if pool.shared {
+                Isolation::Shared
+            } else {
+                Isolation::Exclusive
+            };
+            config.name = pool.name.clone();
+            config.state_dir = Some(self.state_dir.clone());
+            // Per-thread gate traces grow without bound; the switch log is
+            // the daemon's record.
+            config.trace = false;
+            let rt = Runtime::start(config).map_err(|e| {
+                refused(format!(
+                    "cpupool '{}': cannot start its dispatchers: {e}",
+                    pool.name
+                ))
+            })?;
+            self.runtimes.insert(pool.id, rt);
+            self.log(format!(
+                "cpupool {}: dispatchers started on cpus {} ({})",
+                pool.name,
+                pool.cpus,
+                if pool.shared { "shared" } else { "exclusive" }
+            ));
+        }
+        self.runtimes
+            .get(&pool.id)
+            .ok_or_else(|| internal("runtime vanished"))
+    }
+
+    /// Stops a pool's runtime when no live domain is admitted to it.
+    pub(super) fn stop_runtime_if_idle(&mut self, pool: PoolId) {
+        if self.live.values().any(|l| l.admitted == Some(pool)) {
+            return;
+        }
+        if let Some(rt) = self.runtimes.remove(&pool) {
+            let report = rt.stop();
+            let name = self
+                .store
+                .pool(&PoolRef::Id(pool))
+                .map_or_else(|_| pool.0.to_string(), |p| p.name);
+            self.log(format!(
+                "cpupool {name}: dispatchers stopped ({} gate violations)",
+                report.violations.len()
+            ));
+        }
+    }
+
+    /// Restarts a pool's runtime on the pool's current CPUs, re-admitting
+    /// its live domains with their parameters.
+    pub(super) fn restart_runtime(&mut self, pool_id: PoolId) -> Result<(), ApiError> {
+        let members: Vec<DomainId> = self
+            .live
+            .iter()
+            .filter(|(_, l)| l.admitted == Some(pool_id))
+            .map(|(id, _)| *id)
+            .collect();
+        if let Some(rt) = self.runtimes.remove(&pool_id) {
+            drop(rt.stop()); // gives every adopted thread back
+        }
+        let pool = self
+            .store
+            .pool(&PoolRef::Id(pool_id))
+            .map_err(store_error)?;
+        let mut first_error = None;
+        for id in members {
+            let Ok(rec) = self.store.domain(&DomainRef::Id(id)) else {
+                continue;
+            };
+            let paused = rec.state == DomainState::Paused;
+            let spec = Self::spec_for(&rec);
+            let tids = self.live.get(&id).and_then(|l| l.vcpu_tids());
+            let result = self.ensure_runtime(&pool).and_then(|rt| {
+                rt.admit(spec, paused)
+                    .and_then(|_| match &tids {
+                        Some(t) => rt.adopt_threads(id, t),
+                        None => Ok(()),
+                    })
+                    .map_err(|e| refused(e.to_string()))
+            });
+            if let Err(e) = result {
+                self.log(format!("domain {} ({}): {e}", id.0, rec.name));
+                if let Some(l) = self.live.get_mut(&id) {
+                    l.admitted = None;
+                }
+                first_error.get_or_insert(e);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    pub(super) fn spec_for(rec: &DomainRecord) -> gang_core::DomainSpec {
+        gang_core::DomainSpec {
+            id: rec.id,
+            vcpus: rec.vcpus,
+            cpu_map: rec.cpu_map.clone(),
+            policy: rec.policy.unwrap_or_default(),
+        }
+    }
+
+    /// `sched-gang` without `-t`.
+    pub(super) fn sched_gang_get(
+        &self,
+        pool: Option<&str>,
+        domain: Option<&str>,
+    ) -> Result<Vec<SchedGangPool>, ApiError> {
+        let only_pool = pool
+            .map(|p| self.store.pool(&PoolRef::parse(p)).map_err(store_error))
+            .transpose()?;
+        let only_domain = domain.map(|d| self.domain_ref(d)).transpose()?;
+        let domains = self.store.domains().map_err(store_error)?;
+        let mut out = Vec::new();
+        for p in self.store.pools().map_err(store_error)? {
+            if p.sched != Sched::Gang
+                || only_pool.as_ref().is_some_and(|o| o.id != p.id)
+                || only_domain.as_ref().is_some_and(|d| d.pool != p.id)
+            {
+                continue;
+            }
+            let rt = self.runtimes.get(&p.id);
+            let switches = rt.map(Runtime::recent_switches).unwrap_or_default();
+            let now = rt.map_or(0, Runtime::now);
+            let rows = domains
+                .iter()
+                .filter(|d| d.pool == p.id)
+                .filter(|d| only_domain.as_ref().is_none_or(|o| o.id == d.id))
+                .map(|d| {
+                    let window = window_of(d.policy.as_ref());
+                    let from = now.saturating_sub(window);
+                    let received = held_intervals(&switches, d.id)
+                        .iter()
+                        .map(|&(_, _, s, e)| e.min(now).saturating_sub(s.max(from)))
+                        .sum();
+                    SchedGangDomain {
+                        name: d.name.clone(),
+                        id: d.id.0,
+                        policy: d.policy.map_or_else(|| "-".into(), |p| p.to_string()),
+                        cpu_map: d.cpu_map.as_ref().map_or_else(
+                            || "-".into(),
+                            |m| {
+                                m.iter()
+                                    .map(ToString::to_string)
+                                    .collect::<Vec<_>>()
+                                    .join(",")
+                            },
+                        ),
+                        window_ns: window,
+                        received_ns: received,
+                    }
+                })
+                .collect();
+            out.push(SchedGangPool {
+                name: p.name.clone(),
+                id: p.id.0,
+                grain_ns: rt.map_or(gang_core::MS, |r| r.config().pool.grain),
+                cpus: p.cpus.iter().collect(),
+                shared: p.shared,
+                host_slot_ns: if p.shared {
+                    Some(gang_host::runtime::host_slot_for(gang_core::MS))
+                } else {
+                    None
+                },
+                active: rt.is_some(),
+                domains: rows,
+            });
+        }
+        Ok(out)
+    }
+
+    /// `sched-gang -d DOM [-c CPUS] -t POLICY`: admission control decides; a
+    /// refusal changes nothing.
+    pub(super) fn sched_gang_set(
+        &mut self,
+        arg: &str,
+        cpus: Option<&str>,
+        policy: &str,
+    ) -> Result<(), ApiError> {
+        let rec = self.domain_ref(arg)?;
+        let pool = self
+            .store
+            .pool(&PoolRef::Id(rec.pool))
+            .map_err(store_error)?;
+        if pool.sched != Sched::Gang {
+            return Err(refused(format!(
+                "domain '{}' is in cpupool '{}', whose scheduler is {}: gang parameters apply \
+                 in gang pools (cpupool-migrate it first)",
+                rec.name, pool.name, pool.sched
+            )));
+        }
+        let policy: Policy = policy
+            .parse()
+            .map_err(|e: gang_core::model::PolicyParseError| {
+                ApiError::new(ErrorCode::BadRequest, e.to_string())
+            })?;
+        let map = cpus
+            .map(|c| self.cpu_map_arg(c, rec.vcpus, &pool, &rec.name))
+            .transpose()?;
+        let admitted = self.live.get(&rec.id).and_then(|l| l.admitted);
+        let map = match admitted.and_then(|p| self.runtimes.get(&p)) {
+            Some(rt) => {
+                rt.set_params(rec.id, map, policy)
+                    .map_err(|e| refused(e.to_string()))?;
+                rt.cpu_map(rec.id)
+            }
+            None => {
+                // Not running: check admission against the pool's other
+                // domains with a scratch scheduler, as the runtime would.
+                self.check_offline(&pool, &rec, map.clone(), policy)?;
+                map
+            }
+        };
+        self.store
+            .set_gang_params(rec.id, Some(&policy), map.as_deref())
+            .map_err(store_error)?;
+        self.log(format!(
+            "domain {} ({}): gang policy {policy}, cpus {}",
+            rec.id.0,
+            rec.name,
+            map.as_ref().map_or_else(
+                || "chosen by the scheduler".into(),
+                |m| m.iter().copied().collect::<CpuSet>().to_string()
+            )
+        ));
+        Ok(())
+    }
+
+    /// Admission of new parameters for a domain that is not running, against
+    /// the parameters of the pool's other domains.
+    fn check_offline(
+        &self,
+        pool: &PoolRecord,
+        rec: &DomainRecord,
+        map: Option<Vec<CpuId>>,
+        policy: Policy,
+    ) -> Result<(), ApiError> {
+        let mut sched = gang_core::Scheduler::new(PoolConfig::new(pool.cpus.clone()))
+            .map_err(|e| internal(e.to_string()))?;
+        let mut specs: Vec<gang_core::DomainSpec> = self
+            .store
+            .domains()
+            .map_err(store_error)?
+            .iter()
+            .filter(|d| d.pool == pool.id && d.id != rec.id && d.policy.is_some())
+            .map(Self::spec_for)
+            .collect();
+        specs.push(gang_core::DomainSpec {
+            id: rec.id,
+            vcpus: rec.vcpus,
+            cpu_map: map,
+            policy,
+        });
+        let batch: Vec<_> = specs
+            .into_iter()
+            .map(|s| {
+                let state = gang_core::RunState::all_runnable(s.vcpus, true);
+                (s, state)
+            })
+            .collect();
+        sched
+            .add_domains(0, batch)
+            .map(|_| ())
+            .map_err(|e| refused(e.to_string()))
+    }
+
+    /// `vcpu-list`.
+    pub(super) fn vcpu_list(&self, args: &[String]) -> Result<Vec<VcpuInfo>, ApiError> {
+        let records: Vec<DomainRecord> = if args.is_empty() {
+            self.store.domains().map_err(store_error)?
+        } else {
+            args.iter()
+                .map(|a| self.domain_ref(a))
+                .collect::<Result<_, _>>()?
+        };
+        let mut out = Vec::new();
+        for rec in records {
+            let live = self.live.get(&rec.id);
+            let pool = self.store.pool(&PoolRef::Id(rec.pool)).ok();
+            let tids = live.and_then(|l| l.vcpu_tids());
+            let pid = live.map_or(0, |l| l.record.process.pid as i32);
+            for v in 0..rec.vcpus {
+                let tid = tids.as_ref().and_then(|t| t.get(v as usize).copied());
+                let state = tid.and_then(|t| process::thread_state(pid, t));
+                let running = state == Some('R');
+                let cpu = tid.filter(|_| running).and_then(|t| thread_cpu(pid, t));
+                let hard = match (&rec.cpu_map, &pool) {
+                    (Some(m), _) => m.get(v as usize).map_or("all".into(), ToString::to_string),
+                    (None, Some(p)) if p.sched == Sched::Host => p.cpus.to_string(),
+                    _ => "all".into(),
+                };
+                out.push(VcpuInfo {
+                    domain: rec.name.clone(),
+                    domid: rec.id.0,
+                    vcpu: v,
+                    cpu,
+                    running,
+                    blocked: live.is_some() && !running && rec.state == DomainState::Running,
+                    paused: rec.state != DomainState::Running || tid.is_none(),
+                    time_s: tid.map_or(0.0, |t| process::cpu_time_ns(pid, Some(t)) as f64 / 1e9),
+                    hard_affinity: hard,
+                    soft_affinity: "all".into(),
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// `trace`: the slots the dispatchers gave the domain's vCPUs lately.
+    pub(super) fn trace(&self, arg: &str) -> Result<ResponseBody, ApiError> {
+        let rec = self.domain_ref(arg)?;
+        let admitted = self.live.get(&rec.id).and_then(|l| l.admitted);
+        let rt = admitted
+            .and_then(|p| self.runtimes.get(&p))
+            .ok_or_else(|| {
+                refused(format!(
+                    "domain '{}' is not running in a gang pool: no trace",
+                    rec.name
+                ))
+            })?;
+        let mut slots: Vec<TraceSlot> = held_intervals(&rt.recent_switches(), rec.id)
+            .into_iter()
+            .map(|(vcpu, cpu, start_ns, end_ns)| TraceSlot {
+                vcpu,
+                cpu,
+                start_ns,
+                end_ns,
+            })
+            .collect();
+        slots.sort_by_key(|s| (s.start_ns, s.vcpu));
+        let skip = slots.len().saturating_sub(TRACE_SLOTS);
+        let _ = ns; // durations in messages use `ns`
+        Ok(ResponseBody::Trace {
+            now_ns: rt.now(),
+            slots: slots.split_off(skip),
+        })
+    }
+}
+
+/// The CPU a thread last ran on (field 39 of its stat).
+fn thread_cpu(pid: i32, tid: i32) -> Option<CpuId> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/stat")).ok()?;
+    let rest = &text[text.rfind(')')? + 1..];
+    rest.split_whitespace().nth(36)?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gang_core::VcpuRef;
+
+    fn sw(cpu: CpuId, at: Nanos, dom: Option<(u32, u32)>) -> Switch {
+        Switch {
+            cpu,
+            at,
+            vcpu: dom.map(|(d, v)| VcpuRef {
+                domain: DomainId(d),
+                vcpu: v,
+            }),
+            late: 0,
+            gate_ns: 0,
+            thread: dom.is_some_and(|(d, _)| d != 9),
+        }
+    }
+
+    #[test]
+    fn held_intervals_run_from_a_switch_to_the_next_on_the_same_cpu() {
+        let log = [
+            sw(0, 10, Some((1, 0))),
+            sw(0, 20, None),
+            sw(0, 30, Some((1, 0))),
+            sw(0, 35, Some((1, 0))),
+            sw(0, 38, Some((1, 0))),
+            sw(1, 10, Some((1, 1))),
+            sw(1, 20, Some((2, 0))),
+            sw(1, 30, Some((9, 0))),
+        ];
+        assert_eq!(
+            held_intervals(&log, DomainId(1)),
+            vec![(0, 0, 10, 20), (0, 0, 30, u64::MAX), (1, 1, 10, 20)]
+        );
+        assert_eq!(held_intervals(&log, DomainId(2)), vec![(0, 1, 20, 30)]);
+        assert_eq!(
+            held_intervals(&log, DomainId(9)),
+            vec![],
+            "no thread, no slot"
+        );
+    }
+}

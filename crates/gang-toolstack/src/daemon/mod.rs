@@ -1,0 +1,596 @@
+//! The daemon: the single owner of pools, domains and their parameters. It
+//! serves the `gang-proto` API on a Unix socket and drives the host: one
+//! `gang_host::Runtime` per gang pool that has live domains, the domains'
+//! processes and cgroups.
+//!
+//! # Shape
+//!
+//! * [`Daemon`] holds the store (the source of truth, SQLite), the running
+//!   gang runtimes, and the live side of every running domain (its process,
+//!   cgroups, vCPU threads). [`Daemon::handle`] answers one request.
+//! * [`run`] serves connections, one thread each; every request takes the
+//!   daemon's lock for its whole duration, so requests never interleave and
+//!   many CLI calls at once lose no update. A monitor thread takes the same
+//!   lock every 100 ms to notice domains whose process ended
+//!   ([`Daemon::poll_exits`]) and apply their `on_poweroff`/`on_crash`.
+//!
+//! # Invariants
+//!
+//! * **A failed request changes nothing**: every request checks what it can
+//!   before acting (store rules, admission control in the pool's runtime),
+//!   and undoes what it did when a later step fails (see `domains`).
+//! * **The store says what should be; the host is made to match it.** At
+//!   start ([`Daemon::open`]) what a killed daemon left on the host is
+//!   repaired first (adopted threads given back, cgroups undone), then every
+//!   domain whose process still lives (same pid *and* start time) is
+//!   re-attached: its pool's runtime started, the domain admitted with its
+//!   stored parameters and CPU map, its vCPU threads adopted again, its
+//!   pause state re-applied. A domain whose process ended meanwhile is shown
+//!   crashed, with the reason.
+//! * A gang pool costs nothing while it has no live domain: its runtime
+//!   (dispatchers, CPU claims, exclusive cpuset) starts with the first one and
+//!   stops with the last.
+//! * Nothing is killed that gang did not start: a domain adopted by pid is
+//!   given back, not killed, when destroyed.
+
+mod domains;
+mod gang;
+
+use std::collections::{BTreeMap, VecDeque};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixListener;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use gang_core::{CpuSet, DomainId, Nanos};
+use gang_host::cgroup::Hierarchy;
+use gang_host::runtime::Runtime;
+use gang_proto::{ApiError, DomainInfo, ErrorCode, PoolInfo, RequestBody, ResponseBody};
+
+use crate::store::{DomainRef, DomainState, PoolId, PoolRef, ShutdownReason, Store, StoreError};
+
+pub use domains::LiveRecord;
+
+/// The state directory of the system daemon.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/gang";
+
+/// How many lines `gang dmesg` keeps.
+const DMESG_LINES: usize = 1000;
+
+/// Why the daemon could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// The state could not be opened.
+    #[error("state database {path}: {source}")]
+    Store {
+        /// The database file.
+        path: PathBuf,
+        /// Why.
+        source: StoreError,
+    },
+    /// The state directory could not be created.
+    #[error("state directory {path}: {source}")]
+    StateDir {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// What a killed daemon left could not be repaired.
+    #[error("repairing what a previous daemon left: {0}")]
+    Repair(String),
+    /// The socket could not be created.
+    #[error("socket {path}: {source}")]
+    Socket {
+        /// The socket path.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The socket's group does not exist.
+    #[error("group '{0}' does not exist (see /etc/group)")]
+    NoGroup(String),
+}
+
+/// How the daemon is set up.
+#[derive(Debug, Clone)]
+pub struct DaemonConfig {
+    /// Where the database, console files and crash-repair records live.
+    pub state_dir: PathBuf,
+    /// The host's online CPUs.
+    pub host_cpus: CpuSet,
+}
+
+/// The daemon's state: the store plus what runs on the host.
+pub struct Daemon {
+    store: Store,
+    host_cpus: CpuSet,
+    state_dir: PathBuf,
+    /// Names this daemon's cgroups (`gang` for the system daemon).
+    namespace: String,
+    hierarchy: Hierarchy,
+    /// The running gang runtimes, by pool.
+    runtimes: BTreeMap<PoolId, Runtime>,
+    /// The live side of every running or paused domain.
+    live: BTreeMap<DomainId, domains::Live>,
+    dmesg: VecDeque<String>,
+    started: std::time::Instant,
+}
+
+impl std::fmt::Debug for Daemon {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Daemon")
+            .field("state_dir", &self.state_dir)
+            .field("runtimes", &self.runtimes.keys().collect::<Vec<_>>())
+            .field("live", &self.live.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+fn store_error(e: StoreError) -> ApiError {
+    let code = match &e {
+        StoreError::PoolNotFound(_) | StoreError::DomainNotFound(_) => ErrorCode::NotFound,
+        StoreError::Database(_)
+        | StoreError::Json(_)
+        | StoreError::Corrupt(_)
+        | StoreError::SchemaTooNew { .. } => ErrorCode::Internal,
+        _ => ErrorCode::Refused,
+    };
+    ApiError::new(code, e.to_string())
+}
+
+fn refused(message: impl Into<String>) -> ApiError {
+    ApiError::new(ErrorCode::Refused, message)
+}
+
+fn internal(message: impl Into<String>) -> ApiError {
+    ApiError::new(ErrorCode::Internal, message)
+}
+
+fn cpus_arg(text: &str, universe: &CpuSet) -> Result<CpuSet, ApiError> {
+    if text.trim().is_empty() {
+        return Ok(CpuSet::new());
+    }
+    CpuSet::parse(text, Some(universe))
+        .map_err(|e| ApiError::new(ErrorCode::BadRequest, e.to_string()))
+}
+
+/// The cgroup namespace of a daemon: `gang` for the system state directory,
+/// `gang-<hash>` for a private one (tests, a second daemon), so that two
+/// daemons never touch each other's cgroups.
+fn namespace_for(state_dir: &Path) -> String {
+    use std::hash::{Hash, Hasher};
+    if state_dir == Path::new(DEFAULT_STATE_DIR) {
+        return "gang".into();
+    }
+    let canonical = state_dir
+        .canonicalize()
+        .unwrap_or_else(|_| state_dir.to_path_buf());
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    canonical.hash(&mut h);
+    format!("gang-{:08x}", h.finish() as u32)
+}
+
+impl Daemon {
+    /// Opens (or creates) the state, repairs what a killed daemon left and
+    /// re-attaches the domains whose processes still run.
+    pub fn open(config: DaemonConfig) -> Result<Daemon, DaemonError> {
+        let dir = &config.state_dir;
+        std::fs::create_dir_all(dir).map_err(|source| DaemonError::StateDir {
+            path: dir.clone(),
+            source,
+        })?;
+        let path = dir.join("state.db");
+        let store = Store::open(&path, &config.host_cpus)
+            .map_err(|source| DaemonError::Store { path, source })?;
+        // Threads a killed daemon's runtimes adopted: policies and affinity
+        // back, then their freezers thawed and removed, the cpusets undone.
+        gang_host::adopt::repair(dir).map_err(|e| DaemonError::Repair(e.to_string()))?;
+        gang_host::cgroup::repair(dir).map_err(|e| DaemonError::Repair(e.to_string()))?;
+        let hierarchy = Hierarchy::detect().unwrap_or_default();
+        let mut daemon = Daemon {
+            store,
+            host_cpus: config.host_cpus,
+            namespace: namespace_for(dir),
+            state_dir: dir.clone(),
+            hierarchy,
+            runtimes: BTreeMap::new(),
+            live: BTreeMap::new(),
+            dmesg: VecDeque::new(),
+            started: std::time::Instant::now(),
+        };
+        daemon.log(format!(
+            "gang daemon {} started, state in {}",
+            env!("CARGO_PKG_VERSION"),
+            dir.display()
+        ));
+        daemon.recover();
+        Ok(daemon)
+    }
+
+    /// Adds a line to the message ring (`gang dmesg`) and the log.
+    fn log(&mut self, line: String) {
+        tracing::info!("{line}");
+        let t = self.started.elapsed().as_secs_f64();
+        if self.dmesg.len() == DMESG_LINES {
+            self.dmesg.pop_front();
+        }
+        self.dmesg.push_back(format!("[{t:12.6}] {line}"));
+    }
+
+    /// Gives every domain back to the host and stops every runtime (on a
+    /// clean exit of the daemon). The processes keep running; the next start
+    /// re-attaches them.
+    pub fn shutdown(&mut self) {
+        for (_, rt) in std::mem::take(&mut self.runtimes) {
+            drop(rt.stop());
+        }
+        self.live.clear();
+    }
+
+    /// Answers one request.
+    pub fn handle(&mut self, body: RequestBody) -> Result<ResponseBody, ApiError> {
+        let done = |r: Result<(), ApiError>| r.map(|()| ResponseBody::Done);
+        match body {
+            RequestBody::Info => Ok(ResponseBody::Info {
+                fields: self.info()?,
+            }),
+            RequestBody::ListPools => Ok(ResponseBody::Pools {
+                pools: self.pools()?,
+            }),
+            RequestBody::ListDomains => Ok(ResponseBody::Domains {
+                domains: self.domain_infos()?,
+            }),
+            RequestBody::CreatePool {
+                name,
+                sched,
+                cpus,
+                shared,
+            } => {
+                let cpus = cpus_arg(&cpus, &self.host_cpus)?;
+                let id = self
+                    .store
+                    .create_pool(&name, &sched, &cpus, shared)
+                    .map_err(store_error)?;
+                self.log(format!(
+                    "cpupool {name} created (sched={sched}, cpus={cpus})"
+                ));
+                Ok(ResponseBody::Created { id: id.0 })
+            }
+            RequestBody::DestroyPool { pool } => {
+                let p = self
+                    .store
+                    .pool(&PoolRef::parse(&pool))
+                    .map_err(store_error)?;
+                self.store.destroy_pool(p.id).map_err(store_error)?;
+                self.log(format!("cpupool {} destroyed", p.name));
+                Ok(ResponseBody::Done)
+            }
+            RequestBody::RenamePool { pool, name } => {
+                let r = self.store.rename_pool(PoolRef::parse(&pool), &name);
+                done(r.map_err(store_error))
+            }
+            RequestBody::PoolCpuAdd { pool, cpus } => {
+                let cpus = cpus_arg(&cpus, &self.host_cpus)?;
+                done(self.change_pool_cpus(&pool, &cpus, true))
+            }
+            RequestBody::PoolCpuRemove { pool, cpus } => {
+                let cpus = cpus_arg(&cpus, &self.host_cpus)?;
+                done(self.change_pool_cpus(&pool, &cpus, false))
+            }
+            RequestBody::PoolMigrate { domain, pool } => done(self.migrate(&domain, &pool)),
+            RequestBody::CreateDomain { config, paused } => {
+                let id = self.create(config, paused)?;
+                Ok(ResponseBody::Created { id: id.0 })
+            }
+            RequestBody::Pause { domain } => done(self.pause(&domain)),
+            RequestBody::Unpause { domain } => done(self.unpause(&domain)),
+            RequestBody::Shutdown { domain } => {
+                done(self.request_shutdown(&domain, ShutdownReason::Poweroff))
+            }
+            RequestBody::Reboot { domain } => {
+                done(self.request_shutdown(&domain, ShutdownReason::Reboot))
+            }
+            RequestBody::Destroy { domain } => done(self.destroy(&domain)),
+            RequestBody::SchedGangGet { pool, domain } => Ok(ResponseBody::SchedGang {
+                pools: self.sched_gang_get(pool.as_deref(), domain.as_deref())?,
+            }),
+            RequestBody::SchedGangSet {
+                domain,
+                cpus,
+                policy,
+            } => done(self.sched_gang_set(&domain, cpus.as_deref(), &policy)),
+            RequestBody::VcpuList { domains } => Ok(ResponseBody::Vcpus {
+                vcpus: self.vcpu_list(&domains)?,
+            }),
+            RequestBody::Dmesg { clear } => {
+                let lines = self.dmesg.iter().cloned().collect();
+                if clear {
+                    self.dmesg.clear();
+                }
+                Ok(ResponseBody::Dmesg { lines })
+            }
+            RequestBody::Console { domain } => self.console(&domain),
+            RequestBody::Trace { domain } => self.trace(&domain),
+        }
+    }
+
+    fn info(&self) -> Result<Vec<(String, String)>, ApiError> {
+        let uts = rustix::system::uname();
+        let text = |s: &std::ffi::CStr| s.to_string_lossy().into_owned();
+        let free = self.store.free_cpus().map_err(store_error)?;
+        let field = |k: &str, v: String| (k.to_string(), v);
+        let (total_mb, free_mb) = meminfo();
+        Ok(vec![
+            field("host", text(uts.nodename())),
+            field("release", text(uts.release())),
+            field("version", text(uts.version())),
+            field("machine", text(uts.machine())),
+            field("nr_cpus", self.host_cpus.len().to_string()),
+            field(
+                "max_cpu_id",
+                self.host_cpus.iter().last().map_or(0, |c| c).to_string(),
+            ),
+            field("total_memory", total_mb.to_string()),
+            field("free_memory", free_mb.to_string()),
+            field("free_cpus", free.len().to_string()),
+            field("xen_scheduler", "gang".into()),
+            field("xen_version", format!("gang {}", env!("CARGO_PKG_VERSION"))),
+            field("xen_caps", "process pvh".into()),
+            field("xend_config_format", "4".into()),
+            field("gang_state_dir", self.state_dir.display().to_string()),
+            field("gang_cgroups", self.namespace.clone()),
+        ])
+    }
+
+    fn pools(&self) -> Result<Vec<PoolInfo>, ApiError> {
+        Ok(self
+            .store
+            .pools()
+            .map_err(store_error)?
+            .into_iter()
+            .map(|p| PoolInfo {
+                id: p.id.0,
+                name: p.name,
+                sched: p.sched.as_str().to_string(),
+                cpus: p.cpus.iter().collect(),
+                domains: p.domain_count,
+                shared: p.shared,
+            })
+            .collect())
+    }
+
+    fn domain_infos(&self) -> Result<Vec<DomainInfo>, ApiError> {
+        let pools = self.store.pools().map_err(store_error)?;
+        let (total_mb, _) = meminfo();
+        let mut out = vec![DomainInfo {
+            id: 0,
+            name: "Domain-0".into(),
+            memory_mb: total_mb,
+            vcpus: self.host_cpus.len() as u32,
+            state: gang_proto::xl::state(true, false, false, None, false),
+            cpu_time_s: host_cpu_seconds(),
+            pool: crate::store::POOL0_NAME.into(),
+            uuid: "00000000-0000-0000-0000-000000000000".into(),
+            shutdown_code: None,
+            reason: None,
+            config: serde_json::Value::Null,
+        }];
+        for d in self.store.domains().map_err(store_error)? {
+            let live = self.live.get(&d.id);
+            let (state, code, reason) = match &d.state {
+                DomainState::Running => {
+                    let running = live.is_some_and(domains::Live::any_vcpu_running);
+                    (
+                        gang_proto::xl::state(running, !running, false, None, false),
+                        None,
+                        None,
+                    )
+                }
+                DomainState::Paused => (
+                    gang_proto::xl::state(false, false, true, None, false),
+                    None,
+                    None,
+                ),
+                DomainState::Shutdown { reason } => {
+                    let (c, code) = reason_letter(*reason);
+                    (
+                        gang_proto::xl::state(false, false, false, Some(c), false),
+                        Some(code),
+                        None,
+                    )
+                }
+                DomainState::Crashed { reason } => (
+                    gang_proto::xl::state(false, false, false, Some('c'), false),
+                    Some(3),
+                    Some(reason.clone()),
+                ),
+            };
+            let pool = pools
+                .iter()
+                .find(|p| p.id == d.pool)
+                .map_or_else(String::new, |p| p.name.clone());
+            out.push(DomainInfo {
+                id: d.id.0,
+                name: d.name,
+                // The configured limit, else what the process uses.
+                memory_mb: match (d.memory_mb, live) {
+                    (0, Some(l)) => l.rss_mb(),
+                    (m, _) => m,
+                },
+                vcpus: d.vcpus,
+                state,
+                cpu_time_s: live.map_or(0.0, |l| l.cpu_time_ns() as f64 / 1e9),
+                pool,
+                uuid: d.uuid,
+                shutdown_code: code,
+                reason,
+                config: serde_json::from_str(&d.config_json).unwrap_or_default(),
+            });
+        }
+        Ok(out)
+    }
+
+    /// `cpupool-cpu-add` / `cpupool-cpu-remove`: the store's rules first;
+    /// a gang pool with a running runtime is restarted on its new CPUs (its
+    /// domains re-admitted with their parameters); if that fails the CPU
+    /// change is undone.
+    fn change_pool_cpus(&mut self, pool: &str, cpus: &CpuSet, add: bool) -> Result<(), ApiError> {
+        let p = self
+            .store
+            .pool(&PoolRef::parse(pool))
+            .map_err(store_error)?;
+        let r = if add {
+            self.store.add_cpus(p.id, cpus)
+        } else {
+            self.store.remove_cpus(p.id, cpus)
+        };
+        r.map_err(store_error)?;
+        if self.runtimes.contains_key(&p.id) {
+            if let Err(e) = self.restart_runtime(p.id) {
+                let undo = if add {
+                    self.store.remove_cpus(p.id, cpus)
+                } else {
+                    self.store.add_cpus(p.id, cpus)
+                };
+                let _ = undo;
+                let _ = self.restart_runtime(p.id);
+                return Err(e);
+            }
+        }
+        self.apply_host_affinity();
+        let verb = if add { "added to" } else { "removed from" };
+        self.log(format!("cpus {cpus} {verb} cpupool {}", p.name));
+        Ok(())
+    }
+
+    fn domain_ref(&self, arg: &str) -> Result<crate::store::DomainRecord, ApiError> {
+        self.store
+            .domain(&DomainRef::parse(arg))
+            .map_err(store_error)
+    }
+}
+
+/// xl's shutdown reason letter and code.
+fn reason_letter(reason: ShutdownReason) -> (char, u32) {
+    match reason {
+        ShutdownReason::Poweroff => ('-', 0),
+        ShutdownReason::Reboot => ('r', 1),
+        ShutdownReason::Suspend => ('s', 2),
+        ShutdownReason::Crash => ('c', 3),
+        ShutdownReason::Watchdog => ('w', 4),
+        ShutdownReason::SoftReset => ('S', 5),
+    }
+}
+
+/// Total and available memory, MB (`/proc/meminfo`).
+fn meminfo() -> (u64, u64) {
+    let text = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let field = |name: &str| {
+        text.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+            .map_or(0, |kb| kb / 1024)
+    };
+    (field("MemTotal:"), field("MemAvailable:"))
+}
+
+/// CPU time the host spent outside idle, seconds (`/proc/stat`).
+fn host_cpu_seconds() -> f64 {
+    let text = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let Some(line) = text.lines().next() else {
+        return 0.0;
+    };
+    let v: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal ...
+    let busy: u64 = v
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != 3 && *i != 4)
+        .map(|(_, x)| x)
+        .sum();
+    let hz = 100.0; // USER_HZ on Linux
+    busy as f64 / hz
+}
+
+/// Looks a group up in /etc/group.
+fn group_id(name: &str) -> Option<u32> {
+    let text = std::fs::read_to_string("/etc/group").ok()?;
+    text.lines().find_map(|l| {
+        let mut f = l.split(':');
+        (f.next()? == name).then_some(())?;
+        f.nth(1)?.parse().ok()
+    })
+}
+
+/// How the socket is shared.
+#[derive(Debug, Clone, Default)]
+pub struct SocketAccess {
+    /// A group whose members may use the socket too (mode 0660); `None`:
+    /// root only (0600).
+    pub group: Option<String>,
+}
+
+/// Binds the socket and serves requests until the process is killed or
+/// `stop` is set; a monitor thread applies domain exits every 100 ms.
+pub fn run(
+    daemon: Arc<Mutex<Daemon>>,
+    socket: &Path,
+    access: &SocketAccess,
+) -> Result<(), DaemonError> {
+    let sock_err = |source| DaemonError::Socket {
+        path: socket.to_path_buf(),
+        source,
+    };
+    if let Some(dir) = socket.parent() {
+        std::fs::create_dir_all(dir).map_err(sock_err)?;
+    }
+    // A socket left by a killed daemon: nobody answers on it any more.
+    if socket.exists() && std::os::unix::net::UnixStream::connect(socket).is_err() {
+        std::fs::remove_file(socket).map_err(sock_err)?;
+    }
+    let gid = match &access.group {
+        Some(g) => Some(group_id(g).ok_or_else(|| DaemonError::NoGroup(g.clone()))?),
+        None => None,
+    };
+    let listener = UnixListener::bind(socket).map_err(sock_err)?;
+    let mode = if gid.is_some() { 0o660 } else { 0o600 };
+    std::fs::set_permissions(socket, std::fs::Permissions::from_mode(mode)).map_err(sock_err)?;
+    if let Some(gid) = gid {
+        std::os::unix::fs::chown(socket, None, Some(gid)).map_err(sock_err)?;
+    }
+    {
+        let daemon = Arc::clone(&daemon);
+        std::thread::Builder::new()
+            .name("gang-monitor".into())
+            .spawn(move || loop {
+                std::thread::sleep(Duration::from_millis(100));
+                let mut d = daemon.lock().unwrap_or_else(|p| p.into_inner());
+                d.poll_exits();
+            })
+            .map_err(sock_err)?;
+    }
+    for stream in listener.incoming() {
+        let Ok(stream) = stream else { continue };
+        let daemon = Arc::clone(&daemon);
+        let _ = std::thread::Builder::new()
+            .name("gang-conn".into())
+            .spawn(move || {
+                let _ = gang_proto::serve(stream, |body| {
+                    let mut d = daemon.lock().unwrap_or_else(|p| p.into_inner());
+                    d.handle(body)
+                });
+            });
+    }
+    Ok(())
+}
+
+/// Nanoseconds as a duration for messages.
+fn ns(n: Nanos) -> gang_core::time::Duration {
+    gang_core::time::Duration(n)
+}

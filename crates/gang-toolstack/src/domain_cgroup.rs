@@ -1,0 +1,332 @@
+//! A process domain's own cgroups: a freezer (to pause the whole process)
+//! and a memory cgroup (its `memory` limit).
+//!
+//! # Purpose
+//!
+//! A domain of `type = "process"` is a whole host process; its vCPU threads
+//! are adopted by a gang pool's runtime (each into a freezer of its own, see
+//! `gang_host::adopt`), the other threads stay in the domain's cgroups. These
+//! cgroups are what `pause` freezes and what carries the memory limit.
+//!
+//! # Invariants
+//!
+//! * The cgroups are named `<namespace>.d<ID>` directly under each
+//!   hierarchy's root, one per controller we use (freezer, memory). The
+//!   namespace is the daemon's (`gang` for the system daemon; daemons with
+//!   private state get their own), so the name is a function of the daemon
+//!   and the domain id only: a restarted daemon finds them again
+//!   ([`DomainCgroup::open`] is idempotent) and [`sweep`] removes those of
+//!   its domains that no longer exist, never another daemon's.
+//! * [`DomainCgroup::remove`] thaws first, moves every task left back to the
+//!   hierarchy's root and removes the directories; a missing directory or a
+//!   task that exited meanwhile is not an error.
+//! * Nothing else under a hierarchy is ever created or removed.
+
+use std::ffi::CString;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use gang_core::DomainId;
+use gang_host::cgroup::{CgroupVersion, Controller, Hierarchy};
+
+/// How long a freeze or thaw may take before it is an error.
+const FREEZE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Why a cgroup operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CgroupError {
+    /// No freezer is available on this host.
+    #[error("no cgroup freezer is mounted: cannot pause process domains")]
+    NoFreezer,
+    /// A file operation failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The kernel did not reach the freezer state in time.
+    #[error("{path}: still not {state} after {FREEZE_TIMEOUT:?}")]
+    FreezeTimeout {
+        /// The cgroup.
+        path: PathBuf,
+        /// `FROZEN` or `THAWED`.
+        state: &'static str,
+    },
+    /// A memory limit was asked for but no memory controller is mounted.
+    #[error("no cgroup memory controller is mounted: cannot limit memory to {0} MB")]
+    NoMemory(u64),
+}
+
+type Result<T, E = CgroupError> = std::result::Result<T, E>;
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CgroupError + '_ {
+    move |source| CgroupError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// The cgroups of one domain.
+#[derive(Debug)]
+pub struct DomainCgroup {
+    freezer: (Controller, PathBuf),
+    memory: Option<(Controller, PathBuf)>,
+}
+
+fn cgroup_name(namespace: &str, id: DomainId) -> String {
+    format!("{namespace}.d{}", id.0)
+}
+
+impl DomainCgroup {
+    /// Opens the domain's cgroups, creating them if needed, and sets the
+    /// memory limit (`None`: none).
+    pub fn open(
+        hierarchy: &Hierarchy,
+        namespace: &str,
+        id: DomainId,
+        memory_mb: Option<u64>,
+    ) -> Result<Self> {
+        let freezer = hierarchy.freezer.clone().ok_or(CgroupError::NoFreezer)?;
+        let name = cgroup_name(namespace, id);
+        let fpath = freezer.mount.join(&name);
+        fs::create_dir_all(&fpath).map_err(io(&fpath))?;
+        let memory = match (memory_mb, &hierarchy.memory) {
+            (None, _) => None,
+            (Some(mb), None) => return Err(CgroupError::NoMemory(mb)),
+            (Some(mb), Some(ctl)) => {
+                let mpath = ctl.mount.join(&name);
+                // On v2 the freezer and memory cgroup are the same directory.
+                fs::create_dir_all(&mpath).map_err(io(&mpath))?;
+                let (file, value) = match ctl.version {
+                    CgroupVersion::V1 => ("memory.limit_in_bytes", mb << 20),
+                    CgroupVersion::V2 => ("memory.max", mb << 20),
+                };
+                let f = mpath.join(file);
+                fs::write(&f, value.to_string()).map_err(io(&f))?;
+                Some((ctl.clone(), mpath))
+            }
+        };
+        Ok(DomainCgroup {
+            freezer: (freezer, fpath),
+            memory,
+        })
+    }
+
+    /// The `cgroup.procs` files a new process must join (as C strings, to be
+    /// written from a forked child before it executes anything).
+    pub fn procs_files(&self) -> Vec<CString> {
+        let mut dirs = vec![&self.freezer.1];
+        if let Some((_, m)) = &self.memory {
+            if m != &self.freezer.1 {
+                dirs.push(m);
+            }
+        }
+        dirs.iter()
+            .filter_map(|d| CString::new(d.join("cgroup.procs").into_os_string().into_vec()).ok())
+            .collect()
+    }
+
+    /// Moves a whole running process (every thread) into the cgroups.
+    pub fn add_process(&self, pid: i32) -> Result<()> {
+        let mut dirs = vec![&self.freezer.1];
+        if let Some((_, m)) = &self.memory {
+            if m != &self.freezer.1 {
+                dirs.push(m);
+            }
+        }
+        for d in dirs {
+            let f = d.join("cgroup.procs");
+            fs::write(&f, pid.to_string()).map_err(io(&f))?;
+        }
+        Ok(())
+    }
+
+    /// Freezes (`true`) or thaws every task of the domain's freezer and
+    /// waits until the kernel reports it done.
+    pub fn set_frozen(&self, frozen: bool) -> Result<()> {
+        let (ctl, dir) = &self.freezer;
+        // (file to write, value, status file, what it says when done)
+        let (file, value, status, done) = match (ctl.version, frozen) {
+            (CgroupVersion::V1, true) => ("freezer.state", "FROZEN", "freezer.state", "FROZEN"),
+            (CgroupVersion::V1, false) => ("freezer.state", "THAWED", "freezer.state", "THAWED"),
+            (CgroupVersion::V2, true) => ("cgroup.freeze", "1", "cgroup.events", "frozen 1"),
+            (CgroupVersion::V2, false) => ("cgroup.freeze", "0", "cgroup.events", "frozen 0"),
+        };
+        let f = dir.join(file);
+        fs::write(&f, value).map_err(io(&f))?;
+        let status = dir.join(status);
+        let deadline = Instant::now() + FREEZE_TIMEOUT;
+        loop {
+            let text = fs::read_to_string(&status).map_err(io(&status))?;
+            if text.lines().any(|l| l.trim() == done) {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(CgroupError::FreezeTimeout {
+                    path: dir.clone(),
+                    state: if frozen { "FROZEN" } else { "THAWED" },
+                });
+            }
+            std::thread::sleep(Duration::from_micros(200));
+        }
+    }
+
+    /// Thaws, moves every task left back to the root cgroups and removes the
+    /// cgroups.
+    pub fn remove(self) -> Result<()> {
+        let _ = self.set_frozen(false);
+        let mut all = vec![self.freezer];
+        all.extend(self.memory);
+        for (ctl, dir) in all {
+            remove_dir(&ctl, &dir)?;
+        }
+        Ok(())
+    }
+}
+
+/// Moves the tasks of `dir` to its hierarchy's root and removes it.
+fn remove_dir(ctl: &Controller, dir: &Path) -> Result<()> {
+    if !dir.exists() {
+        return Ok(());
+    }
+    // v1 moves threads one by one through `tasks`; v2 processes through
+    // `cgroup.procs`. A task that exited meanwhile is not an error.
+    let (list, target) = match ctl.version {
+        CgroupVersion::V1 => ("tasks", ctl.mount.join("tasks")),
+        CgroupVersion::V2 => ("cgroup.procs", ctl.mount.join("cgroup.procs")),
+    };
+    // A task that is exiting stays listed (and keeps the cgroup busy) for a
+    // moment: retry for up to a second.
+    let mut last = None;
+    for _ in 0..200 {
+        let tasks = fs::read_to_string(dir.join(list)).unwrap_or_default();
+        for t in tasks.split_whitespace() {
+            let _ = fs::write(&target, t);
+        }
+        match fs::remove_dir(dir) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => last = Some(e),
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    Err(CgroupError::Io {
+        path: dir.to_path_buf(),
+        source: last.unwrap_or_else(|| std::io::Error::other("busy")),
+    })
+}
+
+/// Removes the domain cgroups of `namespace` of every domain not in `keep`
+/// (left by a daemon that was killed); returns how many were removed.
+pub fn sweep(hierarchy: &Hierarchy, namespace: &str, keep: &[DomainId]) -> usize {
+    let prefix = format!("{namespace}.d");
+    let mut removed = 0;
+    let ctls = [hierarchy.freezer.as_ref(), hierarchy.memory.as_ref()];
+    for ctl in ctls.into_iter().flatten() {
+        let Ok(dir) = fs::read_dir(&ctl.mount) else {
+            continue;
+        };
+        for entry in dir.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Some(id) = name
+                .strip_prefix(prefix.as_str())
+                .and_then(|n| n.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            if keep.contains(&DomainId(id)) {
+                continue;
+            }
+            let path = entry.path();
+            // Thaw first (a frozen task cannot leave on v1).
+            if ctl.version == CgroupVersion::V1 && path.join("freezer.state").exists() {
+                let _ = fs::write(path.join("freezer.state"), "THAWED");
+            } else if ctl.version == CgroupVersion::V2 {
+                let _ = fs::write(path.join("cgroup.freeze"), "0");
+            }
+            if remove_dir(ctl, &path).is_ok() {
+                removed += 1;
+            }
+        }
+    }
+    removed
+}
+
+use std::os::unix::ffi::OsStringExt as _;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn can_run() -> Option<Hierarchy> {
+        if !rustix::process::geteuid().is_root() {
+            eprintln!("skipped: needs root to create cgroups");
+            return None;
+        }
+        match Hierarchy::detect() {
+            Ok(h) if h.freezer.is_some() => Some(h),
+            _ => {
+                eprintln!("skipped: no cgroup freezer on this host");
+                None
+            }
+        }
+    }
+
+    #[test]
+    fn a_domain_cgroup_freezes_a_whole_process_limits_its_memory_and_goes_away() {
+        let Some(h) = can_run() else { return };
+        let id = DomainId(1);
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .expect("sleep");
+        let pid = child.id() as i32;
+        let mem = h.memory.as_ref().map(|_| 64);
+        let cg = DomainCgroup::open(&h, "gang-test-a", id, mem).expect("open");
+        cg.add_process(pid).expect("add");
+        let state = |pid: i32| {
+            let s = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            s.rsplit(')').next().unwrap_or("").trim().chars().next()
+        };
+        cg.set_frozen(true).expect("freeze");
+        let cgroups = fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
+        assert!(cgroups.contains("/gang-test-a.d1"), "{cgroups}");
+        cg.set_frozen(false).expect("thaw");
+        assert_ne!(state(pid), None);
+        if let Some((_, m)) = &cg.memory {
+            let limit = fs::read_to_string(m.join("memory.limit_in_bytes"))
+                .or_else(|_| fs::read_to_string(m.join("memory.max")))
+                .unwrap();
+            assert_eq!(limit.trim(), (64u64 << 20).to_string());
+        }
+        let dir = cg.freezer.1.clone();
+        cg.remove().expect("remove");
+        assert!(!dir.exists());
+        let cgroups = fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
+        assert!(!cgroups.contains("gang-test-a"), "moved back: {cgroups}");
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+
+    #[test]
+    fn sweep_removes_cgroups_of_unknown_domains_only() {
+        let Some(h) = can_run() else { return };
+        let (a, b) = (DomainId(1), DomainId(2));
+        let ca = DomainCgroup::open(&h, "gang-test-b", a, None).expect("a");
+        let cb = DomainCgroup::open(&h, "gang-test-b", b, None).expect("b");
+        let other = DomainCgroup::open(&h, "gang-test-c", b, None).expect("other");
+        let (pa, pb, po) = (
+            ca.freezer.1.clone(),
+            cb.freezer.1.clone(),
+            other.freezer.1.clone(),
+        );
+        assert_eq!(sweep(&h, "gang-test-b", &[a]), 1);
+        assert!(pa.exists() && !pb.exists() && po.exists(), "only its own");
+        other.remove().expect("remove other");
+        ca.remove().expect("remove");
+        assert!(!pa.exists());
+    }
+}

@@ -1,0 +1,511 @@
+//! Host processes as domains: starting a domain's command inside its
+//! cgroups, telling a process apart from a later one with the same pid,
+//! finding its vCPU threads, and reading what it used, from `/proc`.
+//!
+//! # Invariants
+//!
+//! * A process is identified by its pid *and* its start time (field 22 of
+//!   `/proc/PID/stat`), never by pid alone: [`is_alive`] is false for a
+//!   recycled pid.
+//! * [`spawn`] puts the child into the domain's cgroups and on its CPUs
+//!   *before* it executes the command, so a domain created paused never runs
+//!   an instruction of its program before `unpause`, and a memory limit
+//!   holds from the first page. The child leads a new process group, so
+//!   signals reach everything the command started.
+//! * vCPU threads are chosen deterministically: the threads whose name
+//!   matches the pattern (every thread without one), in TID order, the first
+//!   `vcpus` of them.
+//!
+//! The only unsafe code is the `pre_exec` hook of [`spawn`], which calls
+//! async-signal-safe system calls only.
+
+#![allow(unsafe_code)]
+
+use std::ffi::CString;
+use std::fs::{File, OpenOptions};
+use std::os::unix::process::CommandExt as _;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use gang_core::{CpuId, CpuSet};
+
+use crate::store::ProcessIdentity;
+
+/// A thread or process id.
+pub type Tid = i32;
+
+/// Why a process operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ProcessError {
+    /// The domain's command could not be started.
+    #[error("cannot start `{command}`: {source}")]
+    Spawn {
+        /// The command, as configured.
+        command: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The console file could not be opened.
+    #[error("console file {path}: {source}")]
+    Console {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// No such process.
+    #[error("process {0} does not exist")]
+    NoProcess(i32),
+    /// The process ended before its vCPU threads could be found.
+    #[error("process {pid} ended before its {vcpus} vCPU thread(s) appeared")]
+    Ended {
+        /// The process.
+        pid: i32,
+        /// How many were expected.
+        vcpus: u32,
+    },
+    /// Not enough matching threads appeared in time.
+    #[error(
+        "process {pid} has {found} thread(s){matching} after {waited:?}, the domain has {vcpus} \
+         vCPU(s): set `vcpus` to the number of threads or `vcpu_threads` to a pattern of their \
+         names"
+    )]
+    TooFewThreads {
+        /// The process.
+        pid: i32,
+        /// Threads found.
+        found: usize,
+        /// `" matching 'PATTERN'"` or empty.
+        matching: String,
+        /// vCPUs configured.
+        vcpus: u32,
+        /// How long we waited.
+        waited: Duration,
+    },
+}
+
+type Result<T, E = ProcessError> = std::result::Result<T, E>;
+
+/// The state letter and start time of a process or thread (from
+/// `/proc/PID/stat` or `/proc/PID/task/TID/stat`).
+fn stat_of(path: &Path) -> Option<(char, u64)> {
+    let text = std::fs::read_to_string(path).ok()?;
+    // The name (field 2) may contain spaces and parentheses: split after the
+    // last ')'. Fields from 3 on follow; start time is field 22.
+    let rest = &text[text.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let state = fields.first()?.chars().next()?;
+    let start = fields.get(19)?.parse().ok()?;
+    Some((state, start))
+}
+
+/// The identity of a live process.
+pub fn identity(pid: i32) -> Option<ProcessIdentity> {
+    let (state, start_time) = stat_of(Path::new(&format!("/proc/{pid}/stat")))?;
+    (state != 'Z').then_some(ProcessIdentity {
+        pid: pid as u32,
+        start_time,
+    })
+}
+
+/// Whether the process is still the one identified (not exited, not a
+/// zombie, pid not reused).
+pub fn is_alive(id: &ProcessIdentity) -> bool {
+    identity(id.pid as i32).is_some_and(|now| now.start_time == id.start_time)
+}
+
+/// The start time of thread `tid` of process `pid`, if it exists.
+pub fn thread_start(pid: i32, tid: Tid) -> Option<u64> {
+    stat_of(Path::new(&format!("/proc/{pid}/task/{tid}/stat"))).map(|(_, s)| s)
+}
+
+/// The state letter of a thread (`R`, `S`, `D`, ...).
+pub fn thread_state(pid: i32, tid: Tid) -> Option<char> {
+    stat_of(Path::new(&format!("/proc/{pid}/task/{tid}/stat"))).map(|(s, _)| s)
+}
+
+/// The threads of a process with their names, in TID order.
+pub fn threads(pid: i32) -> Vec<(Tid, String)> {
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    let mut out: Vec<(Tid, String)> = dir
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<Tid>().ok())
+        .map(|tid| {
+            let comm = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/comm"))
+                .unwrap_or_default()
+                .trim_end()
+                .to_string();
+            (tid, comm)
+        })
+        .collect();
+    out.sort_by_key(|t| t.0);
+    out
+}
+
+/// CPU time of a thread or process so far, ns (`schedstat`'s first field;
+/// for a process, the sum over its live threads).
+pub fn cpu_time_ns(pid: i32, tid: Option<Tid>) -> u64 {
+    let one = |path: String| -> u64 {
+        std::fs::read_to_string(path)
+            .ok()
+            .and_then(|s| s.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0)
+    };
+    match tid {
+        Some(t) => one(format!("/proc/{pid}/task/{t}/schedstat")),
+        None => threads(pid)
+            .iter()
+            .map(|(t, _)| one(format!("/proc/{pid}/task/{t}/schedstat")))
+            .sum(),
+    }
+}
+
+/// Shell-style name matching: `*` any run, `?` one character, anything else
+/// itself.
+pub fn glob_match(pattern: &str, name: &str) -> bool {
+    let (p, n): (Vec<char>, Vec<char>) = (pattern.chars().collect(), name.chars().collect());
+    // Iterative matcher with one backtrack point for the last `*`.
+    let (mut pi, mut ni, mut star, mut mark) = (0, 0, None, 0);
+    while ni < n.len() {
+        if pi < p.len() && (p[pi] == '?' || p[pi] == n[ni]) {
+            pi += 1;
+            ni += 1;
+        } else if pi < p.len() && p[pi] == '*' {
+            star = Some(pi);
+            mark = ni;
+            pi += 1;
+        } else if let Some(s) = star {
+            pi = s + 1;
+            mark += 1;
+            ni = mark;
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|&c| c == '*')
+}
+
+/// The vCPU threads of `pid` now: the first `vcpus` threads whose name
+/// matches `pattern` (all threads without one), in TID order; `None` while
+/// there are fewer.
+pub fn select_vcpu_threads(pid: i32, vcpus: u32, pattern: Option<&str>) -> Option<Vec<Tid>> {
+    let matching: Vec<Tid> = threads(pid)
+        .into_iter()
+        .filter(|(_, comm)| pattern.is_none_or(|p| glob_match(p, comm)))
+        .map(|(t, _)| t)
+        .collect();
+    (matching.len() >= vcpus as usize).then(|| matching[..vcpus as usize].to_vec())
+}
+
+/// Waits (up to `timeout`) until the process has its vCPU threads.
+pub fn wait_vcpu_threads(
+    id: &ProcessIdentity,
+    vcpus: u32,
+    pattern: Option<&str>,
+    timeout: Duration,
+) -> Result<Vec<Tid>> {
+    let pid = id.pid as i32;
+    let start = Instant::now();
+    loop {
+        if !is_alive(id) {
+            return Err(ProcessError::Ended { pid, vcpus });
+        }
+        if let Some(t) = select_vcpu_threads(pid, vcpus, pattern) {
+            return Ok(t);
+        }
+        if start.elapsed() > timeout {
+            let found = threads(pid)
+                .iter()
+                .filter(|(_, c)| pattern.is_none_or(|p| glob_match(p, c)))
+                .count();
+            return Err(ProcessError::TooFewThreads {
+                pid,
+                found,
+                matching: pattern.map_or_else(String::new, |p| format!(" matching '{p}'")),
+                vcpus,
+                waited: timeout,
+            });
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// Sets the CPU affinity of every thread of a process (best effort: a
+/// thread may exit meanwhile).
+pub fn set_process_affinity(pid: i32, cpus: &CpuSet) {
+    let list: Vec<CpuId> = cpus.iter().collect();
+    for (tid, _) in threads(pid) {
+        let _ = gang_host::sys::set_affinity(tid, &list);
+    }
+}
+
+/// What to run: an argument vector, or a line for `/bin/sh -c`.
+#[derive(Debug, Clone)]
+pub enum Program {
+    /// `["prog", "arg", ...]`.
+    Argv(Vec<String>),
+    /// A shell command line.
+    Line(String),
+}
+
+impl Program {
+    fn describe(&self) -> String {
+        match self {
+            Program::Argv(v) => v.join(" "),
+            Program::Line(l) => l.clone(),
+        }
+    }
+}
+
+/// Opens (creating) a domain's console file for appending.
+pub fn open_console(path: &Path) -> Result<File> {
+    if let Some(dir) = path.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|source| ProcessError::Console {
+            path: path.display().to_string(),
+            source,
+        })
+}
+
+/// Starts `program` with its standard output and error appended to
+/// `console`, standard input from /dev/null, in a new process group, inside
+/// the cgroups whose `cgroup.procs` files are `cgroups`, on `cpus`.
+///
+/// With a `start_gate`, a FIFO is made at that path and the program waits
+/// in a shell for [`open_start_gate`] before it is executed: a domain
+/// created paused runs nothing of its program until unpaused. (It cannot be
+/// frozen before `exec` instead: `spawn` waits for the `exec`.)
+pub fn spawn(
+    program: &Program,
+    console: &Path,
+    cgroups: &[CString],
+    cpus: &CpuSet,
+    start_gate: Option<&Path>,
+) -> Result<Child> {
+    let out = open_console(console)?;
+    let err = out.try_clone().map_err(|source| ProcessError::Console {
+        path: console.display().to_string(),
+        source,
+    })?;
+    let argv: Vec<String> = match program {
+        Program::Argv(v) => v.clone(),
+        Program::Line(l) => vec!["/bin/sh".into(), "-c".into(), l.clone()],
+    };
+    let argv = match start_gate {
+        None => argv,
+        Some(fifo) => {
+            let _ = std::fs::remove_file(fifo);
+            rustix::fs::mknodat(
+                rustix::fs::CWD,
+                fifo,
+                rustix::fs::FileType::Fifo,
+                rustix::fs::Mode::from_raw_mode(0o600),
+                0,
+            )
+            .map_err(|e| ProcessError::Spawn {
+                command: program.describe(),
+                source: e.into(),
+            })?;
+            let mut w = vec![
+                "/bin/sh".to_string(),
+                "-c".into(),
+                "read _ < \"$0\" && exec \"$@\"".into(),
+                fifo.display().to_string(),
+            ];
+            w.extend(argv);
+            w
+        }
+    };
+    let mut cmd = Command::new(&argv[0]);
+    cmd.args(&argv[1..]);
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::from(out))
+        .stderr(Stdio::from(err))
+        .process_group(0);
+    // Everything the hook needs is prepared here, before the fork.
+    let cgroups: Vec<CString> = cgroups.to_vec();
+    let mut affinity = rustix::thread::CpuSet::new();
+    for cpu in cpus.iter() {
+        affinity.set(cpu as usize);
+    }
+    // SAFETY: the hook runs in the forked child before exec, where only
+    // async-signal-safe operations are allowed. It only makes system calls
+    // (open, write, close, sched_setaffinity) through rustix, on data
+    // prepared before the fork (C strings, a CPU set); it allocates nothing
+    // and takes no lock.
+    unsafe {
+        cmd.pre_exec(move || {
+            use rustix::fs::{open, Mode, OFlags};
+            for procs in &cgroups {
+                let fd = open(procs.as_c_str(), OFlags::WRONLY, Mode::empty())?;
+                // "0": the writing process itself.
+                rustix::io::write(&fd, b"0")?;
+            }
+            if !cpus_is_empty(&affinity) {
+                rustix::thread::sched_setaffinity(None, &affinity)?;
+            }
+            Ok(())
+        });
+    }
+    cmd.spawn().map_err(|source| ProcessError::Spawn {
+        command: program.describe(),
+        source,
+    })
+}
+
+/// Lets a program started with a start gate run (the process must be
+/// thawed: its shell opens the FIFO then). Waits up to 5 s for the shell;
+/// removes the FIFO.
+pub fn open_start_gate(fifo: &Path, id: &ProcessIdentity) -> std::io::Result<()> {
+    use rustix::fs::{open, Mode, OFlags};
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let result = loop {
+        match open(fifo, OFlags::WRONLY | OFlags::NONBLOCK, Mode::empty()) {
+            Ok(fd) => {
+                break rustix::io::write(&fd, b"go\n")
+                    .map(|_| ())
+                    .map_err(Into::into)
+            }
+            // No reader yet: the shell has not reached the FIFO.
+            Err(rustix::io::Errno::NXIO) if Instant::now() < deadline && is_alive(id) => {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            Err(e) => break Err(e.into()),
+        }
+    };
+    let _ = std::fs::remove_file(fifo);
+    result
+}
+
+fn cpus_is_empty(set: &rustix::thread::CpuSet) -> bool {
+    set.count() == 0
+}
+
+/// Sends `signal` to a process, or to its whole process group.
+pub fn signal(pid: i32, group: bool, signal: rustix::process::Signal) -> std::io::Result<()> {
+    let p = rustix::process::Pid::from_raw(pid).ok_or(std::io::ErrorKind::InvalidInput)?;
+    if group {
+        rustix::process::kill_process_group(p, signal)?;
+    } else {
+        rustix::process::kill_process(p, signal)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn glob_matches_like_a_shell() {
+        assert!(glob_match("vcpu*", "vcpu0"));
+        assert!(glob_match("CPU ?/KVM", "CPU 1/KVM"));
+        assert!(glob_match("fc_vcpu *", "fc_vcpu 12"));
+        assert!(glob_match("*", ""));
+        assert!(glob_match("a*b*c", "aXXbYYc"));
+        assert!(!glob_match("a*b*c", "aXXbYY"));
+        assert!(!glob_match("vcpu?", "vcpu10"));
+        assert!(!glob_match("vcpu", "vcpu0"));
+    }
+
+    #[test]
+    fn a_process_is_known_by_pid_and_start_time() {
+        let me = identity(std::process::id() as i32).expect("self");
+        assert!(is_alive(&me));
+        let other = ProcessIdentity {
+            start_time: me.start_time + 1,
+            ..me
+        };
+        assert!(!is_alive(&other), "same pid, another start time");
+        assert!(identity(i32::MAX).is_none());
+    }
+
+    #[test]
+    fn vcpu_threads_are_the_first_matching_threads_in_tid_order() {
+        let pid = std::process::id() as i32;
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let worker = std::thread::Builder::new()
+            .name("vcpuX".into())
+            .spawn(move || {
+                let _ = rx.recv();
+            })
+            .expect("thread");
+        let me = identity(pid).expect("self");
+        let found = wait_vcpu_threads(&me, 1, Some("vcpuX"), Duration::from_secs(5)).unwrap();
+        assert_eq!(
+            threads(pid).iter().find(|t| t.0 == found[0]).unwrap().1,
+            "vcpuX"
+        );
+        let e = wait_vcpu_threads(&me, 2, Some("vcpuX"), Duration::from_millis(20)).unwrap_err();
+        assert!(
+            e.to_string().contains("has 1 thread(s) matching 'vcpuX'"),
+            "{e}"
+        );
+        let all = select_vcpu_threads(pid, 1, None).unwrap();
+        assert_eq!(all, vec![pid], "without a pattern, the main thread first");
+        drop(tx);
+        worker.join().unwrap();
+        assert!(cpu_time_ns(pid, None) > 0);
+    }
+
+    #[test]
+    fn a_spawned_command_writes_to_its_console_and_is_waited_for() {
+        let dir = tempfile::tempdir().unwrap();
+        let console = dir.path().join("c.log");
+        let mut child = spawn(
+            &Program::Line("echo hello; echo oops >&2".into()),
+            &console,
+            &[],
+            &CpuSet::new(),
+            None,
+        )
+        .unwrap();
+        assert!(child.wait().unwrap().success());
+        assert_eq!(std::fs::read_to_string(&console).unwrap(), "hello\noops\n");
+        let e = spawn(
+            &Program::Argv(vec!["/nonexistent/prog".into()]),
+            &console,
+            &[],
+            &CpuSet::new(),
+            None,
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("cannot start `/nonexistent/prog`"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_gated_program_waits_for_its_gate_before_it_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let (console, gate, ran) = (
+            dir.path().join("c.log"),
+            dir.path().join("gate"),
+            dir.path().join("ran"),
+        );
+        let mut child = spawn(
+            &Program::Argv(vec!["touch".into(), ran.display().to_string()]),
+            &console,
+            &[],
+            &CpuSet::new(),
+            Some(&gate),
+        )
+        .unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+        assert!(!ran.exists(), "ran before its gate opened");
+        let id = identity(child.id() as i32).unwrap();
+        open_start_gate(&gate, &id).unwrap();
+        assert!(child.wait().unwrap().success());
+        assert!(ran.exists() && !gate.exists());
+    }
+}
