@@ -109,6 +109,16 @@ pub fn identity(pid: i32) -> Option<ProcessIdentity> {
     })
 }
 
+/// The identity of a process that may have exited already but is not yet
+/// reaped (a zombie child of ours).
+pub fn identity_or_zombie(pid: i32) -> Option<ProcessIdentity> {
+    let (_, start_time) = stat_of(Path::new(&format!("/proc/{pid}/stat")))?;
+    Some(ProcessIdentity {
+        pid: pid as u32,
+        start_time,
+    })
+}
+
 /// Whether the process is still the one identified (not exited, not a
 /// zombie, pid not reused).
 pub fn is_alive(id: &ProcessIdentity) -> bool {

@@ -381,7 +381,9 @@ impl Daemon {
                 .map_err(|e| refused(e.to_string()))
                 .and_then(|child| {
                     let pid = child.id() as i32;
-                    match process::identity(pid) {
+                    // It may have ended already: its exit is handled like
+                    // any other (on_poweroff, on_crash).
+                    match process::identity_or_zombie(pid) {
                         Some(identity) => Ok((identity, Some(child), true)),
                         None => Err(refused(format!(
                             "the domain's command (pid {pid}) ended at once; see {}",
@@ -471,13 +473,18 @@ impl Daemon {
     ) -> Result<(), ApiError> {
         let tids = match live.vcpu_tids() {
             Some(t) => t,
-            None => process::wait_vcpu_threads(
+            None => match process::wait_vcpu_threads(
                 &live.record.process,
                 rec.vcpus,
                 cfg.vcpu_threads.as_deref(),
                 THREAD_TIMEOUT,
-            )
-            .map_err(|e| refused(e.to_string()))?,
+            ) {
+                Ok(t) => t,
+                // It ended: not an error of the request; its exit is handled
+                // by `poll_exits` with its status.
+                Err(process::ProcessError::Ended { .. }) => return Ok(()),
+                Err(e) => return Err(refused(e.to_string())),
+            },
         };
         let pid = live.pid();
         let threads: Vec<(Tid, u64)> = tids
