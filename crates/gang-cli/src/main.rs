@@ -12,6 +12,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod guest;
 mod sim;
 mod usage;
 mod workload;
@@ -36,6 +37,8 @@ enum Command {
     Sim(sim::SimArgs),
     Bench(bench::BenchArgs),
     Workload(workload::WorkloadArgs),
+    #[command(name = "guest-image")]
+    GuestImage(guest::GuestImageArgs),
     /// Run the gang daemon (see contrib/systemd/gang.service)
     Daemon(xl::DaemonArgs),
     Info(xl::InfoArgs),
@@ -80,6 +83,7 @@ fn main() -> ExitCode {
         Command::Sim(args) => ("sim", false, sim::run(&args)),
         Command::Bench(args) => ("bench", false, bench::run(&args)),
         Command::Workload(args) => ("workload", false, workload::run(&args)),
+        Command::GuestImage(args) => ("guest-image", false, guest::run(&args)),
         Command::Daemon(args) => ("daemon", false, xl::daemon(&args)),
         Command::Info(args) => ("info", true, xl::info(&args)),
         Command::Create(args) => ("create", true, xl::domains::create(&args)),

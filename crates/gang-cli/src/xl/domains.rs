@@ -379,8 +379,20 @@ pub fn create(args: &CreateArgs) -> Result<()> {
     for w in config.take_warnings() {
         eprintln!("{w}");
     }
-    let domain = domain?;
+    let mut domain = domain?;
     check_supported(&domain)?;
+    // The daemon has another working directory: files named relative to
+    // ours are made absolute, as xl reads them from its own.
+    for file in [&mut domain.kernel, &mut domain.ramdisk]
+        .into_iter()
+        .flatten()
+    {
+        if std::path::Path::new(file.as_str()).is_relative() {
+            if let Ok(cwd) = std::env::current_dir() {
+                *file = cwd.join(&*file).display().to_string();
+            }
+        }
+    }
     let json = serde_json::to_value(&domain).context("encoding the configuration")?;
     if args.dry_run {
         println!(

@@ -26,6 +26,15 @@ pub fn start(dir: &Path) -> Daemon {
         // Inherited by every domain process it starts: found and killed by
         // the harness if a test fails half-way.
         .env("GANG_TEST_MARKER", dir)
+        // Its log, kept with the test's files (printed if the test fails
+        // while the directory is kept).
+        .stderr(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(dir.join("daemon.log"))
+                .expect("daemon log"),
+        )
         .spawn()
         .expect("daemon starts");
     let deadline = Instant::now() + Duration::from_secs(10);

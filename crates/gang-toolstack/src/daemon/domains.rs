@@ -34,6 +34,9 @@ use crate::store::{
     ShutdownReason,
 };
 
+/// Guest RAM of a `pvh` domain without `memory`, MB.
+const DEFAULT_VM_MEMORY_MB: u64 = 64;
+
 /// How long a new process has to show its vCPU threads.
 const THREAD_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -65,7 +68,10 @@ pub(super) struct Live {
     /// Set when this daemon started the process (it can reap it and read its
     /// exit status).
     child: Option<Child>,
+    /// Process domains: their cgroups (a VM gets empty ones).
     cgroup: DomainCgroup,
+    /// A `pvh` domain: the micro-VM (its vCPU threads are the daemon's).
+    pub(super) vm: Option<Box<gang_vmm::Vm>>,
     /// A shutdown or reboot asked for, not yet happened.
     requested: Option<ShutdownReason>,
     /// The pool runtime the domain is admitted to, if a gang pool.
@@ -99,7 +105,13 @@ impl Live {
     }
 
     pub(super) fn cpu_time_ns(&self) -> u64 {
-        process::cpu_time_ns(self.pid(), None)
+        match (&self.vm, self.vcpu_tids()) {
+            (Some(_), Some(tids)) => tids
+                .iter()
+                .map(|&t| process::cpu_time_ns(self.pid(), Some(t)))
+                .sum(),
+            _ => process::cpu_time_ns(self.pid(), None),
+        }
     }
 
     /// Resident memory of the process, MB.
@@ -120,6 +132,9 @@ impl Live {
     /// Whether the process ended; with its exit status when we are its
     /// parent.
     fn exited(&mut self) -> Option<Option<std::process::ExitStatus>> {
+        if self.vm.is_some() {
+            return None; // VMs report their end on the daemon's channel
+        }
         if let Some(child) = &mut self.child {
             return match child.try_wait() {
                 Ok(Some(status)) => Some(Some(status)),
@@ -208,10 +223,9 @@ impl Daemon {
         match cfg.domain_type {
             DomainType::Process => {}
             DomainType::Pvh => {
-                return Err(refused(
-                    "type \"pvh\" domains need the micro-VM backend, which this daemon does not \
-                     have yet; use type = \"process\"",
-                ))
+                if cfg.kernel.is_none() {
+                    return Err(bad("a pvh domain needs `kernel` (an ELF image)"));
+                }
             }
             DomainType::Pv | DomainType::Hvm => {
                 return Err(refused(
@@ -220,6 +234,7 @@ impl Daemon {
             }
         }
         match (&cfg.command, cfg.pid) {
+            _ if cfg.domain_type == DomainType::Pvh => {}
             (Some(_), Some(_)) => return Err(bad(
                 "a process domain has either `command` (start it) or `pid` (adopt it), not both",
             )),
@@ -256,7 +271,10 @@ impl Daemon {
             name: cfg.name.clone(),
             pool: PoolRef::Id(pool.id),
             vcpus: cfg.vcpus,
-            memory_mb: cfg.memory_mb.unwrap_or(0),
+            memory_mb: cfg.memory_mb.unwrap_or(match cfg.domain_type {
+                DomainType::Pvh => DEFAULT_VM_MEMORY_MB,
+                _ => 0,
+            }),
             config_json: config.to_string(),
             policy,
             cpu_map,
@@ -345,6 +363,9 @@ impl Daemon {
             .store
             .pool(&PoolRef::Id(rec.pool))
             .map_err(store_error)?;
+        if cfg.domain_type == DomainType::Pvh {
+            return self.bring_up_vm(&rec, &cfg, paused);
+        }
         let cgroup = DomainCgroup::open(&self.hierarchy, &self.namespace, id, cfg.memory_mb)
             .map_err(|e| internal(e.to_string()))?;
         let undo_cgroup = |cg: DomainCgroup| {
@@ -442,6 +463,7 @@ impl Daemon {
             },
             child,
             cgroup,
+            vm: None,
             requested: None,
             admitted,
             started: Instant::now(),
@@ -451,6 +473,91 @@ impl Daemon {
                 self.tear_down(id, live);
                 return Err(e);
             }
+        }
+        self.save_live(id, &live);
+        self.live.insert(id, live);
+        Ok(())
+    }
+
+    /// Starts a `pvh` domain: the micro-VM (paused or running), admitted to
+    /// its gang pool and handed to the runtime there.
+    fn bring_up_vm(
+        &mut self,
+        rec: &DomainRecord,
+        cfg: &DomainConfig,
+        paused: bool,
+    ) -> Result<(), ApiError> {
+        let id = rec.id;
+        let pool = self
+            .store
+            .pool(&PoolRef::Id(rec.pool))
+            .map_err(store_error)?;
+        let kernel = cfg.kernel.clone().unwrap_or_default();
+        let mut vm_config =
+            gang_vmm::VmConfig::new(id, PathBuf::from(&kernel), rec.memory_mb.max(2), rec.vcpus);
+        vm_config.ramdisk = cfg.ramdisk.as_ref().map(|r| PathBuf::from(r).into());
+        vm_config.cmdline = match (&cfg.cmdline, &cfg.root, &cfg.extra) {
+            (Some(c), _, _) => c.clone(),
+            (None, root, extra) => [root.as_ref().map(|r| format!("root={r}")), extra.clone()]
+                .into_iter()
+                .flatten()
+                .collect::<Vec<_>>()
+                .join(" "),
+        };
+        let console = self.console_path(id);
+        let out = process::open_console(&console).map_err(|e| internal(e.to_string()))?;
+        let tx = std::sync::Mutex::new(self.vm_exits.0.clone());
+        let on_exit: gang_vmm::OnExit = Box::new(move |exit| {
+            let _ = tx.lock().map(|t| t.send(exit));
+        });
+        let mut vm = gang_vmm::Vm::create(vm_config, Box::new(out), on_exit)
+            .map_err(|e| refused(format!("cannot create the VM: {e}")))?;
+        let cgroup = DomainCgroup::open(&self.hierarchy, &self.namespace, id, None)
+            .map_err(|e| internal(e.to_string()))?;
+        let admitted = if pool.sched == Sched::Gang {
+            match self.admit(rec, paused) {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    let _ = cgroup.remove();
+                    vm.destroy();
+                    return Err(e);
+                }
+            }
+        } else {
+            None
+        };
+        let me = process::identity(std::process::id() as i32)
+            .ok_or_else(|| internal("cannot read the daemon's own process"))?;
+        let pid = me.pid as i32;
+        let threads = vm
+            .vcpu_threads()
+            .into_iter()
+            .map(|t| (t, process::thread_start(pid, t).unwrap_or(0)))
+            .collect();
+        let mut live = Live {
+            record: LiveRecord {
+                process: me,
+                spawned: false,
+                vcpu_threads: Some(threads),
+                console,
+                start_gate: None,
+            },
+            child: None,
+            cgroup,
+            vm: Some(Box::new(vm)),
+            requested: None,
+            admitted,
+            started: Instant::now(),
+        };
+        let started = self.attach_threads(rec, cfg, &mut live).and_then(|()| {
+            live.vm
+                .as_mut()
+                .map_or(Ok(()), |vm| vm.start(paused))
+                .map_err(|e| internal(format!("starting the VM: {e}")))
+        });
+        if let Err(e) = started {
+            self.tear_down(id, live);
+            return Err(e);
         }
         self.save_live(id, &live);
         self.live.insert(id, live);
@@ -471,6 +578,19 @@ impl Daemon {
         cfg: &DomainConfig,
         live: &mut Live,
     ) -> Result<(), ApiError> {
+        if let Some(vm) = &mut live.vm {
+            if let Some(pool) = live.admitted {
+                let rt = self
+                    .runtimes
+                    .get(&pool)
+                    .ok_or_else(|| internal("the pool's runtime is not running"))?;
+                let controls = rt.add_gates(rec.id).map_err(|e| internal(e.to_string()))?;
+                let scheduler: std::sync::Arc<dyn gang_vmm::GangScheduler> = rt.clone();
+                vm.attach(scheduler, controls)
+                    .map_err(|e| internal(format!("handing the vCPUs to the pool: {e}")))?;
+            }
+            return Ok(());
+        }
         let tids = match live.vcpu_tids() {
             Some(t) => t,
             None => match process::wait_vcpu_threads(
@@ -517,8 +637,14 @@ impl Daemon {
     /// Ends a domain's live side: out of its runtime, its process killed if
     /// we started it (else given back), its cgroups removed.
     fn tear_down(&mut self, id: DomainId, mut live: Live) {
+        if let Some(vm) = &mut live.vm {
+            let _ = vm.detach();
+        }
         if let Some(pool) = live.admitted.take() {
             self.leave_runtime(id, pool);
+        }
+        if let Some(mut vm) = live.vm.take() {
+            vm.destroy();
         }
         if live.record.spawned && process::is_alive(&live.record.process) {
             let _ = process::signal(live.pid(), true, Signal::KILL);
@@ -549,8 +675,11 @@ impl Daemon {
         }
         let live = self
             .live
-            .get(&rec.id)
+            .get_mut(&rec.id)
             .ok_or_else(|| internal(format!("domain '{}' has no process", rec.name)))?;
+        if let Some(vm) = &mut live.vm {
+            vm.pause().map_err(|e| internal(e.to_string()))?;
+        }
         live.cgroup
             .set_frozen(true)
             .map_err(|e| internal(e.to_string()))?;
@@ -585,6 +714,9 @@ impl Daemon {
             live.cgroup
                 .set_frozen(false)
                 .map_err(|e| internal(e.to_string()))?;
+            if let Some(vm) = &mut live.vm {
+                vm.resume().map_err(|e| internal(e.to_string()))?;
+            }
             if let Some(gate) = live.record.start_gate.take() {
                 process::open_start_gate(&gate, &live.record.process)
                     .map_err(|e| internal(format!("starting the program: {e}")))?;
@@ -664,7 +796,11 @@ impl Daemon {
             self.live.insert(rec.id, live);
             return Err(store_error(e));
         }
-        // Leave the old pool: adopted threads are given back.
+        // Leave the old pool: adopted threads are given back, a VM's vCPUs
+        // go back to Linux scheduling.
+        if let Some(vm) = &mut live.vm {
+            let _ = vm.detach();
+        }
         if let Some(old) = live.admitted.take() {
             self.leave_runtime(rec.id, old);
         }
@@ -679,7 +815,7 @@ impl Daemon {
         let cpus = self.process_cpus(&target);
         process::set_process_affinity(live.pid(), &cpus);
         let mut result = Ok(());
-        if live.record.vcpu_threads.is_some() {
+        if live.record.vcpu_threads.is_some() || live.vm.is_some() {
             let cfg = config_of(&rec)?;
             result = self.attach_threads(&moved, &cfg, &mut live);
         }
@@ -705,6 +841,19 @@ impl Daemon {
             .get_mut(&rec.id)
             .ok_or_else(|| refused(format!("domain '{}' is not running", rec.name)))?;
         live.requested = Some(reason);
+        if let Some(vm) = &live.vm {
+            let r = if reason == ShutdownReason::Reboot {
+                vm.reboot()
+            } else {
+                vm.shutdown()
+            };
+            r.map_err(|e| refused(e.to_string()))?;
+            self.log(format!(
+                "domain {} ({}): {reason:?} requested",
+                rec.id.0, rec.name
+            ));
+            return Ok(());
+        }
         let group = live.record.spawned;
         process::signal(live.pid(), group, Signal::TERM)
             .map_err(|e| internal(format!("signalling process {}: {e}", live.pid())))?;
@@ -757,30 +906,34 @@ impl Daemon {
             .collect();
         for (id, status) in ended {
             if let Some(live) = self.live.remove(&id) {
-                self.handle_exit(id, live, status);
+                let (reason, detail) = process_exit(live.requested, status);
+                self.handle_exit(id, live, reason, detail);
+            }
+        }
+        while let Ok(exit) = self.vm_exits.1.try_recv() {
+            if let Some(live) = self.live.remove(&exit.id) {
+                let (reason, detail) = match exit.reason {
+                    gang_vmm::ExitReason::Poweroff => (
+                        live.requested.unwrap_or(ShutdownReason::Poweroff),
+                        "the guest powered off".to_string(),
+                    ),
+                    gang_vmm::ExitReason::Reboot => {
+                        (ShutdownReason::Reboot, "the guest rebooted".to_string())
+                    }
+                    gang_vmm::ExitReason::Crash(why) => {
+                        (ShutdownReason::Crash, format!("the guest crashed: {why}"))
+                    }
+                };
+                self.handle_exit(exit.id, live, reason, detail);
             }
         }
     }
 
-    fn handle_exit(&mut self, id: DomainId, live: Live, status: Option<std::process::ExitStatus>) {
-        use std::os::unix::process::ExitStatusExt as _;
+    fn handle_exit(&mut self, id: DomainId, live: Live, reason: ShutdownReason, detail: String) {
         let Ok(rec) = self.store.domain(&id.into()) else {
             return;
         };
-        let (reason, detail) = match (live.requested, status) {
-            (Some(r), _) => (r, "as requested".to_string()),
-            (None, Some(s)) if s.success() => (ShutdownReason::Poweroff, "exited".into()),
-            (None, Some(s)) => match (s.code(), s.signal()) {
-                (Some(c), _) => (ShutdownReason::Crash, format!("exited with status {c}")),
-                (_, Some(sig)) => (ShutdownReason::Crash, format!("killed by signal {sig}")),
-                _ => (ShutdownReason::Crash, "ended".into()),
-            },
-            (None, None) => (
-                ShutdownReason::Poweroff,
-                "ended (exit status unknown: it was started by an earlier daemon or adopted)"
-                    .into(),
-            ),
-        };
+        let is_vm = live.vm.is_some();
         let lived = live.started.elapsed();
         let pid = live.pid();
         self.tear_down(id, live);
@@ -797,8 +950,14 @@ impl Daemon {
             _ => "shut down",
         };
         self.log(format!(
-            "domain {} ({}) {what}: process {pid} {detail}; action {action:?}",
-            id.0, rec.name
+            "domain {} ({}) {what}: {}{detail}; action {action:?}",
+            id.0,
+            rec.name,
+            if is_vm {
+                String::new()
+            } else {
+                format!("process {pid} ")
+            }
         ));
         let preserved = if reason == ShutdownReason::Crash {
             DomainState::Crashed {
@@ -859,6 +1018,18 @@ impl Daemon {
                 DomainState::Paused => true,
                 _ => continue,
             };
+            if config_of(&rec).is_ok_and(|c| c.domain_type == DomainType::Pvh) {
+                let reason = "its VM ran in the daemon, which ended".to_string();
+                self.log(format!(
+                    "domain {} ({}) crashed: {reason}",
+                    rec.id.0, rec.name
+                ));
+                let _ = self
+                    .store
+                    .set_state(rec.id, &DomainState::Crashed { reason });
+                let _ = self.store.set_live(rec.id, None);
+                continue;
+            }
             let record: Option<LiveRecord> = rec
                 .live_json
                 .as_deref()
@@ -933,6 +1104,7 @@ impl Daemon {
             record,
             child: None,
             cgroup,
+            vm: None,
             requested: None,
             admitted,
             started: Instant::now(),
@@ -948,5 +1120,26 @@ impl Daemon {
         self.save_live(rec.id, &live);
         self.live.insert(rec.id, live);
         Ok(())
+    }
+}
+
+/// Why a process ended: the shutdown asked for, else its exit status.
+fn process_exit(
+    requested: Option<ShutdownReason>,
+    status: Option<std::process::ExitStatus>,
+) -> (ShutdownReason, String) {
+    use std::os::unix::process::ExitStatusExt as _;
+    match (requested, status) {
+        (Some(r), _) => (r, "as requested".to_string()),
+        (None, Some(s)) if s.success() => (ShutdownReason::Poweroff, "exited".into()),
+        (None, Some(s)) => match (s.code(), s.signal()) {
+            (Some(c), _) => (ShutdownReason::Crash, format!("exited with status {c}")),
+            (_, Some(sig)) => (ShutdownReason::Crash, format!("killed by signal {sig}")),
+            _ => (ShutdownReason::Crash, "ended".into()),
+        },
+        (None, None) => (
+            ShutdownReason::Poweroff,
+            "ended (exit status unknown: it was started by an earlier daemon or adopted)".into(),
+        ),
     }
 }

@@ -53,7 +53,10 @@ fn held_intervals(switches: &[Switch], id: DomainId) -> Vec<(u32, CpuId, Nanos, 
 
 impl Daemon {
     /// The runtime of a gang pool, started if needed.
-    pub(super) fn ensure_runtime(&mut self, pool: &PoolRecord) -> Result<&Runtime, ApiError> {
+    pub(super) fn ensure_runtime(
+        &mut self,
+        pool: &PoolRecord,
+    ) -> Result<&std::sync::Arc<Runtime>, ApiError> {
         if !self.runtimes.contains_key(&pool.id) {
             if pool.sched != Sched::Gang {
                 return Err(internal(format!(
@@ -92,7 +95,7 @@ impl Daemon {
                     pool.name
                 ))
             })?;
-            self.runtimes.insert(pool.id, rt);
+            self.runtimes.insert(pool.id, std::sync::Arc::new(rt));
             self.log(format!(
                 "cpupool {}: dispatchers started on cpus {} ({})",
                 pool.name,
@@ -111,6 +114,11 @@ impl Daemon {
             return;
         }
         if let Some(rt) = self.runtimes.remove(&pool) {
+            // VMs were detached before their domains left; a runtime still
+            // shared stops when the last holder drops it.
+            let Ok(rt) = std::sync::Arc::try_unwrap(rt) else {
+                return;
+            };
             let report = rt.stop();
             let name = self
                 .store
@@ -132,8 +140,15 @@ impl Daemon {
             .filter(|(_, l)| l.admitted == Some(pool_id))
             .map(|(id, _)| *id)
             .collect();
+        for id in &members {
+            if let Some(vm) = self.live.get_mut(id).and_then(|l| l.vm.as_mut()) {
+                let _ = vm.detach();
+            }
+        }
         if let Some(rt) = self.runtimes.remove(&pool_id) {
-            drop(rt.stop()); // gives every adopted thread back
+            if let Ok(rt) = std::sync::Arc::try_unwrap(rt) {
+                drop(rt.stop()); // gives every adopted thread back
+            }
         }
         let pool = self
             .store
@@ -146,14 +161,24 @@ impl Daemon {
             };
             let paused = rec.state == DomainState::Paused;
             let spec = Self::spec_for(&rec);
+            let is_vm = self.live.get(&id).is_some_and(|l| l.vm.is_some());
             let tids = self.live.get(&id).and_then(|l| l.vcpu_tids());
-            let result = self.ensure_runtime(&pool).and_then(|rt| {
-                rt.admit(spec, paused)
-                    .and_then(|_| match &tids {
-                        Some(t) => rt.adopt_threads(id, t),
-                        None => Ok(()),
-                    })
-                    .map_err(|e| refused(e.to_string()))
+            let result = self.ensure_runtime(&pool).map(std::sync::Arc::clone);
+            let result = result.and_then(|rt| {
+                rt.admit(spec, paused).map_err(|e| refused(e.to_string()))?;
+                if is_vm {
+                    let controls = rt.add_gates(id).map_err(|e| internal(e.to_string()))?;
+                    let vm = self
+                        .live
+                        .get_mut(&id)
+                        .and_then(|l| l.vm.as_mut())
+                        .ok_or_else(|| internal("VM vanished"))?;
+                    vm.attach(rt, controls).map_err(|e| internal(e.to_string()))
+                } else if let Some(t) = &tids {
+                    rt.adopt_threads(id, t).map_err(|e| refused(e.to_string()))
+                } else {
+                    Ok(())
+                }
             });
             if let Err(e) = result {
                 self.log(format!("domain {} ({}): {e}", id.0, rec.name));
@@ -195,8 +220,8 @@ impl Daemon {
                 continue;
             }
             let rt = self.runtimes.get(&p.id);
-            let switches = rt.map(Runtime::recent_switches).unwrap_or_default();
-            let now = rt.map_or(0, Runtime::now);
+            let switches = rt.map(|r| r.recent_switches()).unwrap_or_default();
+            let now = rt.map_or(0, |r| r.now());
             let rows = domains
                 .iter()
                 .filter(|d| d.pool == p.id)

@@ -111,7 +111,12 @@ pub struct Daemon {
     namespace: String,
     hierarchy: Hierarchy,
     /// The running gang runtimes, by pool.
-    runtimes: BTreeMap<PoolId, Runtime>,
+    runtimes: BTreeMap<PoolId, Arc<Runtime>>,
+    /// Micro-VMs report their end here (from a vCPU thread).
+    vm_exits: (
+        std::sync::mpsc::Sender<gang_vmm::VmExit>,
+        std::sync::mpsc::Receiver<gang_vmm::VmExit>,
+    ),
     /// The live side of every running or paused domain.
     live: BTreeMap<DomainId, domains::Live>,
     dmesg: VecDeque<String>,
@@ -196,6 +201,7 @@ impl Daemon {
             state_dir: dir.clone(),
             hierarchy,
             runtimes: BTreeMap::new(),
+            vm_exits: std::sync::mpsc::channel(),
             live: BTreeMap::new(),
             dmesg: VecDeque::new(),
             started: std::time::Instant::now(),
@@ -223,8 +229,18 @@ impl Daemon {
     /// clean exit of the daemon). The processes keep running; the next start
     /// re-attaches them.
     pub fn shutdown(&mut self) {
+        // VMs run in the daemon: they end with it (their domains show as
+        // crashed at the next start).
+        for live in self.live.values_mut() {
+            if let Some(vm) = &mut live.vm {
+                let _ = vm.detach();
+                vm.destroy();
+            }
+        }
         for (_, rt) in std::mem::take(&mut self.runtimes) {
-            drop(rt.stop());
+            if let Ok(rt) = Arc::try_unwrap(rt) {
+                drop(rt.stop());
+            }
         }
         self.live.clear();
     }
