@@ -159,14 +159,19 @@ fn a_two_vcpu_vm_is_gang_scheduled_pauses_migrates_and_shuts_down() {
     );
     d.ok(&["create", &cfg]);
     wait_for("rounds", || last_round(&console(&d, "pair")) >= 200);
-    // Gang execution, from the dispatchers' own record.
-    let trace = d.ok(&["trace", "pair"]);
-    let summary = trace.lines().last().unwrap();
-    let counts: Vec<u64> = summary
-        .split(|c: char| !c.is_ascii_digit())
-        .filter_map(|n| n.parse().ok())
-        .collect();
-    assert!(counts[0] >= 5, "{summary}");
+    // Gang execution, from the dispatchers' own record (`slots: N, gang
+    // slots: M ...`), over at least 10 slots.
+    let counts = || -> (Vec<u64>, String) {
+        let trace = d.ok(&["trace", "pair"]);
+        let summary = trace.lines().last().unwrap_or_default().to_string();
+        let counts = summary
+            .split(|c: char| !c.is_ascii_digit())
+            .filter_map(|n| n.parse().ok())
+            .collect();
+        (counts, summary)
+    };
+    wait_for("10 slots", || counts().0.first().is_some_and(|&n| n >= 10));
+    let (counts, summary) = counts();
     assert_eq!(counts[0], counts[1], "every slot a gang slot: {summary}");
     assert!(d.ok(&["sched-gang", "-d", "pair"]).contains("tt,20ms,10ms"));
     // Pause: no round is printed while paused.
@@ -190,4 +195,33 @@ fn a_two_vcpu_vm_is_gang_scheduled_pauses_migrates_and_shuts_down() {
     assert_eq!(state(&d, "pair").as_deref(), Some("---s--"));
     d.ok(&["destroy", "pair"]);
     d.ok(&["cpupool-destroy", "Wide"]);
+}
+
+#[test]
+fn console_input_reaches_a_vm_serial_port() {
+    if !can_run_vms() {
+        return;
+    }
+    let t = TestDir::new("pvh-echo");
+    let d = start(&t.0);
+    let cfg = vm_cfg(&d, &t.0, "echo", "echo", "");
+    d.ok(&["create", &cfg]);
+    let mut attached = std::process::Command::new(env!("CARGO_BIN_EXE_gang"))
+        .args(["console", "echo"])
+        .env("GANG_SOCKET", t.0.join("gang.sock"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write as _;
+        let mut stdin = attached.stdin.take().unwrap();
+        stdin.write_all(b"hello-gang-echo\n").unwrap();
+    }
+    wait_for("the echo", || {
+        console(&d, "echo").contains("hello-gang-echo")
+    });
+    let _ = attached.kill();
+    let _ = attached.wait();
+    d.ok(&["destroy", "echo"]);
 }

@@ -161,6 +161,14 @@ pub enum RequestBody {
         /// Which.
         domain: DomainArg,
     },
+    /// Bytes typed at a domain's console (a VM's serial port receives
+    /// them; process domains have no console input).
+    ConsoleInput {
+        /// Which.
+        domain: DomainArg,
+        /// The bytes.
+        bytes: Vec<u8>,
+    },
     /// The recent slots a gang pool's dispatchers gave a domain's vCPUs
     /// (`gang trace`): the runtime's own record of what ran where.
     Trace {

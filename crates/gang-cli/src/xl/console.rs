@@ -11,9 +11,12 @@
 //! (no line buffering, no echo, no signal keys) with `stty`, so the escape
 //! character arrives at once, and restored on the way out. `stty` rather than
 //! termios calls because the workspace forbids unsafe code and has no
-//! termios crate for the CLI. The API has no console input, so other keys
-//! are not forwarded to the domain; Ctrl-C also ends the console (it would
-//! otherwise do nothing).
+//! termios crate for the CLI. Ctrl-C also ends the console.
+//!
+//! Input: everything read from stdin (keys on a terminal, or a pipe's
+//! content) other than the escape is sent to the domain
+//! ([`RequestBody::ConsoleInput`]): a VM's serial port receives it. A
+//! process domain has no console input; the first refusal stops forwarding.
 
 use std::fs::File;
 use std::io::{IsTerminal as _, Read as _, Write as _};
@@ -43,8 +46,8 @@ const CTRL_C: u8 = 0x03;
 serial port) and follow it as it grows, until the domain stops running or the escape character \
 is typed (on a terminal).",
     after_help = "Examples:\n  gang console my-domain\n  gang console -e ^a 3\n\n\
-Differences from xl: input is not forwarded to the domain (gang's consoles are output only); \
-on a terminal, Ctrl-C ends the console too. xl's -t (console type) and -n (console number) are \
+Input typed (or piped) is sent to the domain: a VM's serial port receives it; a process \
+domain's console is output only. Differences from xl: on a terminal, Ctrl-C ends the console too. xl's -t (console type) and -n (console number) are \
 not supported: a domain has one console."
 )]
 pub struct ConsoleArgs {
@@ -89,15 +92,36 @@ pub fn attach(domain: &str, escape: u8) -> Result<()> {
     let (mut path, mut live) = ask(domain)?;
     let stop = Arc::new(AtomicBool::new(false));
     let terminal = RawTerminal::enter();
-    if terminal.is_some() {
+    {
         let stop = Arc::clone(&stop);
-        // Reads keys until the escape; the thread ends with the process.
+        let is_terminal = terminal.is_some();
+        let domain = domain.to_string();
+        // Reads stdin until the escape (on a terminal) or its end, and sends
+        // the rest to the domain; the thread ends with the process.
         std::thread::spawn(move || {
             let mut stdin = std::io::stdin().lock();
-            let mut byte = [0u8; 1];
-            while let Ok(1) = stdin.read(&mut byte) {
-                if byte[0] == escape || byte[0] == CTRL_C {
-                    stop.store(true, Ordering::SeqCst);
+            let mut buf = [0u8; 256];
+            let mut forward = true;
+            while let Ok(n) = stdin.read(&mut buf) {
+                if n == 0 {
+                    return;
+                }
+                let mut bytes = &buf[..n];
+                if is_terminal {
+                    if let Some(i) = bytes.iter().position(|&b| b == escape || b == CTRL_C) {
+                        stop.store(true, Ordering::SeqCst);
+                        bytes = &bytes[..i];
+                        forward = forward && !bytes.is_empty();
+                    }
+                }
+                if forward {
+                    let sent = call(RequestBody::ConsoleInput {
+                        domain: domain.clone(),
+                        bytes: bytes.to_vec(),
+                    });
+                    forward = sent.is_ok();
+                }
+                if stop.load(Ordering::SeqCst) {
                     return;
                 }
             }

@@ -897,6 +897,25 @@ impl Daemon {
         })
     }
 
+    /// `console` input: to a VM's serial port.
+    pub(super) fn console_input(&mut self, arg: &str, bytes: &[u8]) -> Result<(), ApiError> {
+        let rec = self.domain_ref(arg)?;
+        let live = self
+            .live
+            .get(&rec.id)
+            .ok_or_else(|| refused(format!("domain '{}' is not running", rec.name)))?;
+        match &live.vm {
+            Some(vm) => {
+                vm.console_input(bytes);
+                Ok(())
+            }
+            None => Err(refused(format!(
+                "domain '{}' is a process: its console is output only (its stdin is /dev/null)",
+                rec.name
+            ))),
+        }
+    }
+
     /// Notices domains whose process ended and applies their actions.
     pub fn poll_exits(&mut self) {
         let ended: Vec<(DomainId, Option<std::process::ExitStatus>)> = self

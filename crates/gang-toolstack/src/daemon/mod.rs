@@ -328,6 +328,9 @@ impl Daemon {
                 Ok(ResponseBody::Dmesg { lines })
             }
             RequestBody::Console { domain } => self.console(&domain),
+            RequestBody::ConsoleInput { domain, bytes } => {
+                done(self.console_input(&domain, &bytes))
+            }
             RequestBody::Trace { domain } => self.trace(&domain),
         }
     }
