@@ -14,7 +14,7 @@ mod common;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{can_run_domains, start, Daemon, TestDir};
+use common::{can_run_domains, start, start_with, Daemon, TestDir};
 
 fn gang_bin() -> &'static str {
     env!("CARGO_BIN_EXE_gang")
@@ -568,4 +568,86 @@ fn after_kill_9_running_domains_are_reattached_and_dead_ones_show_crashed() {
     d.ok(&["destroy", "keep"]);
     d.ok(&["destroy", "lost"]);
     assert!(processes_with(&keep).is_empty() || !Path::new(&format!("/proc/{keep_pid}")).exists());
+}
+
+#[test]
+fn a_gang_pool_changes_cpus_under_a_running_domain() {
+    if !can_run_domains() {
+        return;
+    }
+    let t = TestDir::new("resize");
+    let d = start(&t.0);
+    d.ok(&[
+        "cpupool-create",
+        "name=\"G\"",
+        "sched=\"gang\"",
+        "cpus=\"0\"",
+        "shared=1",
+    ]);
+    let cfg = workload_cfg(
+        &t.0,
+        "w",
+        "busy",
+        1,
+        "pool = \"G\"\ngang_policy = \"tt,10ms,3ms\"\n",
+    );
+    d.ok(&["create", &cfg]);
+    assert!(trace(&d, "w", 10).slots.iter().all(|s| s.cpu == 0));
+    // A CPU more: the pool's dispatchers restart on both, the domain keeps
+    // its parameters and runs on.
+    d.ok(&["cpupool-cpu-add", "G", "1"]);
+    d.ok(&["sched-gang", "-d", "w", "-c", "1", "-t", "tt,10ms,3ms"]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let t = trace(&d, "w", 1);
+        if t.slots.iter().rev().take(5).filter(|s| s.cpu == 1).count() == 5 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never on CPU 1: {t:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let pid = pid_of(&d, "w");
+    assert_eq!(cpus_allowed(pid, vcpu_threads(pid)[0]), "1");
+    // The CPU its map uses cannot leave; the other one can.
+    d.fails(
+        &["cpupool-cpu-remove", "G", "1"],
+        "cpu 1 is in use by domain 'w'",
+    );
+    d.ok(&["cpupool-cpu-remove", "G", "0"]);
+    assert!(trace(&d, "w", 10).slots.len() >= 10);
+    assert!(d.ok(&["sched-gang"]).contains("cpus=1 "));
+    d.ok(&["destroy", "w"]);
+}
+
+#[test]
+fn the_socket_is_root_only_or_shared_with_a_configured_group() {
+    let t = TestDir::new("socket");
+    let mode = |d: &Daemon| {
+        use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+        let m = std::fs::metadata(d.dir().join("gang.sock")).unwrap();
+        (m.permissions().mode() & 0o777, m.gid())
+    };
+    let d = start(&t.0);
+    assert_eq!(mode(&d).0, 0o600);
+    drop(d);
+    let d = start_with(&t.0, &["--socket-group", "root"]);
+    assert_eq!(mode(&d), (0o660, 0));
+    drop(d);
+    // An unknown group is a clear error at start.
+    let out = std::process::Command::new(gang_bin())
+        .args([
+            "daemon",
+            "--socket-group",
+            "no-such-group-here",
+            "--state-dir",
+        ])
+        .arg(t.0.join("state"))
+        .arg("--socket")
+        .arg(t.0.join("other.sock"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("group 'no-such-group-here' does not exist")
+    );
 }

@@ -500,18 +500,38 @@ impl Runtime {
         self.submit(Event::Unpaused(id))
     }
 
-    /// Sets a domain's gang parameters.
+    /// Sets a domain's gang parameters. When its CPU map changes, its vCPU
+    /// threads (adopted or ours) are pinned to their new CPUs.
     pub fn set_params(
         &self,
         id: DomainId,
         cpu_map: Option<Vec<CpuId>>,
         policy: Policy,
     ) -> Result<Nanos, HostError> {
-        self.submit(Event::ParamsSet {
+        let before = self.cpu_map(id);
+        let effect = self.submit(Event::ParamsSet {
             domain: id,
             cpu_map,
             policy,
-        })
+        })?;
+        let after = self.cpu_map(id);
+        if let (Some(map), true) = (&after, after != before) {
+            let reg = self
+                .shared
+                .registry
+                .read()
+                .unwrap_or_else(|p| p.into_inner());
+            for (v, gate) in reg.iter().filter(|(v, _)| v.domain == id) {
+                let tid = match gate {
+                    Gate::Own(c) => c.tid(),
+                    Gate::Adopted(a) => a.tid,
+                };
+                if let (true, Some(&cpu)) = (tid > 0, map.get(v.vcpu as usize)) {
+                    let _ = sys::set_affinity(tid, &[cpu]);
+                }
+            }
+        }
+        Ok(effect)
     }
 
     /// Removes a domain: its threads are told to stop.

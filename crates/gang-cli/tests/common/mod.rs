@@ -17,9 +17,16 @@ pub struct Daemon {
 }
 
 pub fn start(dir: &Path) -> Daemon {
+    start_with(dir, &[])
+}
+
+/// A daemon with more options (`--socket-group G`, ...).
+pub fn start_with(dir: &Path, extra: &[&str]) -> Daemon {
     let socket = dir.join("gang.sock");
     let child = Command::new(env!("CARGO_BIN_EXE_gang"))
-        .args(["daemon", "--state-dir"])
+        .args(["daemon"])
+        .args(extra)
+        .arg("--state-dir")
         .arg(dir.join("state"))
         .arg("--socket")
         .arg(&socket)
