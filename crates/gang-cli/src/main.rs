@@ -12,6 +12,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod benchvm;
 mod guest;
 mod sim;
 mod usage;
@@ -36,6 +37,8 @@ struct Cli {
 enum Command {
     Sim(sim::SimArgs),
     Bench(bench::BenchArgs),
+    #[command(name = "bench-vm")]
+    BenchVm(benchvm::BenchVmArgs),
     Workload(workload::WorkloadArgs),
     #[command(name = "guest-image")]
     GuestImage(guest::GuestImageArgs),
@@ -82,6 +85,7 @@ fn main() -> ExitCode {
     let (name, xl_style, result) = match cli.command {
         Command::Sim(args) => ("sim", false, sim::run(&args)),
         Command::Bench(args) => ("bench", false, bench::run(&args)),
+        Command::BenchVm(args) => ("bench-vm", false, benchvm::run(&args)),
         Command::Workload(args) => ("workload", false, workload::run(&args)),
         Command::GuestImage(args) => ("guest-image", false, guest::run(&args)),
         Command::Daemon(args) => ("daemon", false, xl::daemon(&args)),
