@@ -14,7 +14,7 @@ mod common;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{can_run_domains, start, start_with, Daemon, TestDir};
+use common::{can_run_domains, list_row, start, start_with, wait_for, Daemon, TestDir};
 
 fn gang_bin() -> &'static str {
     env!("CARGO_BIN_EXE_gang")
@@ -40,13 +40,7 @@ fn workload_cfg(dir: &Path, name: &str, kind: &str, threads: u32, extra: &str) -
 
 /// The row of `name` in `gang list -c`: (state, pool).
 fn row(d: &Daemon, name: &str) -> Option<(String, String)> {
-    let out = d.ok(&["list", "-c"]);
-    out.lines()
-        .find(|l| l.starts_with(&format!("{name} ")))
-        .map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            (f[4].to_string(), f[6].to_string())
-        })
+    list_row(d, name)
 }
 
 #[derive(Debug, serde::Deserialize)]
@@ -352,11 +346,7 @@ fn a_domain_created_paused_never_runs_until_unpaused() {
     assert_eq!(row(&d, "p").unwrap().0, "--p---");
     assert!(!marker.exists(), "a paused domain ran");
     d.ok(&["unpause", "p"]);
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !marker.exists() {
-        assert!(Instant::now() < deadline, "never ran");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_for("the program to run", || marker.exists());
     d.ok(&["destroy", "p"]);
     assert!(!d.ok(&["list"]).contains("\np "));
 }
@@ -386,11 +376,7 @@ fn exits_apply_their_actions_and_console_shows_the_output() {
             "on_crash = \"preserve\"\n",
         ),
     ]);
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while row(&d, "bad").unwrap().0 != "---sc-" {
-        assert!(Instant::now() < deadline, "{:?}", row(&d, "bad"));
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_for("the crash", || row(&d, "bad").unwrap().0 == "---sc-");
     assert!(
         d.ok(&["list", "-v"]).contains("exited with status 3")
             || d.ok(&["dmesg"]).contains("exited with status 3")
@@ -398,11 +384,7 @@ fn exits_apply_their_actions_and_console_shows_the_output() {
     assert!(d.ok(&["console", "bad"]).contains("hello from bad"));
     // on_poweroff = destroy (the default): gone once it exits cleanly.
     d.ok(&["create", &cfg("good", "sleep 0.2", "")]);
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while row(&d, "good").is_some() {
-        assert!(Instant::now() < deadline);
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_for("the domain to go", || row(&d, "good").is_none());
     // shutdown: SIGTERM, then on_poweroff = preserve keeps it shut down.
     d.ok(&[
         "create",

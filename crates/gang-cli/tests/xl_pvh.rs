@@ -11,9 +11,9 @@
 mod common;
 
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{can_run_domains, start, Daemon, TestDir};
+use common::{can_run_domains, list_row, start, wait_for, Daemon, TestDir};
 
 fn can_run_vms() -> bool {
     if !can_run_domains() {
@@ -50,18 +50,7 @@ fn vm_cfg(d: &Daemon, dir: &Path, name: &str, image: &str, extra: &str) -> Strin
 }
 
 fn state(d: &Daemon, name: &str) -> Option<String> {
-    d.ok(&["list"])
-        .lines()
-        .find(|l| l.starts_with(&format!("{name} ")))
-        .map(|l| l.split_whitespace().nth(4).unwrap().to_string())
-}
-
-fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    list_row(d, name).map(|r| r.0)
 }
 
 /// What the domain printed so far (`gang console` follows a running

@@ -428,25 +428,8 @@ impl Runtime {
         paused: bool,
     ) -> Result<Vec<Arc<VcpuControl>>, HostError> {
         let id = spec.id;
-        let controls: Vec<Arc<VcpuControl>> = (0..spec.vcpus)
-            .map(|vcpu| {
-                Arc::new(VcpuControl::new(
-                    VcpuRef { domain: id, vcpu },
-                    self.shared.config.trace,
-                ))
-            })
-            .collect();
-        self.edit_registry(|reg| {
-            for c in &controls {
-                reg.insert(c.vcpu, Gate::Own(Arc::clone(c)));
-            }
-        });
-        let state = RunState::all_runnable(spec.vcpus, paused);
-        if let Err(e) = self.submit(Event::DomainAdded { spec, state }) {
-            self.edit_registry(|reg| reg.retain(|v, _| v.domain != id));
-            return Err(e);
-        }
-        Ok(controls)
+        self.admit(spec, paused)?;
+        self.add_gates(id)
     }
 
     /// The CPU map the scheduler gave a domain.

@@ -219,3 +219,23 @@ impl Drop for TestDir {
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
+
+/// Waits (up to 20 s) until `f` holds; fails the test naming `what`.
+pub fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A domain's row in `gang list -c`: (state, pool).
+pub fn list_row(d: &Daemon, name: &str) -> Option<(String, String)> {
+    let out = d.ok(&["list", "-c"]);
+    out.lines()
+        .find(|l| l.starts_with(&format!("{name} ")))
+        .map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f[4].to_string(), f[6].to_string())
+        })
+}

@@ -1038,15 +1038,7 @@ impl Daemon {
                 _ => continue,
             };
             if config_of(&rec).is_ok_and(|c| c.domain_type == DomainType::Pvh) {
-                let reason = "its VM ran in the daemon, which ended".to_string();
-                self.log(format!(
-                    "domain {} ({}) crashed: {reason}",
-                    rec.id.0, rec.name
-                ));
-                let _ = self
-                    .store
-                    .set_state(rec.id, &DomainState::Crashed { reason });
-                let _ = self.store.set_live(rec.id, None);
+                self.mark_crashed(&rec, "its VM ran in the daemon, which ended".into());
                 continue;
             }
             let record: Option<LiveRecord> = rec
@@ -1059,14 +1051,7 @@ impl Daemon {
             let pid = record.as_ref().map_or(0, |r| r.process.pid);
             let Some(record) = record.filter(|_| alive) else {
                 let reason = format!("its process ({pid}) ended while the daemon was not running");
-                self.log(format!(
-                    "domain {} ({}) crashed: {reason}",
-                    rec.id.0, rec.name
-                ));
-                let _ = self
-                    .store
-                    .set_state(rec.id, &DomainState::Crashed { reason });
-                let _ = self.store.set_live(rec.id, None);
+                self.mark_crashed(&rec, reason);
                 continue;
             };
             match self.reattach(&rec, record, paused) {
@@ -1074,17 +1059,22 @@ impl Daemon {
                     kept.push(rec.id);
                     self.log(format!("domain {} ({}) re-attached", rec.id.0, rec.name));
                 }
-                Err(e) => {
-                    let reason = format!("could not be re-attached: {e}");
-                    self.log(format!("domain {} ({}) {reason}", rec.id.0, rec.name));
-                    let _ = self
-                        .store
-                        .set_state(rec.id, &DomainState::Crashed { reason });
-                    let _ = self.store.set_live(rec.id, None);
-                }
+                Err(e) => self.mark_crashed(&rec, format!("could not be re-attached: {e}")),
             }
         }
         crate::domain_cgroup::sweep(&self.hierarchy, &self.namespace, &kept);
+    }
+
+    /// Recovery: a domain that cannot run again is shown crashed, with why.
+    fn mark_crashed(&mut self, rec: &DomainRecord, reason: String) {
+        self.log(format!(
+            "domain {} ({}) crashed: {reason}",
+            rec.id.0, rec.name
+        ));
+        let _ = self
+            .store
+            .set_state(rec.id, &DomainState::Crashed { reason });
+        let _ = self.store.set_live(rec.id, None);
     }
 
     fn reattach(
