@@ -270,7 +270,9 @@ fn an_adopted_process_that_exits_mid_run_is_reported_and_harms_nobody() {
     }
     let state = state_dir("exit");
     let short = spawn_child(300);
-    let long = spawn_child(1000);
+    // Long enough to outlive its removal even on a loaded machine (the
+    // adoptions, the wait for `short` and the removals take ~1 s there).
+    let long = spawn_child(3000);
     let rt = runtime(&state);
     let spec = |id| DomainSpec {
         id: DomainId(id),
