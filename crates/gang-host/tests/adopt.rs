@@ -194,7 +194,8 @@ fn two_adopted_processes_are_gang_scheduled_and_given_back() {
         return;
     }
     let state = state_dir("two");
-    let (a, b) = (spawn_child(2500), spawn_child(2500));
+    // Long enough to outlive the test steps on a loaded machine.
+    let (a, b) = (spawn_child(6000), spawn_child(6000));
     let policy_before = sys::policy(a.tids[0]).unwrap();
     let rt = runtime(&state);
     for (id, child) in [(1, &a), (2, &b)] {
