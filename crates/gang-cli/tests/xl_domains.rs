@@ -633,3 +633,73 @@ fn the_socket_is_root_only_or_shared_with_a_configured_group() {
         String::from_utf8_lossy(&out.stderr).contains("group 'no-such-group-here' does not exist")
     );
 }
+
+#[test]
+fn a_running_program_is_adopted_by_pid_gang_scheduled_and_given_back() {
+    if !can_run_domains() {
+        return;
+    }
+    let t = TestDir::new("adopt-pid");
+    let d = start(&t.0);
+    // A parallel program started by someone else, outside gang.
+    let mut program = std::process::Command::new(gang_bin())
+        .args([
+            "workload",
+            "spin-barrier",
+            "--threads",
+            "2",
+            "--duration",
+            "10m",
+        ])
+        .args(["--report-every", "10m"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = program.id();
+    wait_for("its threads", || vcpu_threads(pid).len() == 2);
+    let before: Vec<String> = vcpu_threads(pid)
+        .iter()
+        .map(|&t| cpus_allowed(pid, t))
+        .collect();
+    d.ok(&[
+        "cpupool-create",
+        "name=\"G\"",
+        "sched=\"gang\"",
+        "cpus=\"0-1\"",
+        "shared=1",
+    ]);
+    let cfg = t.0.join("adopted.cfg");
+    std::fs::write(
+        &cfg,
+        format!(
+            "name = \"adopted\"\ntype = \"process\"\npid = {pid}\nvcpus = 2\n\
+             vcpu_threads = \"vcpu*\"\npool = \"G\"\ngang_policy = \"be,256\"\n"
+        ),
+    )
+    .unwrap();
+    d.ok(&["create", &cfg.display().to_string()]);
+    assert_gang(&trace(&d, "adopted", 20), 2);
+    let pinned: Vec<String> = vcpu_threads(pid)
+        .iter()
+        .map(|&t| cpus_allowed(pid, t))
+        .collect();
+    assert_eq!(pinned, ["0", "1"], "each vCPU on its own CPU");
+    // destroy gives it back: still running, as it was.
+    d.ok(&["destroy", "adopted"]);
+    assert!(
+        program.try_wait().unwrap().is_none(),
+        "gang never kills what it did not start"
+    );
+    let after: Vec<String> = vcpu_threads(pid)
+        .iter()
+        .map(|&t| cpus_allowed(pid, t))
+        .collect();
+    assert_eq!(after, before, "its threads' CPUs given back");
+    let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    assert!(
+        !cgroups.contains("gang"),
+        "out of gang's cgroups: {cgroups}"
+    );
+    let _ = program.kill();
+    let _ = program.wait();
+}
