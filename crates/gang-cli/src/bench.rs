@@ -78,6 +78,17 @@ pub struct BenchArgs {
     /// Skip the gang-adopt phases (they start `gang workload` processes).
     #[arg(long)]
     no_adopted: bool,
+    /// Take the pool CPUs from the host (a cpuset shield per phase, no host
+    /// slot) instead of sharing them; the host keeps its other CPUs, so on a
+    /// 2-CPU machine use --cpus 1.
+    #[arg(long)]
+    exclusive: bool,
+    /// With --exclusive: lift the kernel's real-time limit
+    /// (kernel.sched_rt_runtime_us = -1) during gang phases, restored after
+    /// (and after a crash), and keep a 1% host slot instead of 8% (shared
+    /// CPUs need the 8% for the host's own tasks).
+    #[arg(long)]
+    rt_unlimited: bool,
     /// Run all phases this many times, interleaved; the table shows the
     /// median of each phase (the machines are noisy).
     #[arg(long, default_value_t = 3)]
@@ -118,8 +129,17 @@ fn spawn_spinner(
 
 pub fn run(args: &BenchArgs) -> Result<()> {
     let cpus = CpuSet::parse(&args.cpus, None).with_context(|| format!("--cpus {}", args.cpus))?;
-    if cpus.len() < 2 {
-        bail!("--cpus {}: a gang needs at least 2 CPUs", args.cpus);
+    if args.rt_unlimited && !args.exclusive {
+        bail!("--rt-unlimited applies to --exclusive pools (shared CPUs keep 8% for the host's tasks)");
+    }
+    // One CPU only measures dispatching (domains of one vCPU): allowed with
+    // --exclusive, for hosts with too few CPUs to give a gang away.
+    if cpus.len() < 2 && !args.exclusive {
+        bail!(
+            "--cpus {}: a gang needs at least 2 CPUs (with --exclusive, one CPU measures \
+             dispatch efficiency with domains of one vCPU)",
+            args.cpus
+        );
     }
     if args.domains.is_empty() || args.domains.contains(&0) {
         bail!("--domains: give domain counts of at least 1");
@@ -136,6 +156,12 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         tt_slot: time(&args.tt_slot, "--tt-slot")?,
         repeat: args.repeat.max(1),
         spawn_spinner: (!args.no_adopted).then_some(spawn_spinner as bench::SpawnSpinner),
+        lift_rt_limit: args.rt_unlimited,
+        isolation: if args.exclusive {
+            gang_host::runtime::Isolation::Exclusive
+        } else {
+            gang_host::runtime::Isolation::Shared
+        },
     };
     if !gang_host::sys::is_root() {
         bail!("needs root: the runtime uses real-time priorities");

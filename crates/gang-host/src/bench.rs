@@ -53,6 +53,13 @@ pub struct BenchConfig {
     /// its resumptions, as `gang workload spin-barrier --json --resume-gap`
     /// does. With it, the `gang-adopt` phases adopt such processes.
     pub spawn_spinner: Option<SpawnSpinner>,
+    /// Shared CPUs (a host slot on each) or exclusive ones (taken from the
+    /// host with a cpuset shield for each phase, no host slot; the host
+    /// must keep at least one CPU).
+    pub isolation: Isolation,
+    /// Lift the kernel's real-time limit during gang phases and give the
+    /// host a 1% slot instead of 8% (`rtlimit`).
+    pub lift_rt_limit: bool,
 }
 
 /// See [`BenchConfig::spawn_spinner`].
@@ -71,6 +78,8 @@ impl Default for BenchConfig {
             tt_slot: 10 * MS,
             repeat: 3,
             spawn_spinner: None,
+            isolation: Isolation::Shared,
+            lift_rt_limit: false,
         }
     }
 }
@@ -193,7 +202,7 @@ pub fn run(config: &BenchConfig, mut progress: impl FnMut(&str)) -> Result<Bench
         }
     }
     Ok(BenchReport {
-        isolation: Isolation::Shared,
+        isolation: config.isolation,
         cpus: config.cpus.clone(),
         duration_ns: config.duration,
         work_ns: config.work,
@@ -267,13 +276,50 @@ fn linux_phase(config: &BenchConfig, n: u32, kind: &str) -> Result<Phase, HostEr
     })
 }
 
+/// The runtime configuration of a phase: exclusive phases get a state
+/// directory (the shield's crash record), removed by the returned guard.
+fn phase_runtime_config(config: &BenchConfig, pool: PoolConfig) -> (RuntimeConfig, StateDir) {
+    let mut rt = RuntimeConfig::new(pool);
+    let mut dir = StateDir(None);
+    if config.lift_rt_limit {
+        rt.lift_rt_limit = true;
+        rt.host_slot = Some(crate::runtime::unlimited_host_slot_for(rt.pool.grain));
+    }
+    if config.isolation == Isolation::Exclusive || config.lift_rt_limit {
+        rt.isolation = config.isolation;
+        let path = std::env::temp_dir().join(format!(
+            "gang-bench-exclusive-{}-{}",
+            std::process::id(),
+            STATE_DIRS.fetch_add(1, Ordering::Relaxed)
+        ));
+        if std::fs::create_dir_all(&path).is_ok() {
+            rt.state_dir = Some(path.clone());
+            dir = StateDir(Some(path));
+        }
+    }
+    (rt, dir)
+}
+
+static STATE_DIRS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// A temporary state directory, removed on drop.
+struct StateDir(Option<std::path::PathBuf>);
+
+impl Drop for StateDir {
+    fn drop(&mut self) {
+        if let Some(p) = &self.0 {
+            let _ = std::fs::remove_dir_all(p);
+        }
+    }
+}
+
 /// `n` domains under the gang runtime (BE, or TT when `tt`).
 fn gang_phase(config: &BenchConfig, n: u32, tt: bool) -> Result<Phase, HostError> {
     let cpus: CpuSet = config.cpus.iter().copied().collect();
     let mut pool = PoolConfig::new(cpus);
     pool.grain = config.grain;
     pool.be_slice = config.be_slice;
-    let rt_config = RuntimeConfig::new(pool.clone());
+    let (rt_config, _state) = phase_runtime_config(config, pool.clone());
     let host_share = rt_config
         .host_slot
         .map_or(0.0, |(p, a)| a as f64 / p as f64);
@@ -409,7 +455,7 @@ fn adopt_phase(config: &BenchConfig, n: u32, spawn: SpawnSpinner) -> Result<Phas
     pool.be_slice = config.be_slice;
     let state = std::env::temp_dir().join(format!("gang-bench-adopt-{}", std::process::id()));
     std::fs::create_dir_all(&state).map_err(|e| io("creating a state directory", e))?;
-    let mut rt_config = RuntimeConfig::new(pool);
+    let (mut rt_config, _exclusive_state) = phase_runtime_config(config, pool);
     rt_config.state_dir = Some(state.clone());
     let runtime = Runtime::start(rt_config)?;
     let threads = config.cpus.len() as u32;

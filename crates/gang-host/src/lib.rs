@@ -23,5 +23,6 @@ pub mod claim;
 pub mod clock;
 pub mod gate;
 pub mod log;
+pub mod rtlimit;
 pub mod runtime;
 pub mod workload;

@@ -72,8 +72,9 @@ pub struct RuntimeConfig {
     /// The isolation mode (recorded in reports; exclusive CPU taking is done
     /// by the caller with `cgroup::CpuShield`).
     pub isolation: Isolation,
-    /// Shared mode: the host's own time-triggered slot on every pool CPU,
-    /// `(period, active)`. Host tasks run in it; without it, vCPU threads
+    /// The host's own time-triggered slot on every pool CPU, `(period,
+    /// active)` (Domain-0). Host tasks run in it (in exclusive mode only the
+    /// per-CPU kernel threads are left); without it, vCPU threads
     /// at real-time priority would take 100% of a CPU, and the kernel's
     /// protection of normal tasks (RT throttling, the fair server) would stop
     /// every real-time thread on that CPU for tens of milliseconds at random
@@ -84,18 +85,34 @@ pub struct RuntimeConfig {
     /// Where CPU claims live (`None`: no machine-wide claims, for tests that
     /// own the machine). See `claim`.
     pub state_dir: Option<std::path::PathBuf>,
+    /// Lift the kernel's real-time bandwidth limit while running (see
+    /// `rtlimit`; needs a state directory). With it, a host slot of
+    /// [`unlimited_host_slot_for`] is enough.
+    pub lift_rt_limit: bool,
 }
 
 /// The default host slot for a pool grain: about 8% of every CPU, as
 /// `(period, active)` in whole grains (4 ms every 50 ms at a 1 ms grain;
 /// 10 ms every 120 ms at 10 ms). The kernel throttles real-time threads
-/// past 95% of a CPU; vCPUs plus the dispatchers' spinning must stay clear
-/// of that with a margin, or an outgoing vCPU may be stopped by the kernel
-/// before it reaches its gate (measured: rare gate violations at 6%).
+/// past 95% of a CPU (`kernel.sched_rt_runtime_us`); vCPUs plus the
+/// dispatchers' spinning must stay clear of that with a margin, or an
+/// outgoing vCPU may be stopped by the kernel before it reaches its gate
+/// (measured: rare gate violations at 6%). This holds in exclusive mode too:
+/// with a 2% slot, `gang bench --exclusive --cpus 1` saw switches 20 ms late
+/// and gate violations; with the limit lifted (`sched_rt_runtime_us = -1`)
+/// a 1-2% slot was clean (`unlimited_host_slot_for`).
 pub fn host_slot_for(grain: Nanos) -> (Nanos, Nanos) {
     let active = (4 * gang_core::MS).div_ceil(grain).max(1) * grain;
     let period = (active * 100 / 8 / grain).max(2) * grain;
     (period, active)
+}
+
+/// The host slot of an exclusive pool when the real-time limit is lifted
+/// (`rtlimit`): one grain (at least 1 ms) in every 100, 1% of each CPU, for
+/// the per-CPU kernel threads left on the pool's CPUs.
+pub fn unlimited_host_slot_for(grain: Nanos) -> (Nanos, Nanos) {
+    let active = gang_core::MS.div_ceil(grain).max(1) * grain;
+    (100 * active, active)
 }
 
 /// The domain id of the host's own slot in shared mode (Domain-0).
@@ -118,6 +135,7 @@ impl RuntimeConfig {
             isolation: Isolation::Shared,
             name: "gang".into(),
             state_dir: None,
+            lift_rt_limit: false,
         }
     }
 }
@@ -157,6 +175,9 @@ pub enum HostError {
     /// Exclusive mode and adopted threads need a state directory.
     #[error("a state directory is needed: exclusive isolation and adopted threads keep crash-repair state there")]
     NoStateDir,
+    /// The real-time limit could not be lifted or restored.
+    #[error("the kernel's real-time limit: {0}")]
+    RtLimit(crate::rtlimit::RtLimitError),
 }
 
 /// One switch a dispatcher made.
@@ -234,6 +255,8 @@ pub struct Runtime {
     shared: Arc<Shared>,
     /// Held for the runtime's life (released last, after the dispatchers).
     _claims: Option<crate::claim::CpuClaims>,
+    /// The lifted real-time limit, restored after the dispatchers stopped.
+    rt_limit: Option<crate::rtlimit::RtLimitLift>,
     reference: Mutex<Scheduler>,
     dispatchers: Vec<JoinHandle<DispatcherReport>>,
 }
@@ -282,7 +305,15 @@ impl Runtime {
         if let Some(dir) = &config.state_dir {
             crate::adopt::repair(dir)?;
             crate::cgroup::repair(dir)?;
+            crate::rtlimit::repair(dir).map_err(HostError::RtLimit)?;
         }
+        let rt_limit = match (config.lift_rt_limit, &config.state_dir) {
+            (false, _) => None,
+            (true, None) => return Err(HostError::NoStateDir),
+            (true, Some(dir)) => {
+                Some(crate::rtlimit::RtLimitLift::lift(dir).map_err(HostError::RtLimit)?)
+            }
+        };
         let shield = match config.isolation {
             Isolation::Exclusive => {
                 let dir = config.state_dir.as_ref().ok_or(HostError::NoStateDir)?;
@@ -291,7 +322,7 @@ impl Runtime {
             Isolation::Shared => None,
         };
         let mut reference = Scheduler::new(config.pool.clone())?;
-        if let (Isolation::Shared, Some((period, active))) = (config.isolation, config.host_slot) {
+        if let Some((period, active)) = config.host_slot {
             let cpus: Vec<CpuId> = config.pool.cpus.iter().collect();
             let spec = DomainSpec {
                 id: HOST_DOMAIN,
@@ -326,6 +357,7 @@ impl Runtime {
         let mut runtime = Runtime {
             shared,
             _claims: claims,
+            rt_limit,
             reference: Mutex::new(reference),
             dispatchers: Vec::new(),
         };
@@ -717,6 +749,8 @@ impl Runtime {
             }
         }
         report.switches = self.recent_switches();
+        // Every thread is back to its own policy: the limit may come back.
+        drop(self.rt_limit.take());
         report
     }
 

@@ -205,7 +205,7 @@ pub fn human_duration(ns: u64) -> String {
 /// The pool line of `sched-gang`, in the shape of xl's scheduler commands
 /// (`Cpupool Pool-0: tslice=30ms ...`):
 /// `Cpupool NAME: sched=gang grain=1ms cpus=1-2 shared=no active=yes`; a
-/// shared pool adds `host-slot=ACTIVE/PERIOD`, the slot each of its CPUs
+/// pool with a host slot adds `host-slot=ACTIVE/PERIOD`, the slot each of its CPUs
 /// keeps for the host.
 pub fn sched_gang_pool_line(pool: &SchedGangPool) -> String {
     let cpus: gang_core::CpuSet = pool.cpus.iter().copied().collect();

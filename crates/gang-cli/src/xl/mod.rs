@@ -101,6 +101,14 @@ pub struct DaemonArgs {
     /// Let members of this group use the socket too (mode 0660).
     #[arg(long, env = "GANG_SOCKET_GROUP")]
     socket_group: Option<String>,
+    /// While exclusive gang pools run, lift the kernel's real-time limit
+    /// (kernel.sched_rt_runtime_us = -1; restored when the last pool stops,
+    /// and by the next start after a crash) so that the host keeps a 1% slot
+    /// of each pool CPU instead of 8% (shared pools keep 8% for the host's
+    /// own tasks). Safe while gang runs: vCPUs are gated and dispatchers
+    /// sleep in the host slot; an operator's choice.
+    #[arg(long, env = "GANG_RT_UNLIMITED")]
+    rt_unlimited: bool,
 }
 
 pub fn daemon(args: &DaemonArgs) -> Result<()> {
@@ -117,6 +125,7 @@ pub fn daemon(args: &DaemonArgs) -> Result<()> {
     let d = gang_toolstack::daemon::Daemon::open(gang_toolstack::daemon::DaemonConfig {
         state_dir: args.state_dir.clone(),
         host_cpus: host,
+        lift_rt_limit: args.rt_unlimited,
     })?;
     let daemon = Arc::new(Mutex::new(d));
     // SIGTERM/SIGINT: give every domain back to the host (their processes

@@ -79,16 +79,24 @@ impl Daemon {
                 }
             }
             let mut config = RuntimeConfig::new(PoolConfig::new(pool.cpus.clone()));
-            config.isolation = if pool.shared {
-                Isolation::Shared
-            } else {
-                Isolation::Exclusive
-            };
+            if !pool.shared {
+                // The host slot stays (see `host_slot_for`): the kernel's
+                // real-time limit applies to exclusive CPUs too.
+                config.isolation = Isolation::Exclusive;
+            }
             config.name = pool.name.clone();
             config.state_dir = Some(self.state_dir.clone());
             // Per-thread gate traces grow without bound; the switch log is
             // the daemon's record.
             config.trace = false;
+            // Exclusive CPUs have only per-CPU kernel threads left to serve;
+            // shared ones keep the host's 8% for its own tasks.
+            if self.lift_rt_limit && !pool.shared {
+                config.lift_rt_limit = true;
+                config.host_slot = Some(gang_host::runtime::unlimited_host_slot_for(
+                    config.pool.grain,
+                ));
+            }
             let rt = Runtime::start(config).map_err(|e| {
                 refused(format!(
                     "cpupool '{}': cannot start its dispatchers: {e}",
@@ -257,11 +265,10 @@ impl Daemon {
                 grain_ns: rt.map_or(gang_core::MS, |r| r.config().pool.grain),
                 cpus: p.cpus.iter().collect(),
                 shared: p.shared,
-                host_slot_ns: if p.shared {
-                    Some(gang_host::runtime::host_slot_for(gang_core::MS))
-                } else {
-                    None
-                },
+                host_slot_ns: Some(rt.map_or_else(
+                    || gang_host::runtime::host_slot_for(gang_core::MS),
+                    |r| r.config().host_slot.unwrap_or_default(),
+                )),
                 active: rt.is_some(),
                 domains: rows,
             });

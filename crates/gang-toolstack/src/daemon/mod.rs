@@ -100,6 +100,9 @@ pub struct DaemonConfig {
     pub state_dir: PathBuf,
     /// The host's online CPUs.
     pub host_cpus: CpuSet,
+    /// Lift the kernel's real-time limit while gang pools run, and give the
+    /// host a 1% slot of each pool CPU instead of 8% (`gang_host::rtlimit`).
+    pub lift_rt_limit: bool,
 }
 
 /// The daemon's state: the store plus what runs on the host.
@@ -121,6 +124,7 @@ pub struct Daemon {
     live: BTreeMap<DomainId, domains::Live>,
     dmesg: VecDeque<String>,
     started: std::time::Instant,
+    lift_rt_limit: bool,
 }
 
 impl std::fmt::Debug for Daemon {
@@ -193,6 +197,7 @@ impl Daemon {
         // back, then their freezers thawed and removed, the cpusets undone.
         gang_host::adopt::repair(dir).map_err(|e| DaemonError::Repair(e.to_string()))?;
         gang_host::cgroup::repair(dir).map_err(|e| DaemonError::Repair(e.to_string()))?;
+        gang_host::rtlimit::repair(dir).map_err(|e| DaemonError::Repair(e.to_string()))?;
         let hierarchy = Hierarchy::detect().unwrap_or_default();
         let mut daemon = Daemon {
             store,
@@ -205,6 +210,7 @@ impl Daemon {
             live: BTreeMap::new(),
             dmesg: VecDeque::new(),
             started: std::time::Instant::now(),
+            lift_rt_limit: config.lift_rt_limit,
         };
         daemon.log(format!(
             "gang daemon {} started, state in {}",
