@@ -703,3 +703,46 @@ fn a_running_program_is_adopted_by_pid_gang_scheduled_and_given_back() {
     let _ = program.kill();
     let _ = program.wait();
 }
+
+#[test]
+fn memory_becomes_a_memory_limit_on_the_process() {
+    if !can_run_domains() {
+        return;
+    }
+    if !Path::new("/sys/fs/cgroup/memory").exists() {
+        eprintln!("skipped: no cgroup v1 memory controller here");
+        return;
+    }
+    let t = TestDir::new("memory");
+    let d = start(&t.0);
+    let cfg = t.0.join("m.cfg");
+    std::fs::write(
+        &cfg,
+        "name = \"m\"\ntype = \"process\"\nmemory = 48\ncommand = \"exec sleep 600\"\n",
+    )
+    .unwrap();
+    d.ok(&["create", &cfg.display().to_string()]);
+    let list = d.ok(&["list"]);
+    let row = list.lines().find(|l| l.starts_with("m ")).unwrap();
+    assert_eq!(row.split_whitespace().nth(2), Some("48"), "{row}");
+    // The process's memory cgroup carries the limit.
+    let pid = processes_with("sleep")
+        .into_iter()
+        .find(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/environ"))
+                .is_ok_and(|e| e.contains(&t.0.display().to_string()))
+        })
+        .unwrap();
+    let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    let memory = cgroups
+        .lines()
+        .find_map(|l| l.split_once(":memory:").map(|(_, p)| p.to_string()))
+        .unwrap();
+    let limit = std::fs::read_to_string(format!(
+        "/sys/fs/cgroup/memory{memory}/memory.limit_in_bytes"
+    ))
+    .unwrap();
+    assert_eq!(limit.trim(), (48u64 << 20).to_string());
+    d.ok(&["destroy", "m"]);
+    assert!(!Path::new(&format!("/sys/fs/cgroup/memory{memory}")).exists());
+}
