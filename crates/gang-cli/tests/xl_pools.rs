@@ -115,3 +115,65 @@ fn without_a_daemon_the_error_says_so() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("is `gang daemon` running?"));
 }
+
+#[test]
+fn info_prints_xls_fields_in_xls_order() {
+    let dir = std::env::temp_dir().join(format!("gang-e2e-info-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let d = start(&dir);
+    let out = d.ok(&["info"]);
+    let names: Vec<&str> = out
+        .lines()
+        .map(|l| l.split_once(" : ").map_or("", |(n, _)| n.trim_end()))
+        .collect();
+    // XL-REFERENCE's order (gang's own fields follow).
+    let xl = [
+        "host",
+        "release",
+        "version",
+        "machine",
+        "nr_cpus",
+        "max_cpu_id",
+        "nr_nodes",
+        "cores_per_socket",
+        "threads_per_core",
+        "cpu_mhz",
+        "hw_caps",
+        "virt_caps",
+        "total_memory",
+        "free_memory",
+        "sharing_freed_memory",
+        "sharing_used_memory",
+        "outstanding_claims",
+        "free_cpus",
+        "xen_major",
+        "xen_minor",
+        "xen_extra",
+        "xen_version",
+        "xen_caps",
+        "xen_scheduler",
+        "xen_pagesize",
+        "platform_params",
+        "xen_changeset",
+        "xen_commandline",
+        "cc_compiler",
+        "cc_compile_by",
+        "cc_compile_domain",
+        "cc_compile_date",
+        "build_id",
+        "xend_config_format",
+    ];
+    assert_eq!(&names[..xl.len()], &xl[..], "{out}");
+    assert!(
+        out.lines().all(|l| l.len() > 25 && &l[23..25] == ": "),
+        "{out}"
+    );
+    let nr_cpus = d.ok(&["info", "nr_cpus"]);
+    assert_eq!(
+        nr_cpus.trim(),
+        std::thread::available_parallelism().unwrap().to_string()
+    );
+    drop(d);
+    let _ = std::fs::remove_dir_all(&dir);
+}

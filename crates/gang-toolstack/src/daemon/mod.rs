@@ -341,12 +341,26 @@ impl Daemon {
         }
     }
 
+    /// `info`: xl's fields in xl's order, with the host's values; the
+    /// `xen_*` fields describe gang (its version, scheduler, domain types).
     fn info(&self) -> Result<Vec<(String, String)>, ApiError> {
         let uts = rustix::system::uname();
         let text = |s: &std::ffi::CStr| s.to_string_lossy().into_owned();
         let free = self.store.free_cpus().map_err(store_error)?;
         let field = |k: &str, v: String| (k.to_string(), v);
         let (total_mb, free_mb) = meminfo();
+        let topo = host_topology(&self.host_cpus);
+        let mut version = env!("CARGO_PKG_VERSION").splitn(3, '.');
+        let (major, minor, patch) = (
+            version.next().unwrap_or("0").to_string(),
+            version.next().unwrap_or("0").to_string(),
+            version.next().unwrap_or("0").to_string(),
+        );
+        let caps = if Path::new("/dev/kvm").exists() {
+            "process pvh"
+        } else {
+            "process"
+        };
         Ok(vec![
             field("host", text(uts.nodename())),
             field("release", text(uts.release())),
@@ -357,12 +371,42 @@ impl Daemon {
                 "max_cpu_id",
                 self.host_cpus.iter().last().map_or(0, |c| c).to_string(),
             ),
+            field("nr_nodes", topo.nodes.to_string()),
+            field("cores_per_socket", topo.cores_per_socket.to_string()),
+            field("threads_per_core", topo.threads_per_core.to_string()),
+            field("cpu_mhz", topo.mhz),
+            field("hw_caps", "-".into()),
+            field(
+                "virt_caps",
+                if caps.contains("pvh") { "hvm" } else { "-" }.into(),
+            ),
             field("total_memory", total_mb.to_string()),
             field("free_memory", free_mb.to_string()),
+            field("sharing_freed_memory", "0".into()),
+            field("sharing_used_memory", "0".into()),
+            field("outstanding_claims", "0".into()),
             field("free_cpus", free.len().to_string()),
-            field("xen_scheduler", "gang".into()),
+            field("xen_major", major),
+            field("xen_minor", minor),
+            field("xen_extra", format!(".{patch}")),
             field("xen_version", format!("gang {}", env!("CARGO_PKG_VERSION"))),
-            field("xen_caps", "process pvh".into()),
+            field("xen_caps", caps.into()),
+            field("xen_scheduler", "gang".into()),
+            field("xen_pagesize", rustix::param::page_size().to_string()),
+            field("platform_params", "-".into()),
+            field("xen_changeset", "-".into()),
+            field(
+                "xen_commandline",
+                std::fs::read_to_string("/proc/cmdline")
+                    .unwrap_or_default()
+                    .trim()
+                    .to_string(),
+            ),
+            field("cc_compiler", "rustc".into()),
+            field("cc_compile_by", "-".into()),
+            field("cc_compile_domain", "-".into()),
+            field("cc_compile_date", "-".into()),
+            field("build_id", "-".into()),
             field("xend_config_format", "4".into()),
             field("gang_state_dir", self.state_dir.display().to_string()),
             field("gang_cgroups", self.namespace.clone()),
@@ -506,6 +550,56 @@ fn reason_letter(reason: ShutdownReason) -> (char, u32) {
         ShutdownReason::Crash => ('c', 3),
         ShutdownReason::Watchdog => ('w', 4),
         ShutdownReason::SoftReset => ('S', 5),
+    }
+}
+
+/// What `info` says of the host's CPUs.
+struct Topology {
+    nodes: usize,
+    cores_per_socket: usize,
+    threads_per_core: usize,
+    mhz: String,
+}
+
+/// NUMA nodes, cores per socket and threads per core of the host (sysfs),
+/// and the first CPU's clock (`/proc/cpuinfo`).
+fn host_topology(cpus: &CpuSet) -> Topology {
+    let count = |path: String| {
+        std::fs::read_to_string(path)
+            .ok()
+            .and_then(|t| CpuSet::parse(t.trim(), None).ok())
+            .map_or(1, |s| s.len().max(1))
+    };
+    let first = cpus.iter().next().unwrap_or(0);
+    let base = format!("/sys/devices/system/cpu/cpu{first}/topology");
+    let threads_per_core = count(format!("{base}/core_cpus_list"));
+    let per_package = count(format!("{base}/package_cpus_list"));
+    let nodes = std::fs::read_dir("/sys/devices/system/node")
+        .map(|d| {
+            d.flatten()
+                .filter(|e| {
+                    let n = e.file_name().to_string_lossy().into_owned();
+                    n.strip_prefix("node")
+                        .is_some_and(|r| r.parse::<u32>().is_ok())
+                })
+                .count()
+        })
+        .unwrap_or(1)
+        .max(1);
+    let mhz = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("cpu MHz"))
+                .and_then(|l| l.split(':').nth(1))
+                .and_then(|v| v.trim().parse::<f64>().ok())
+        })
+        .map_or_else(|| "-".to_string(), |m| format!("{}", m.round() as u64));
+    Topology {
+        nodes,
+        cores_per_socket: per_package / threads_per_core,
+        threads_per_core,
+        mhz,
     }
 }
 
