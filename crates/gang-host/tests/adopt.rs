@@ -166,10 +166,26 @@ fn pair_skews(stamps: &[Vec<u64>], window: (u64, u64)) -> Vec<u64> {
         .collect()
 }
 
-fn state_dir(tag: &str) -> PathBuf {
+/// A test's state directory, removed when the test ends, passed or failed.
+struct StateDir(PathBuf);
+
+impl std::ops::Deref for StateDir {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for StateDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn state_dir(tag: &str) -> StateDir {
     let dir = std::env::temp_dir().join(format!("gang-adopt-{tag}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    dir
+    StateDir(dir)
 }
 
 fn runtime(state: &Path) -> Runtime {
@@ -260,7 +276,6 @@ fn two_adopted_processes_are_gang_scheduled_and_given_back() {
         cgroup::repair(&state).unwrap().is_clean(),
         "nothing left to repair"
     );
-    let _ = std::fs::remove_dir_all(&state);
 }
 
 #[test]
@@ -299,7 +314,6 @@ fn an_adopted_process_that_exits_mid_run_is_reported_and_harms_nobody() {
         report.exited
     );
     assert!(cgroup::repair(&state).unwrap().is_clean());
-    let _ = std::fs::remove_dir_all(&state);
 }
 
 #[test]
@@ -331,7 +345,6 @@ fn adopting_a_missing_thread_changes_nothing() {
     ));
     rt.stop();
     assert!(cgroup::repair(&state).unwrap().is_clean());
-    let _ = std::fs::remove_dir_all(&state);
 }
 
 const RUNTIME_CHILD_ENV: &str = "GANG_TEST_ADOPT_RUNTIME_CHILD";
@@ -420,5 +433,4 @@ fn a_killed_runtime_leaves_no_adopted_thread_at_real_time_priority() {
     let (rounds, _) = finish(spinner);
     assert!(rounds > 0, "the spinner ran to its end (thawed)");
     assert!(cgroup::repair(&state).unwrap().is_clean());
-    let _ = std::fs::remove_dir_all(&state);
 }
