@@ -214,3 +214,17 @@ fn console_input_reaches_a_vm_serial_port() {
     let _ = attached.wait();
     d.ok(&["destroy", "echo"]);
 }
+
+#[test]
+fn create_c_shows_the_guest_console_until_it_powers_off() {
+    if !can_run_vms() {
+        return;
+    }
+    let t = TestDir::new("pvh-create-c");
+    let d = start(&t.0);
+    let cfg = vm_cfg(&d, &t.0, "hello", "hello", "");
+    // on_poweroff = destroy (the default): the console ends with the domain.
+    let out = d.ok(&["create", "-c", &cfg]);
+    assert!(out.contains("Hello from gang guest"), "{out}");
+    assert!(state(&d, "hello").is_none(), "destroyed at power-off");
+}
