@@ -55,6 +55,7 @@ enum Command {
     Reboot(xl::domains::RebootArgs),
     Destroy(xl::domains::DestroyArgs),
     Dmesg(xl::domains::DmesgArgs),
+    Top(xl::top::TopArgs),
     Console(xl::console::ConsoleArgs),
     #[command(name = "sched-gang")]
     SchedGang(xl::sched::SchedGangArgs),
@@ -99,6 +100,7 @@ fn main() -> ExitCode {
         Command::Reboot(args) => ("reboot", true, xl::domains::reboot(&args)),
         Command::Destroy(args) => ("destroy", true, xl::domains::destroy(&args)),
         Command::Dmesg(args) => ("dmesg", true, xl::domains::dmesg(&args)),
+        Command::Top(args) => ("top", true, xl::top::top(&args)),
         Command::Console(args) => ("console", true, xl::console::console(&args)),
         Command::SchedGang(args) => ("sched-gang", true, xl::sched::sched_gang(&args)),
         Command::Trace(args) => ("trace", true, xl::sched::trace(&args)),

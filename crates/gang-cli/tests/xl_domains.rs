@@ -746,3 +746,23 @@ fn memory_becomes_a_memory_limit_on_the_process() {
     d.ok(&["destroy", "m"]);
     assert!(!Path::new(&format!("/sys/fs/cgroup/memory{memory}")).exists());
 }
+
+#[test]
+fn top_shows_a_busy_domain_using_a_cpu() {
+    if !can_run_domains() {
+        return;
+    }
+    let t = TestDir::new("top");
+    let d = start(&t.0);
+    let cfg = workload_cfg(&t.0, "busy", "busy", 1, "");
+    d.ok(&["create", &cfg]);
+    let out = d.ok(&["top", "-d", "0.5", "-i", "1"]);
+    let row = out
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some("busy"))
+        .unwrap_or_else(|| panic!("{out}"));
+    let pct: f64 = row.split_whitespace().nth(3).unwrap().parse().unwrap();
+    assert!(pct > 40.0, "a spinning vCPU uses most of a CPU: {row}");
+    assert!(out.starts_with("                NAME  STATE"), "{out}");
+    d.ok(&["destroy", "busy"]);
+}

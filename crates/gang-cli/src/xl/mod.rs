@@ -15,6 +15,7 @@ pub mod console;
 pub mod domains;
 pub mod pools;
 pub mod sched;
+pub mod top;
 
 use std::path::PathBuf;
 
