@@ -24,8 +24,12 @@ use gang_host::sys::{self, SchedPolicy};
 
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 const CHILD_ENV: &str = "GANG_TEST_ADOPT_CHILD_MS";
-/// A resumption: a gap of more than this between two rounds.
-const GAP_NS: u64 = 150_000;
+/// A resumption: a gap of more than this between two rounds. Longer than
+/// the short preemptions a slot sees (a dispatcher deciding before a
+/// boundary, the VM's host), shorter than any time a domain spends frozen
+/// between its slots here (the host slot is 4 ms, the other domain's slice
+/// 10 ms): only slot starts count.
+const GAP_NS: u64 = 2_000_000;
 
 fn can_run() -> bool {
     common::can_run(common::Needs::Freezer)
@@ -104,6 +108,15 @@ struct ChildRun {
     child: Child,
     lines: std::io::Lines<BufReader<std::process::ChildStdout>>,
     tids: Vec<i32>,
+}
+
+impl Drop for ChildRun {
+    /// A test that fails half-way must not leave spinning children behind
+    /// (they would skew the next test's measurements).
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 fn spawn_child(ms: u64) -> ChildRun {
@@ -285,11 +298,12 @@ fn an_adopted_process_that_exits_mid_run_is_reported_and_harms_nobody() {
         return;
     }
     let state = state_dir("exit");
-    let short = spawn_child(300);
+    // The runtime first: the children must still run when they are adopted.
+    let rt = runtime(&state);
+    let short = spawn_child(800);
     // Long enough to outlive its removal even on a loaded machine (the
     // adoptions, the wait for `short` and the removals take ~1 s there).
-    let long = spawn_child(3000);
-    let rt = runtime(&state);
+    let long = spawn_child(4000);
     let spec = |id| DomainSpec {
         id: DomainId(id),
         vcpus: 2,
