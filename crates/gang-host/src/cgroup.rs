@@ -32,7 +32,9 @@
 //!   the state is undone. So after any crash, either nothing was changed or a
 //!   state file says what to undo.
 //! * Every cgroup we create is named `<prefix>.<something>` directly under a
-//!   hierarchy's root (`gang.host`, `gang.pool`, `gang.<domain>` by default),
+//!   hierarchy's root (`gang.host`, `gang.pool`, `gang.t<tid>` for the system
+//!   instance); the prefix is the instance's ([`prefix_for`] its state
+//!   directory), and a repair sweeps only its own,
 //!   and nothing else is ever removed.
 //! * Tasks we move are moved back: shield tasks to the root cgroup (where
 //!   they were taken from), frozen threads to the cgroup recorded when they
@@ -54,8 +56,29 @@ use std::time::{Duration, Instant};
 use gang_core::{CpuId, CpuSet};
 use serde::{Deserialize, Serialize};
 
-/// The name prefix of the runtime's own cgroups.
+/// The name prefix of the system instance's cgroups (state in
+/// [`SYSTEM_STATE_DIR`]).
 pub const DEFAULT_PREFIX: &str = "gang";
+
+/// The state directory of the system instance (the `gang` daemon).
+pub const SYSTEM_STATE_DIR: &str = "/var/lib/gang";
+
+/// The cgroup name prefix of the instance whose state is in `state_dir`:
+/// [`DEFAULT_PREFIX`] for the system's, `gang-<hash of the directory>` for
+/// any other (tests, `gang bench`, a second daemon). A repair sweeps only
+/// its own prefix, so instances never remove each other's cgroups.
+pub fn prefix_for(state_dir: &Path) -> String {
+    use std::hash::{Hash, Hasher};
+    if state_dir == Path::new(SYSTEM_STATE_DIR) {
+        return DEFAULT_PREFIX.into();
+    }
+    let canonical = state_dir
+        .canonicalize()
+        .unwrap_or_else(|_| state_dir.to_path_buf());
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    canonical.hash(&mut h);
+    format!("{DEFAULT_PREFIX}-{:08x}", h.finish() as u32)
+}
 
 /// How long [`Freezer::freeze`] and [`Freezer::thaw`] wait by default.
 pub const DEFAULT_FREEZE_TIMEOUT: Duration = Duration::from_secs(1);
@@ -801,7 +824,7 @@ impl CpuShield {
     /// Takes `cpus` from the host with the default cgroup names
     /// (`gang.host`, `gang.pool`); the state file goes into `state_dir`.
     pub fn take(cpus: &CpuSet, state_dir: &Path) -> Result<CpuShield> {
-        Self::take_named(cpus, state_dir, DEFAULT_PREFIX)
+        Self::take_named(cpus, state_dir, &prefix_for(state_dir))
     }
 
     /// As [`CpuShield::take`], with cgroups named `<prefix>.host` and
@@ -1123,7 +1146,7 @@ pub struct Freezer {
 impl Freezer {
     /// Creates the freezer cgroup `gang.<name>`.
     pub fn new(name: &str, state_dir: &Path) -> Result<Freezer> {
-        Self::new_named(DEFAULT_PREFIX, name, state_dir)
+        Self::new_named(&prefix_for(state_dir), name, state_dir)
     }
 
     /// Creates the freezer cgroup `<prefix>.<name>`.
@@ -1477,11 +1500,11 @@ impl RepairReport {
     }
 }
 
-/// Undoes stale cgroup state with the default prefix: state files in
-/// `state_dir` whose owner is dead, and `gang.*` cgroups no live owner claims.
-/// Idempotent.
+/// Undoes stale cgroup state of the instance whose state is in
+/// `state_dir`: state files whose owner is dead, and cgroups of its prefix
+/// ([`prefix_for`]) no live owner claims. Idempotent.
 pub fn repair(state_dir: &Path) -> Result<RepairReport> {
-    repair_named(state_dir, DEFAULT_PREFIX)
+    repair_named(state_dir, &prefix_for(state_dir))
 }
 
 /// As [`repair`] for cgroups named `<prefix>.*`.

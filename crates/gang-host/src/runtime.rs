@@ -459,9 +459,16 @@ impl Runtime {
         spec: DomainSpec,
         paused: bool,
     ) -> Result<Vec<Arc<VcpuControl>>, HostError> {
+        // Gates first, then admission: every vCPU has its gate before the
+        // domain's first slot, so no slot finds one vCPU with a thread and
+        // its sibling without.
         let id = spec.id;
-        self.admit(spec, paused)?;
-        self.add_gates(id)
+        let controls = self.register_gates(id, spec.vcpus);
+        if let Err(e) = self.admit(spec, paused) {
+            self.edit_registry(|reg| reg.retain(|v, _| v.domain != id));
+            return Err(e);
+        }
+        Ok(controls)
     }
 
     /// The CPU map the scheduler gave a domain.
@@ -601,9 +608,17 @@ impl Runtime {
 
     /// Gives an admitted domain one futex gate per vCPU, for threads we own
     /// (see [`Runtime::add_domain`]).
+    ///
+    /// A domain admitted running may have a slot start while the gates are
+    /// being registered; admit it paused and unpause it after, so that its
+    /// vCPUs start together from their first slot.
     pub fn add_gates(&self, id: DomainId) -> Result<Vec<Arc<VcpuControl>>, HostError> {
         let map = self.cpu_map(id).ok_or(HostError::UnknownDomain(id))?;
-        let controls: Vec<Arc<VcpuControl>> = (0..map.len() as u32)
+        Ok(self.register_gates(id, map.len() as u32))
+    }
+
+    fn register_gates(&self, id: DomainId, vcpus: u32) -> Vec<Arc<VcpuControl>> {
+        let controls: Vec<Arc<VcpuControl>> = (0..vcpus)
             .map(|vcpu| {
                 Arc::new(VcpuControl::new(
                     VcpuRef { domain: id, vcpu },
@@ -616,7 +631,7 @@ impl Runtime {
                 reg.insert(c.vcpu, Gate::Own(Arc::clone(c)));
             }
         });
-        Ok(controls)
+        controls
     }
 
     /// Adopts the threads `tids` of another process as the vCPUs of an
@@ -625,7 +640,8 @@ impl Runtime {
     /// its domain's slots. Removing the domain or stopping the runtime gives
     /// the threads back as they were. Needs a state directory (for crash
     /// repair). On failure the threads adopted so far are given back and the
-    /// domain stays admitted, without threads.
+    /// domain stays admitted, without threads. As with [`Runtime::add_gates`],
+    /// admit the domain paused and unpause it after.
     pub fn adopt_threads(&self, id: DomainId, tids: &[sys::Tid]) -> Result<(), HostError> {
         let dir = self
             .shared

@@ -663,3 +663,33 @@ fn v2_freezer_moves_single_threaded_process_not_single_thread() {
     fz.remove().unwrap();
     assert_eq!(v2_line(), origin);
 }
+
+#[test]
+fn a_repair_leaves_other_instances_cgroups_alone() {
+    let Some(_h) = hierarchy_or_skip(false) else {
+        return;
+    };
+    // Two instances (a daemon, a `gang bench`), each with its state.
+    let (a, b) = (Scratch::new(), Scratch::new());
+    assert_ne!(cgroup::prefix_for(&a.dir), cgroup::prefix_for(&b.dir));
+    let theirs = Freezer::new("t1", &a.dir).unwrap();
+    // b starts and repairs: a's fresh (still empty) freezer must survive.
+    let rep = cgroup::repair(&b.dir).unwrap();
+    assert!(
+        !rep.cgroups_removed.contains(&theirs.path().to_path_buf()),
+        "{rep:?}"
+    );
+    assert!(theirs.path().exists());
+    let name = theirs
+        .path()
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    assert!(
+        name.starts_with(&format!("{}.", cgroup::prefix_for(&a.dir))),
+        "{name}"
+    );
+    theirs.remove().unwrap();
+    assert!(cgroup::repair(&a.dir).unwrap().is_clean());
+}

@@ -62,7 +62,7 @@ fn gang_cgroups() -> Vec<String> {
         .map(|d| {
             d.filter_map(|e| e.ok())
                 .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|n| n.starts_with("gang."))
+                .filter(|n| n.starts_with("gang.") || n.starts_with("gang-"))
                 .collect()
         })
         .unwrap_or_default()

@@ -10,13 +10,15 @@
 //!
 //! # Invariants
 //!
-//! * The cgroups are named `<namespace>.d<ID>` directly under each
+//! * The cgroups are named `<namespace>-d<ID>` directly under each
 //!   hierarchy's root, one per controller we use (freezer, memory). The
-//!   namespace is the daemon's (`gang` for the system daemon; daemons with
-//!   private state get their own), so the name is a function of the daemon
-//!   and the domain id only: a restarted daemon finds them again
-//!   ([`DomainCgroup::open`] is idempotent) and [`sweep`] removes those of
-//!   its domains that no longer exist, never another daemon's.
+//!   namespace is the daemon's cgroup prefix (`gang` for the system daemon;
+//!   daemons with private state get their own, `gang_host::cgroup::prefix_for`),
+//!   so the name is a function of the daemon and the domain id only: a
+//!   restarted daemon finds them again ([`DomainCgroup::open`] is idempotent)
+//!   and [`sweep`] removes those of its domains that no longer exist, never
+//!   another daemon's. The `-d` (not `.`) keeps them out of the runtimes'
+//!   own repair, which sweeps `<namespace>.*`.
 //! * [`DomainCgroup::remove`] thaws first, moves every task left back to the
 //!   hierarchy's root and removes the directories; a missing directory or a
 //!   task that exited meanwhile is not an error.
@@ -77,7 +79,7 @@ pub struct DomainCgroup {
 }
 
 fn cgroup_name(namespace: &str, id: DomainId) -> String {
-    format!("{namespace}.d{}", id.0)
+    format!("{namespace}-d{}", id.0)
 }
 
 impl DomainCgroup {
@@ -222,7 +224,7 @@ fn remove_dir(ctl: &Controller, dir: &Path) -> Result<()> {
 /// Removes the domain cgroups of `namespace` of every domain not in `keep`
 /// (left by a daemon that was killed); returns how many were removed.
 pub fn sweep(hierarchy: &Hierarchy, namespace: &str, keep: &[DomainId]) -> usize {
-    let prefix = format!("{namespace}.d");
+    let prefix = format!("{namespace}-d");
     let mut removed = 0;
     let ctls = [hierarchy.freezer.as_ref(), hierarchy.memory.as_ref()];
     for ctl in ctls.into_iter().flatten() {
@@ -293,7 +295,7 @@ mod tests {
         };
         cg.set_frozen(true).expect("freeze");
         let cgroups = fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
-        assert!(cgroups.contains("/gang-test-a.d1"), "{cgroups}");
+        assert!(cgroups.contains("/gang-test-a-d1"), "{cgroups}");
         cg.set_frozen(false).expect("thaw");
         assert_ne!(state(pid), None);
         if let Some((_, m)) = &cg.memory {

@@ -44,9 +44,15 @@ pub fn start_with(dir: &Path, extra: &[&str]) -> Daemon {
         )
         .spawn()
         .expect("daemon starts");
-    let deadline = Instant::now() + Duration::from_secs(10);
+    // Generous: other tests' gang pools may hold both CPUs at real-time
+    // priority, leaving a starting daemon only the host's slot.
+    let deadline = Instant::now() + Duration::from_secs(30);
     while std::os::unix::net::UnixStream::connect(&socket).is_err() {
-        assert!(Instant::now() < deadline, "daemon did not listen");
+        assert!(
+            Instant::now() < deadline,
+            "daemon did not listen; its log:\n{}",
+            std::fs::read_to_string(dir.join("daemon.log")).unwrap_or_default()
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     Daemon {
@@ -162,6 +168,9 @@ pub fn remove_cgroups(namespace: &str) {
             if e.file_name()
                 .to_string_lossy()
                 .starts_with(&format!("{namespace}."))
+                || e.file_name()
+                    .to_string_lossy()
+                    .starts_with(&format!("{namespace}-d"))
             {
                 let path = e.path();
                 let _ = std::fs::write(path.join("freezer.state"), "THAWED");

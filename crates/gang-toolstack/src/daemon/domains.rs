@@ -332,16 +332,18 @@ impl Daemon {
         }
     }
 
-    /// Admits a domain to its gang pool's runtime (started if needed) and
+    /// Admits a domain to its gang pool's runtime (started if needed),
+    /// paused there until its threads are attached (`start_in_runtime`), and
     /// records the CPU map the scheduler gave it.
-    fn admit(&mut self, rec: &DomainRecord, paused: bool) -> Result<PoolId, ApiError> {
+    fn admit(&mut self, rec: &DomainRecord) -> Result<PoolId, ApiError> {
         let pool = self
             .store
             .pool(&PoolRef::Id(rec.pool))
             .map_err(store_error)?;
         let rt = self.ensure_runtime(&pool)?;
         let policy = rec.policy.unwrap_or_default();
-        let map = match rt.admit(Self::spec_of(rec), paused) {
+        // Paused until its threads are attached (see `Runtime::add_gates`).
+        let map = match rt.admit(Self::spec_of(rec), true) {
             Ok(map) => map,
             Err(e) => {
                 self.stop_runtime_if_idle(pool.id);
@@ -372,7 +374,7 @@ impl Daemon {
             let _ = cg.remove();
         };
         let admitted = if pool.sched == Sched::Gang {
-            match self.admit(&rec, paused) {
+            match self.admit(&rec) {
                 Ok(p) => Some(p),
                 Err(e) => {
                     undo_cgroup(cgroup);
@@ -515,7 +517,7 @@ impl Daemon {
         let cgroup = DomainCgroup::open(&self.hierarchy, &self.namespace, id, None)
             .map_err(|e| internal(e.to_string()))?;
         let admitted = if pool.sched == Sched::Gang {
-            match self.admit(rec, paused) {
+            match self.admit(rec) {
                 Ok(p) => Some(p),
                 Err(e) => {
                     let _ = cgroup.remove();
@@ -589,40 +591,70 @@ impl Daemon {
                 vm.attach(scheduler, controls)
                     .map_err(|e| internal(format!("handing the vCPUs to the pool: {e}")))?;
             }
-            return Ok(());
+            return self.start_in_runtime(rec, live);
         }
-        let tids = match live.vcpu_tids() {
-            Some(t) => t,
-            None => match process::wait_vcpu_threads(
-                &live.record.process,
-                rec.vcpus,
-                cfg.vcpu_threads.as_deref(),
-                THREAD_TIMEOUT,
-            ) {
-                Ok(t) => t,
-                // It ended: not an error of the request; its exit is handled
-                // by `poll_exits` with its status.
-                Err(process::ProcessError::Ended { .. }) => return Ok(()),
-                Err(e) => return Err(refused(e.to_string())),
-            },
-        };
         let pid = live.pid();
-        let threads: Vec<(Tid, u64)> = tids
-            .iter()
-            .map(|&t| (t, process::thread_start(pid, t).unwrap_or(0)))
-            .collect();
-        if let Some(pool) = live.admitted {
+        // A program may replace threads while it starts: a thread that is
+        // gone by the time it is adopted is looked for again (3 tries).
+        let mut attempt = 0;
+        let threads = loop {
+            attempt += 1;
+            let tids = match live.vcpu_tids() {
+                Some(t) if attempt == 1 => t,
+                _ => match process::wait_vcpu_threads(
+                    &live.record.process,
+                    rec.vcpus,
+                    cfg.vcpu_threads.as_deref(),
+                    THREAD_TIMEOUT,
+                ) {
+                    Ok(t) => t,
+                    // It ended: not an error of the request; its exit is
+                    // handled by `poll_exits` with its status.
+                    Err(process::ProcessError::Ended { .. }) => return Ok(()),
+                    Err(e) => return Err(refused(e.to_string())),
+                },
+            };
+            let threads: Vec<(Tid, u64)> = tids
+                .iter()
+                .map(|&t| (t, process::thread_start(pid, t).unwrap_or(0)))
+                .collect();
+            let Some(pool) = live.admitted else {
+                break threads;
+            };
             let rt = self
                 .runtimes
                 .get(&pool)
                 .ok_or_else(|| internal("the pool's runtime is not running"))?;
-            rt.adopt_threads(rec.id, &tids)
-                .map_err(|e| refused(format!("adopting the vCPU threads: {e}")))?;
-        }
+            match rt.adopt_threads(rec.id, &tids) {
+                Ok(()) => break threads,
+                Err(_)
+                    if attempt < 3 && tids.iter().any(|&t| !gang_host::adopt::thread_exists(t)) =>
+                {
+                    live.record.vcpu_threads = None;
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(e) => return Err(refused(format!("adopting the vCPU threads: {e}"))),
+            }
+        };
         // Recorded once adopted: a failed adoption is tried again by the
         // next unpause.
         live.record.vcpu_threads = Some(threads);
-        Ok(())
+        self.start_in_runtime(rec, live)
+    }
+
+    /// A running domain, admitted paused to its runtime (see `admit`), runs
+    /// there once every vCPU has its thread: all start in the same slot.
+    fn start_in_runtime(&self, rec: &DomainRecord, live: &Live) -> Result<(), ApiError> {
+        if rec.state != DomainState::Running {
+            return Ok(());
+        }
+        match live.admitted.and_then(|p| self.runtimes.get(&p)) {
+            Some(rt) => rt
+                .unpause(rec.id)
+                .map(|_| ())
+                .map_err(|e| internal(e.to_string())),
+            None => Ok(()),
+        }
     }
 
     /// Removes a domain from a runtime (its threads given back) and stops
@@ -767,7 +799,6 @@ impl Daemon {
             self.store.migrate(rec.id, target.id).map_err(store_error)?;
             return Ok(());
         };
-        let paused = rec.state == DomainState::Paused;
         // The target's admission first, with the scheduler choosing CPUs.
         let mut moved = rec.clone();
         moved.pool = target.id;
@@ -780,7 +811,8 @@ impl Daemon {
                     return Err(e);
                 }
             };
-            if let Err(e) = rt.admit(Self::spec_of(&moved), paused) {
+            // Paused until its threads are attached (`start_in_runtime`).
+            if let Err(e) = rt.admit(Self::spec_of(&moved), true) {
                 self.live.insert(rec.id, live);
                 self.stop_runtime_if_idle(target.id);
                 return Err(refused(e.to_string()));
@@ -1105,7 +1137,7 @@ impl Daemon {
             .pool(&PoolRef::Id(rec.pool))
             .map_err(store_error)?;
         let admitted = if pool.sched == Sched::Gang {
-            Some(self.admit(rec, paused)?)
+            Some(self.admit(rec)?)
         } else {
             None
         };

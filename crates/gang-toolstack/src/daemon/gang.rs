@@ -173,7 +173,8 @@ impl Daemon {
             let tids = self.live.get(&id).and_then(|l| l.vcpu_tids());
             let result = self.ensure_runtime(&pool).map(std::sync::Arc::clone);
             let result = result.and_then(|rt| {
-                rt.admit(spec, paused).map_err(|e| refused(e.to_string()))?;
+                // Paused until its threads are attached: they start together.
+                rt.admit(spec, true).map_err(|e| refused(e.to_string()))?;
                 if is_vm {
                     let controls = rt.add_gates(id).map_err(|e| internal(e.to_string()))?;
                     let vm = self
@@ -181,12 +182,22 @@ impl Daemon {
                         .get_mut(&id)
                         .and_then(|l| l.vm.as_mut())
                         .ok_or_else(|| internal("VM vanished"))?;
-                    vm.attach(rt, controls).map_err(|e| internal(e.to_string()))
+                    let scheduler: std::sync::Arc<dyn gang_vmm::GangScheduler> = rt.clone();
+                    vm.attach(scheduler, controls)
+                        .map_err(|e| internal(e.to_string()))
                 } else if let Some(t) = &tids {
                     rt.adopt_threads(id, t).map_err(|e| refused(e.to_string()))
                 } else {
                     Ok(())
                 }
+                .and_then(|()| {
+                    if paused || (!is_vm && tids.is_none()) {
+                        return Ok(());
+                    }
+                    rt.unpause(id)
+                        .map(|_| ())
+                        .map_err(|e| internal(e.to_string()))
+                })
             });
             if let Err(e) = result {
                 self.log(format!("domain {} ({}): {e}", id.0, rec.name));

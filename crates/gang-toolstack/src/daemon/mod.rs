@@ -53,7 +53,7 @@ use crate::store::{DomainRef, DomainState, PoolId, PoolRef, ShutdownReason, Stor
 pub use domains::LiveRecord;
 
 /// The state directory of the system daemon.
-pub const DEFAULT_STATE_DIR: &str = "/var/lib/gang";
+pub const DEFAULT_STATE_DIR: &str = gang_host::cgroup::SYSTEM_STATE_DIR;
 
 /// How many lines `gang dmesg` keeps.
 const DMESG_LINES: usize = 1000;
@@ -165,22 +165,6 @@ fn cpus_arg(text: &str, universe: &CpuSet) -> Result<CpuSet, ApiError> {
         .map_err(|e| ApiError::new(ErrorCode::BadRequest, e.to_string()))
 }
 
-/// The cgroup namespace of a daemon: `gang` for the system state directory,
-/// `gang-<hash>` for a private one (tests, a second daemon), so that two
-/// daemons never touch each other's cgroups.
-fn namespace_for(state_dir: &Path) -> String {
-    use std::hash::{Hash, Hasher};
-    if state_dir == Path::new(DEFAULT_STATE_DIR) {
-        return "gang".into();
-    }
-    let canonical = state_dir
-        .canonicalize()
-        .unwrap_or_else(|_| state_dir.to_path_buf());
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    canonical.hash(&mut h);
-    format!("gang-{:08x}", h.finish() as u32)
-}
-
 impl Daemon {
     /// Opens (or creates) the state, repairs what a killed daemon left and
     /// re-attaches the domains whose processes still run.
@@ -202,7 +186,7 @@ impl Daemon {
         let mut daemon = Daemon {
             store,
             host_cpus: config.host_cpus,
-            namespace: namespace_for(dir),
+            namespace: gang_host::cgroup::prefix_for(dir),
             state_dir: dir.clone(),
             hierarchy,
             runtimes: BTreeMap::new(),
