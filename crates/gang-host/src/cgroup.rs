@@ -574,8 +574,9 @@ fn move_all(ctl: &Controller, from: &Path, to: &Path) -> Result<MoveCount> {
     Ok(total)
 }
 
-/// Empties `cgroup` into `to` and removes it. A missing cgroup is fine.
-fn drain_and_remove(ctl: &Controller, cgroup: &Path, to: &Path) -> Result<MoveCount> {
+/// Empties `cgroup` into `to` and removes it (retrying while exiting tasks
+/// linger). A missing cgroup is fine.
+pub fn drain_and_remove(ctl: &Controller, cgroup: &Path, to: &Path) -> Result<MoveCount> {
     if !cgroup.exists() {
         return Ok(MoveCount::default());
     }
@@ -1372,7 +1373,9 @@ fn freeze_file(controller: &Controller, cgroup: &Path, frozen: bool) -> (PathBuf
     }
 }
 
-fn set_frozen(
+/// Freezes (`true`) or thaws every task of `cgroup` and waits (up to
+/// `timeout`) until the kernel reports it done; returns how long it took.
+pub fn set_frozen(
     controller: &Controller,
     cgroup: &Path,
     frozen: bool,

@@ -27,7 +27,7 @@
 use std::ffi::CString;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use gang_core::DomainId;
 use gang_host::cgroup::{CgroupVersion, Controller, Hierarchy};
@@ -49,14 +49,9 @@ pub enum CgroupError {
         /// Why.
         source: std::io::Error,
     },
-    /// The kernel did not reach the freezer state in time.
-    #[error("{path}: still not {state} after {FREEZE_TIMEOUT:?}")]
-    FreezeTimeout {
-        /// The cgroup.
-        path: PathBuf,
-        /// `FROZEN` or `THAWED`.
-        state: &'static str,
-    },
+    /// Freezing, thawing or removing failed (gang-host's cgroup adapter).
+    #[error(transparent)]
+    Host(#[from] gang_host::cgroup::CgroupError),
     /// A memory limit was asked for but no memory controller is mounted.
     #[error("no cgroup memory controller is mounted: cannot limit memory to {0} MB")]
     NoMemory(u64),
@@ -150,30 +145,8 @@ impl DomainCgroup {
     /// waits until the kernel reports it done.
     pub fn set_frozen(&self, frozen: bool) -> Result<()> {
         let (ctl, dir) = &self.freezer;
-        // (file to write, value, status file, what it says when done)
-        let (file, value, status, done) = match (ctl.version, frozen) {
-            (CgroupVersion::V1, true) => ("freezer.state", "FROZEN", "freezer.state", "FROZEN"),
-            (CgroupVersion::V1, false) => ("freezer.state", "THAWED", "freezer.state", "THAWED"),
-            (CgroupVersion::V2, true) => ("cgroup.freeze", "1", "cgroup.events", "frozen 1"),
-            (CgroupVersion::V2, false) => ("cgroup.freeze", "0", "cgroup.events", "frozen 0"),
-        };
-        let f = dir.join(file);
-        fs::write(&f, value).map_err(io(&f))?;
-        let status = dir.join(status);
-        let deadline = Instant::now() + FREEZE_TIMEOUT;
-        loop {
-            let text = fs::read_to_string(&status).map_err(io(&status))?;
-            if text.lines().any(|l| l.trim() == done) {
-                return Ok(());
-            }
-            if Instant::now() > deadline {
-                return Err(CgroupError::FreezeTimeout {
-                    path: dir.clone(),
-                    state: if frozen { "FROZEN" } else { "THAWED" },
-                });
-            }
-            std::thread::sleep(Duration::from_micros(200));
-        }
+        gang_host::cgroup::set_frozen(ctl, dir, frozen, FREEZE_TIMEOUT)?;
+        Ok(())
     }
 
     /// Thaws, moves every task left back to the root cgroups and removes the
@@ -191,34 +164,8 @@ impl DomainCgroup {
 
 /// Moves the tasks of `dir` to its hierarchy's root and removes it.
 fn remove_dir(ctl: &Controller, dir: &Path) -> Result<()> {
-    if !dir.exists() {
-        return Ok(());
-    }
-    // v1 moves threads one by one through `tasks`; v2 processes through
-    // `cgroup.procs`. A task that exited meanwhile is not an error.
-    let (list, target) = match ctl.version {
-        CgroupVersion::V1 => ("tasks", ctl.mount.join("tasks")),
-        CgroupVersion::V2 => ("cgroup.procs", ctl.mount.join("cgroup.procs")),
-    };
-    // A task that is exiting stays listed (and keeps the cgroup busy) for a
-    // moment: retry for up to a second.
-    let mut last = None;
-    for _ in 0..200 {
-        let tasks = fs::read_to_string(dir.join(list)).unwrap_or_default();
-        for t in tasks.split_whitespace() {
-            let _ = fs::write(&target, t);
-        }
-        match fs::remove_dir(dir) {
-            Ok(()) => return Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => last = Some(e),
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    Err(CgroupError::Io {
-        path: dir.to_path_buf(),
-        source: last.unwrap_or_else(|| std::io::Error::other("busy")),
-    })
+    gang_host::cgroup::drain_and_remove(ctl, dir, &ctl.mount)?;
+    Ok(())
 }
 
 /// Removes the domain cgroups of `namespace` of every domain not in `keep`

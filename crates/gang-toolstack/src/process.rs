@@ -100,12 +100,11 @@ fn stat_of(path: &Path) -> Option<(char, u64)> {
     Some((state, start))
 }
 
-/// The identity of a live process.
+/// The identity of a live process (not a zombie).
 pub fn identity(pid: i32) -> Option<ProcessIdentity> {
-    let (state, start_time) = stat_of(Path::new(&format!("/proc/{pid}/stat")))?;
-    (state != 'Z').then_some(ProcessIdentity {
+    gang_host::cgroup::Owner::of_pid(pid).map(|o| ProcessIdentity {
         pid: pid as u32,
-        start_time,
+        start_time: o.start_time,
     })
 }
 
@@ -359,7 +358,7 @@ pub fn spawn(
                 // "0": the writing process itself.
                 rustix::io::write(&fd, b"0")?;
             }
-            if !cpus_is_empty(&affinity) {
+            if affinity.count() != 0 {
                 rustix::thread::sched_setaffinity(None, &affinity)?;
             }
             Ok(())
@@ -393,10 +392,6 @@ pub fn open_start_gate(fifo: &Path, id: &ProcessIdentity) -> std::io::Result<()>
     };
     let _ = std::fs::remove_file(fifo);
     result
-}
-
-fn cpus_is_empty(set: &rustix::thread::CpuSet) -> bool {
-    set.count() == 0
 }
 
 /// Sends `signal` to a process, or to its whole process group.

@@ -323,7 +323,8 @@ impl Daemon {
         Ok(set.iter().collect())
     }
 
-    fn spec_of(rec: &DomainRecord) -> DomainSpec {
+    /// What the pool's scheduler is asked for (no policy set: best effort).
+    pub(super) fn spec_of(rec: &DomainRecord) -> DomainSpec {
         DomainSpec {
             id: rec.id,
             vcpus: rec.vcpus,

@@ -12,7 +12,7 @@ use gang_proto::{
     ApiError, ErrorCode, ResponseBody, SchedGangDomain, SchedGangPool, TraceSlot, VcpuInfo,
 };
 
-use super::{internal, ns, refused, store_error, Daemon};
+use super::{internal, refused, store_error, Daemon};
 use crate::process;
 use crate::store::{DomainRecord, DomainRef, DomainState, PoolId, PoolRecord, PoolRef, Sched};
 
@@ -168,7 +168,7 @@ impl Daemon {
                 continue;
             };
             let paused = rec.state == DomainState::Paused;
-            let spec = Self::spec_for(&rec);
+            let spec = Self::spec_of(&rec);
             let is_vm = self.live.get(&id).is_some_and(|l| l.vm.is_some());
             let tids = self.live.get(&id).and_then(|l| l.vcpu_tids());
             let result = self.ensure_runtime(&pool).map(std::sync::Arc::clone);
@@ -208,15 +208,6 @@ impl Daemon {
             }
         }
         first_error.map_or(Ok(()), Err)
-    }
-
-    pub(super) fn spec_for(rec: &DomainRecord) -> gang_core::DomainSpec {
-        gang_core::DomainSpec {
-            id: rec.id,
-            vcpus: rec.vcpus,
-            cpu_map: rec.cpu_map.clone(),
-            policy: rec.policy.unwrap_or_default(),
-        }
     }
 
     /// `sched-gang` without `-t`.
@@ -361,7 +352,7 @@ impl Daemon {
             .map_err(store_error)?
             .iter()
             .filter(|d| d.pool == pool.id && d.id != rec.id && d.policy.is_some())
-            .map(Self::spec_for)
+            .map(Self::spec_of)
             .collect();
         specs.push(gang_core::DomainSpec {
             id: rec.id,
@@ -447,7 +438,6 @@ impl Daemon {
             .collect();
         slots.sort_by_key(|s| (s.start_ns, s.vcpu));
         let skip = slots.len().saturating_sub(TRACE_SLOTS);
-        let _ = ns; // durations in messages use `ns`
         Ok(ResponseBody::Trace {
             now_ns: rt.now(),
             slots: slots.split_off(skip),

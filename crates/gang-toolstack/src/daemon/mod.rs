@@ -43,7 +43,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use gang_core::{CpuSet, DomainId, Nanos};
+use gang_core::{CpuSet, DomainId};
 use gang_host::cgroup::Hierarchy;
 use gang_host::runtime::Runtime;
 use gang_proto::{ApiError, DomainInfo, ErrorCode, PoolInfo, RequestBody, ResponseBody};
@@ -691,9 +691,4 @@ pub fn run(
             });
     }
     Ok(())
-}
-
-/// Nanoseconds as a duration for messages.
-fn ns(n: Nanos) -> gang_core::time::Duration {
-    gang_core::time::Duration(n)
 }
