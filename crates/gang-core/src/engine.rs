@@ -18,7 +18,8 @@
 //!    run early, by earliest window end, on CPUs nobody holds (free or holes):
 //!    event triggering, ahead of best-effort;
 //! 4. *BE* domains take free, unreserved CPUs by lowest virtual time (CPU time
-//!    ÷ weight). BE slices are aligned on the pool's `be_slice` grid: between
+//!    ÷ weight); the reservations of the pool's *lending* domain (the host's
+//!    slot, [`PoolConfig::lending`]) count as unreserved while it cannot run. BE slices are aligned on the pool's `be_slice` grid: between
 //!    grid points a running BE gang keeps its CPUs unless a higher class takes
 //!    one;
 //! 5. *space fillers* (any class with `sf`) take what is left, holes included,
@@ -1209,6 +1210,7 @@ impl Scheduler {
         self.charge(ci, t);
         let grain = self.config.grain;
         let be_slice = self.config.be_slice;
+        let lending = self.config.lending;
         let idx = std::mem::take(&mut self.cohorts[ci].idx);
         let table = self.cohorts[ci].table.clone();
         let be_order = std::mem::take(&mut self.cohorts[ci].be_order);
@@ -1246,14 +1248,18 @@ impl Scheduler {
             next = next.min(t + (seg.end - pos) * grain);
             for &e in &seg.entries {
                 let r = &table.reservations()[e as usize];
-                reserved.union_with(&r.cpus);
                 let Ok(j) = members.binary_search(&r.owner) else {
+                    reserved.union_with(&r.cpus);
                     continue;
                 };
                 let d = &mut domains[idx[j]];
                 if d.runnable() && d.active(t) && d.budget_left(t) >= grain {
                     taken.union_with(&d.placed.mask);
                     how[j] = Some(Dispatch::Reserved);
+                }
+                // A lending owner that cannot run leaves free CPUs, not holes.
+                if lending != Some(r.owner) || d.runnable() {
+                    reserved.union_with(&r.cpus);
                 }
             }
         }

@@ -330,6 +330,15 @@ pub struct PoolConfig {
     /// Longest table (in grains) admission may build; longer hyperperiods are
     /// refused.
     pub max_table_grains: u64,
+    /// A domain whose reservations are *lent*: while it is not runnable
+    /// (all its vCPUs blocked, or paused), its reserved CPUs are free for
+    /// best-effort gangs instead of holes that only space fillers may use,
+    /// and it takes them back at the next boundary after it wakes. This is
+    /// the host's own slot (Domain-0 on a pool's CPUs, made by `gang-host`):
+    /// an idle host gives its time to the gangs. Admission still counts the
+    /// whole reservation, so the host always gets it back.
+    #[serde(default)]
+    pub lending: Option<DomainId>,
 }
 
 impl PoolConfig {
@@ -342,6 +351,7 @@ impl PoolConfig {
             be_reserve_pct: 10,
             be_slice: 10 * MS,
             max_table_grains: 1 << 20,
+            lending: None,
         }
     }
 }

@@ -166,6 +166,35 @@ fn blocked_domain_lends_its_slot_and_gets_it_back() {
 }
 
 #[test]
+fn a_lending_domain_gives_its_slot_to_best_effort_while_blocked() {
+    let run = |lending: bool| {
+        let mut config = pool("0-1");
+        config.lending = lending.then_some(d(1));
+        let mut drv = Driver::new(Scheduler::new(config).unwrap());
+        drv.apply(add(1, 2, None, "tt,10ms,5ms"));
+        drv.apply(add(2, 2, None, "be,256"));
+        drv.at(0, Event::VcpuBlocked(v(1, 0)));
+        drv.at(0, Event::VcpuBlocked(v(1, 1)));
+        // Wakes 2 ms into its slot [30, 35) ms.
+        drv.at(32 * MS, Event::VcpuWoke(v(1, 0)));
+        drv.run_until(50 * MS);
+        drv
+    };
+    let lent = run(true);
+    // Blocked: every CPU went to the BE gang, the slot included.
+    assert_eq!(lent.held(d(1), 0, 30 * MS, None), 0);
+    assert_eq!(lent.held(d(2), 0, 30 * MS, None), 30 * MS);
+    // Woken mid-slot: it takes the slot back at the next boundary and keeps
+    // it to the slot's end; after that, its full slot every period.
+    assert_eq!(lent.held(d(1), 30 * MS, 35 * MS, None), 3 * MS);
+    assert_eq!(lent.held(d(2), 30 * MS, 35 * MS, None), 2 * MS);
+    assert_eq!(lent.held(d(1), 40 * MS, 50 * MS, None), 5 * MS);
+    // Without lending, the blocked slot is a hole that plain BE never uses.
+    let kept = run(false);
+    assert_eq!(kept.held(d(2), 0, 30 * MS, None), 15 * MS);
+}
+
+#[test]
 fn known_issue_unpause_in_a_gang_pool_just_works() {
     let mut drv = Driver::new(sched("0-1"));
     drv.apply(Event::DomainAdded {

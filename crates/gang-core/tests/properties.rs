@@ -5,7 +5,8 @@
 //! - gang: a domain is dispatched on all CPUs of its map or on none, and
 //!   each of its vCPUs only on its own map CPU;
 //! - space fillers run only in holes (CPUs no eligible reservation holds), and
-//!   plain best-effort never runs in a reserved slot;
+//!   plain best-effort never runs in a reserved slot, except one of the
+//!   pool's lending domain while that domain cannot run;
 //! - precedence: an ET domain that is eligible (runnable, budget left) but not
 //!   dispatched is blocked by a no-mux, TT or ET holder, never by a lower class.
 //!
@@ -135,8 +136,16 @@ struct Setup {
 
 /// Admits what fits (checking that refusals change nothing) and turns the
 /// ops into events on admitted, non-steady domains.
-fn setup(ncpus: u32, gens: &[DomainGen], ops: &[(u64, Op)]) -> (Scheduler, Setup) {
-    let mut sched = Scheduler::new(PoolConfig::new(CpuSet::first_n(ncpus))).unwrap();
+fn setup(
+    ncpus: u32,
+    gens: &[DomainGen],
+    ops: &[(u64, Op)],
+    lending: bool,
+) -> (Scheduler, Setup) {
+    let mut pool = PoolConfig::new(CpuSet::first_n(ncpus));
+    // Domain 1 (if admitted) lends its reservations, like the host's slot.
+    pool.lending = lending.then_some(DomainId(1));
+    let mut sched = Scheduler::new(pool).unwrap();
     let mut admitted = Vec::new();
     for (i, g) in gens.iter().enumerate() {
         let id = DomainId(i as u32 + 1);
@@ -243,9 +252,13 @@ fn check_decision(s: &Scheduler, t: Nanos, ncpus: u32) {
                 }
             }
             Some(Dispatch::BestEffort) => {
-                assert_eq!(
-                    owner, None,
-                    "plain BE domain {} in a reserved slot on CPU {cpu} at {t}",
+                let lent = owner.is_some_and(|o| {
+                    let rs = s.run_state(o).unwrap();
+                    s.config().lending == Some(o) && (rs.paused || !rs.runnable.contains(&true))
+                });
+                assert!(
+                    owner.is_none() || lent,
+                    "plain BE domain {} in a reserved slot of {owner:?} on CPU {cpu} at {t}",
                     v.domain
                 )
             }
@@ -287,8 +300,9 @@ proptest! {
         ncpus in 1u32..=6,
         gens in prop::collection::vec(domain_gen(), 1..8),
         ops in prop::collection::vec(op_gen(), 0..40),
+        lending in any::<bool>(),
     ) {
-        let (sched, st) = setup(ncpus, &gens, &ops);
+        let (sched, st) = setup(ncpus, &gens, &ops, lending);
         let replica = sched.clone();
         let mut drv = Driver::new(sched);
         for (t, ev) in &st.events {
