@@ -8,7 +8,10 @@
 //! dispatcher of its CPU asks the kernel to thaw it at the start of a slot
 //! and to freeze it at the end, without waiting (see `cgroup`). The thread is
 //! pinned to its map CPU and, in shared mode, given the vCPU real-time
-//! priority.
+//! priority. On cgroup v2, where a thread is in one cgroup only and moves
+//! alone only within its process's threaded domain, the freezer is a
+//! threaded cgroup inside the one the thread is in (the pool's, in an
+//! exclusive pool), so the thread keeps the pool's CPUs.
 //!
 //! **Why the freezer and not priority flips.** Measured here (cgroup.rs):
 //! a flip to SCHED_IDLE stops a spinning thread in 7–9 µs p50, the freezer in
@@ -169,18 +172,18 @@ impl Adopted {
             .and_then(|()| std::fs::rename(&tmp, &record_file))
             .map_err(|e| sched("recording it", e))?;
         // Named after the thread, not the vCPU: unique on the host even when
-        // several runtimes (daemons with their own state) adopt at once.
-        let mut freezer = match Freezer::new(&format!("t{tid}"), state_dir) {
+        // several runtimes (daemons with their own state) adopt at once. On
+        // cgroup v2 it is a threaded cgroup inside the thread's own (the
+        // pool's, when a shield has attached it): see `Freezer::for_thread`.
+        let prefix = crate::cgroup::prefix_for(state_dir);
+        let freezer = match Freezer::for_thread(&prefix, &format!("t{tid}"), tid, state_dir) {
             Ok(f) => f,
             Err(e) => {
                 let _ = std::fs::remove_file(&record_file);
                 return Err(e.into());
             }
         };
-        if let Err(e) = freezer
-            .add_thread(tid)
-            .and_then(|()| freezer.freeze().map(|_| ()))
-        {
+        if let Err(e) = freezer.freeze() {
             drop(freezer); // thaws and moves the thread back
             let _ = std::fs::remove_file(&record_file);
             return Err(e.into());

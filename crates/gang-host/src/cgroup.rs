@@ -13,13 +13,26 @@
 //!     movable thread of the root cpuset is moved into it (per-CPU kernel
 //!     threads refuse and are counted, not an error), and `<prefix>.pool`
 //!     gets the taken CPUs, for our own threads ([`CpuShield::attach`]).
-//!   - v2 with the cpuset controller: `<prefix>.pool` is made a cpuset
-//!     partition root, which removes its CPUs from every other cgroup; if the
-//!     kernel refuses the partition, the v1-style shield is used instead.
+//!   - v2 with the cpuset controller (enabled in the root's
+//!     `cgroup.subtree_control` if needed, disabled again on release if we
+//!     enabled it and no other cgroup uses cpusets): `<prefix>.pool` is a
+//!     *threaded* child of the root made a cpuset partition root, which
+//!     removes its CPUs from every other cgroup. Threaded, because v2 moves
+//!     a single thread only within its process's threaded domain: a thread
+//!     of a process in the root cgroup can then join the pool alone. If the
+//!     kernel refuses the partition (a sibling's cpuset overlaps, say; the
+//!     reason is in [`ShieldReport::partition_refused`]), the v1-style
+//!     shield is used, with a threaded `<prefix>.host` too, so that host
+//!     threads moved there can still join the pool. Tested on a real v2
+//!     hierarchy by `tests/cgroup_v2.rs`.
 //! * [`Freezer`] is a per-domain freezer cgroup holding threads adopted from
 //!   other processes; [`Freezer::freeze`] and [`Freezer::thaw`] wait until the
 //!   kernel reports the state. On v1 a single thread of a multi-threaded
-//!   process can be moved alone (measured on the development machine).
+//!   process can be moved alone (measured on the development machine). On
+//!   v2 ([`Freezer::for_thread`]) an adopted thread's freezer is a threaded
+//!   child of the cgroup the thread is in (the root, the pool, a domain's
+//!   own cgroup), since a thread is in one v2 cgroup only and moves alone
+//!   only within its threaded domain.
 //! * [`repair`] undoes what a killed runtime left behind.
 //! * [`measure_freezer`] and [`measure_priority_flip`] measure the two ways
 //!   of stopping an adopted thread.
@@ -31,14 +44,17 @@
 //!   start time and every cgroup it creates; the file is removed only once
 //!   the state is undone. So after any crash, either nothing was changed or a
 //!   state file says what to undo.
-//! * Every cgroup we create is named `<prefix>.<something>` directly under a
-//!   hierarchy's root (`gang.host`, `gang.pool`, `gang.t<tid>` for the system
-//!   instance); the prefix is the instance's ([`prefix_for`] its state
-//!   directory), and a repair sweeps only its own,
-//!   and nothing else is ever removed.
+//! * Every cgroup we create is named `<prefix>.<something>` (`gang.host`,
+//!   `gang.pool`, `gang.t<tid>` for the system instance), directly under a
+//!   hierarchy's root, except on v2 an adopted thread's freezer, which is
+//!   inside the thread's cgroup; the prefix is the instance's ([`prefix_for`]
+//!   its state directory), and a repair sweeps only its own (on v2 at any
+//!   depth), and nothing else is ever removed.
 //! * Tasks we move are moved back: shield tasks to the root cgroup (where
 //!   they were taken from), frozen threads to the cgroup recorded when they
-//!   were added.
+//!   were added. On v2 a cgroup is removed with its descendants, each
+//!   emptied into its parent first (a thread cannot leave its threaded
+//!   domain).
 //! * The host always keeps at least one online CPU; a CPU is in at most one
 //!   pool cgroup.
 //! * Undoing is idempotent: a missing cgroup, an exited thread or a missing
@@ -559,8 +575,17 @@ fn move_pass(from_file: &Path, to_file: &Path, skip: &mut HashSet<i32>) -> Resul
 /// Moves all tasks out of `from` into `to` (both cgroup directories), in
 /// passes until a pass moves nothing (tasks forked meanwhile are caught by the
 /// next pass).
+///
+/// On v2, if either side is a threaded cgroup, threads move one by one
+/// (`cgroup.threads`): a threaded cgroup's `cgroup.procs` cannot be read, and
+/// moving whole processes would also pull their threads out of other
+/// cgroups (a pool, a freezer).
 fn move_all(ctl: &Controller, from: &Path, to: &Path) -> Result<MoveCount> {
-    let (from_file, to_file) = (ctl.bulk_file(from), ctl.bulk_file(to));
+    let (from_file, to_file) = if is_threaded(ctl, from) || is_threaded(ctl, to) {
+        (from.join("cgroup.threads"), to.join("cgroup.threads"))
+    } else {
+        (ctl.bulk_file(from), ctl.bulk_file(to))
+    };
     let mut skip = HashSet::new();
     let mut total = MoveCount::default();
     for _ in 0..8 {
@@ -574,13 +599,55 @@ fn move_all(ctl: &Controller, from: &Path, to: &Path) -> Result<MoveCount> {
     Ok(total)
 }
 
+/// v2: whether `cgroup` is a threaded cgroup (`cgroup.type` reads
+/// `threaded`). Always false on v1.
+fn is_threaded(ctl: &Controller, cgroup: &Path) -> bool {
+    ctl.version == CgroupVersion::V2
+        && fs::read_to_string(cgroup.join("cgroup.type")).is_ok_and(|t| t.trim() == "threaded")
+}
+
+/// v2: the cgroup directories directly below `cgroup`.
+fn child_cgroups(cgroup: &Path) -> Vec<PathBuf> {
+    fs::read_dir(cgroup)
+        .map(|d| {
+            d.flatten()
+                .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                .map(|e| e.path())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// Empties `cgroup` into `to` and removes it (retrying while exiting tasks
 /// linger). A missing cgroup is fine.
+///
+/// On v2 a cgroup is removed with its descendants (an adopted thread's
+/// freezer inside a pool, say): each child is thawed, dissolved if it is a
+/// partition, and emptied into its parent first. A threaded cgroup's
+/// threads go to its parent whatever `to` says: a thread can only move
+/// within its process's threaded domain.
 pub fn drain_and_remove(ctl: &Controller, cgroup: &Path, to: &Path) -> Result<MoveCount> {
     if !cgroup.exists() {
         return Ok(MoveCount::default());
     }
     let mut total = MoveCount::default();
+    let parent;
+    let to = if is_threaded(ctl, cgroup) {
+        parent = cgroup.parent().unwrap_or(to).to_path_buf();
+        parent.as_path()
+    } else {
+        to
+    };
+    if ctl.version == CgroupVersion::V2 {
+        for child in child_cgroups(cgroup) {
+            let _ = write_str(&child.join("cgroup.freeze"), "0");
+            let part = child.join("cpuset.cpus.partition");
+            if read_str(&part).is_ok_and(|p| p.trim() != "member") {
+                let _ = write_str(&part, "member");
+            }
+            total.add(drain_and_remove(ctl, &child, cgroup)?);
+        }
+    }
     for attempt in 0..20 {
         total.add(move_all(ctl, cgroup, to)?);
         match fs::remove_dir(cgroup) {
@@ -591,7 +658,7 @@ pub fn drain_and_remove(ctl: &Controller, cgroup: &Path, to: &Path) -> Result<Mo
                 std::thread::sleep(Duration::from_millis(5));
             }
             Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
-                let left = read_ids(&ctl.bulk_file(cgroup))?.len();
+                let left = read_ids(&ctl.threads_file(cgroup)).map_or(0, |t| t.len());
                 return Err(CgroupError::Busy {
                     path: cgroup.to_path_buf(),
                     left,
@@ -781,11 +848,28 @@ fn undo_shield(
         let _ = write_str(&pool.join("cpuset.cpus.partition"), "member");
     }
     count.add(drain_and_remove(controller, pool, root)?);
-    if enabled_cpuset {
-        // Best effort: fails harmlessly if other cgroups now use cpuset.
+    // Disabling would silently strip every other cgroup's cpuset (another
+    // instance's pool included): only when we enabled it and nobody uses it.
+    if enabled_cpuset && !cpuset_in_use(root) {
         let _ = write_str(&root.join("cgroup.subtree_control"), "-cpuset");
     }
     Ok(count)
+}
+
+/// v2: whether any cgroup below `root` configures cpusets (CPUs, a
+/// partition, or cpuset enabled for its own children).
+fn cpuset_in_use(root: &Path) -> bool {
+    child_cgroups(root).iter().any(|c| {
+        let has = |file: &str, f: &dyn Fn(&str) -> bool| {
+            fs::read_to_string(c.join(file)).is_ok_and(|t| f(t.trim()))
+        };
+        has("cpuset.cpus", &|t| !t.is_empty())
+            || has("cpuset.cpus.exclusive", &|t| !t.is_empty())
+            || has("cpuset.cpus.partition", &|t| t != "member")
+            || has("cgroup.subtree_control", &|t| {
+                t.split_whitespace().any(|c| c == "cpuset")
+            })
+    })
 }
 
 // ---------------------------------------------------------------------------
@@ -805,6 +889,9 @@ pub struct ShieldReport {
     /// Whether the pool cpuset is CPU-exclusive (v1), so the kernel itself
     /// refuses overlapping cpusets.
     pub exclusive: bool,
+    /// v2: why the kernel refused the partition, when the shield fell back
+    /// to moving host tasks ([`ShieldMode::V2Shield`]).
+    pub partition_refused: Option<String>,
 }
 
 /// CPUs taken from the host. Released by [`CpuShield::release`] or drop.
@@ -856,6 +943,11 @@ impl CpuShield {
                 }
             }
         };
+        if controller.version == CgroupVersion::V2 {
+            // A partition's CPUs are no longer in the root's effective set:
+            // say who holds them rather than "not in the root cpuset".
+            check_other_shields(controller, cpus)?;
+        }
         validate_take(cpus, &online, &root_cpus)?;
         check_other_shields(controller, cpus)?;
 
@@ -905,6 +997,7 @@ impl CpuShield {
                 tasks: MoveCount::default(),
                 unshielded: Vec::new(),
                 exclusive: false,
+                partition_refused: None,
             },
             released: false,
         };
@@ -924,18 +1017,16 @@ impl CpuShield {
 
         mkdir(&pool)?;
         if controller.version == CgroupVersion::V2 {
+            // Threaded, so that single threads (ours, adopted ones) can join
+            // it from their process's cgroup: v2 moves single threads only
+            // within a threaded domain (here the root's).
+            make_threaded(&pool);
             write_str(&pool.join("cpuset.cpus"), &cpus.to_string())?;
-            let part = pool.join("cpuset.cpus.partition");
-            let ok = part.exists()
-                && write_str(&part, "root").is_ok()
-                && read_str(&part)?.trim() == "root";
-            if !ok {
-                if part.exists() {
-                    let _ = write_str(&part, "member");
-                }
+            if let Err(why) = make_partition(&pool, cpus) {
                 mode = ShieldMode::V2Shield;
                 shield.mode = mode;
                 shield.report.mode = mode;
+                shield.report.partition_refused = Some(why);
             }
         } else {
             write_str(&pool.join("cpuset.cpus"), &cpus.to_string())?;
@@ -946,6 +1037,12 @@ impl CpuShield {
         if mode != ShieldMode::V2Partition {
             mkdir(&host_path)?;
             shield.host = Some(host_path.clone());
+            if controller.version == CgroupVersion::V2 {
+                // Threaded like the pool, in the root's threaded domain:
+                // threads move in one by one (only the root's own, as on
+                // v1), and a host thread can still join the pool later.
+                make_threaded(&host_path);
+            }
             write_str(&host_path.join("cpuset.cpus"), &host_cpus.to_string())?;
             if controller.version == CgroupVersion::V1 {
                 write_str(&host_path.join("cpuset.mems"), &mems)?;
@@ -987,8 +1084,11 @@ impl CpuShield {
     }
 
     /// Moves thread `tid` into the pool, so that it may run on the taken
-    /// CPUs. On v2 the thread must be in a threaded subtree with the pool,
-    /// else the kernel refuses ([`CgroupError::Move`]).
+    /// CPUs. On v2 the pool is a threaded child of the root, so the thread's
+    /// process must be in the root's threaded domain (the root cgroup, or
+    /// the shield's threaded host cgroup); a thread of a process in another
+    /// cgroup (a systemd service, a domain's own cgroup) is refused by the
+    /// kernel ([`CgroupError::Move`], saying so).
     pub fn attach(&self, tid: i32) -> Result<()> {
         let file = self.controller.threads_file(&self.pool);
         let mut f = fs::OpenOptions::new()
@@ -996,10 +1096,27 @@ impl CpuShield {
             .open(&file)
             .map_err(io_err(&file))?;
         f.write_all(format!("{tid}\n").as_bytes())
-            .map_err(|source| CgroupError::Move {
-                tid,
-                path: file.clone(),
-                source,
+            .map_err(|source| {
+                let source = match (self.controller.version, source.raw_os_error()) {
+                    (CgroupVersion::V2, Some(libc::EOPNOTSUPP)) => {
+                        let now = thread_cgroup(&self.controller, "cpuset", tid)
+                            .map(|p| p.display().to_string())
+                            .unwrap_or_else(|_| "?".into());
+                        io::Error::new(
+                            source.kind(),
+                            format!(
+                                "{source}: on cgroup v2 a single thread can only join the pool \
+                                 from the root cgroup's threaded domain, and it is in {now}"
+                            ),
+                        )
+                    }
+                    _ => source,
+                };
+                CgroupError::Move {
+                    tid,
+                    path: file.clone(),
+                    source,
+                }
             })
     }
 
@@ -1034,6 +1151,48 @@ impl Drop for CpuShield {
     fn drop(&mut self) {
         let _ = self.release_inner();
     }
+}
+
+/// v2: makes a new cgroup threaded. Best effort: without it (a kernel
+/// before 4.14, or a parent that cannot be a threaded domain) whole
+/// processes can still be moved in.
+fn make_threaded(cgroup: &Path) {
+    let _ = write_str(&cgroup.join("cgroup.type"), "threaded");
+}
+
+/// v2: makes `pool` (whose `cpuset.cpus` are `cpus`) a partition root and
+/// checks that the kernel gave it exactly those CPUs. On refusal the pool
+/// is a member again and the error says why (the kernel's reason, as in
+/// `root invalid (Cpu list in cpuset.cpus not exclusive)`).
+fn make_partition(pool: &Path, cpus: &CpuSet) -> std::result::Result<(), String> {
+    let part = pool.join("cpuset.cpus.partition");
+    if !part.exists() {
+        return Err(format!(
+            "{}: no cpuset partitions (Linux < 5.11)",
+            part.display()
+        ));
+    }
+    let check = || -> std::result::Result<(), String> {
+        write_str(&part, "root").map_err(|e| e.to_string())?;
+        let state = read_str(&part).map_err(|e| e.to_string())?;
+        if state.trim() != "root" {
+            return Err(format!("{}: {}", part.display(), state.trim()));
+        }
+        let eff = pool.join("cpuset.cpus.effective");
+        let got = read_cpus(&eff).map_err(|e| e.to_string())?;
+        if &got != cpus {
+            return Err(format!(
+                "{}: the partition got cpus {got}, not {cpus}",
+                eff.display()
+            ));
+        }
+        Ok(())
+    };
+    let r = check();
+    if r.is_err() {
+        let _ = write_str(&part, "member");
+    }
+    r
 }
 
 fn host_name_of(pool: &Path) -> String {
@@ -1109,9 +1268,12 @@ fn other_busy_cgroups(controller: &Controller, ours: &[&Path]) -> Vec<PathBuf> {
         .map(|e| e.path())
         .filter(|p| p.is_dir() && !ours.contains(&p.as_path()))
         .filter(|p| {
-            read_ids(&controller.bulk_file(p))
-                .map(|v| !v.is_empty())
-                .unwrap_or(false)
+            let file = if is_threaded(controller, p) {
+                p.join("cgroup.threads")
+            } else {
+                controller.bulk_file(p)
+            };
+            read_ids(&file).map(|v| !v.is_empty()).unwrap_or(false)
         })
         .collect()
 }
@@ -1163,10 +1325,21 @@ impl Freezer {
         name: &str,
         state_dir: &Path,
     ) -> Result<Freezer> {
+        Self::create(controller, &controller.mount, prefix, name, state_dir)
+    }
+
+    /// Creates `<parent>/<prefix>.<name>` (a keeper beside it on v1).
+    fn create(
+        controller: &Controller,
+        parent: &Path,
+        prefix: &str,
+        name: &str,
+        state_dir: &Path,
+    ) -> Result<Freezer> {
         check_name(prefix)?;
         check_name(name)?;
         let cg_name = format!("{prefix}.{name}");
-        let path = controller.mount.join(&cg_name);
+        let path = parent.join(&cg_name);
         if path.exists() {
             return Err(CgroupError::Exists { path });
         }
@@ -1196,6 +1369,41 @@ impl Freezer {
                 let _ = fs::remove_dir(k);
             }
         }
+        Ok(f)
+    }
+
+    /// A freezer `<prefix>.<name>` holding thread `tid` alone (an adopted
+    /// thread): [`Freezer::new_named`] and [`Freezer::add_thread`] on v1.
+    ///
+    /// On v2 a single thread can only move within its process's threaded
+    /// domain, and a thread is in one cgroup only (the pool's cpuset too).
+    /// So the freezer is made a threaded child of the cgroup the thread is
+    /// in now (the root, a pool, a domain's own cgroup): the thread keeps
+    /// its cpuset, and freezing an ancestor (a paused domain) still
+    /// freezes it.
+    pub fn for_thread(prefix: &str, name: &str, tid: i32, state_dir: &Path) -> Result<Freezer> {
+        let h = Hierarchy::detect()?;
+        Self::for_thread_in(h.freezer()?, prefix, name, tid, state_dir)
+    }
+
+    /// As [`Freezer::for_thread`] on a given freezer controller.
+    pub fn for_thread_in(
+        controller: &Controller,
+        prefix: &str,
+        name: &str,
+        tid: i32,
+        state_dir: &Path,
+    ) -> Result<Freezer> {
+        let mut f = match controller.version {
+            CgroupVersion::V1 => Self::new_in(controller, prefix, name, state_dir)?,
+            CgroupVersion::V2 => {
+                let parent = thread_cgroup(controller, "freezer", tid)?;
+                let f = Self::create(controller, &parent, prefix, name, state_dir)?;
+                make_threaded(&f.path);
+                f
+            }
+        };
+        f.add_thread(tid)?; // on error, dropping `f` removes it
         Ok(f)
     }
 
@@ -1390,6 +1598,12 @@ pub fn set_frozen(
         if now_frozen == frozen {
             return Ok(start.elapsed());
         }
+        // v2 freezing is hierarchical: below a frozen ancestor (a paused
+        // domain holding an adopted thread's freezer) a cgroup stays frozen,
+        // and thawing it is all we can do.
+        if polls == 0 && !frozen && frozen_ancestor(controller, cgroup) {
+            return Ok(start.elapsed());
+        }
         if start.elapsed() > timeout {
             return Err(CgroupError::Timeout {
                 path: file,
@@ -1405,6 +1619,17 @@ pub fn set_frozen(
             std::hint::spin_loop();
         }
     }
+}
+
+/// v2: whether a cgroup between `cgroup` and the hierarchy's root is asked
+/// to be frozen.
+fn frozen_ancestor(controller: &Controller, cgroup: &Path) -> bool {
+    controller.version == CgroupVersion::V2
+        && cgroup
+            .ancestors()
+            .skip(1)
+            .take_while(|a| *a != controller.mount && a.starts_with(&controller.mount))
+            .any(|a| fs::read_to_string(a.join("cgroup.freeze")).is_ok_and(|t| t.trim() == "1"))
 }
 
 /// Moves one thread into `cgroup`. `Ok(false)`: the thread is gone. On v2 a
@@ -1460,11 +1685,19 @@ fn undo_freezer(
     let present: HashSet<i32> = read_ids(&controller.threads_file(cgroup))?
         .into_iter()
         .collect();
+    // v1: the root. v2: the parent, in the threads' own threaded domain
+    // (a freezer made by `Freezer::for_thread` sits in the thread's cgroup).
+    let fallback = match controller.version {
+        CgroupVersion::V1 => controller.mount.clone(),
+        CgroupVersion::V2 => cgroup
+            .parent()
+            .map_or_else(|| controller.mount.clone(), Path::to_path_buf),
+    };
     for t in threads.iter().filter(|t| present.contains(&t.tid)) {
         let dest = if t.origin.is_dir() {
             &t.origin
         } else {
-            &controller.mount
+            &fallback
         };
         match move_thread(controller, dest, t.tid) {
             Ok(true) => count.moved += 1,
@@ -1472,7 +1705,7 @@ fn undo_freezer(
             Err(_) => count.refused += 1,
         }
     }
-    count.add(drain_and_remove(controller, cgroup, &controller.mount)?);
+    count.add(drain_and_remove(controller, cgroup, &fallback)?);
     Ok(count)
 }
 
@@ -1598,18 +1831,29 @@ pub fn repair_named(state_dir: &Path, prefix: &str) -> Result<RepairReport> {
     }
     let want = format!("{prefix}.");
     for ctl in roots {
-        let Ok(entries) = fs::read_dir(&ctl.mount) else {
-            continue;
-        };
-        let mut orphans: Vec<PathBuf> = entries
-            .flatten()
-            .filter(|e| e.file_name().to_string_lossy().starts_with(&want))
-            .map(|e| e.path())
-            .filter(|p| p.is_dir() && !claimed.contains(p))
-            .collect();
+        let mut orphans: Vec<PathBuf> = Vec::new();
+        find_named(&ctl, &ctl.mount, &want, 0, &mut orphans);
+        // v2: a live owner's cgroup may hold a dead one's (a pool holding
+        // an adopted thread's freezer).
+        let mut i = 0;
+        while i < orphans.len() {
+            if claimed.contains(&orphans[i]) {
+                let live = orphans.remove(i);
+                if ctl.version == CgroupVersion::V2 {
+                    find_named(&ctl, &live, &want, 1, &mut orphans);
+                }
+            } else {
+                i += 1;
+            }
+        }
         // Host cgroups first: their tasks go back before the pool goes.
         orphans.sort_by_key(|p| !p.to_string_lossy().ends_with(".host"));
         for p in orphans {
+            // A claimed cgroup's orphaned descendant (v2) goes to its parent.
+            let to = match p.parent() {
+                Some(parent) if ctl.version == CgroupVersion::V2 => parent.to_path_buf(),
+                _ => ctl.mount.clone(),
+            };
             let is_freezer = h.freezer.as_ref() == Some(&ctl)
                 && (p.join("freezer.state").exists() || p.join("cgroup.freeze").exists());
             if is_freezer {
@@ -1618,11 +1862,38 @@ pub fn repair_named(state_dir: &Path, prefix: &str) -> Result<RepairReport> {
             if ctl.version == CgroupVersion::V2 {
                 let _ = write_str(&p.join("cpuset.cpus.partition"), "member");
             }
-            report.tasks.add(drain_and_remove(&ctl, &p, &ctl.mount)?);
+            report.tasks.add(drain_and_remove(&ctl, &p, &to)?);
             report.cgroups_removed.push(p);
         }
     }
     Ok(report)
+}
+
+/// Cgroups named `<want>*` below `dir`: on v1 directly under the root; on
+/// v2 at any depth (an adopted thread's freezer sits in its thread's
+/// cgroup), not looking inside a match (it is removed with its
+/// descendants) and at most 8 levels down.
+///
+/// On v2 the names of systemd units (`gang.service`, `gang.slice`: the
+/// system daemon's own cgroups on a systemd host) are never ours, and below
+/// the root only threaded cgroups are (what [`Freezer::for_thread`] makes).
+fn find_named(ctl: &Controller, dir: &Path, want: &str, depth: usize, out: &mut Vec<PathBuf>) {
+    const UNITS: [&str; 6] = [".service", ".slice", ".scope", ".socket", ".mount", ".swap"];
+    let v2 = ctl.version == CgroupVersion::V2;
+    for child in child_cgroups(dir) {
+        let name = child
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let ours = name.starts_with(want)
+            && !(v2 && UNITS.iter().any(|u| name.ends_with(u)))
+            && (depth == 0 || is_threaded(ctl, &child));
+        if ours {
+            out.push(child);
+        } else if v2 && depth < 8 {
+            find_named(ctl, &child, want, depth + 1, out);
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -1830,8 +2101,12 @@ pub fn measure_freezer(iterations: usize) -> Result<FreezeStats> {
     let lifetime = Duration::from_millis(50) * (iterations as u32).max(1) + Duration::from_secs(2);
     // Declared before the freezer so that it is dropped after it (thawed).
     let spinner = Spinner::spawn(base, None, lifetime).map_err(io_err(Path::new("spawn")))?;
-    let mut freezer = Freezer::new_named("gangmeasure", &format!("{pid}-{n}"), &state_dir)?;
-    freezer.add_thread(spinner.tid())?;
+    let freezer = Freezer::for_thread(
+        "gangmeasure",
+        &format!("{pid}-{n}"),
+        spinner.tid(),
+        &state_dir,
+    )?;
     let (mut fr, mut st, mut th, mut re) = (vec![], vec![], vec![], vec![]);
     for _ in 0..iterations {
         // Well inside the spinner's lifetime: fewer samples on a busy host.
