@@ -150,12 +150,43 @@ impl Adopted {
         priority: i32,
         state_dir: &Path,
     ) -> Result<Adopted, AdoptError> {
+        Adopted::adopt_into(vcpu, tid, cpu, priority, state_dir, None)
+    }
+
+    /// [`Adopted::adopt`] into an exclusive pool: the thread joins the
+    /// `shield`'s cpuset after its policy and affinity are recorded (joining
+    /// first would record the pool's CPUs as its own affinity, and give them
+    /// back to it on release). An affinity of exactly the host's CPUs is the
+    /// shield's doing and is recorded as all online CPUs.
+    pub fn adopt_into(
+        vcpu: VcpuRef,
+        tid: Tid,
+        cpu: CpuId,
+        priority: i32,
+        state_dir: &Path,
+        shield: Option<&crate::cgroup::CpuShield>,
+    ) -> Result<Adopted, AdoptError> {
         if !thread_exists(tid) {
             return Err(AdoptError::NoThread(tid));
         }
         let sched = |what, source| AdoptError::Sched { tid, what, source };
         let saved_policy = sys::policy(tid).map_err(|e| sched("reading its policy", e))?;
-        let saved_affinity = affinity_of(tid).map_err(|e| sched("reading its CPU affinity", e))?;
+        let mut saved_affinity =
+            affinity_of(tid).map_err(|e| sched("reading its CPU affinity", e))?;
+        if let Some(shield) = shield {
+            // Confined by the shield itself (every host task is, while it is
+            // up): its own affinity is unknown, and was most likely all CPUs.
+            // Restoring the host's CPUs would keep it off the pool's CPUs
+            // after the pool is gone.
+            let online = crate::cgroup::online_cpus()?;
+            let host: Vec<CpuId> = online
+                .iter()
+                .filter(|&c| !shield.cpus().contains(c))
+                .collect();
+            if saved_affinity == host {
+                saved_affinity = online.iter().collect();
+            }
+        }
         // Record what we are about to change before changing it.
         let thread = Owner::of_pid(tid).ok_or(AdoptError::NoThread(tid))?;
         let record = Record {
@@ -171,6 +202,15 @@ impl Adopted {
         std::fs::write(&tmp, text)
             .and_then(|()| std::fs::rename(&tmp, &record_file))
             .map_err(|e| sched("recording it", e))?;
+        // Into the pool's cpuset before the freezer (on v2 the freezer is a
+        // child of the thread's cgroup) and before pinning (pinning to a
+        // pool CPU fails while the thread's cpuset is the host's).
+        if let Some(shield) = shield {
+            if let Err(e) = shield.attach(tid) {
+                let _ = std::fs::remove_file(&record_file);
+                return Err(e.into());
+            }
+        }
         // Named after the thread, not the vCPU: unique on the host even when
         // several runtimes (daemons with their own state) adopt at once. On
         // cgroup v2 it is a threaded cgroup inside the thread's own (the
@@ -236,15 +276,29 @@ impl Adopted {
     /// Gives the thread back: thawed, original cgroup, policy and affinity.
     /// Idempotent.
     pub fn release(&self) {
+        self.release_from(None);
+    }
+
+    /// [`Adopted::release`] from an exclusive pool whose `shield` stays up:
+    /// the thread also leaves the pool's cpuset, before its affinity is
+    /// restored (inside the pool it would be clipped to the pool's CPUs).
+    pub fn release_from(&self, shield: Option<&crate::cgroup::CpuShield>) {
         // Take the freezer out under the lock, undo it outside: a dispatcher
         // may be waiting for this lock on its switch path.
         let freezer = self.freezer.lock().ok().and_then(|mut g| g.take());
         let Some(freezer) = freezer else { return };
+        // Its own policy before it thaws: never an unscheduled thread at
+        // real-time priority.
         if thread_exists(self.tid) {
             let _ = sys::set_policy(self.tid, self.saved_policy);
-            let _ = sys::set_affinity(self.tid, &self.saved_affinity);
         }
         let _ = freezer.remove();
+        if let Some(shield) = shield {
+            let _ = shield.detach(self.tid);
+        }
+        if thread_exists(self.tid) {
+            let _ = sys::set_affinity(self.tid, &self.saved_affinity);
+        }
         let _ = std::fs::remove_file(&self.record);
     }
 }

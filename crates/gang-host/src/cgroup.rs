@@ -1120,6 +1120,39 @@ impl CpuShield {
             })
     }
 
+    /// Moves thread `tid` out of the pool to where the host's tasks run
+    /// (the shield's host cgroup, or the root): for a thread given back
+    /// while the shield stays up (an adopted vCPU whose domain left the
+    /// pool). A thread that is gone is not an error.
+    pub fn detach(&self, tid: i32) -> Result<()> {
+        let target = self
+            .host_cgroup()
+            .unwrap_or_else(|| self.controller.mount.clone());
+        let file = self.controller.threads_file(&target);
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .open(&file)
+            .map_err(io_err(&file))?;
+        match f.write_all(format!("{tid}\n").as_bytes()) {
+            Ok(()) => Ok(()),
+            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => Ok(()),
+            Err(source) => Err(CgroupError::Move {
+                tid,
+                path: file.clone(),
+                source,
+            }),
+        }
+    }
+
+    /// The cgroup holding the host's tasks, if the shield made one (a v2
+    /// partition has none; a fallback may have made one).
+    fn host_cgroup(&self) -> Option<PathBuf> {
+        self.host.clone().or_else(|| {
+            let p = self.pool.with_file_name(host_name_of(&self.pool));
+            p.exists().then_some(p)
+        })
+    }
+
     /// Gives the CPUs back: tasks return to the root cgroup, our cgroups and
     /// the state file are removed. Returns how many tasks moved back.
     pub fn release(mut self) -> Result<MoveCount> {
@@ -1130,11 +1163,7 @@ impl CpuShield {
         if self.released {
             return Ok(MoveCount::default());
         }
-        let host = self.host.clone().or_else(|| {
-            // A v2 partition has no host cgroup; a fallback may have made one.
-            let p = self.pool.with_file_name(host_name_of(&self.pool));
-            p.exists().then_some(p)
-        });
+        let host = self.host_cgroup();
         let count = undo_shield(
             &self.controller,
             host.as_deref(),

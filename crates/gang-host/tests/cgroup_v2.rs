@@ -1164,17 +1164,19 @@ fn exclusive_runtime_adopts_on_v2(layout: &Layout, u: &Path, online: &CpuSet, cp
         .any(|s| s.cpu == cpu && s.thread && s.vcpu.is_some_and(|v| v.domain == DomainId(1)));
     assert!(ran, "the dispatcher started the adopted thread");
     rt.remove_domain(DomainId(1)).unwrap();
-    assert_eq!(v2_cgroup(tid), format!("/{}.pool", sc.prefix));
+    // Given back while the pool runs on: out of the pool, its own affinity
+    // (within the host's CPUs while the partition holds `cpu`).
+    assert_eq!(v2_cgroup(tid), "/");
+    let host_cpus: Vec<usize> = affinity_before
+        .iter()
+        .copied()
+        .filter(|&c| c != cpu as usize)
+        .collect();
+    assert_eq!(affinity(tid), host_cpus);
     rt.stop();
     assert!(!pool.exists());
     assert_eq!(v2_cgroup(tid), "/");
-    // Not asserted: `Runtime::adopt_threads` attaches a thread to the pool
-    // before `Adopted::adopt` saves its affinity, so the saved (and given
-    // back) affinity is the pool's CPU, on v1 as on v2.
-    eprintln!(
-        "adopted thread's affinity: before {affinity_before:?}, after {:?}",
-        affinity(tid)
-    );
+    assert_eq!(affinity(tid), affinity_before, "its own CPUs once the pool is gone");
     assert!(runs_within(tid, Duration::from_millis(100)));
     assert_eq!(cpus(&read(u.join("cpuset.cpus.effective"))), *online);
     assert!(allowed_cpus().unwrap().contains(cpu));

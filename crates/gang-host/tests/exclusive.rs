@@ -129,6 +129,60 @@ fn exclusive_runtime_takes_its_cpu_and_gives_it_back() {
     );
 }
 
+/// An adopted thread whose domain leaves a running exclusive pool gets back
+/// its own CPUs and the host's cpuset (it was adopted with the pool's CPUs
+/// recorded as its affinity, and stayed in the pool's cpuset, before).
+#[test]
+fn an_adopted_thread_leaving_an_exclusive_pool_gets_its_own_cpus_back() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    if !can_run() || !common::can_run(common::Needs::Freezer) {
+        return;
+    }
+    let (state, _repair) = state_dir("adopt");
+    let mut child = Command::new("sleep").arg("60").spawn().unwrap();
+    let pid = child.id() as i32;
+    let cpus_of = |pid: i32| -> String {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+            .unwrap()
+            .trim()
+            .to_string()
+    };
+    let cpuset_of = |pid: i32| std::fs::read_to_string(format!("/proc/{pid}/cpuset")).unwrap();
+    let (cpus_before, cpuset_before) = (cpus_of(pid), cpuset_of(pid));
+    let rt = Runtime::start(config(&state)).expect("exclusive runtime");
+    let spec = DomainSpec {
+        id: DomainId(1),
+        vcpus: 1,
+        cpu_map: None,
+        policy: Policy::BestEffort {
+            weight: 256,
+            space_filling: false,
+        },
+    };
+    rt.adopt_domain(spec, &[pid], false).expect("adopted");
+    assert_eq!(cpus_of(pid), "1", "pinned to the pool CPU while adopted");
+    rt.remove_domain(DomainId(1)).unwrap();
+    let host_side = cpuset_of(pid);
+    assert!(
+        !host_side.contains(".pool"),
+        "left the pool's cpuset: {host_side}"
+    );
+    // Host tasks may use CPU 0 only while the shield is up.
+    assert_eq!(cpus_of(pid), "0", "its affinity, within the host's CPUs");
+    rt.stop();
+    assert_eq!(
+        cpus_of(pid),
+        cpus_before,
+        "its own CPUs once the pool is gone"
+    );
+    assert_eq!(cpuset_of(pid), cpuset_before);
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
 /// Not a test on its own: the child process of the kill test. It takes CPU 1
 /// exclusively, says so, and waits to be killed.
 #[test]
