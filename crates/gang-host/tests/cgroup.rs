@@ -64,7 +64,11 @@ fn hierarchy_or_skip(need_cpuset: bool) -> Option<Hierarchy> {
         eprintln!("skipped: no cpuset controller");
         return None;
     }
-    if need_cpuset && h.cpuset.as_ref().is_some_and(|c| c.version != CgroupVersion::V1) {
+    if need_cpuset
+        && h.cpuset
+            .as_ref()
+            .is_some_and(|c| c.version != CgroupVersion::V1)
+    {
         // These assert the v1 shield (host tasks moved into a host cpuset);
         // tests/cgroup_v2.rs covers v2 partitions and its fallback.
         eprintln!("skipped: the v1 shield tests need the v1 cpuset (found v2)");
