@@ -136,12 +136,7 @@ struct Setup {
 
 /// Admits what fits (checking that refusals change nothing) and turns the
 /// ops into events on admitted, non-steady domains.
-fn setup(
-    ncpus: u32,
-    gens: &[DomainGen],
-    ops: &[(u64, Op)],
-    lending: bool,
-) -> (Scheduler, Setup) {
+fn setup(ncpus: u32, gens: &[DomainGen], ops: &[(u64, Op)], lending: bool) -> (Scheduler, Setup) {
     let mut pool = PoolConfig::new(CpuSet::first_n(ncpus));
     // Domain 1 (if admitted) lends its reservations, like the host's slot.
     pool.lending = lending.then_some(DomainId(1));
