@@ -1176,7 +1176,11 @@ fn exclusive_runtime_adopts_on_v2(layout: &Layout, u: &Path, online: &CpuSet, cp
     rt.stop();
     assert!(!pool.exists());
     assert_eq!(v2_cgroup(tid), "/");
-    assert_eq!(affinity(tid), affinity_before, "its own CPUs once the pool is gone");
+    assert_eq!(
+        affinity(tid),
+        affinity_before,
+        "its own CPUs once the pool is gone"
+    );
     assert!(runs_within(tid, Duration::from_millis(100)));
     assert_eq!(cpus(&read(u.join("cpuset.cpus.effective"))), *online);
     assert!(allowed_cpus().unwrap().contains(cpu));
