@@ -61,9 +61,16 @@ fn the_rt_limit_is_lifted_while_a_pool_runs_and_the_host_slot_follows_the_host()
     wait_for("slots", || d.ok(&["trace", "w"]).lines().count() > 20);
     // An idle host lends its slot: the domain gets all of the pool's CPU.
     wait_for("the host slot lent", || pool_line().contains("lent=yes"));
-    std::thread::sleep(std::time::Duration::from_millis(300));
-    let share = received_share(&d.ok(&["sched-gang"]), "w");
-    assert!(share > 0.97, "lent: the domain got {share:.3} of its CPU");
+    // `Recv` covers the last second: once a whole second was lent, the
+    // domain had more than the 92% a kept slot leaves.
+    wait_for("more than 97% of the CPU", || {
+        let out = d.ok(&["sched-gang"]);
+        let share = received_share(&out, "w");
+        if share <= 0.97 {
+            eprintln!("{share:.3} of the CPU so far:\n{out}");
+        }
+        share > 0.97
+    });
     // Host tasks waiting for a CPU (here CFS spinners on the host's CPU:
     // pressure is machine-wide) take it back; it is lent again when they end.
     let hogs = Hogs::start(3);
