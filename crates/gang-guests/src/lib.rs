@@ -15,7 +15,7 @@
 //! | `barrier-pvh` | PVH | the same through the PVH entry |
 //! | `echo` | PVH | echoes console input, halting while idle; `q` powers off, `r` reboots |
 //! | `ud2` | PVH | executes an invalid instruction with no IDT (triple fault) |
-//! | `loop` | PVH | loops forever with no exit, ignoring shutdown requests |
+//! | `loop` | PVH | vCPU 0 prints `loop guest: looping forever`; every vCPU then loops forever with no exit, ignoring shutdown requests |
 //! | `wild-write` | 64-bit ELF | writes to guest-physical 0xd000_0000 (no RAM, no device) |
 //!
 //! Entry convention (what gang-vmm provides): every vCPU starts at the entry
