@@ -3,7 +3,8 @@
 //! - **Kick latency**: from the moment a kicker sends the signal to the
 //!   moment `KVM_RUN` returns `EINTR` on the vCPU thread (a 1-vCPU `loop`
 //!   guest, Linux scheduling). This is what a gate closing costs on top of
-//!   the dispatcher's switch.
+//!   the dispatcher's switch. The vCPU thread stamps the exit itself; the
+//!   kicker polls for it sleeping, so it never holds the vCPU's CPU.
 //! - **Co-start skew** of a 2-vCPU VM domain under a gang runtime (shared
 //!   mode on CPUs 0-1, two 2-vCPU `barrier` VMs as best-effort gangs that
 //!   alternate): per slot, the spread of the two vCPUs' start times, from
@@ -172,7 +173,10 @@ fn kick_latency(opts: &BenchOptions) -> Result<(Spread, usize), BenchError> {
                 lost += 1;
                 break;
             }
-            std::hint::spin_loop();
+            // Sleep, not spin: the time is taken on the vCPU thread, and a
+            // spinning waiter that shares a CPU with it (the other CPU
+            // busy) delays the signal's delivery by a whole time slice.
+            std::thread::sleep(Duration::from_micros(10));
         }
         // Let the thread get back into the guest.
         std::thread::sleep(Duration::from_micros(300));
