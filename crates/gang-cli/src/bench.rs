@@ -83,10 +83,10 @@ pub struct BenchArgs {
     /// 2-CPU machine use --cpus 1.
     #[arg(long)]
     exclusive: bool,
-    /// Lift the kernel's real-time limit (kernel.sched_rt_runtime_us = -1)
-    /// during gang phases, restored after (and after a crash), and lend the
-    /// host's 8% slot to the gangs while no host task waits for a CPU (the
-    /// "host lent" column says for how much of each phase).
+    /// With --exclusive: lift the kernel's real-time limit
+    /// (kernel.sched_rt_runtime_us = -1) during gang phases, restored after
+    /// (and after a crash), and keep a 1% host slot instead of 8% (shared
+    /// CPUs need the 8% for the host's own tasks).
     #[arg(long)]
     rt_unlimited: bool,
     /// Run all phases this many times, interleaved; the table shows the
@@ -129,6 +129,9 @@ fn spawn_spinner(
 
 pub fn run(args: &BenchArgs) -> Result<()> {
     let cpus = CpuSet::parse(&args.cpus, None).with_context(|| format!("--cpus {}", args.cpus))?;
+    if args.rt_unlimited && !args.exclusive {
+        bail!("--rt-unlimited applies to --exclusive pools (shared CPUs keep 8% for the host's tasks)");
+    }
     // One CPU only measures dispatching (domains of one vCPU): allowed with
     // --exclusive, for hosts with too few CPUs to give a gang away.
     if cpus.len() < 2 && !args.exclusive {

@@ -334,7 +334,6 @@ fn gang_pools() -> Vec<SchedGangPool> {
         cpus: vec![1, 2],
         shared: false,
         host_slot_ns: None,
-        host_slot_lent: None,
         active: true,
         domains: vec![
             SchedGangDomain {

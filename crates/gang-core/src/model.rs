@@ -333,10 +333,12 @@ pub struct PoolConfig {
     /// A domain whose reservations are *lent*: while it is not runnable
     /// (all its vCPUs blocked, or paused), its reserved CPUs are free for
     /// best-effort gangs instead of holes that only space fillers may use,
-    /// and it takes them back at the next boundary after it wakes. This is
-    /// the host's own slot (Domain-0 on a pool's CPUs, made by `gang-host`):
-    /// an idle host gives its time to the gangs. Admission still counts the
-    /// whole reservation, so the host always gets it back.
+    /// and it takes them back at the next boundary after it wakes. Meant for
+    /// the host's own slot (Domain-0 on a pool's CPUs), so that an idle host
+    /// gives its time to the gangs; `gang-host` does not lend yet (see
+    /// ARCHITECTURE.md: it needs a better signal of the host's demand).
+    /// Admission still counts the whole reservation, so the owner always
+    /// gets it back.
     #[serde(default)]
     pub lending: Option<DomainId>,
 }

@@ -131,12 +131,8 @@ pub struct Phase {
     /// Time vCPUs ran ÷ pool CPU time (gang phases).
     pub efficiency: Option<f64>,
     /// Time vCPUs ran ÷ pool CPU time left to gangs (without the host slot
-    /// of shared mode, where the host kept it): the dispatch overhead alone.
+    /// of shared mode): the dispatch overhead alone.
     pub gang_efficiency: Option<f64>,
-    /// Fraction of the phase during which the host's slot was lent to the
-    /// gangs (`--rt-unlimited`: the host slot follows the host's demand).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub host_lent: Option<f64>,
     /// TT: received ÷ active per period.
     pub tt_accuracy: Option<Spread>,
     /// Switches made and their lateness, ns (gang phases).
@@ -273,21 +269,11 @@ fn linux_phase(config: &BenchConfig, n: u32, kind: &str) -> Result<Phase, HostEr
         skew_ns: None,
         efficiency: None,
         gang_efficiency: None,
-        host_lent: None,
         tt_accuracy: None,
         switch_late_ns: None,
         start_delay_ns: None,
         gate_violations: 0,
     })
-}
-
-/// The fraction of the monitored time the host slot was lent, if lendable.
-fn lent_fraction(report: &crate::runtime::RuntimeReport) -> Option<f64> {
-    report
-        .lending
-        .as_ref()
-        .filter(|l| l.monitored_ns > 0)
-        .map(|l| l.lent_ns as f64 / l.monitored_ns as f64)
 }
 
 /// The runtime configuration of a phase: exclusive phases get a state
@@ -297,7 +283,7 @@ fn phase_runtime_config(config: &BenchConfig, pool: PoolConfig) -> (RuntimeConfi
     let mut dir = StateDir(None);
     if config.lift_rt_limit {
         rt.lift_rt_limit = true;
-        rt.lend_host_slot = true;
+        rt.host_slot = Some(crate::runtime::unlimited_host_slot_for(rt.pool.grain));
     }
     if config.isolation == Isolation::Exclusive || config.lift_rt_limit {
         rt.isolation = config.isolation;
@@ -419,7 +405,6 @@ fn gang_phase(config: &BenchConfig, n: u32, tt: bool) -> Result<Phase, HostError
         Err(_) => Default::default(),
     };
     result?;
-    let host_lent = lent_fraction(&report);
     let traces: Vec<(VcpuRef, Vec<SlotRun>)> =
         controls.iter().map(|c| (c.vcpu, c.trace())).collect();
     let window = (start, deadline);
@@ -433,11 +418,7 @@ fn gang_phase(config: &BenchConfig, n: u32, tt: bool) -> Result<Phase, HostError
             .collect(),
         skew_ns: Some(co_start_skew(&traces, window)),
         efficiency: Some(efficiency(&traces, window, config.cpus.len())),
-        gang_efficiency: Some(
-            efficiency(&traces, window, config.cpus.len())
-                / (1.0 - host_share * (1.0 - host_lent.unwrap_or(0.0))),
-        ),
-        host_lent,
+        gang_efficiency: Some(efficiency(&traces, window, config.cpus.len()) / (1.0 - host_share)),
         tt_accuracy: tt.then(|| tt_accuracy(&traces, window, period, active, n)),
         switch_late_ns: Some(Spread::of(
             report
@@ -570,7 +551,6 @@ fn adopt_phase(config: &BenchConfig, n: u32, spawn: SpawnSpinner) -> Result<Phas
         skew_ns: Some(Spread::of(skews)),
         efficiency: None,
         gang_efficiency: None,
-        host_lent: lent_fraction(&report),
         tt_accuracy: None,
         switch_late_ns: Some(Spread::of(
             report
@@ -709,7 +689,7 @@ pub fn render(report: &BenchReport) -> String {
     let _ = writeln!(out, "alone (ideal for 1 domain): {alone:.0} rounds/s");
     let _ = writeln!(
         out,
-        "{:<10} {:>2} {:>12} {:>17} {:>8} {:>7} {:>20} {:>16} {:>9} {:>20} {:>12}",
+        "{:<10} {:>2} {:>12} {:>17} {:>8} {:>7} {:>20} {:>16} {:>20} {:>12}",
         "phase",
         "N",
         "rounds/s/dom",
@@ -718,7 +698,6 @@ pub fn render(report: &BenchReport) -> String {
         "% ideal",
         "skew p50/p99/max us",
         "effic. pool/gang",
-        "host lent",
         "TT recv/act p1/50/99",
         "late p99 us"
     );
@@ -745,7 +724,7 @@ pub fn render(report: &BenchReport) -> String {
             .map_or("-".into(), |s| format!("{:.1}", s.p99 / 1e3));
         let _ = writeln!(
             out,
-            "{:<10} {:>2} {:>12.0} {:>17} {:>8} {:>6.1}% {:>20} {:>16} {:>9} {:>20} {:>12}",
+            "{:<10} {:>2} {:>12.0} {:>17} {:>8} {:>6.1}% {:>20} {:>16} {:>20} {:>12}",
             p.kind,
             p.domains,
             p.mean_rate(),
@@ -758,8 +737,6 @@ pub fn render(report: &BenchReport) -> String {
             },
             skew,
             eff,
-            p.host_lent
-                .map_or("-".into(), |l| format!("{:.1}%", l * 100.0)),
             tt,
             late
         );

@@ -10,8 +10,7 @@
 //!
 //! Modules: [`sys`] (the system calls), [`clock`] (pool time, precise waits),
 //! [`gate`] (futex gates and per-thread traces), [`log`] (the replicated event
-//! log), [`runtime`] (dispatchers and the control API), [`lending`] (the
-//! host's slot lent to the gangs while the host is idle), [`workload`] (the
+//! log), [`runtime`] (dispatchers and the control API), [`workload`] (the
 //! simulator's workloads on real threads).
 
 #[allow(unsafe_code)]
@@ -23,7 +22,6 @@ pub mod cgroup;
 pub mod claim;
 pub mod clock;
 pub mod gate;
-pub mod lending;
 pub mod log;
 pub mod rtlimit;
 pub mod runtime;

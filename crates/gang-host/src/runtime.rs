@@ -86,14 +86,9 @@ pub struct RuntimeConfig {
     /// own the machine). See `claim`.
     pub state_dir: Option<std::path::PathBuf>,
     /// Lift the kernel's real-time bandwidth limit while running (see
-    /// `rtlimit`; needs a state directory), so that the host slot may be
-    /// lent (`lend_host_slot`).
+    /// `rtlimit`; needs a state directory). With it, a host slot of
+    /// [`unlimited_host_slot_for`] is enough.
     pub lift_rt_limit: bool,
-    /// Lend the host slot to best-effort gangs while no host task waits for
-    /// a CPU (see `lending`). Needs `lift_rt_limit` (with the kernel's limit
-    /// on, real-time threads must leave the slot every period anyway) and
-    /// a host slot.
-    pub lend_host_slot: bool,
 }
 
 /// The default host slot for a pool grain: about 8% of every CPU, as
@@ -105,22 +100,23 @@ pub struct RuntimeConfig {
 /// (measured: rare gate violations at 6%). This holds in exclusive mode too:
 /// with a 2% slot, `gang bench --exclusive --cpus 1` saw switches 20 ms late
 /// and gate violations; with the limit lifted (`sched_rt_runtime_us = -1`)
-/// a 1-2% slot was clean, and the slot can be lent to the gangs while the
-/// host idles (`lending`).
+/// a 1-2% slot was clean (`unlimited_host_slot_for`).
 pub fn host_slot_for(grain: Nanos) -> (Nanos, Nanos) {
     let active = (4 * gang_core::MS).div_ceil(grain).max(1) * grain;
     let period = (active * 100 / 8 / grain).max(2) * grain;
     (period, active)
 }
 
+/// The host slot of an exclusive pool when the real-time limit is lifted
+/// (`rtlimit`): one grain (at least 1 ms) in every 100, 1% of each CPU, for
+/// the per-CPU kernel threads left on the pool's CPUs.
+pub fn unlimited_host_slot_for(grain: Nanos) -> (Nanos, Nanos) {
+    let active = gang_core::MS.div_ceil(grain).max(1) * grain;
+    (100 * active, active)
+}
+
 /// The domain id of the host's own slot in shared mode (Domain-0).
 pub const HOST_DOMAIN: DomainId = DomainId(0);
-
-/// How often the lending monitor reads CPU pressure.
-const LEND_TICK: Nanos = 10 * gang_core::MS;
-
-/// Quiet ticks (100 ms) before the host slot is lent.
-const LEND_QUIET_TICKS: u32 = 10;
 
 impl RuntimeConfig {
     /// Defaults for `pool`: lead 300 µs, spin 60 µs, dispatchers at FIFO 50,
@@ -140,7 +136,6 @@ impl RuntimeConfig {
             name: "gang".into(),
             state_dir: None,
             lift_rt_limit: false,
-            lend_host_slot: false,
         }
     }
 }
@@ -183,12 +178,6 @@ pub enum HostError {
     /// The real-time limit could not be lifted or restored.
     #[error("the kernel's real-time limit: {0}")]
     RtLimit(crate::rtlimit::RtLimitError),
-    /// Lending the host slot was asked for without what it needs.
-    #[error("the host slot can be lent only with a host slot and the real-time limit lifted (the kernel would otherwise throttle the gangs)")]
-    LendingNeedsRtLift,
-    /// The lending monitor cannot read CPU pressure.
-    #[error(transparent)]
-    Lend(#[from] crate::lending::LendError),
 }
 
 /// One switch a dispatcher made.
@@ -232,8 +221,6 @@ pub struct RuntimeReport {
     pub violations: Vec<GateViolation>,
     /// Adopted vCPU threads found gone (their process exited).
     pub exited: Vec<VcpuRef>,
-    /// How the host slot was lent, if it was lendable.
-    pub lending: Option<crate::lending::LendReport>,
 }
 
 /// How a dispatcher starts and stops one vCPU thread.
@@ -261,8 +248,6 @@ struct Shared {
     log: Arc<EventLog>,
     registry: Registry,
     stop: AtomicBool,
-    /// Whether the host slot is lent to the gangs now (`lend_host_slot`).
-    host_lent: AtomicBool,
 }
 
 /// A running gang pool on real CPUs.
@@ -274,8 +259,6 @@ pub struct Runtime {
     rt_limit: Option<crate::rtlimit::RtLimitLift>,
     reference: Mutex<Scheduler>,
     dispatchers: Vec<JoinHandle<DispatcherReport>>,
-    /// The lending monitor (`lend_host_slot`).
-    lender: Option<JoinHandle<crate::lending::LendReport>>,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -324,14 +307,6 @@ impl Runtime {
             crate::cgroup::repair(dir)?;
             crate::rtlimit::repair(dir).map_err(HostError::RtLimit)?;
         }
-        let pressure = if config.lend_host_slot {
-            if !config.lift_rt_limit || config.host_slot.is_none() {
-                return Err(HostError::LendingNeedsRtLift);
-            }
-            Some(crate::lending::Pressure::open()?)
-        } else {
-            None
-        };
         let rt_limit = match (config.lift_rt_limit, &config.state_dir) {
             (false, _) => None,
             (true, None) => return Err(HostError::NoStateDir),
@@ -346,9 +321,7 @@ impl Runtime {
             }
             Isolation::Shared => None,
         };
-        let mut pool = config.pool.clone();
-        pool.lending = config.lend_host_slot.then_some(HOST_DOMAIN);
-        let mut reference = Scheduler::new(pool)?;
+        let mut reference = Scheduler::new(config.pool.clone())?;
         if let Some((period, active)) = config.host_slot {
             let cpus: Vec<CpuId> = config.pool.cpus.iter().collect();
             let spec = DomainSpec {
@@ -374,7 +347,6 @@ impl Runtime {
             log: Arc::new(EventLog::new(cpus.len(), config.lead, clock)),
             registry: RwLock::new(BTreeMap::new()),
             stop: AtomicBool::new(false),
-            host_lent: AtomicBool::new(false),
             switch_log: cpus
                 .iter()
                 .map(|_| Mutex::new(std::collections::VecDeque::new()))
@@ -388,7 +360,6 @@ impl Runtime {
             rt_limit,
             reference: Mutex::new(reference),
             dispatchers: Vec::new(),
-            lender: None,
         };
         for (replica, &cpu) in cpus.iter().enumerate() {
             let shared = Arc::clone(&runtime.shared);
@@ -415,32 +386,6 @@ impl Runtime {
                     })
                 }
             }
-        }
-        if let Some(pressure) = pressure {
-            let shared = Arc::clone(&runtime.shared);
-            let config = crate::lending::MonitorConfig {
-                host_vcpus: (0..cpus.len() as u32)
-                    .map(|vcpu| VcpuRef {
-                        domain: HOST_DOMAIN,
-                        vcpu,
-                    })
-                    .collect(),
-                tick: LEND_TICK,
-                policy: crate::lending::LendPolicy::new(LEND_QUIET_TICKS),
-                priority: (shared.config.dispatcher_priority - 1).max(1),
-            };
-            let handle = std::thread::Builder::new()
-                .name("gang-lend".into())
-                .spawn(move || {
-                    let log = Arc::clone(&shared.log);
-                    let (stop, lent) = (&shared.stop, &shared.host_lent);
-                    crate::lending::monitor(config, pressure, log, stop, shared.log.seq(), lent)
-                })
-                .map_err(|e| HostError::Sys {
-                    what: "spawning the lending monitor".into(),
-                    source: e,
-                })?;
-            runtime.lender = Some(handle);
         }
         Ok(runtime)
     }
@@ -803,9 +748,6 @@ impl Runtime {
                 report.exited.extend(r.exited);
             }
         }
-        if let Some(h) = self.lender.take() {
-            report.lending = h.join().ok();
-        }
         let adopted: Vec<Gate> = self.edit_registry(|reg| {
             for gate in reg.values() {
                 if let Gate::Own(c) = gate {
@@ -828,14 +770,6 @@ impl Runtime {
         // Every thread is back to its own policy: the limit may come back.
         drop(self.rt_limit.take());
         report
-    }
-
-    /// Whether the host slot is lent to the gangs now (`None`: it is not
-    /// lendable, see [`RuntimeConfig::lend_host_slot`]).
-    pub fn host_slot_lent(&self) -> Option<bool> {
-        self.lender
-            .as_ref()
-            .map(|_| self.shared.host_lent.load(Ordering::Acquire))
     }
 
     /// The recent switches of every dispatcher (at most

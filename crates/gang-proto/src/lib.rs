@@ -283,10 +283,6 @@ pub struct SchedGangPool {
     pub shared: bool,
     /// The host's own slot per CPU in a shared pool, `(period, active)` ns.
     pub host_slot_ns: Option<(u64, u64)>,
-    /// Whether the host slot is lent to the gangs now (`None`: it is never
-    /// lent; the daemon lends it only with `--rt-unlimited`).
-    #[serde(default)]
-    pub host_slot_lent: Option<bool>,
     /// Whether its dispatchers are running (a pool starts them with its first
     /// domain).
     pub active: bool,

@@ -229,9 +229,6 @@ pub fn sched_gang_pool_line(pool: &SchedGangPool) -> String {
             gang_core::time::Duration(period)
         );
     }
-    if let Some(lent) = pool.host_slot_lent {
-        let _ = write!(line, " lent={}", yes_no(lent));
-    }
     let _ = write!(line, " active={}", yes_no(pool.active));
     line
 }
@@ -584,7 +581,6 @@ mod tests {
             cpus: vec![1, 2],
             shared: false,
             host_slot_ns: None,
-            host_slot_lent: None,
             active: true,
             domains: vec![
                 SchedGangDomain {
@@ -624,12 +620,6 @@ mod tests {
         assert_eq!(
             sched_gang_pool_line(&shared),
             "Cpupool GangSched-Pool: sched=gang grain=1ms cpus=none shared=yes host-slot=10ms/100ms active=no"
-        );
-        shared.host_slot_lent = Some(true);
-        assert!(
-            sched_gang_pool_line(&shared).ends_with(" host-slot=10ms/100ms lent=yes active=no"),
-            "{}",
-            sched_gang_pool_line(&shared)
         );
         assert_eq!(sched_gang(&[]), "");
     }

@@ -102,15 +102,12 @@ pub struct DaemonArgs {
     /// Let members of this group use the socket too (mode 0660).
     #[arg(long, env = "GANG_SOCKET_GROUP")]
     socket_group: Option<String>,
-    /// While gang pools run, lift the kernel's real-time limit
+    /// While exclusive gang pools run, lift the kernel's real-time limit
     /// (kernel.sched_rt_runtime_us = -1; restored when the last pool stops,
-    /// and by the next start after a crash) and lend the host's slot (8% of
-    /// each pool CPU) to best-effort gangs while no host task waits for a
-    /// CPU (read from /proc/pressure/cpu every 10 ms): the host takes it back
-    /// at once when one does. Without it, the kernel stops real-time threads
-    /// past 95% of a CPU, so the slot is kept whether the host uses it or
-    /// not. An operator's choice: a waiting host task may wait up to one host
-    /// period plus 10 ms before it runs.
+    /// and by the next start after a crash) so that the host keeps a 1% slot
+    /// of each pool CPU instead of 8% (shared pools keep 8% for the host's
+    /// own tasks). Safe while gang runs: vCPUs are gated and dispatchers
+    /// sleep in the host slot; an operator's choice.
     #[arg(long, env = "GANG_RT_UNLIMITED")]
     rt_unlimited: bool,
 }

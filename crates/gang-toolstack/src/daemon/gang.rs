@@ -89,11 +89,13 @@ impl Daemon {
             // Per-thread gate traces grow without bound; the switch log is
             // the daemon's record.
             config.trace = false;
-            // With the limit lifted, the host slot follows the host's demand
-            // (`gang_host::lending`): lent to the gangs while the host idles.
-            if self.lift_rt_limit {
+            // Exclusive CPUs have only per-CPU kernel threads left to serve;
+            // shared ones keep the host's 8% for its own tasks.
+            if self.lift_rt_limit && !pool.shared {
                 config.lift_rt_limit = true;
-                config.lend_host_slot = true;
+                config.host_slot = Some(gang_host::runtime::unlimited_host_slot_for(
+                    config.pool.grain,
+                ));
             }
             let rt = Runtime::start(config).map_err(|e| {
                 refused(format!(
@@ -269,7 +271,6 @@ impl Daemon {
                     || gang_host::runtime::host_slot_for(gang_core::MS),
                     |r| r.config().host_slot.unwrap_or_default(),
                 )),
-                host_slot_lent: rt.and_then(|r| r.host_slot_lent()),
                 active: rt.is_some(),
                 domains: rows,
             });
