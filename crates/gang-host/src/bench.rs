@@ -13,8 +13,11 @@
 //!   that keeps the 10% BE reservation).
 //!
 //! From the gate traces: co-start skew (first to last vCPU of a gang passing
-//! its gate in the same slot), CPU efficiency (time the domains' vCPUs ran ÷
-//! pool CPU time), and for TT the time received per period ÷ `active`.
+//! its gate in the same slot), and for TT the time received per period ÷
+//! `active`. From the kernel: CPU efficiency (the vCPU threads' CPU time over
+//! the window, from `schedstat`, ÷ pool CPU time; the traces' slot time is
+//! kept in the JSON as `efficiency`, and overstates it by the time
+//! dispatchers preempt running vCPUs).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -128,10 +131,16 @@ pub struct Phase {
     pub rounds_per_s: Vec<f64>,
     /// Co-start skew of gangs, ns (gang phases).
     pub skew_ns: Option<Spread>,
-    /// Time vCPUs ran ÷ pool CPU time (gang phases).
+    /// Time vCPUs held their slots (gate open to gate closed, from the
+    /// gate traces) ÷ pool CPU time (gang phases). Counts the time a
+    /// dispatcher preempts a running vCPU (its spin before a switch, its
+    /// wake-ups) as run time: see `cpu_efficiency`.
     pub efficiency: Option<f64>,
-    /// Time vCPUs ran ÷ pool CPU time left to gangs (without the host slot
-    /// of shared mode): the dispatch overhead alone.
+    /// The vCPU threads' CPU time from the kernel (`schedstat`) over the
+    /// window ÷ pool CPU time: what the domains really got (gang phases).
+    pub cpu_efficiency: Option<f64>,
+    /// `cpu_efficiency` ÷ the pool CPU time left to gangs (without the host
+    /// slot): the dispatch overhead alone.
     pub gang_efficiency: Option<f64>,
     /// TT: received ÷ active per period.
     pub tt_accuracy: Option<Spread>,
@@ -268,6 +277,7 @@ fn linux_phase(config: &BenchConfig, n: u32, kind: &str) -> Result<Phase, HostEr
             .collect(),
         skew_ns: None,
         efficiency: None,
+        cpu_efficiency: None,
         gang_efficiency: None,
         tt_accuracy: None,
         switch_late_ns: None,
@@ -387,6 +397,17 @@ fn gang_phase(config: &BenchConfig, n: u32, tt: bool) -> Result<Phase, HostError
         }
         controls.extend(ctls);
     }
+    // The vCPU threads' CPU time from the kernel, over the window less its
+    // last 50 ms (threads end at the deadline, and an ended thread's CPU
+    // time can no longer be read).
+    clock.wait_until(start, 0);
+    let first = cpu_time_of(&controls, clock);
+    clock.wait_until(deadline.saturating_sub(50 * MS).max(start), 0);
+    let last = cpu_time_of(&controls, clock);
+    let cpu_efficiency = (last.0 > first.0).then(|| {
+        (last.1.saturating_sub(first.1)) as f64
+            / ((last.0 - first.0) as f64 * config.cpus.len() as f64)
+    });
     // Let the threads run until the deadline, then stop everything.
     clock.wait_until(deadline + 5 * MS, 0);
     halt.store(true, Ordering::Release);
@@ -418,7 +439,8 @@ fn gang_phase(config: &BenchConfig, n: u32, tt: bool) -> Result<Phase, HostError
             .collect(),
         skew_ns: Some(co_start_skew(&traces, window)),
         efficiency: Some(efficiency(&traces, window, config.cpus.len())),
-        gang_efficiency: Some(efficiency(&traces, window, config.cpus.len()) / (1.0 - host_share)),
+        cpu_efficiency,
+        gang_efficiency: cpu_efficiency.map(|e| e / (1.0 - host_share)),
         tt_accuracy: tt.then(|| tt_accuracy(&traces, window, period, active, n)),
         switch_late_ns: Some(Spread::of(
             report
@@ -550,6 +572,7 @@ fn adopt_phase(config: &BenchConfig, n: u32, spawn: SpawnSpinner) -> Result<Phas
         rounds_per_s: rates,
         skew_ns: Some(Spread::of(skews)),
         efficiency: None,
+        cpu_efficiency: None,
         gang_efficiency: None,
         tt_accuracy: None,
         switch_late_ns: Some(Spread::of(
@@ -595,6 +618,21 @@ pub fn co_start_skews(traces: &[(VcpuRef, Vec<SlotRun>)], window: (Nanos, Nanos)
             (s.iter().max().copied().unwrap_or(0) - s.iter().min().copied().unwrap_or(0)) as f64
         })
         .collect()
+}
+
+/// `(now, total CPU time of the vCPU threads)`, both in ns.
+fn cpu_time_of(controls: &[Arc<crate::gate::VcpuControl>], clock: Clock) -> (Nanos, Nanos) {
+    let total = controls
+        .iter()
+        .map(|c| thread_cpu_ns(c.tid()).unwrap_or(0))
+        .sum();
+    (clock.now(), total)
+}
+
+/// A thread's CPU time so far (the first field of its `schedstat`), ns.
+pub fn thread_cpu_ns(tid: sys::Tid) -> Option<Nanos> {
+    let text = std::fs::read_to_string(format!("/proc/self/task/{tid}/schedstat")).ok()?;
+    text.split_whitespace().next()?.parse().ok()
 }
 
 /// Time the vCPUs ran within `window` ÷ (CPUs × window length).
@@ -712,7 +750,7 @@ pub fn render(report: &BenchReport) -> String {
         let skew = p.skew_ns.map_or("-".into(), |s| {
             format!("{:.1}/{:.1}/{:.1}", s.p50 / 1e3, s.p99 / 1e3, s.max / 1e3)
         });
-        let eff = match (p.efficiency, p.gang_efficiency) {
+        let eff = match (p.cpu_efficiency, p.gang_efficiency) {
             (Some(e), Some(g)) => format!("{:.1}/{:.1}%", e * 100.0, g * 100.0),
             _ => "-".into(),
         };
@@ -751,4 +789,24 @@ pub fn render(report: &BenchReport) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_threads_cpu_time_grows_while_it_runs_and_a_missing_one_is_none() {
+        let tid = sys::gettid();
+        let before = thread_cpu_ns(tid).expect("own schedstat");
+        // Spin until 5 ms of CPU time show (however loaded the machine).
+        let give_up = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let mut after = before;
+        while after < before + 5_000_000 && std::time::Instant::now() < give_up {
+            std::hint::spin_loop();
+            after = thread_cpu_ns(tid).unwrap();
+        }
+        assert!(after >= before + 5_000_000, "{before} -> {after}");
+        assert_eq!(thread_cpu_ns(0), None);
+    }
 }
