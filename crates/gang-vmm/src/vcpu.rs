@@ -4,7 +4,7 @@
 //! **States** ([`VcpuState`]): `Created` (no guest code yet), `Running`,
 //! `Halted` (the guest executed HLT; waits for a wake), `Paused { halted }`,
 //! `Exited`. **Events** ([`VcpuEvent`]): `Resume`, `Pause`, `Wake`,
-//! `Schedule(Scheduling)`, `Stop`. [`VcpuState::on`] is the whole transition
+//! `Schedule { seq, to }`, `Stop`. [`VcpuState::on`] is the whole transition
 //! table (pure, tested); scheduling is orthogonal to the run state.
 //!
 //! **Scheduling** ([`Scheduling`]): `Linux` (Pool-0: the thread is an
@@ -29,6 +29,14 @@
 //! Whenever a gated thread waits outside its gate (paused, halted), it
 //! first ends its slot run (`VcpuControl::finish`), so the runtime's
 //! watchdog never takes it for a thread ignoring its gate.
+//!
+//! **Scheduling changes are acknowledged unambiguously.** Each
+//! `Schedule` carries a per-vCPU sequence number and its [`ScheduleAck`]
+//! the same number: the VM side takes only the answer to the request it
+//! waits for and discards late answers to earlier requests that timed out.
+//! A VM side that gives up on a request sends `Schedule` to `Linux` right
+//! after it, so the thread, which applies events in order before it runs
+//! guest code again, never keeps an abandoned binding.
 //!
 //! **Exits.** Port I/O goes to `devices`. Everything that ends the VM ends
 //! only that VM: power off / reboot through the power port or the i8042
@@ -123,10 +131,26 @@ pub enum VcpuEvent {
     Pause,
     /// Something a halted guest may wait for happened.
     Wake,
-    /// Change who schedules the thread (acknowledged).
-    Schedule(Scheduling),
+    /// Change who schedules the thread; answered by a [`ScheduleAck`]
+    /// carrying the same `seq`.
+    Schedule {
+        /// The request's number (per vCPU, increasing): tells its
+        /// acknowledgement from those of earlier requests that timed out.
+        seq: u64,
+        /// Who schedules the thread from now on.
+        to: Scheduling,
+    },
     /// Exit the thread.
     Stop,
+}
+
+/// The answer to [`VcpuEvent::Schedule`] number `seq`.
+#[derive(Debug)]
+pub struct ScheduleAck {
+    /// The request answered.
+    pub seq: u64,
+    /// Whether the change was made.
+    pub result: Result<(), String>,
 }
 
 /// A vCPU thread's run state.
@@ -248,6 +272,12 @@ impl VcpuShared {
         true
     }
 
+    /// Test only: events sent and not yet taken by the thread.
+    #[cfg(test)]
+    pub(crate) fn pending(&self) -> u32 {
+        self.pending.load(Ordering::SeqCst)
+    }
+
     /// Wakes the thread if it is parked at its gate, so it reads its events
     /// (the gate is stopped: it is not used again).
     pub fn release_gate(&self) {
@@ -268,17 +298,25 @@ pub(crate) struct VcpuThread {
     /// Events.
     pub events: Receiver<VcpuEvent>,
     /// Acknowledgements of `Schedule` events.
-    pub acks: Sender<Result<(), String>>,
+    pub acks: Sender<ScheduleAck>,
+    /// Told the vCPU index once the thread published its id.
+    pub started: Sender<u32>,
     /// Where the thread runs under Linux scheduling.
     pub home: Vec<CpuId>,
     /// Started in this state.
     pub state: VcpuState,
+    /// Test only: how long the thread waits before publishing its id.
+    #[cfg(test)]
+    pub start_delay: Duration,
 }
 
 impl VcpuThread {
     /// The thread's body.
     pub(crate) fn run(mut self) {
+        #[cfg(test)]
+        std::thread::sleep(self.start_delay);
         self.shared.tid.store(sys::gettid(), Ordering::Release);
+        let _ = self.started.send(self.shared.vcpu.vcpu);
         let guard = RunGuard::publish(self.fd.get_kvm_run());
         let mut gang: Option<GangBinding> = None;
         let mut state = self.state;
@@ -362,14 +400,14 @@ impl VcpuThread {
         gang: &mut Option<GangBinding>,
         last_wake: &mut u64,
     ) -> VcpuState {
-        if let VcpuEvent::Schedule(s) = &ev {
-            let r = self.schedule(s.clone(), gang);
-            if r.is_ok() && state.halted() {
+        if let VcpuEvent::Schedule { seq, to } = &ev {
+            let result = self.schedule(to.clone(), gang);
+            if result.is_ok() && state.halted() {
                 if let Some(g) = gang.as_ref() {
                     g.scheduler.vcpu_blocked(self.shared.vcpu);
                 }
             }
-            let _ = self.acks.send(r);
+            let _ = self.acks.send(ScheduleAck { seq: *seq, result });
         }
         let next = state.on(&ev);
         if state.halted() && !next.halted() && next != VcpuState::Exited {
@@ -497,7 +535,11 @@ mod tests {
         ];
         for s in all {
             assert_eq!(s.on(&E::Stop), Exited, "{s:?}");
-            assert_eq!(s.on(&E::Schedule(super::Scheduling::Linux)), s, "{s:?}");
+            let schedule = E::Schedule {
+                seq: 1,
+                to: super::Scheduling::Linux,
+            };
+            assert_eq!(s.on(&schedule), s, "{s:?}");
         }
         assert_eq!(Created.on(&E::Resume), Running);
         assert_eq!(Created.on(&E::Pause), Created);

@@ -24,7 +24,7 @@
 //! touches another VM. Dropping a `Vm` destroys it.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::Receiver;
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -38,7 +38,8 @@ use vm_memory::{GuestAddress, GuestMemoryMmap};
 use crate::boot::{self, BootError, Image, Loaded};
 use crate::devices::{ConsoleOut, Devices, REQUEST_POWEROFF, REQUEST_REBOOT};
 use crate::vcpu::{
-    GangBinding, GangScheduler, Scheduling, VcpuEvent, VcpuShared, VcpuState, VcpuThread,
+    GangBinding, GangScheduler, ScheduleAck, Scheduling, VcpuEvent, VcpuShared, VcpuState,
+    VcpuThread,
 };
 
 /// How long a VM operation waits for its vCPU threads.
@@ -173,6 +174,29 @@ pub enum VmmError {
     /// A vCPU thread did not answer in time.
     #[error("vCPU {0} did not answer within {OP_TIMEOUT:?}")]
     Timeout(u32),
+    /// A vCPU thread did not acknowledge a scheduling change (attach or
+    /// detach) in time. The change is abandoned: the vCPU is put back under
+    /// Linux scheduling before it runs guest code again, even if its thread
+    /// completes the change late.
+    #[error(
+        "vCPU {vcpu} did not acknowledge its scheduling change within {timeout:?}: \
+         the change is abandoned and the vCPU falls back to Linux scheduling"
+    )]
+    ScheduleTimeout {
+        /// Which.
+        vcpu: u32,
+        /// How long we waited.
+        timeout: Duration,
+    },
+    /// A vCPU thread did not start (publish its thread id) in time; the VM
+    /// was not created and every thread already started was joined.
+    #[error("vCPU thread {vcpu} did not start within {timeout:?}; the VM was not created")]
+    ThreadStart {
+        /// Which.
+        vcpu: u32,
+        /// How long we waited.
+        timeout: Duration,
+    },
     /// A vCPU thread could not be started.
     #[error("starting vCPU thread {vcpu}: {source}")]
     Thread {
@@ -258,8 +282,63 @@ impl VmShared {
 
 struct Vcpu {
     shared: Arc<VcpuShared>,
-    acks: Receiver<Result<(), String>>,
+    acks: Receiver<ScheduleAck>,
+    /// The number of the last `Schedule` request sent.
+    schedule_seq: u64,
     thread: Option<JoinHandle<()>>,
+}
+
+/// How a `Schedule` request ended, as the VM side saw it.
+enum Answer {
+    Acked(Result<(), String>),
+    TimedOut,
+    /// The thread is gone (the guest ended meanwhile).
+    Gone,
+}
+
+impl Vcpu {
+    /// Sends a `Schedule` request; returns its number.
+    fn request(&mut self, to: Scheduling) -> u64 {
+        self.schedule_seq += 1;
+        let seq = self.schedule_seq;
+        self.shared.send(VcpuEvent::Schedule { seq, to });
+        seq
+    }
+
+    /// Waits for the answer to request `seq`, discarding late answers to
+    /// earlier requests.
+    fn answer(&self, seq: u64, timeout: Duration) -> Answer {
+        let until = std::time::Instant::now() + timeout;
+        loop {
+            let left = until.saturating_duration_since(std::time::Instant::now());
+            match self.acks.recv_timeout(left) {
+                Ok(ack) if ack.seq == seq => return Answer::Acked(ack.result),
+                Ok(_) => {} // an earlier request's, which timed out
+                Err(RecvTimeoutError::Timeout) => return Answer::TimedOut,
+                Err(RecvTimeoutError::Disconnected) => return Answer::Gone,
+            }
+        }
+    }
+}
+
+/// How [`Vm::create`] waits (tests shorten it and slow a thread down).
+#[derive(Debug, Clone)]
+struct Tuning {
+    /// How long to wait for the vCPU threads to start.
+    start_timeout: Duration,
+    /// Test only: this vCPU's thread waits this long before it starts.
+    #[cfg(test)]
+    slow_start: Option<(u32, Duration)>,
+}
+
+impl Default for Tuning {
+    fn default() -> Self {
+        Tuning {
+            start_timeout: OP_TIMEOUT,
+            #[cfg(test)]
+            slow_start: None,
+        }
+    }
 }
 
 /// A micro-VM.
@@ -267,6 +346,8 @@ pub struct Vm {
     shared: Arc<VmShared>,
     vcpus: Vec<Vcpu>,
     state: VmState,
+    /// How long a scheduling change waits for each vCPU thread.
+    schedule_timeout: Duration,
     loaded: Loaded,
     // Dropped in this order: the VM fd before the memory it maps.
     fd: Option<VmFd>,
@@ -288,8 +369,19 @@ impl Vm {
     /// Creates the VM: memory, guest image, devices and one thread per
     /// vCPU, waiting in `Created` for [`Vm::start`] under Linux
     /// scheduling. `console` receives COM1 output; `on_exit` is called
-    /// once when the guest ends.
+    /// once when the guest ends. Every vCPU thread must start (publish its
+    /// id) within a bounded time, else [`VmmError::ThreadStart`], and the
+    /// threads started are stopped and joined and every KVM fd is closed.
     pub fn create(config: VmConfig, console: ConsoleOut, on_exit: OnExit) -> Result<Vm, VmmError> {
+        Vm::create_tuned(config, console, on_exit, Tuning::default())
+    }
+
+    fn create_tuned(
+        config: VmConfig,
+        console: ConsoleOut,
+        on_exit: OnExit,
+        tuning: Tuning,
+    ) -> Result<Vm, VmmError> {
         if !(boot::MIN_MEMORY_MIB..=boot::MAX_MEMORY_MIB).contains(&config.memory_mib) {
             return Err(VmmError::Config(format!(
                 "memory {} MiB: must be {} to {} MiB",
@@ -346,10 +438,12 @@ impl Vm {
             shared: Arc::clone(&shared),
             vcpus: Vec::new(),
             state: VmState::Created,
+            schedule_timeout: OP_TIMEOUT,
             loaded,
             fd: None,
             memory: None,
         };
+        let (started_tx, started) = std::sync::mpsc::channel();
         for index in 0..config.vcpus {
             let vcpu_fd = fd
                 .create_vcpu(u64::from(index))
@@ -368,8 +462,14 @@ impl Vm {
                 vm: Arc::clone(&shared),
                 events,
                 acks: ack_tx,
+                started: started_tx.clone(),
                 home: home.clone(),
                 state: VcpuState::Created,
+                #[cfg(test)]
+                start_delay: match tuning.slow_start {
+                    Some((i, d)) if i == index => d,
+                    _ => Duration::ZERO,
+                },
             };
             let handle = std::thread::Builder::new()
                 .name(format!("vcpu-{}.{index}", config.id.0))
@@ -385,16 +485,24 @@ impl Vm {
             vm.vcpus.push(Vcpu {
                 shared: vshared,
                 acks,
+                schedule_seq: 0,
                 thread: Some(handle),
             });
         }
         vm.fd = Some(fd);
         vm.memory = Some(memory);
-        // The threads publish their ids first thing.
-        for v in &vm.vcpus {
-            let until = std::time::Instant::now() + OP_TIMEOUT;
-            while v.shared.tid() == 0 && std::time::Instant::now() < until {
-                std::thread::sleep(Duration::from_micros(50));
+        // Every thread publishes its id first thing, then says so. Without
+        // every id there is no VM: dropping `vm` stops and joins the threads
+        // started and closes every KVM fd.
+        drop(started_tx);
+        let until = std::time::Instant::now() + tuning.start_timeout;
+        while let Some(slow) = vm.vcpus.iter().position(|v| v.shared.tid() == 0) {
+            let left = until.saturating_duration_since(std::time::Instant::now());
+            if started.recv_timeout(left).is_err() {
+                return Err(VmmError::ThreadStart {
+                    vcpu: slow as u32,
+                    timeout: tuning.start_timeout,
+                });
             }
         }
         Ok(vm)
@@ -523,7 +631,10 @@ impl Vm {
 
     /// Hands the vCPUs to a gang runtime: vCPU `i` passes `controls[i]`
     /// (from `Runtime::add_domain`) and is pinned by the runtime. Works in
-    /// any state before the guest exits; replaces a previous binding.
+    /// any state before the guest exits; replaces a previous binding. A
+    /// vCPU whose thread does not acknowledge in time is put back under
+    /// Linux scheduling ([`VmmError::ScheduleTimeout`]); the others are
+    /// still attached.
     pub fn attach(
         &mut self,
         scheduler: Arc<dyn GangScheduler>,
@@ -565,13 +676,12 @@ impl Vm {
                 to: s,
             });
         }
+        let timeout = self.schedule_timeout;
         let mut first_err = None;
-        for (v, b) in self.vcpus.iter().zip(to) {
+        for (v, b) in self.vcpus.iter_mut().zip(to) {
             let b: Option<GangBinding> = b.into();
             v.shared.release_gate();
-            // Drain stale acknowledgements.
-            while v.acks.try_recv().is_ok() {}
-            let event = match &b {
+            let to = match &b {
                 Some(b) => {
                     if let Ok(mut g) = v.shared.gate.lock() {
                         *g = Some(Arc::clone(&b.control));
@@ -580,14 +690,21 @@ impl Vm {
                 }
                 None => Scheduling::Linux,
             };
-            v.shared.send(VcpuEvent::Schedule(event));
-            let r = match v.acks.recv_timeout(OP_TIMEOUT) {
-                Ok(Ok(())) => Ok(()),
-                Ok(Err(detail)) => Err(VmmError::Schedule {
-                    vcpu: v.shared.vcpu.vcpu,
-                    detail,
+            let seq = v.request(to);
+            let vcpu = v.shared.vcpu.vcpu;
+            let r = match v.answer(seq, timeout) {
+                Answer::Acked(Ok(())) => Ok(()),
+                Answer::Acked(Err(detail)) => Err(VmmError::Schedule { vcpu, detail }),
+                Answer::TimedOut => {
+                    // Abandon the change: whenever the thread gets to it,
+                    // it applies this next, before any guest code.
+                    v.request(Scheduling::Linux);
+                    Err(VmmError::ScheduleTimeout { vcpu, timeout })
+                }
+                Answer::Gone => Err(VmmError::Schedule {
+                    vcpu,
+                    detail: "its thread has ended (the guest ended)".into(),
                 }),
-                Err(_) => Err(VmmError::Timeout(v.shared.vcpu.vcpu)),
             };
             if let Err(e) = r {
                 if let Ok(mut g) = v.shared.gate.lock() {
@@ -643,7 +760,224 @@ impl Drop for Vm {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use gang_host::clock::Clock;
+    use std::sync::Condvar;
+    use std::time::Instant;
     use VmState::*;
+
+    /// The tests that create VMs run one at a time (they count the
+    /// process's KVM file descriptors).
+    static KVM_TESTS: Mutex<()> = Mutex::new(());
+
+    fn kvm_usable() -> bool {
+        let ok = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/kvm")
+            .is_ok();
+        if !ok {
+            eprintln!("skipped: /dev/kvm is not usable here");
+        }
+        ok
+    }
+
+    fn config(id: u32, image: &str, vcpus: u32) -> VmConfig {
+        VmConfig::new(
+            DomainId(id),
+            gang_guests::image(image).expect("known image"),
+            16,
+            vcpus,
+        )
+    }
+
+    fn create(config: VmConfig, tuning: Tuning) -> Result<(Vm, Receiver<VmExit>), VmmError> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let tx = Mutex::new(tx);
+        let on_exit: OnExit = Box::new(move |e| {
+            let _ = tx.lock().map(|t| t.send(e));
+        });
+        Vm::create_tuned(config, Box::new(std::io::sink()), on_exit, tuning).map(|vm| (vm, rx))
+    }
+
+    /// A gang scheduler whose `prepare_vcpu_thread` waits while held, then
+    /// answers `answer`.
+    struct Slow {
+        held: Mutex<bool>,
+        released: Condvar,
+        answer: Result<(), String>,
+        clock: Clock,
+    }
+
+    impl Slow {
+        fn new(held: bool, answer: Result<(), String>) -> Arc<Slow> {
+            Arc::new(Slow {
+                held: Mutex::new(held),
+                released: Condvar::new(),
+                answer,
+                clock: Clock::new(1_000_000),
+            })
+        }
+
+        fn release(&self) {
+            *self.held.lock().unwrap() = false;
+            self.released.notify_all();
+        }
+    }
+
+    impl GangScheduler for Slow {
+        fn prepare_vcpu_thread(&self, _: VcpuRef) -> Result<(), String> {
+            let held = self.held.lock().unwrap();
+            let _ = self
+                .released
+                .wait_timeout_while(held, Duration::from_secs(20), |h| *h);
+            self.answer.clone()
+        }
+        fn vcpu_blocked(&self, _: VcpuRef) {}
+        fn vcpu_woke(&self, _: VcpuRef) {}
+        fn clock(&self) -> Clock {
+            self.clock
+        }
+    }
+
+    fn control(id: u32) -> Arc<VcpuControl> {
+        Arc::new(VcpuControl::new(
+            VcpuRef {
+                domain: DomainId(id),
+                vcpu: 0,
+            },
+            false,
+        ))
+    }
+
+    /// Stops a gate when dropped, so that a thread wrongly left parked at
+    /// it cannot hang the VM's destruction when a test fails.
+    struct StopOnDrop(Arc<VcpuControl>);
+
+    impl Drop for StopOnDrop {
+        fn drop(&mut self) {
+            self.0.stop();
+        }
+    }
+
+    #[test]
+    fn a_late_acknowledgement_is_not_taken_by_the_next_attach() {
+        if !kvm_usable() {
+            return;
+        }
+        let _serial = KVM_TESTS.lock().unwrap_or_else(|p| p.into_inner());
+        let (mut vm, _exits) = create(config(9101, "loop", 1), Tuning::default()).unwrap();
+        let (ca, cb) = (control(9101), control(9101));
+        let _stop = (StopOnDrop(Arc::clone(&ca)), StopOnDrop(Arc::clone(&cb)));
+        // The first attach times out: the thread is stuck in the runtime's
+        // preparation, which will succeed late.
+        vm.schedule_timeout = Duration::from_millis(100);
+        let a = Slow::new(true, Ok(()));
+        assert!(vm.attach(Arc::clone(&a) as _, vec![ca]).is_err());
+        // The second attach is refused by its runtime. The first one's late
+        // "ok" arrives while the second waits (released as soon as the
+        // second request was sent).
+        vm.schedule_timeout = OP_TIMEOUT;
+        let v0 = Arc::clone(&vm.vcpus[0].shared);
+        let sent_before = v0.pending();
+        let releaser = std::thread::spawn(move || {
+            let until = Instant::now() + Duration::from_secs(10);
+            while v0.pending() <= sent_before && Instant::now() < until {
+                std::thread::sleep(Duration::from_micros(200));
+            }
+            a.release();
+        });
+        let b = Slow::new(false, Err("runtime b refuses".into()));
+        let second = vm.attach(b, vec![cb]);
+        releaser.join().unwrap();
+        match second {
+            Err(VmmError::Schedule { vcpu: 0, detail }) => assert_eq!(detail, "runtime b refuses"),
+            r => panic!("the second attach took another request's answer: {r:?}"),
+        }
+        vm.destroy();
+    }
+
+    #[test]
+    fn a_timed_out_attach_leaves_the_vcpu_under_linux_scheduling() {
+        if !kvm_usable() {
+            return;
+        }
+        let _serial = KVM_TESTS.lock().unwrap_or_else(|p| p.into_inner());
+        let (mut vm, exits) = create(config(9102, "hello", 1), Tuning::default()).unwrap();
+        let ca = control(9102);
+        let _stop = StopOnDrop(Arc::clone(&ca));
+        vm.schedule_timeout = Duration::from_millis(100);
+        let a = Slow::new(true, Ok(()));
+        let err = vm.attach(Arc::clone(&a) as _, vec![Arc::clone(&ca)]);
+        // The runtime's preparation completes late; its gate never opens.
+        a.release();
+        vm.start(false).unwrap();
+        // Under Linux scheduling the guest runs to its power off; left at
+        // the abandoned gate it would never run.
+        let exit = exits.recv_timeout(Duration::from_secs(5));
+        assert_eq!(exit.map(|e| e.reason), Ok(ExitReason::Poweroff));
+        match err {
+            Err(e @ VmmError::ScheduleTimeout { vcpu: 0, .. }) => {
+                assert!(e.to_string().contains("falls back to Linux"), "{e}")
+            }
+            r => panic!("{r:?}"),
+        }
+        vm.destroy();
+    }
+
+    /// The process's threads named `vcpu-<id>.<n>`.
+    fn vcpu_threads_of(id: u32) -> usize {
+        let prefix = format!("vcpu-{id}.");
+        std::fs::read_dir("/proc/self/task")
+            .unwrap()
+            .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+            .filter(|c| c.starts_with(&prefix))
+            .count()
+    }
+
+    /// The process's open KVM file descriptors (/dev/kvm, VMs, vCPUs).
+    fn kvm_fds() -> usize {
+        std::fs::read_dir("/proc/self/fd")
+            .unwrap()
+            .filter_map(|f| std::fs::read_link(f.ok()?.path()).ok())
+            .filter(|l| {
+                let l = l.to_string_lossy();
+                l == "/dev/kvm" || l.starts_with("anon_inode:kvm")
+            })
+            .count()
+    }
+
+    #[test]
+    fn create_fails_cleanly_when_a_vcpu_thread_is_slow_to_start() {
+        if !kvm_usable() {
+            return;
+        }
+        let _serial = KVM_TESTS.lock().unwrap_or_else(|p| p.into_inner());
+        let fds = kvm_fds();
+        let timeout = Duration::from_millis(50);
+        let tuning = Tuning {
+            start_timeout: timeout,
+            slow_start: Some((1, Duration::from_millis(500))),
+        };
+        let started = Instant::now();
+        match create(config(9103, "loop", 3), tuning) {
+            Err(e @ VmmError::ThreadStart { vcpu: 1, .. }) => {
+                assert!(e.to_string().contains("did not start within 50ms"), "{e}")
+            }
+            Err(e) => panic!("{e}"),
+            Ok((vm, _)) => panic!("created with thread ids {:?}", vm.vcpu_threads()),
+        }
+        // Every thread started was joined (the slow one too) and every KVM
+        // file descriptor closed.
+        assert!(started.elapsed() >= Duration::from_millis(500));
+        assert_eq!(vcpu_threads_of(9103), 0);
+        assert_eq!(kvm_fds(), fds);
+        // Untouched, the same VM starts.
+        let (vm, _) = create(config(9103, "loop", 3), Tuning::default()).unwrap();
+        assert!(vm.vcpu_threads().iter().all(|&t| t > 0));
+        assert_eq!(vcpu_threads_of(9103), 3);
+        drop(vm);
+        assert_eq!((vcpu_threads_of(9103), kvm_fds()), (0, fds));
+    }
 
     #[test]
     fn the_transition_table() {
