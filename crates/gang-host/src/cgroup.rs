@@ -79,6 +79,29 @@ pub const DEFAULT_PREFIX: &str = "gang";
 /// The state directory of the system instance (the `gang` daemon).
 pub const SYSTEM_STATE_DIR: &str = "/var/lib/gang";
 
+/// The lock file that tests moving cgroup controllers between v1 and v2
+/// (`tests/cgroup_v2.rs`) hold exclusively while the layout is changed.
+pub const LAYOUT_LOCK: &str = "/tmp/gang-cgroup-layout.lock";
+
+/// For test harnesses that use cgroups: holds a shared lock on
+/// [`LAYOUT_LOCK`] for the rest of the process, so that a test which moves
+/// controllers waits until no such process runs (test runners that run test
+/// binaries in parallel). Best effort: a lock that cannot be had is skipped.
+pub fn share_layout_for_this_process() {
+    static HELD: std::sync::OnceLock<Option<fs::File>> = std::sync::OnceLock::new();
+    HELD.get_or_init(|| {
+        let file = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(LAYOUT_LOCK)
+            .ok()?;
+        file.lock_shared().ok()?;
+        Some(file)
+    });
+}
+
 /// The cgroup name prefix of the instance whose state is in `state_dir`:
 /// [`DEFAULT_PREFIX`] for the system's, `gang-<hash of the directory>` for
 /// any other (tests, `gang bench`, a second daemon). A repair sweeps only

@@ -59,6 +59,7 @@ fn hierarchy_or_skip(need_cpuset: bool) -> Option<Hierarchy> {
         eprintln!("skipped: needs root");
         return None;
     }
+    cgroup::share_layout_for_this_process();
     let h = Hierarchy::detect().unwrap();
     if need_cpuset && h.cpuset.is_none() {
         eprintln!("skipped: no cpuset controller");

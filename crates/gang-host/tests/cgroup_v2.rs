@@ -45,11 +45,11 @@ use std::time::{Duration, Instant};
 use gang_core::{CpuSet, DomainId, DomainSpec, Policy, PoolConfig, VcpuRef};
 use gang_host::adopt::Adopted;
 use gang_host::cgroup::{
-    self, CgroupError, CgroupVersion, CpuShield, Freezer, Hierarchy, ShieldMode,
+    self, CgroupError, CgroupVersion, CpuShield, Freezer, Hierarchy, ShieldMode, LAYOUT_LOCK,
 };
 use gang_host::runtime::{allowed_cpus, Isolation, Runtime, RuntimeConfig};
 
-const LOCK: &str = "/tmp/gang-cgroup-layout.lock";
+const LOCK: &str = LAYOUT_LOCK;
 const MARKER: &str = "/tmp/gang-cgroup-v2-test.state";
 const CHILD_ENV: &str = "GANG_CGROUP_V2_CHILD";
 const READY: &str = "GANG-V2-CHILD-READY";

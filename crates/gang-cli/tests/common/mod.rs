@@ -198,6 +198,7 @@ pub fn can_run_domains() -> bool {
         eprintln!("skipped: needs root (cgroups, real-time priorities)");
         return false;
     }
+    gang_host::cgroup::share_layout_for_this_process();
     if std::thread::available_parallelism().map_or(1, |n| n.get()) < 2 {
         eprintln!("skipped: needs 2 CPUs");
         return false;

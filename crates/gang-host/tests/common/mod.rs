@@ -23,6 +23,7 @@ pub fn can_run(needs: Needs) -> bool {
         eprintln!("skipped: needs root (real-time priorities, cgroups)");
         return false;
     }
+    cgroup::share_layout_for_this_process();
     let controller = cgroup::Hierarchy::detect().and_then(|h| match needs {
         Needs::Nothing => Ok(()),
         Needs::Cpuset => h.cpuset().map(|_| ()),
