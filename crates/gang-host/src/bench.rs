@@ -624,15 +624,9 @@ pub fn co_start_skews(traces: &[(VcpuRef, Vec<SlotRun>)], window: (Nanos, Nanos)
 fn cpu_time_of(controls: &[Arc<crate::gate::VcpuControl>], clock: Clock) -> (Nanos, Nanos) {
     let total = controls
         .iter()
-        .map(|c| thread_cpu_ns(c.tid()).unwrap_or(0))
+        .map(|c| sys::thread_cpu_ns(std::process::id() as i32, c.tid()).unwrap_or(0))
         .sum();
     (clock.now(), total)
-}
-
-/// A thread's CPU time so far (the first field of its `schedstat`), ns.
-pub fn thread_cpu_ns(tid: sys::Tid) -> Option<Nanos> {
-    let text = std::fs::read_to_string(format!("/proc/self/task/{tid}/schedstat")).ok()?;
-    text.split_whitespace().next()?.parse().ok()
 }
 
 /// Time the vCPUs ran within `window` ÷ (CPUs × window length).
@@ -789,24 +783,4 @@ pub fn render(report: &BenchReport) -> String {
         }
     }
     out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_threads_cpu_time_grows_while_it_runs_and_a_missing_one_is_none() {
-        let tid = sys::gettid();
-        let before = thread_cpu_ns(tid).expect("own schedstat");
-        // Spin until 5 ms of CPU time show (however loaded the machine).
-        let give_up = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        let mut after = before;
-        while after < before + 5_000_000 && std::time::Instant::now() < give_up {
-            std::hint::spin_loop();
-            after = thread_cpu_ns(tid).unwrap();
-        }
-        assert!(after >= before + 5_000_000, "{before} -> {after}");
-        assert_eq!(thread_cpu_ns(0), None);
-    }
 }

@@ -132,9 +132,31 @@ pub fn is_root() -> bool {
     rustix::process::geteuid().is_root()
 }
 
+/// CPU time of thread `tid` of process `pid` so far, in ns (the first
+/// field of its `schedstat`); `None` if it is gone.
+pub fn thread_cpu_ns(pid: i32, tid: Tid) -> Option<Nanos> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/schedstat")).ok()?;
+    text.split_whitespace().next()?.parse().ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_threads_cpu_time_grows_while_it_runs_and_a_missing_one_is_none() {
+        let (pid, tid) = (std::process::id() as i32, gettid());
+        let before = thread_cpu_ns(pid, tid).expect("own schedstat");
+        // Spin until 5 ms of CPU time show (however loaded the machine).
+        let give_up = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let mut after = before;
+        while after < before + 5_000_000 && std::time::Instant::now() < give_up {
+            std::hint::spin_loop();
+            after = thread_cpu_ns(pid, tid).unwrap();
+        }
+        assert!(after >= before + 5_000_000, "{before} -> {after}");
+        assert_eq!(thread_cpu_ns(pid, 0), None);
+    }
 
     #[test]
     fn clock_advances_and_sleep_reaches_its_target() {

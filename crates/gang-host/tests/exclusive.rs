@@ -36,6 +36,19 @@ fn config(state: &Path) -> RuntimeConfig {
     c
 }
 
+/// Domain 1: one best-effort vCPU on the pool's CPU.
+fn one_vcpu_be() -> DomainSpec {
+    DomainSpec {
+        id: DomainId(1),
+        vcpus: 1,
+        cpu_map: None,
+        policy: Policy::BestEffort {
+            weight: 256,
+            space_filling: false,
+        },
+    }
+}
+
 /// Repairs the host whatever happens, and removes the state directory.
 struct Repair(PathBuf);
 
@@ -82,21 +95,7 @@ fn exclusive_runtime_takes_its_cpu_and_gives_it_back() {
         "host tasks lost CPU 1"
     );
     assert!(!gang_cgroups().is_empty());
-    let be = Policy::BestEffort {
-        weight: 256,
-        space_filling: false,
-    };
-    let ctl = rt
-        .add_domain(
-            DomainSpec {
-                id: DomainId(1),
-                vcpus: 1,
-                cpu_map: None,
-                policy: be,
-            },
-            false,
-        )
-        .unwrap();
+    let ctl = rt.add_domain(one_vcpu_be(), false).unwrap();
     let clock = rt.clock();
     let state_ = Arc::new(DomainState::default());
     let env = VcpuEnv {
@@ -153,16 +152,8 @@ fn an_adopted_thread_leaving_an_exclusive_pool_gets_its_own_cpus_back() {
     let cpuset_of = |pid: i32| std::fs::read_to_string(format!("/proc/{pid}/cpuset")).unwrap();
     let (cpus_before, cpuset_before) = (cpus_of(pid), cpuset_of(pid));
     let rt = Runtime::start(config(&state)).expect("exclusive runtime");
-    let spec = DomainSpec {
-        id: DomainId(1),
-        vcpus: 1,
-        cpu_map: None,
-        policy: Policy::BestEffort {
-            weight: 256,
-            space_filling: false,
-        },
-    };
-    rt.adopt_domain(spec, &[pid], false).expect("adopted");
+    rt.adopt_domain(one_vcpu_be(), &[pid], false)
+        .expect("adopted");
     assert_eq!(cpus_of(pid), "1", "pinned to the pool CPU while adopted");
     rt.remove_domain(DomainId(1)).unwrap();
     let host_side = cpuset_of(pid);

@@ -157,18 +157,10 @@ pub fn threads(pid: i32) -> Vec<(Tid, String)> {
 /// CPU time of a thread or process so far, ns (`schedstat`'s first field;
 /// for a process, the sum over its live threads).
 pub fn cpu_time_ns(pid: i32, tid: Option<Tid>) -> u64 {
-    let one = |path: String| -> u64 {
-        std::fs::read_to_string(path)
-            .ok()
-            .and_then(|s| s.split_whitespace().next()?.parse().ok())
-            .unwrap_or(0)
-    };
+    let one = |t: Tid| gang_host::sys::thread_cpu_ns(pid, t).unwrap_or(0);
     match tid {
-        Some(t) => one(format!("/proc/{pid}/task/{t}/schedstat")),
-        None => threads(pid)
-            .iter()
-            .map(|(t, _)| one(format!("/proc/{pid}/task/{t}/schedstat")))
-            .sum(),
+        Some(t) => one(t),
+        None => threads(pid).iter().map(|&(t, _)| one(t)).sum(),
     }
 }
 
