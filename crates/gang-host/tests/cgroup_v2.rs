@@ -119,10 +119,15 @@ fn cpu_ns(tid: i32) -> u64 {
         .unwrap_or(0)
 }
 
+/// Whether thread `tid` gets more than 1 ms of CPU time within `d` (the
+/// child spinners run half of the time). Not "any CPU time": v2 reports a
+/// cgroup `frozen 1` as soon as its last task enters the freezer's trap,
+/// and a task caught running then still spends some µs before it sleeps
+/// (seen: 18 µs of CPU time after `frozen 1`, the task in state R).
 fn runs_within(tid: i32, d: Duration) -> bool {
     let t0 = cpu_ns(tid);
     std::thread::sleep(d);
-    cpu_ns(tid) > t0
+    cpu_ns(tid) > t0 + 1_000_000
 }
 
 fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
