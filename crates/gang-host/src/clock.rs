@@ -5,7 +5,10 @@
 //! late at the median and 45–75 µs at p99 (measured; SCHED_OTHER is far
 //! worse), so a boundary reached by a sleep alone would start gangs with tens
 //! of µs of skew. [`Clock::wait_until`] sleeps to `target - spin` and spins the
-//! rest, which gives sub-µs precision when the sleep was on time.
+//! rest, which gives sub-µs precision when the sleep was on time. How long
+//! to spin is learnt per dispatcher ([`SpinTuner`]): the wake-up latency
+//! varies between hosts and hours (p50 from 20 µs to over 70 µs on these
+//! shared machines).
 
 use gang_core::Nanos;
 
@@ -18,13 +21,27 @@ pub struct Clock {
 }
 
 impl Clock {
-    /// A clock whose epoch is the next multiple of `grain` from now, so pool
-    /// boundaries fall on whole grains of CLOCK_MONOTONIC.
+    /// A clock whose epoch is the next instant of CLOCK_MONOTONIC half a
+    /// `grain` past a whole grain, so that pool boundaries (whole grains of
+    /// pool time) fall halfway between whole grains of CLOCK_MONOTONIC.
+    ///
+    /// That is where the kernel's scheduler tick is not: Linux puts every
+    /// CPU's tick on multiples of its period in CLOCK_MONOTONIC, all CPUs at
+    /// once (`/proc/timer_list` here: `tick_nohz_handler` expiring at whole
+    /// multiples of 4 ms on both CPUs). A tick costs this machine 10-15 µs
+    /// (a virtual timer interrupt and the tick's work); boundaries on whole
+    /// milliseconds met one every 4 ms, and half of a TT pool's boundaries at
+    /// 2 ms: measured, those switches were 8-15 µs late, a different amount
+    /// on each CPU. Half a grain off, a boundary is at least half of
+    /// gcd(grain, tick period) away from any tick (0.5 ms at a 1 ms grain).
     pub fn new(grain: Nanos) -> Self {
         let now = sys::monotonic_ns();
-        Clock {
-            epoch: now.div_ceil(grain) * grain,
+        let grain = grain.max(1);
+        let mut epoch = now - now % grain + grain / 2;
+        if epoch < now {
+            epoch += grain;
         }
+        Clock { epoch }
     }
 
     /// A clock with the given epoch (CLOCK_MONOTONIC nanoseconds).
@@ -45,19 +62,101 @@ impl Clock {
     /// Waits until pool time `target`: sleeps until `target - spin`, then
     /// spins. Returns the lateness in nanoseconds (0 if on time).
     pub fn wait_until(&self, target: Nanos, spin: Nanos) -> Nanos {
+        self.sleep_before(target, spin);
+        self.spin_until(target)
+    }
+
+    /// Sleeps until `target - spin` if that is still ahead; returns how late
+    /// the sleep woke (`None`: no sleep, `target` is less than `spin` away).
+    pub fn sleep_before(&self, target: Nanos, spin: Nanos) -> Option<Nanos> {
         let now = self.now();
-        if now >= target {
-            return now - target;
+        if target <= now || target - now <= spin {
+            return None;
         }
-        if target - now > spin {
-            sys::sleep_until_monotonic(self.epoch + target - spin);
-        }
+        let wake = target - spin;
+        sys::sleep_until_monotonic(self.epoch + wake);
+        Some(self.now().saturating_sub(wake))
+    }
+
+    /// Spins until pool time `target`; returns how late it got there (0: on
+    /// time, to the clock's resolution).
+    pub fn spin_until(&self, target: Nanos) -> Nanos {
         loop {
             let now = self.now();
             if now >= target {
                 return now - target;
             }
             std::hint::spin_loop();
+        }
+    }
+}
+
+/// Chooses a dispatcher's spin from the wake-up latency it measures.
+///
+/// A fixed spin is either too short when the host is noisy (every switch
+/// late by the sleep's overshoot, and the two CPUs of a gang late by
+/// different amounts: co-start skew) or wastes CPU time when it is quiet.
+/// The tuner keeps the last [`SpinTuner::WINDOW`] samples of how long a
+/// dispatcher's work before a switch took from its planned wake-up (the
+/// sleep's lateness plus handing the CPU over, see `runtime`) and spins for
+/// their 95th percentile plus a margin, within `[floor, ceiling]`. Invariant: `spin()` is always within the bounds given
+/// to [`SpinTuner::new`]; with `floor == ceiling` it is that fixed value.
+#[derive(Debug, Clone)]
+pub struct SpinTuner {
+    floor: Nanos,
+    ceiling: Nanos,
+    samples: Vec<Nanos>,
+    next: usize,
+    since_update: usize,
+    spin: Nanos,
+}
+
+impl SpinTuner {
+    /// How many recent overshoots the tuner considers.
+    pub const WINDOW: usize = 128;
+    /// Added to the measured percentile.
+    pub const MARGIN: Nanos = 10_000;
+    /// How many new samples between recomputations (off the switch path,
+    /// but not free: a sort of the window).
+    const UPDATE_EVERY: usize = 16;
+
+    /// A tuner spinning `floor` until it has measured, never outside
+    /// `[floor, ceiling]` (a ceiling below the floor is raised to it).
+    pub fn new(floor: Nanos, ceiling: Nanos) -> Self {
+        SpinTuner {
+            floor,
+            ceiling: ceiling.max(floor),
+            samples: Vec::with_capacity(Self::WINDOW),
+            next: 0,
+            since_update: 0,
+            spin: floor,
+        }
+    }
+
+    /// The spin to use for the next wait.
+    pub fn spin(&self) -> Nanos {
+        self.spin
+    }
+
+    /// Records how long the work before a switch took from the planned
+    /// wake-up.
+    pub fn record(&mut self, sample: Nanos) {
+        if self.floor == self.ceiling {
+            return;
+        }
+        if self.samples.len() < Self::WINDOW {
+            self.samples.push(sample);
+        } else {
+            self.samples[self.next] = sample;
+            self.next = (self.next + 1) % Self::WINDOW;
+        }
+        self.since_update += 1;
+        if self.since_update >= Self::UPDATE_EVERY {
+            self.since_update = 0;
+            let mut sorted = self.samples.clone();
+            sorted.sort_unstable();
+            let p95 = sorted[(sorted.len() * 95 / 100).min(sorted.len() - 1)];
+            self.spin = (p95 + Self::MARGIN).clamp(self.floor, self.ceiling);
         }
     }
 }
@@ -75,6 +174,61 @@ mod tests {
             assert!(clock.now() >= target);
             assert!(late < 50_000_000, "absurd lateness {late}");
         }
-        assert_eq!(clock.epoch() % 1_000_000, 0);
+        assert_eq!(
+            clock.epoch() % 1_000_000,
+            500_000,
+            "half a grain off the tick grid"
+        );
+    }
+
+    #[test]
+    fn a_sleep_before_a_target_reports_its_lateness() {
+        let clock = Clock::new(1_000_000);
+        let target = clock.now() + 2_000_000;
+        let overshoot = clock.sleep_before(target, 100_000);
+        assert!(overshoot.is_some(), "a 2 ms wait sleeps first");
+        assert!(clock.now() >= target - 100_000, "never wakes early");
+        assert_eq!(
+            clock.sleep_before(clock.now() + 10_000, 100_000),
+            None,
+            "a target closer than the spin is not slept for"
+        );
+        assert_eq!(
+            clock.sleep_before(0, 0),
+            None,
+            "a past target is not slept for"
+        );
+    }
+
+    #[test]
+    fn the_tuner_follows_the_measured_latency_within_its_bounds() {
+        let mut tuner = SpinTuner::new(30_000, 200_000);
+        assert_eq!(tuner.spin(), 30_000, "the floor until measured");
+        for _ in 0..SpinTuner::WINDOW {
+            tuner.record(50_000);
+        }
+        assert_eq!(tuner.spin(), 50_000 + SpinTuner::MARGIN);
+        // 10% of wake-ups far late: the 95th percentile is one of them.
+        for i in 0..SpinTuner::WINDOW {
+            tuner.record(if i % 10 == 0 { 120_000 } else { 20_000 });
+        }
+        assert_eq!(tuner.spin(), 120_000 + SpinTuner::MARGIN);
+        for _ in 0..SpinTuner::WINDOW {
+            tuner.record(10_000_000);
+        }
+        assert_eq!(tuner.spin(), 200_000, "never above the ceiling");
+        for _ in 0..SpinTuner::WINDOW {
+            tuner.record(0);
+        }
+        assert_eq!(tuner.spin(), 30_000, "never below the floor");
+    }
+
+    #[test]
+    fn a_fixed_tuner_never_moves() {
+        let mut tuner = SpinTuner::new(60_000, 60_000);
+        for _ in 0..1000 {
+            tuner.record(500_000);
+        }
+        assert_eq!(tuner.spin(), 60_000);
     }
 }

@@ -50,6 +50,11 @@ pub struct VcpuControl {
     stop: AtomicBool,
     /// True from passing the gate to parking at it.
     running: AtomicBool,
+    /// Counts the thread's parkings: the futex word a dispatcher waiting for
+    /// it to park sleeps on ([`VcpuControl::close_and_await_park`]).
+    parks: AtomicU32,
+    /// Whether a dispatcher waits on `parks` (the thread then wakes it).
+    awaited: AtomicBool,
     /// The thread's TID once it started (0 before).
     tid: AtomicI32,
     trace: Mutex<Vec<SlotRun>>,
@@ -78,6 +83,8 @@ impl VcpuControl {
             slot: AtomicU64::new(0),
             stop: AtomicBool::new(false),
             running: AtomicBool::new(false),
+            parks: AtomicU32::new(0),
+            awaited: AtomicBool::new(false),
             tid: AtomicI32::new(0),
             trace: Mutex::new(Vec::new()),
             trace_enabled: trace,
@@ -111,6 +118,40 @@ impl VcpuControl {
     pub fn close(&self) {
         self.gate.store(CLOSED, Ordering::Release);
         self.kick();
+    }
+
+    /// Dispatcher, before a boundary: closes the gate and gives the CPU to
+    /// the thread until it has parked (or until pool time `until`), so that
+    /// the boundary's incoming thread is the only one left to run when the
+    /// dispatcher blocks. Returns whether the thread is parked (or not
+    /// running at all: blocked outside its gate, or not started).
+    ///
+    /// Must be called on the thread's CPU by a thread of higher real-time
+    /// priority (the dispatcher): it blocks, the vCPU thread runs to its
+    /// next checkpoint, parks and wakes the dispatcher, which preempts it at
+    /// once; no timer and no other CPU is involved.
+    pub fn close_and_await_park(&self, clock: &Clock, until: Nanos) -> bool {
+        // Dekker-style: the dispatcher stores `awaited` then reads `parks` and
+        // `running`; the thread stores `running` and `parks` then reads
+        // `awaited`. SeqCst on both sides: one of them sees the other.
+        self.awaited.store(true, Ordering::SeqCst);
+        let seen = self.parks.load(Ordering::SeqCst);
+        self.close();
+        let parked = loop {
+            if !self.running.load(Ordering::SeqCst) {
+                break true;
+            }
+            let now = clock.now();
+            if now >= until {
+                break false;
+            }
+            if self.parks.load(Ordering::SeqCst) != seen {
+                continue; // parked; `running` is false by now
+            }
+            sys::futex_wait(&self.parks, seen, Some(until - now));
+        };
+        self.awaited.store(false, Ordering::SeqCst);
+        parked
     }
 
     /// Whether the gate is open.
@@ -160,9 +201,7 @@ impl VcpuControl {
 
     #[cold]
     fn park(&self, clock: &Clock) -> bool {
-        if self.running.swap(false, Ordering::AcqRel) {
-            self.record_end(clock.now());
-        }
+        self.stopped_running(clock);
         loop {
             if self.stop.load(Ordering::Acquire) {
                 return false;
@@ -190,8 +229,18 @@ impl VcpuControl {
     /// Thread: records that it stopped running now (it exits, or blocks for
     /// good); the open run in the trace is closed.
     pub fn finish(&self, clock: &Clock) {
-        if self.running.swap(false, Ordering::AcqRel) {
+        self.stopped_running(clock);
+    }
+
+    /// The thread stops running (parks, blocks or ends): the open run in
+    /// the trace ends now, and a dispatcher waiting for it is woken.
+    fn stopped_running(&self, clock: &Clock) {
+        if self.running.swap(false, Ordering::SeqCst) {
             self.record_end(clock.now());
+        }
+        self.parks.fetch_add(1, Ordering::SeqCst);
+        if self.awaited.load(Ordering::SeqCst) {
+            sys::futex_wake_all(&self.parks);
         }
     }
 
@@ -257,6 +306,79 @@ mod tests {
         assert_eq!(trace[0].slot, 7);
         assert!(trace[0].end > trace[0].start && trace[0].end != Nanos::MAX);
         assert!(ctl.tid() > 0);
+    }
+
+    fn vcpu0() -> VcpuRef {
+        VcpuRef {
+            domain: DomainId(1),
+            vcpu: 0,
+        }
+    }
+
+    #[test]
+    fn a_dispatcher_awaiting_a_park_returns_once_the_thread_parked() {
+        let clock = Clock::new(1000);
+        let ctl = Arc::new(VcpuControl::new(vcpu0(), true));
+        let c = Arc::clone(&ctl);
+        let worker = std::thread::spawn(move || {
+            c.attach_current_thread();
+            while c.checkpoint(&clock) {
+                std::hint::spin_loop();
+            }
+            c.finish(&clock);
+        });
+        ctl.open(3);
+        while !ctl.is_running() {
+            std::thread::yield_now();
+        }
+        let before = clock.now();
+        assert!(ctl.close_and_await_park(&clock, before + 5_000_000_000));
+        let after = clock.now();
+        assert!(!ctl.is_running(), "parked when the wait returns");
+        assert!(
+            after - before < 1_000_000_000,
+            "woken by the park, not the timeout"
+        );
+        let trace = ctl.trace();
+        assert!(
+            trace[0].end <= after,
+            "the run ended before the wait returned: {trace:?}"
+        );
+        // A thread that is not running at all needs no wait.
+        let before = clock.now();
+        assert!(ctl.close_and_await_park(&clock, before + 5_000_000_000));
+        assert!(clock.now() - before < 1_000_000_000);
+        ctl.stop();
+        worker.join().expect("worker");
+    }
+
+    #[test]
+    fn a_dispatcher_stops_awaiting_a_thread_that_ignores_its_gate() {
+        let clock = Clock::new(1000);
+        let ctl = Arc::new(VcpuControl::new(vcpu0(), false));
+        let c = Arc::clone(&ctl);
+        let release = Arc::new(AtomicBool::new(false));
+        let r = Arc::clone(&release);
+        let worker = std::thread::spawn(move || {
+            c.attach_current_thread();
+            if c.checkpoint(&clock) {
+                // Runs without passing its gate until released.
+                while !r.load(Ordering::Acquire) {
+                    std::hint::spin_loop();
+                }
+            }
+            c.finish(&clock);
+        });
+        ctl.open(1);
+        while !ctl.is_running() {
+            std::thread::yield_now();
+        }
+        let until = clock.now() + 20_000_000;
+        assert!(!ctl.close_and_await_park(&clock, until), "it never parked");
+        assert!(clock.now() >= until, "waited until the deadline");
+        release.store(true, Ordering::Release);
+        worker.join().expect("worker");
+        assert!(!ctl.is_running());
     }
 
     #[test]

@@ -35,7 +35,7 @@ use gang_core::{
     Scheduler, VcpuRef,
 };
 
-use crate::clock::Clock;
+use crate::clock::{Clock, SpinTuner};
 use crate::gate::VcpuControl;
 use crate::log::{Entry, EventLog};
 use crate::sys::{self, SchedPolicy};
@@ -58,8 +58,13 @@ pub struct RuntimeConfig {
     /// How far ahead of a boundary dispatchers decide (and how late an event
     /// may take effect: twice this).
     pub lead: Nanos,
-    /// How long before a switch a dispatcher stops sleeping and spins.
+    /// The least time before a switch a dispatcher stops sleeping and
+    /// spins; each dispatcher spins longer when it measures its sleeps
+    /// waking later (`clock::SpinTuner`), up to `spin_max`.
     pub spin: Nanos,
+    /// The most a dispatcher spins before a switch (`spin`: a fixed spin).
+    /// Must leave the decision time before it: at most `lead` minus 50 µs.
+    pub spin_max: Nanos,
     /// SCHED_FIFO priority of dispatchers.
     pub dispatcher_priority: i32,
     /// SCHED_FIFO priority of vCPU threads (0: SCHED_OTHER).
@@ -119,7 +124,8 @@ pub fn unlimited_host_slot_for(grain: Nanos) -> (Nanos, Nanos) {
 pub const HOST_DOMAIN: DomainId = DomainId(0);
 
 impl RuntimeConfig {
-    /// Defaults for `pool`: lead 300 µs, spin 60 µs, dispatchers at FIFO 50,
+    /// Defaults for `pool`: lead 300 µs, spin from 20 to 150 µs as measured
+    /// (`clock::SpinTuner`), dispatchers at FIFO 50,
     /// vCPUs at FIFO 10, grace 2 ms, traces on, shared CPUs with a host slot
     /// of about 8% ([`host_slot_for`]).
     pub fn new(pool: PoolConfig) -> Self {
@@ -127,7 +133,8 @@ impl RuntimeConfig {
             host_slot: Some(host_slot_for(pool.grain)),
             pool,
             lead: 300_000,
-            spin: 60_000,
+            spin: 20_000,
+            spin_max: 150_000,
             dispatcher_priority: 50,
             vcpu_priority: 10,
             grace: 2_000_000,
@@ -193,6 +200,8 @@ pub struct Switch {
     pub late: Nanos,
     /// Time spent closing and opening the gates, in ns.
     pub gate_ns: Nanos,
+    /// How long the dispatcher spun for (planned) before this switch, in ns.
+    pub spin: Nanos,
     /// Whether a thread was started for `vcpu` (a vCPU whose thread is not
     /// attached yet, or gone, holds its slot idle).
     pub thread: bool,
@@ -838,6 +847,10 @@ fn dispatcher(
     // The last vCPU whose gate this dispatcher closed, and when.
     let mut outgoing: Option<(Arc<VcpuControl>, Nanos)> = None;
     let mut demoted: Vec<VcpuRef> = Vec::new();
+    let mut tuner = SpinTuner::new(
+        shared.config.spin,
+        shared.config.spin_max.min(lead.saturating_sub(50_000)),
+    );
     let apply = |sched: &mut Scheduler, entries: &mut Vec<Entry>| {
         for e in entries.drain(..) {
             // Identical on every replica: a refusal here was a refusal on
@@ -896,18 +909,21 @@ fn dispatcher(
         };
         let incoming =
             vcpu.and_then(|v| shared.registry.read().ok().and_then(|r| r.get(&v).cloned()));
-        let late = clock.wait_until(b, shared.config.spin);
-        let gate_start = clock.now();
+        // Before the boundary, while this dispatcher holds the CPU: the
+        // outgoing thread we own parks (the dispatcher blocks until it has:
+        // it would otherwise run first when the dispatcher blocks, ahead of
+        // the incoming thread at the same priority), and the incoming thread
+        // is woken, to run the moment the dispatcher blocks after `b`.
+        let spin = tuner.spin();
+        let slept = clock.sleep_before(b, spin).is_some();
+        let mut stop_adopted = None;
         match current.take() {
             Some(Gate::Own(old)) => {
-                old.close();
+                old.close_and_await_park(&clock, b);
                 outgoing = Some((old, b));
             }
-            Some(Gate::Adopted(old)) => old.stop(),
+            Some(Gate::Adopted(old)) => stop_adopted = Some(old),
             None => {}
-        }
-        if let Some(Gate::Adopted(new)) = &incoming {
-            new.start();
         }
         if let Some(Gate::Own(new)) = &incoming {
             if let Some(pos) = demoted.iter().position(|v| *v == new.vcpu) {
@@ -923,6 +939,20 @@ fn dispatcher(
                 );
             }
             new.open(b);
+        }
+        if slept {
+            // What the spin must cover: the sleep's lateness and the handover.
+            tuner.record(clock.now().saturating_sub(b - spin));
+        }
+        let late = clock.spin_until(b);
+        // At the boundary: threads of other processes are frozen and thawed
+        // now (a frozen thread cannot be woken ahead of time).
+        let gate_start = clock.now();
+        if let Some(old) = stop_adopted {
+            old.stop();
+        }
+        if let Some(Gate::Adopted(new)) = &incoming {
+            new.start();
         }
         let gate_ns = clock.now() - gate_start;
         // Off the switch path: notice an adopted thread whose process died.
@@ -943,6 +973,7 @@ fn dispatcher(
                 vcpu,
                 late,
                 gate_ns,
+                spin,
                 thread: current.is_some(),
             });
         }

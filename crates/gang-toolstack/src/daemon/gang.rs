@@ -467,6 +467,7 @@ mod tests {
             }),
             late: 0,
             gate_ns: 0,
+            spin: 0,
             thread: dom.is_some_and(|(d, _)| d != 9),
         }
     }
