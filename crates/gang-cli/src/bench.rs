@@ -17,6 +17,10 @@ or a parallel program's barriers).
 
 PHASES (each --duration long, on the same CPUs)
 
+  noise     first in every round, 0.3 s: a SCHED_FIFO thread spinning on
+            each CPU counts how often and how long the host takes the CPU
+            away (interrupts, higher kernel classes, a hypervisor): the
+            floor under any co-start skew's tail, printed below the table
   alone     one domain, no runtime: the ideal (ideal for N domains = alone / N)
   linux     N domains, threads pinned to the CPUs, scheduled by Linux (SCHED_OTHER)
   gang-be   N domains under the gang runtime, best-effort with equal weights
@@ -35,7 +39,9 @@ COLUMNS
   vs linux       gang / linux for the same N
   % ideal        rounds/s over (alone / N)
   skew           co-start skew: first to last vCPU of a gang passing its gate
-                 in the same slot (p50/p99/max, microseconds)
+                 in the same slot (p50/p99/max, microseconds); for adopted
+                 threads, their first resumption in each slot the runtime
+                 started (a pause inside a slot is not a start)
   effic.         time the domains' vCPUs ran / pool CPU time, and / the pool
                  CPU time left to gangs (without the host's slot, ~8%, that
                  shared mode keeps so that host tasks run at known times)
@@ -89,6 +95,11 @@ pub struct BenchArgs {
     /// CPUs need the 8% for the host's own tasks).
     #[arg(long)]
     rt_unlimited: bool,
+    /// Spin this long before every switch instead of learning how long from
+    /// the dispatchers' measured wake-up latency (20-150 us); for comparing
+    /// the two (units: us ms s; bare number: us).
+    #[arg(long, value_name = "DURATION")]
+    spin: Option<String>,
     /// Run all phases this many times, interleaved; the table shows the
     /// median of each phase (the machines are noisy).
     #[arg(long, default_value_t = 3)]
@@ -146,6 +157,16 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     }
     let time =
         |text: &str, flag: &str| parse_duration(text, MS).with_context(|| format!("{flag} {text}"));
+    let spin = match &args.spin {
+        Some(text) => {
+            let ns = parse_duration(text, 1_000).with_context(|| format!("--spin {text}"))?;
+            if ns > 250_000 {
+                bail!("--spin {text}: at most 250us (dispatchers decide 300us before a switch)");
+            }
+            Some(ns)
+        }
+        None => None,
+    };
     let config = BenchConfig {
         cpus: cpus.iter().collect(),
         counts: args.domains.clone(),
@@ -157,6 +178,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         repeat: args.repeat.max(1),
         spawn_spinner: (!args.no_adopted).then_some(spawn_spinner as bench::SpawnSpinner),
         lift_rt_limit: args.rt_unlimited,
+        spin,
         isolation: if args.exclusive {
             gang_host::runtime::Isolation::Exclusive
         } else {

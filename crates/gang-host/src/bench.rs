@@ -19,6 +19,7 @@
 //! kept in the JSON as `efficiency`, and overstates it by the time
 //! dispatchers preempt running vCPUs).
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -63,6 +64,10 @@ pub struct BenchConfig {
     /// Lift the kernel's real-time limit during gang phases and give the
     /// host a 1% slot instead of 8% (`rtlimit`).
     pub lift_rt_limit: bool,
+    /// A fixed dispatcher spin before each switch (`None`: the runtime's
+    /// default, learnt from the measured wake-up latency; see
+    /// `clock::SpinTuner`).
+    pub spin: Option<Nanos>,
 }
 
 /// See [`BenchConfig::spawn_spinner`].
@@ -83,6 +88,7 @@ impl Default for BenchConfig {
             spawn_spinner: None,
             isolation: Isolation::Shared,
             lift_rt_limit: false,
+            spin: None,
         }
     }
 }
@@ -174,16 +180,121 @@ pub struct BenchReport {
     pub iterations_per_us: u64,
     /// The phases in the order run.
     pub phases: Vec<Phase>,
+    /// The host's own interruptions of the pool CPUs, measured once per
+    /// round (see [`Noise`]).
+    pub noise: Vec<Noise>,
+}
+
+/// How often the host takes a pool CPU away from a real-time thread that
+/// never sleeps (interrupts, kernel threads of higher class, and on a
+/// virtual machine the hypervisor running something else): a spinning
+/// SCHED_FIFO thread at the dispatchers' priority on each CPU reads the
+/// clock in a loop and counts the gaps. A gang's co-start skew cannot be
+/// smaller than such a gap when one lands on one of its CPUs at a slot's
+/// start, so this is the floor under the skew's tail, measured in the same
+/// run.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct Noise {
+    /// The CPU.
+    pub cpu: CpuId,
+    /// How long the thread spun, ns.
+    pub window_ns: Nanos,
+    /// Gaps longer than 10 µs, per second.
+    pub over_10us_per_s: f64,
+    /// Gaps longer than 20 µs, per second.
+    pub over_20us_per_s: f64,
+    /// Gaps longer than 50 µs, per second.
+    pub over_50us_per_s: f64,
+    /// Gaps longer than 100 µs, per second.
+    pub over_100us_per_s: f64,
+    /// The longest gap, ns.
+    pub longest_ns: Nanos,
+    /// The share of the window lost in gaps longer than 2 µs.
+    pub lost: f64,
+}
+
+/// How long each round's noise measurement spins (well within the kernel's
+/// real-time limit of 950 ms per second).
+pub const NOISE_WINDOW: Nanos = 300 * MS;
+
+/// Measures [`Noise`] on every CPU of `cpus` at once, for `window`.
+pub fn measure_noise(
+    cpus: &[CpuId],
+    priority: i32,
+    window: Nanos,
+) -> Result<Vec<Noise>, HostError> {
+    let start = sys::monotonic_ns() + 5 * MS;
+    let threads: Vec<_> = cpus
+        .iter()
+        .map(|&cpu| {
+            std::thread::spawn(move || -> Result<Noise, HostError> {
+                sys::set_affinity(0, &[cpu]).map_err(|e| HostError::Sys {
+                    what: format!("pinning to CPU {cpu}"),
+                    source: e,
+                })?;
+                sys::set_policy(0, SchedPolicy::Fifo(priority)).map_err(HostError::Privilege)?;
+                let end = start + window;
+                let mut noise = Noise {
+                    cpu,
+                    window_ns: window,
+                    ..Noise::default()
+                };
+                let mut counts = [0u64; 4];
+                let mut lost = 0;
+                while sys::monotonic_ns() < start {
+                    std::hint::spin_loop();
+                }
+                let mut last = sys::monotonic_ns();
+                while last < end {
+                    let now = sys::monotonic_ns();
+                    let gap = now - last;
+                    if gap > 2_000 {
+                        lost += gap;
+                        for (count, limit) in
+                            counts.iter_mut().zip([10_000, 20_000, 50_000, 100_000])
+                        {
+                            *count += u64::from(gap > limit);
+                        }
+                        noise.longest_ns = noise.longest_ns.max(gap);
+                    }
+                    last = now;
+                }
+                // Back to normal before the thread ends (it ends at once).
+                let _ = sys::set_policy(0, SchedPolicy::Other);
+                let secs = window as f64 / 1e9;
+                noise.over_10us_per_s = counts[0] as f64 / secs;
+                noise.over_20us_per_s = counts[1] as f64 / secs;
+                noise.over_50us_per_s = counts[2] as f64 / secs;
+                noise.over_100us_per_s = counts[3] as f64 / secs;
+                noise.lost = lost as f64 / window as f64;
+                Ok(noise)
+            })
+        })
+        .collect();
+    let mut out = Vec::new();
+    for t in threads {
+        out.push(t.join().map_err(|_| HostError::Sys {
+            what: "measuring host noise".into(),
+            source: std::io::Error::other("the measuring thread panicked"),
+        })??);
+    }
+    Ok(out)
 }
 
 /// Runs the benchmark, calling `progress` with a line before each phase.
 pub fn run(config: &BenchConfig, mut progress: impl FnMut(&str)) -> Result<BenchReport, HostError> {
     let iterations_per_us = workload::calibrate();
     let mut phases = Vec::new();
+    let mut noise = Vec::new();
     let secs = config.duration as f64 / 1e9;
     let rounds = config.repeat.max(1);
     for r in 1..=rounds {
         let tag = format!("[{r}/{rounds}]");
+        progress(&format!(
+            "{tag} noise: a spinning FIFO thread on each CPU, {:.1}s",
+            NOISE_WINDOW as f64 / 1e9
+        ));
+        noise.extend(measure_noise(&config.cpus, 50, NOISE_WINDOW)?);
         progress(&format!(
             "{tag} alone: 1 spin-barrier domain on CPUs {:?}, {secs:.1}s",
             config.cpus
@@ -217,6 +328,7 @@ pub fn run(config: &BenchConfig, mut progress: impl FnMut(&str)) -> Result<Bench
         work_ns: config.work,
         iterations_per_us,
         phases,
+        noise,
     })
 }
 
@@ -291,6 +403,10 @@ fn linux_phase(config: &BenchConfig, n: u32, kind: &str) -> Result<Phase, HostEr
 fn phase_runtime_config(config: &BenchConfig, pool: PoolConfig) -> (RuntimeConfig, StateDir) {
     let mut rt = RuntimeConfig::new(pool);
     let mut dir = StateDir(None);
+    if let Some(spin) = config.spin {
+        rt.spin = spin;
+        rt.spin_max = spin;
+    }
     if config.lift_rt_limit {
         rt.lift_rt_limit = true;
         rt.host_slot = Some(crate::runtime::unlimited_host_slot_for(rt.pool.grain));
@@ -529,9 +645,10 @@ fn adopt_phase(config: &BenchConfig, n: u32, spawn: SpawnSpinner) -> Result<Phas
         let _ = c.wait();
     }
     let _ = std::fs::remove_dir_all(&state);
+    let window = (start.saturating_sub(epoch), end.saturating_sub(epoch));
     let mut rates = Vec::new();
     let mut skews = Vec::new();
-    for r in readers {
+    for (d, r) in readers.into_iter().enumerate() {
         let lines = r.join().unwrap_or_default();
         let values: Vec<serde_json::Value> = lines
             .iter()
@@ -548,23 +665,19 @@ fn adopt_phase(config: &BenchConfig, n: u32, spawn: SpawnSpinner) -> Result<Phas
                 rates.push((p1 - p0) as f64 / ((m1 - m0) as f64 / 1e9));
             }
         }
-        let resumes: Vec<(u64, u64)> = values
+        let resumes: Vec<(u32, Nanos)> = values
             .iter()
             .filter_map(|v| v["resumes_monotonic_ns"].as_array().cloned())
             .flatten()
-            .filter_map(|p| Some((p[0].as_u64()?, p[1].as_u64()?)))
-            .filter(|&(_, t)| t >= start && t < end)
+            .filter_map(|p| Some((p[0].as_u64()? as u32, p[1].as_u64()?.checked_sub(epoch)?)))
             .collect();
-        for &(_, t) in resumes.iter().filter(|(v, _)| *v == 0) {
-            let nearest = resumes
-                .iter()
-                .filter(|(w, _)| *w != 0)
-                .map(|&(_, u)| t.abs_diff(u))
-                .min();
-            if let Some(d) = nearest {
-                skews.push(d as f64);
-            }
-        }
+        skews.extend(adopted_start_skews(
+            &report.switches,
+            DomainId(d as u32 + 1),
+            threads,
+            &resumes,
+            window,
+        ));
     }
     Ok(Phase {
         kind: "gang-adopt".to_string(),
@@ -588,6 +701,65 @@ fn adopt_phase(config: &BenchConfig, n: u32, spawn: SpawnSpinner) -> Result<Phas
     })
 }
 
+/// Co-start skews of an adopted domain, from its threads' own resumption
+/// times (`(vcpu, pool time)`, as `gang workload --resume-gap` records them):
+/// for every slot the runtime started on all of the domain's CPUs at once
+/// (from its switch log) within `window`, the first resumption of each vCPU
+/// in that slot; skew = last minus first. A thread stopped for a moment
+/// inside its slot by something else (an interrupt, the hypervisor) also
+/// records a resumption, but that is not the start of a slot and is not
+/// counted. A slot in which some vCPU records no resumption before its CPU's
+/// next switch gives no sample.
+pub fn adopted_start_skews(
+    switches: &[crate::runtime::Switch],
+    domain: DomainId,
+    vcpus: u32,
+    resumes: &[(u32, Nanos)],
+    window: (Nanos, Nanos),
+) -> Vec<f64> {
+    // Slot starts: boundary -> (cpu, vcpu, until the CPU's next switch).
+    let mut starts: BTreeMap<Nanos, Vec<(u32, Nanos)>> = BTreeMap::new();
+    let mut by_cpu: BTreeMap<CpuId, Vec<&crate::runtime::Switch>> = BTreeMap::new();
+    for s in switches {
+        by_cpu.entry(s.cpu).or_default().push(s);
+    }
+    for list in by_cpu.values_mut() {
+        list.sort_by_key(|s| s.at);
+        for (i, s) in list.iter().enumerate() {
+            let Some(v) = s.vcpu.filter(|v| v.domain == domain) else {
+                continue;
+            };
+            if s.at < window.0 || s.at >= window.1 || !s.thread {
+                continue;
+            }
+            let until = list.get(i + 1).map_or(Nanos::MAX, |n| n.at);
+            starts.entry(s.at).or_default().push((v.vcpu, until));
+        }
+    }
+    let mut skews = Vec::new();
+    for (b, slot) in starts {
+        if slot.len() < vcpus as usize {
+            continue; // not a start on every CPU of the domain
+        }
+        let firsts: Option<Vec<Nanos>> = slot
+            .iter()
+            .map(|&(v, until)| {
+                resumes
+                    .iter()
+                    .filter(|&&(w, t)| w == v && t >= b && t < until)
+                    .map(|&(_, t)| t)
+                    .min()
+            })
+            .collect();
+        if let Some(firsts) = firsts {
+            let first = firsts.iter().min().copied().unwrap_or(0);
+            let last = firsts.iter().max().copied().unwrap_or(0);
+            skews.push((last - first) as f64);
+        }
+    }
+    skews
+}
+
 /// For every slot of every domain: last minus first vCPU start.
 pub fn co_start_skew(traces: &[(VcpuRef, Vec<SlotRun>)], window: (Nanos, Nanos)) -> Spread {
     Spread::of(co_start_skews(traces, window))
@@ -595,7 +767,6 @@ pub fn co_start_skew(traces: &[(VcpuRef, Vec<SlotRun>)], window: (Nanos, Nanos))
 
 /// The co-start skew of every slot of every domain in `window`, ns.
 pub fn co_start_skews(traces: &[(VcpuRef, Vec<SlotRun>)], window: (Nanos, Nanos)) -> Vec<f64> {
-    use std::collections::BTreeMap;
     let mut starts: BTreeMap<(DomainId, Nanos), Vec<Nanos>> = BTreeMap::new();
     for (v, runs) in traces {
         // Only the first run of each slot: later ones are resumptions after
@@ -781,6 +952,27 @@ pub fn render(report: &BenchReport) -> String {
         if violations > 0 {
             let _ = writeln!(out, "  warning: {violations} gate violations over all runs");
         }
+    }
+    for cpu in &report.cpus {
+        let runs: Vec<&Noise> = report.noise.iter().filter(|n| n.cpu == *cpu).collect();
+        if runs.is_empty() {
+            continue;
+        }
+        let window: Nanos = runs.iter().map(|n| n.window_ns).sum();
+        let rate = |f: fn(&Noise) -> f64| {
+            runs.iter().map(|n| f(n) * n.window_ns as f64).sum::<f64>() / window as f64
+        };
+        let _ = writeln!(
+            out,
+            "host noise CPU {cpu}: interrupted >10us {:.0}/s, >20us {:.0}/s, >50us {:.0}/s, >100us {:.1}/s, longest {:.0} us, {:.2}% of the time lost ({:.1} s spun)",
+            rate(|n| n.over_10us_per_s),
+            rate(|n| n.over_20us_per_s),
+            rate(|n| n.over_50us_per_s),
+            rate(|n| n.over_100us_per_s),
+            runs.iter().map(|n| n.longest_ns).max().unwrap_or(0) as f64 / 1e3,
+            rate(|n| n.lost) * 100.0,
+            window as f64 / 1e9
+        );
     }
     out
 }
