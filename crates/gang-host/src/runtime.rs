@@ -198,7 +198,8 @@ pub struct Switch {
     pub vcpu: Option<VcpuRef>,
     /// How late the switch was made, in ns.
     pub late: Nanos,
-    /// Time spent closing and opening the gates, in ns.
+    /// Time spent closing and opening the gates before the boundary
+    /// (waiting for the outgoing thread to park included), in ns.
     pub gate_ns: Nanos,
     /// How long the dispatcher spun for (planned) before this switch, in ns.
     pub spin: Nanos,
@@ -916,14 +917,20 @@ fn dispatcher(
         // is woken, to run the moment the dispatcher blocks after `b`.
         let spin = tuner.spin();
         let slept = clock.sleep_before(b, spin).is_some();
-        let mut stop_adopted = None;
+        let gate_start = clock.now();
         match current.take() {
             Some(Gate::Own(old)) => {
                 old.close_and_await_park(&clock, b);
                 outgoing = Some((old, b));
             }
-            Some(Gate::Adopted(old)) => stop_adopted = Some(old),
+            // Frozen when it next runs, after the dispatcher blocks at `b`.
+            Some(Gate::Adopted(old)) => old.stop(),
             None => {}
+        }
+        // Thawed now, it cannot run before the dispatcher blocks at `b`
+        // either: the cgroup write is off the switch path.
+        if let Some(Gate::Adopted(new)) = &incoming {
+            new.start();
         }
         if let Some(Gate::Own(new)) = &incoming {
             if let Some(pos) = demoted.iter().position(|v| *v == new.vcpu) {
@@ -940,21 +947,12 @@ fn dispatcher(
             }
             new.open(b);
         }
+        let gate_ns = clock.now() - gate_start;
         if slept {
             // What the spin must cover: the sleep's lateness and the handover.
             tuner.record(clock.now().saturating_sub(b - spin));
         }
         let late = clock.spin_until(b);
-        // At the boundary: threads of other processes are frozen and thawed
-        // now (a frozen thread cannot be woken ahead of time).
-        let gate_start = clock.now();
-        if let Some(old) = stop_adopted {
-            old.stop();
-        }
-        if let Some(Gate::Adopted(new)) = &incoming {
-            new.start();
-        }
-        let gate_ns = clock.now() - gate_start;
         // Off the switch path: notice an adopted thread whose process died.
         if let Some(Gate::Adopted(a)) = &incoming {
             if a.check_gone() && !report.exited.contains(&a.vcpu) {
