@@ -120,16 +120,22 @@ impl SpinTuner {
     /// but not free: a sort of the window).
     const UPDATE_EVERY: usize = 16;
 
-    /// A tuner spinning `floor` until it has measured, never outside
-    /// `[floor, ceiling]` (a ceiling below the floor is raised to it).
+    /// What the tuner spins until it has measured (clamped to its bounds):
+    /// the fixed spin that served on these machines before the tuner.
+    pub const START: Nanos = 60_000;
+
+    /// A tuner spinning [`SpinTuner::START`] until it has measured, never
+    /// outside `[floor, ceiling]` (a ceiling below the floor is raised to
+    /// it).
     pub fn new(floor: Nanos, ceiling: Nanos) -> Self {
+        let ceiling = ceiling.max(floor);
         SpinTuner {
             floor,
-            ceiling: ceiling.max(floor),
+            ceiling,
             samples: Vec::with_capacity(Self::WINDOW),
             next: 0,
             since_update: 0,
-            spin: floor,
+            spin: Self::START.clamp(floor, ceiling),
         }
     }
 
@@ -203,24 +209,41 @@ mod tests {
     #[test]
     fn the_tuner_follows_the_measured_latency_within_its_bounds() {
         let mut tuner = SpinTuner::new(30_000, 200_000);
-        assert_eq!(tuner.spin(), 30_000, "the floor until measured");
-        for _ in 0..SpinTuner::WINDOW {
-            tuner.record(50_000);
-        }
-        assert_eq!(tuner.spin(), 50_000 + SpinTuner::MARGIN);
-        // 10% of wake-ups far late: the 95th percentile is one of them.
-        for i in 0..SpinTuner::WINDOW {
-            tuner.record(if i % 10 == 0 { 120_000 } else { 20_000 });
-        }
-        assert_eq!(tuner.spin(), 120_000 + SpinTuner::MARGIN);
-        for _ in 0..SpinTuner::WINDOW {
-            tuner.record(10_000_000);
-        }
-        assert_eq!(tuner.spin(), 200_000, "never above the ceiling");
-        for _ in 0..SpinTuner::WINDOW {
+        assert_eq!(tuner.spin(), SpinTuner::START, "the start until measured");
+        for _ in 0..SpinTuner::UPDATE_EVERY - 1 {
             tuner.record(0);
         }
-        assert_eq!(tuner.spin(), 30_000, "never below the floor");
+        assert_eq!(tuner.spin(), SpinTuner::START, "updated every 16 samples");
+        // Each phase fills the whole window, whatever the update phase.
+        let phase = |tuner: &mut SpinTuner, sample: &dyn Fn(usize) -> Nanos| {
+            for i in 0..2 * SpinTuner::WINDOW {
+                tuner.record(sample(i));
+            }
+            tuner.spin()
+        };
+        assert_eq!(phase(&mut tuner, &|_| 50_000), 50_000 + SpinTuner::MARGIN);
+        // 10% of wake-ups far late: the 95th percentile is one of them.
+        assert_eq!(
+            phase(&mut tuner, &|i| if i % 10 == 0 { 120_000 } else { 20_000 }),
+            120_000 + SpinTuner::MARGIN
+        );
+        assert_eq!(
+            phase(&mut tuner, &|_| 10_000_000),
+            200_000,
+            "never above the ceiling"
+        );
+        assert_eq!(phase(&mut tuner, &|_| 0), 30_000, "never below the floor");
+    }
+
+    #[test]
+    fn the_start_is_within_the_bounds() {
+        assert_eq!(SpinTuner::new(80_000, 150_000).spin(), 80_000);
+        assert_eq!(SpinTuner::new(10_000, 30_000).spin(), 30_000);
+        assert_eq!(
+            SpinTuner::new(50_000, 10_000).spin(),
+            50_000,
+            "ceiling raised"
+        );
     }
 
     #[test]
