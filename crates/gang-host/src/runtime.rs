@@ -878,20 +878,8 @@ fn dispatcher(
             if b != Nanos::MAX && now + lead >= b {
                 break b;
             }
-            // Wake for the boundary, or for a log entry reported in advance
-            // (a timed wake-up) that may bring the boundary forward.
-            let mut wake_at = if b == Nanos::MAX {
-                now + 50_000_000
-            } else {
-                b - lead
-            };
-            if let Some(due) = shared.log.next_due(replica) {
-                wake_at = wake_at.min(due + 1);
-            }
-            let mut wait = wake_at.saturating_sub(now).clamp(1, 50_000_000);
-            if outgoing.is_some() {
-                wait = wait.min(shared.config.grace / 2);
-            }
+            let due = shared.log.next_due(replica);
+            let wait = time_to_wake(&shared.config, b, due, now, outgoing.is_some());
             sys::futex_wait(shared.log.seq(), seq, Some(wait));
         };
         // Everything due by `b` is in the log by now (see `log`).
@@ -952,7 +940,17 @@ fn dispatcher(
             // What the spin must cover: the sleep's lateness and the handover.
             tuner.record(clock.now().saturating_sub(b - spin));
         }
+        // How long to sleep after the switch, worked out before it: at `b`
+        // the dispatcher blocks at once, so that the incoming thread starts
+        // without waiting for this one's bookkeeping, or for the log's lock
+        // that the other dispatchers take right after their own switches.
+        let seq = shared.log.seq().load(Ordering::Acquire);
+        let next = sched.next();
+        let due = shared.log.next_due(replica);
         let late = clock.spin_until(b);
+        let now = clock.now();
+        let wait = time_to_wake(&shared.config, next, due, now, outgoing.is_some());
+        sys::futex_wait(shared.log.seq(), seq, Some(wait));
         // Off the switch path: notice an adopted thread whose process died.
         if let Some(Gate::Adopted(a)) = &incoming {
             if a.check_gone() && !report.exited.contains(&a.vcpu) {
@@ -982,6 +980,34 @@ fn dispatcher(
         None => {}
     }
     report
+}
+
+/// How long a dispatcher may sleep at pool time `now` when its next
+/// boundary is `next`: until `lead` before it, or until the log's next entry
+/// reported in advance is `due` (a timed wake-up, which may bring the
+/// boundary forward; `EventLog::next_due`), and at most half the watchdog's
+/// grace while an outgoing vCPU may still be running.
+fn time_to_wake(
+    config: &RuntimeConfig,
+    next: Nanos,
+    due: Option<Nanos>,
+    now: Nanos,
+    watching: bool,
+) -> Nanos {
+    let mut wake_at = if next == Nanos::MAX {
+        now + 50_000_000
+    } else {
+        next.saturating_sub(config.lead)
+    };
+    if let Some(due) = due {
+        wake_at = wake_at.min(due + 1);
+    }
+    let wait = wake_at.saturating_sub(now).clamp(1, 50_000_000);
+    if watching {
+        wait.min(config.grace / 2)
+    } else {
+        wait
+    }
 }
 
 /// Demotes a vCPU thread that kept running long after its gate closed.
