@@ -48,8 +48,10 @@ COLUMNS
   TT recv/act    time a TT gang ran per period / active (p1/p50/p99)
   late p99       how late dispatchers made their switches (p99)
 
-Every phase runs --repeat times, interleaved with the others; each row is \
-the run with the median rate, with the lowest and highest rates beside it; \
+Every phase runs --repeat times, interleaved with the others; each row's \
+rate and efficiency are the run with the median rate, with the lowest and \
+highest rates beside it; its skew, TT and lateness percentiles are the \
+medians of every run's percentiles, and max the largest of all runs; \
 --json keeps every run.
 
 Needs root (real-time priorities). The pool CPUs stay shared with the host \

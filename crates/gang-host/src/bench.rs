@@ -846,7 +846,7 @@ pub fn tt_accuracy(
 
 /// The run of each (kind, N) whose mean rate is the median of its repeats,
 /// with the lowest and highest mean rates seen.
-fn medians(report: &BenchReport) -> Vec<(&Phase, f64, f64)> {
+fn medians(report: &BenchReport) -> Vec<(&Phase, f64, f64, Vec<&Phase>)> {
     let mut keys: Vec<(&str, u32)> = Vec::new();
     for p in &report.phases {
         if !keys.contains(&(p.kind.as_str(), p.domains)) {
@@ -863,20 +863,48 @@ fn medians(report: &BenchReport) -> Vec<(&Phase, f64, f64)> {
             runs.sort_by(|a, b| a.mean_rate().total_cmp(&b.mean_rate()));
             let lo = runs.first()?.mean_rate();
             let hi = runs.last()?.mean_rate();
-            Some((runs[runs.len() / 2], lo, hi))
+            Some((runs[runs.len() / 2], lo, hi, runs))
         })
         .collect()
 }
 
-/// The table `gang bench` prints: per phase, the run with the median rate.
+/// A spread over the runs of a phase: the median of the runs' p1, p50 and
+/// p99, the largest max. Robust to one disturbed run without hiding it (its
+/// max stays), and not tied to the run the rate picked.
+fn across_runs(runs: &[&Phase], f: impl Fn(&Phase) -> Option<Spread>) -> Option<Spread> {
+    let spreads: Vec<Spread> = runs
+        .iter()
+        .filter_map(|p| f(p))
+        .filter(|s| s.n > 0)
+        .collect();
+    if spreads.is_empty() {
+        return None;
+    }
+    let median = |g: fn(&Spread) -> f64| {
+        let mut xs: Vec<f64> = spreads.iter().map(g).collect();
+        xs.sort_by(f64::total_cmp);
+        xs[xs.len() / 2]
+    };
+    Some(Spread {
+        n: spreads.iter().map(|s| s.n).sum(),
+        p1: median(|s| s.p1),
+        p50: median(|s| s.p50),
+        p99: median(|s| s.p99),
+        max: spreads.iter().map(|s| s.max).fold(0.0, f64::max),
+    })
+}
+
+/// The table `gang bench` prints: per phase, the run with the median rate
+/// (rates and efficiency) and the medians of every run's percentiles (skew,
+/// TT accuracy, lateness; see `across_runs`).
 pub fn render(report: &BenchReport) -> String {
     use std::fmt::Write;
     let mut out = String::new();
     let rows = medians(report);
     let rate_of = |kind: &str, n: u32| {
         rows.iter()
-            .find(|(p, _, _)| p.kind == kind && p.domains == n)
-            .map_or(0.0, |(p, _, _)| p.mean_rate())
+            .find(|(p, _, _, _)| p.kind == kind && p.domains == n)
+            .map_or(0.0, |(p, _, _, _)| p.mean_rate())
     };
     let alone = rate_of("alone", 1);
     let repeats = report.phases.iter().filter(|p| p.kind == "alone").count();
@@ -904,7 +932,7 @@ pub fn render(report: &BenchReport) -> String {
         "TT recv/act p1/50/99",
         "late p99 us"
     );
-    for (p, lo, hi) in &rows {
+    for (p, lo, hi, runs) in &rows {
         let linux = rate_of("linux", p.domains);
         let ideal = alone / f64::from(p.domains);
         let ratio = if p.kind.starts_with("gang") && linux > 0.0 {
@@ -912,18 +940,17 @@ pub fn render(report: &BenchReport) -> String {
         } else {
             "-".into()
         };
-        let skew = p.skew_ns.map_or("-".into(), |s| {
+        let skew = across_runs(runs, |r| r.skew_ns).map_or("-".into(), |s| {
             format!("{:.1}/{:.1}/{:.1}", s.p50 / 1e3, s.p99 / 1e3, s.max / 1e3)
         });
         let eff = match (p.cpu_efficiency, p.gang_efficiency) {
             (Some(e), Some(g)) => format!("{:.1}/{:.1}%", e * 100.0, g * 100.0),
             _ => "-".into(),
         };
-        let tt = p.tt_accuracy.map_or("-".into(), |s| {
+        let tt = across_runs(runs, |r| r.tt_accuracy).map_or("-".into(), |s| {
             format!("{:.3}/{:.3}/{:.3}", s.p1, s.p50, s.p99)
         });
-        let late = p
-            .switch_late_ns
+        let late = across_runs(runs, |r| r.switch_late_ns)
             .map_or("-".into(), |s| format!("{:.1}", s.p99 / 1e3));
         let _ = writeln!(
             out,
@@ -975,4 +1002,109 @@ pub fn render(report: &BenchReport) -> String {
         );
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::Switch;
+
+    fn switch(cpu: CpuId, at: Nanos, vcpu: Option<(u32, u32)>) -> Switch {
+        Switch {
+            cpu,
+            at,
+            vcpu: vcpu.map(|(d, v)| VcpuRef {
+                domain: DomainId(d),
+                vcpu: v,
+            }),
+            late: 0,
+            gate_ns: 0,
+            spin: 0,
+            thread: true,
+        }
+    }
+
+    #[test]
+    fn adopted_skew_counts_slot_starts_only() {
+        // Domain 1 on CPUs 0 and 1, slots at 1000 and 3000 (domain 2 in
+        // between); at 5000 only CPU 0 starts it (not a gang start).
+        let switches = vec![
+            switch(0, 1000, Some((1, 0))),
+            switch(1, 1000, Some((1, 1))),
+            switch(0, 2000, Some((2, 0))),
+            switch(1, 2000, Some((2, 1))),
+            switch(0, 3000, Some((1, 0))),
+            switch(1, 3000, Some((1, 1))),
+            switch(0, 4000, None),
+            switch(1, 4000, None),
+            switch(0, 5000, Some((1, 0))),
+            switch(1, 9000, Some((1, 1))),
+        ];
+        let resumes = vec![
+            (0, 1005),
+            (1, 1012),
+            (0, 1500), // a pause inside the slot: not a start
+            (0, 3003),
+            // vCPU 1 records nothing in the slot at 3000: no sample
+            (1, 4100), // after its CPU's next switch
+            (0, 5002),
+        ];
+        let skews = adopted_start_skews(&switches, DomainId(1), 2, &resumes, (0, 10_000));
+        assert_eq!(skews, vec![7.0]);
+        // Outside the window, nothing.
+        assert!(
+            adopted_start_skews(&switches, DomainId(1), 2, &resumes, (2000, 10_000)).is_empty()
+        );
+        // Another domain's starts are not this one's.
+        assert!(adopted_start_skews(&switches, DomainId(2), 2, &resumes, (0, 10_000)).is_empty());
+    }
+
+    #[test]
+    fn spreads_across_runs_are_medians_with_the_largest_max() {
+        let run = |p99: f64, max: f64| Phase {
+            kind: "gang-be".into(),
+            domains: 2,
+            rounds_per_s: vec![1.0],
+            skew_ns: Some(Spread {
+                n: 100,
+                p1: 1.0,
+                p50: p99 / 2.0,
+                p99,
+                max,
+            }),
+            efficiency: None,
+            cpu_efficiency: None,
+            gang_efficiency: None,
+            tt_accuracy: None,
+            switch_late_ns: None,
+            start_delay_ns: None,
+            gate_violations: 0,
+        };
+        let runs = [run(10.0, 12.0), run(3000.0, 4000.0), run(20.0, 25.0)];
+        let refs: Vec<&Phase> = runs.iter().collect();
+        let s = across_runs(&refs, |p| p.skew_ns).expect("spread");
+        assert_eq!((s.n, s.p50, s.p99, s.max), (300, 10.0, 20.0, 4000.0));
+        assert!(across_runs(&refs, |p| p.tt_accuracy).is_none());
+    }
+
+    #[test]
+    fn noise_is_measured_on_every_cpu_asked() {
+        if !sys::is_root() {
+            eprintln!("skipped: needs root for a real-time priority");
+            return;
+        }
+        let noise = measure_noise(&[0], 10, 20 * MS).expect("noise");
+        assert_eq!(noise.len(), 1);
+        let n = noise[0];
+        assert_eq!((n.cpu, n.window_ns), (0, 20 * MS));
+        assert!(n.over_10us_per_s >= n.over_20us_per_s);
+        assert!(n.over_20us_per_s >= n.over_50us_per_s);
+        assert!(n.over_50us_per_s >= n.over_100us_per_s);
+        assert!((0.0..1.0).contains(&n.lost), "{n:?}");
+        assert_eq!(
+            sys::policy(0).expect("policy"),
+            SchedPolicy::Other,
+            "the test thread's policy is untouched"
+        );
+    }
 }
