@@ -238,6 +238,11 @@ fn the_seed_walkthrough_runs_gangs_where_the_seed_crashed_and_leaves_the_host_cl
         "{listing}"
     );
     assert!(listing.contains("tt,10ms,4ms"), "{listing}");
+    assert!(
+        listing.contains("  dispatch (last 1s): ")
+            && listing.contains(" switches, late p50/p99/max "),
+        "a running pool shows how its dispatchers kept time: {listing}"
+    );
     // The thread really ran about 40% of CPU 1.
     let cpu_ns = |tid: u32| -> u64 {
         std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/schedstat"))

@@ -288,6 +288,28 @@ pub struct SchedGangPool {
     pub active: bool,
     /// Its domains.
     pub domains: Vec<SchedGangDomain>,
+    /// How its dispatchers kept time lately (running pools with switches).
+    #[serde(default)]
+    pub dispatch: Option<DispatchHealth>,
+}
+
+/// How a running gang pool's dispatchers kept time in a recent window
+/// (`sched-gang`), from the runtime's switch log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DispatchHealth {
+    /// The window, ns (the last second).
+    pub window_ns: u64,
+    /// Switches made in it, all CPUs together.
+    pub switches: u64,
+    /// How late those switches were, ns: median, 99th percentile, largest.
+    pub late_p50_ns: u64,
+    /// See `late_p50_ns`.
+    pub late_p99_ns: u64,
+    /// See `late_p50_ns`.
+    pub late_max_ns: u64,
+    /// The dispatchers' spin before a switch (learnt from their wake-up
+    /// latency), median, ns.
+    pub spin_ns: u64,
 }
 
 /// One slot a vCPU was given (`trace`).

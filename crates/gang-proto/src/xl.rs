@@ -5,7 +5,9 @@
 
 use std::fmt::Write;
 
-use crate::{DomainInfo, PoolInfo, SchedGangDomain, SchedGangPool, TraceSlot, VcpuInfo};
+use crate::{
+    DispatchHealth, DomainInfo, PoolInfo, SchedGangDomain, SchedGangPool, TraceSlot, VcpuInfo,
+};
 
 /// `info`: one line per field, the name left-aligned in 23 columns.
 pub fn info(fields: &[(String, String)]) -> String {
@@ -252,12 +254,30 @@ pub fn sched_gang_row(d: &SchedGangDomain) -> String {
     )
 }
 
-/// `sched-gang`: for each gang pool its pool line, the table header and one
-/// row per domain.
+/// The line under a running pool's: `  dispatch (last 1s): 240 switches,
+/// late p50/p99/max 0.0/12.3/45.0us, spin 45.0us`.
+pub fn dispatch_line(d: &DispatchHealth) -> String {
+    let us = |ns: u64| ns as f64 / 1e3;
+    format!(
+        "  dispatch (last {}): {} switches, late p50/p99/max {:.1}/{:.1}/{:.1}us, spin {:.1}us",
+        gang_core::time::Duration(d.window_ns),
+        d.switches,
+        us(d.late_p50_ns),
+        us(d.late_p99_ns),
+        us(d.late_max_ns),
+        us(d.spin_ns)
+    )
+}
+
+/// `sched-gang`: for each gang pool its pool line (and, while it runs, its
+/// dispatch line), the table header and one row per domain.
 pub fn sched_gang(pools: &[SchedGangPool]) -> String {
     let mut out = String::new();
     for pool in pools {
         let _ = writeln!(out, "{}", sched_gang_pool_line(pool));
+        if let Some(d) = &pool.dispatch {
+            let _ = writeln!(out, "{}", dispatch_line(d));
+        }
         let _ = writeln!(out, "{SCHED_GANG_HEADER}");
         for d in &pool.domains {
             let _ = writeln!(out, "{}", sched_gang_row(d));
@@ -575,6 +595,7 @@ mod tests {
 
     fn gang_pool() -> SchedGangPool {
         SchedGangPool {
+            dispatch: None,
             name: "GangSched-Pool".into(),
             id: 1,
             grain_ns: 1_000_000,
@@ -622,6 +643,26 @@ mod tests {
             "Cpupool GangSched-Pool: sched=gang grain=1ms cpus=none shared=yes host-slot=10ms/100ms active=no"
         );
         assert_eq!(sched_gang(&[]), "");
+    }
+
+    #[test]
+    fn a_running_pool_shows_how_its_dispatchers_kept_time() {
+        let mut pool = gang_pool();
+        pool.domains.clear();
+        pool.dispatch = Some(DispatchHealth {
+            window_ns: 1_000_000_000,
+            switches: 240,
+            late_p50_ns: 0,
+            late_p99_ns: 12_345,
+            late_max_ns: 45_000,
+            spin_ns: 45_000,
+        });
+        assert_eq!(
+            sched_gang(&[pool]),
+            "Cpupool GangSched-Pool: sched=gang grain=1ms cpus=1-2 shared=no active=yes\n\
+             \x20 dispatch (last 1s): 240 switches, late p50/p99/max 0.0/12.3/45.0us, spin 45.0us\n\
+             Name                                ID Policy                 CPUs       Recv(last period)\n"
+        );
     }
 
     #[test]

@@ -14,6 +14,9 @@ use super::{call, find_domain, names_domain, UsageError};
     long_about = "Get or set the gang scheduler's parameters.\n\n\
 Without -t or -c: for every gang pool (or the pool of -p), print a pool line\n\
 \x20 Cpupool NAME: sched=gang grain=G cpus=LIST shared=yes|no [host-slot=ACTIVE/PERIOD] active=yes|no\n\
+and, while its dispatchers run, how they kept time over the last second (switches made, how late \
+they were, the spin before a switch that the dispatchers learnt from their wake-up latency)\n\
+\x20   dispatch (last 1s): N switches, late p50/p99/max A/B/Cus, spin Sus\n\
 then one row per domain (only DOMAIN's with -d): Name, ID, Policy (`-` if none set), CPUs (the \
 CPU map: vCPU i runs on the i-th CPU, `-` if none), and Recv(last period): the CPU time all its \
 vCPUs received in the last accounting window, over that window (the policy's period; 1s for be \

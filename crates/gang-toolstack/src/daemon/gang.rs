@@ -9,7 +9,8 @@
 use gang_core::{CpuId, CpuSet, DomainId, Nanos, Policy, PoolConfig, SEC};
 use gang_host::runtime::{Isolation, Runtime, RuntimeConfig, Switch};
 use gang_proto::{
-    ApiError, ErrorCode, ResponseBody, SchedGangDomain, SchedGangPool, TraceSlot, VcpuInfo,
+    ApiError, DispatchHealth, ErrorCode, ResponseBody, SchedGangDomain, SchedGangPool, TraceSlot,
+    VcpuInfo,
 };
 
 use super::{internal, refused, store_error, Daemon};
@@ -49,6 +50,32 @@ fn held_intervals(switches: &[Switch], id: DomainId) -> Vec<(u32, CpuId, Nanos, 
         out.push((v.vcpu, s.cpu, s.at, end));
     }
     out
+}
+
+/// How the dispatchers kept time over the last second of `switches`
+/// (`None` without switches in it).
+fn dispatch_health(switches: &[Switch], now: Nanos) -> Option<DispatchHealth> {
+    const WINDOW: Nanos = 1_000_000_000;
+    let recent: Vec<&Switch> = switches
+        .iter()
+        .filter(|s| s.at + WINDOW >= now && s.at <= now)
+        .collect();
+    if recent.is_empty() {
+        return None;
+    }
+    let pick = |mut xs: Vec<Nanos>, q: usize| {
+        xs.sort_unstable();
+        xs[(xs.len() - 1) * q / 100]
+    };
+    let late: Vec<Nanos> = recent.iter().map(|s| s.late).collect();
+    Some(DispatchHealth {
+        window_ns: WINDOW,
+        switches: recent.len() as u64,
+        late_p50_ns: pick(late.clone(), 50),
+        late_p99_ns: pick(late.clone(), 99),
+        late_max_ns: pick(late, 100),
+        spin_ns: pick(recent.iter().map(|s| s.spin).collect(), 50),
+    })
 }
 
 impl Daemon {
@@ -273,6 +300,7 @@ impl Daemon {
                 )),
                 active: rt.is_some(),
                 domains: rows,
+                dispatch: dispatch_health(&switches, now),
             });
         }
         Ok(out)
@@ -470,6 +498,32 @@ mod tests {
             spin: 0,
             thread: dom.is_some_and(|(d, _)| d != 9),
         }
+    }
+
+    #[test]
+    fn dispatch_health_covers_the_last_second_only() {
+        let late = |at: Nanos, late: Nanos, spin: Nanos| Switch {
+            late,
+            spin,
+            ..sw(0, at, Some((1, 0)))
+        };
+        let mut log = vec![late(SEC / 2, 900_000, 10_000)]; // too old
+        for i in 0..100 {
+            log.push(late(2 * SEC + i * 1_000_000, i * 1_000, 40_000));
+        }
+        let h = dispatch_health(&log, 2 * SEC + 200_000_000).expect("switches");
+        assert_eq!(h.switches, 100);
+        assert_eq!(
+            (h.late_p50_ns, h.late_p99_ns, h.late_max_ns),
+            (49_000, 98_000, 99_000)
+        );
+        assert_eq!(h.spin_ns, 40_000);
+        assert_eq!(
+            dispatch_health(&log, 10 * SEC),
+            None,
+            "nothing in the last second"
+        );
+        assert_eq!(dispatch_health(&[], SEC), None);
     }
 
     #[test]
