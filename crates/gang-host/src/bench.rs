@@ -159,6 +159,24 @@ pub struct Phase {
 }
 
 impl Phase {
+    /// A phase that measured only rates (the others are added by the
+    /// caller with struct update syntax).
+    fn rates(kind: &str, domains: u32, rounds_per_s: Vec<f64>) -> Phase {
+        Phase {
+            kind: kind.to_string(),
+            domains,
+            rounds_per_s,
+            skew_ns: None,
+            efficiency: None,
+            cpu_efficiency: None,
+            gang_efficiency: None,
+            tt_accuracy: None,
+            switch_late_ns: None,
+            start_delay_ns: None,
+            gate_violations: 0,
+        }
+    }
+
     /// Mean rounds per second over the domains.
     pub fn mean_rate(&self) -> f64 {
         self.rounds_per_s.iter().sum::<f64>() / self.rounds_per_s.len().max(1) as f64
@@ -294,7 +312,11 @@ pub fn run(config: &BenchConfig, mut progress: impl FnMut(&str)) -> Result<Bench
             "{tag} noise: a spinning FIFO thread on each CPU, {:.1}s",
             NOISE_WINDOW as f64 / 1e9
         ));
-        noise.extend(measure_noise(&config.cpus, 50, NOISE_WINDOW)?);
+        noise.extend(measure_noise(
+            &config.cpus,
+            crate::runtime::DISPATCHER_PRIORITY,
+            NOISE_WINDOW,
+        )?);
         progress(&format!(
             "{tag} alone: 1 spin-barrier domain on CPUs {:?}, {secs:.1}s",
             config.cpus
@@ -380,22 +402,14 @@ fn linux_phase(config: &BenchConfig, n: u32, kind: &str) -> Result<Phase, HostEr
     }
     result?;
     let secs = config.duration as f64 / 1e9;
-    Ok(Phase {
-        kind: kind.to_string(),
-        domains: n,
-        rounds_per_s: states
+    Ok(Phase::rates(
+        kind,
+        n,
+        states
             .iter()
             .map(|s| s.progress.load(Ordering::Relaxed) as f64 / secs)
             .collect(),
-        skew_ns: None,
-        efficiency: None,
-        cpu_efficiency: None,
-        gang_efficiency: None,
-        tt_accuracy: None,
-        switch_late_ns: None,
-        start_delay_ns: None,
-        gate_violations: 0,
-    })
+    ))
 }
 
 /// The runtime configuration of a phase: exclusive phases get a state
@@ -680,14 +694,7 @@ fn adopt_phase(config: &BenchConfig, n: u32, spawn: SpawnSpinner) -> Result<Phas
         ));
     }
     Ok(Phase {
-        kind: "gang-adopt".to_string(),
-        domains: n,
-        rounds_per_s: rates,
         skew_ns: Some(Spread::of(skews)),
-        efficiency: None,
-        cpu_efficiency: None,
-        gang_efficiency: None,
-        tt_accuracy: None,
         switch_late_ns: Some(Spread::of(
             report
                 .switches
@@ -696,8 +703,8 @@ fn adopt_phase(config: &BenchConfig, n: u32, spawn: SpawnSpinner) -> Result<Phas
                 .map(|s| s.late as f64)
                 .collect(),
         )),
-        start_delay_ns: None,
         gate_violations: report.violations.len(),
+        ..Phase::rates("gang-adopt", n, rates)
     })
 }
 
@@ -709,7 +716,8 @@ fn adopt_phase(config: &BenchConfig, n: u32, spawn: SpawnSpinner) -> Result<Phas
 /// inside its slot by something else (an interrupt, the hypervisor) also
 /// records a resumption, but that is not the start of a slot and is not
 /// counted. A slot in which some vCPU records no resumption before its CPU's
-/// next switch gives no sample.
+/// next switch gives no sample. `switches` as the runtime reports them:
+/// sorted by (CPU, time), see [`crate::runtime::held_intervals`].
 pub fn adopted_start_skews(
     switches: &[crate::runtime::Switch],
     domain: DomainId,
@@ -717,23 +725,11 @@ pub fn adopted_start_skews(
     resumes: &[(u32, Nanos)],
     window: (Nanos, Nanos),
 ) -> Vec<f64> {
-    // Slot starts: boundary -> (cpu, vcpu, until the CPU's next switch).
+    // Slot starts: boundary -> (vcpu, until its CPU's next switch).
     let mut starts: BTreeMap<Nanos, Vec<(u32, Nanos)>> = BTreeMap::new();
-    let mut by_cpu: BTreeMap<CpuId, Vec<&crate::runtime::Switch>> = BTreeMap::new();
-    for s in switches {
-        by_cpu.entry(s.cpu).or_default().push(s);
-    }
-    for list in by_cpu.values_mut() {
-        list.sort_by_key(|s| s.at);
-        for (i, s) in list.iter().enumerate() {
-            let Some(v) = s.vcpu.filter(|v| v.domain == domain) else {
-                continue;
-            };
-            if s.at < window.0 || s.at >= window.1 || !s.thread {
-                continue;
-            }
-            let until = list.get(i + 1).map_or(Nanos::MAX, |n| n.at);
-            starts.entry(s.at).or_default().push((v.vcpu, until));
+    for (vcpu, _, start, end) in crate::runtime::held_intervals(switches, domain) {
+        if start >= window.0 && start < window.1 {
+            starts.entry(start).or_default().push((vcpu, end));
         }
     }
     let mut skews = Vec::new();
@@ -1028,16 +1024,17 @@ mod tests {
     fn adopted_skew_counts_slot_starts_only() {
         // Domain 1 on CPUs 0 and 1, slots at 1000 and 3000 (domain 2 in
         // between); at 5000 only CPU 0 starts it (not a gang start).
+        // Sorted by (CPU, time), as the runtime reports them.
         let switches = vec![
             switch(0, 1000, Some((1, 0))),
-            switch(1, 1000, Some((1, 1))),
             switch(0, 2000, Some((2, 0))),
-            switch(1, 2000, Some((2, 1))),
             switch(0, 3000, Some((1, 0))),
-            switch(1, 3000, Some((1, 1))),
             switch(0, 4000, None),
-            switch(1, 4000, None),
             switch(0, 5000, Some((1, 0))),
+            switch(1, 1000, Some((1, 1))),
+            switch(1, 2000, Some((2, 1))),
+            switch(1, 3000, Some((1, 1))),
+            switch(1, 4000, None),
             switch(1, 9000, Some((1, 1))),
         ];
         let resumes = vec![
@@ -1062,9 +1059,6 @@ mod tests {
     #[test]
     fn spreads_across_runs_are_medians_with_the_largest_max() {
         let run = |p99: f64, max: f64| Phase {
-            kind: "gang-be".into(),
-            domains: 2,
-            rounds_per_s: vec![1.0],
             skew_ns: Some(Spread {
                 n: 100,
                 p1: 1.0,
@@ -1072,13 +1066,7 @@ mod tests {
                 p99,
                 max,
             }),
-            efficiency: None,
-            cpu_efficiency: None,
-            gang_efficiency: None,
-            tt_accuracy: None,
-            switch_late_ns: None,
-            start_delay_ns: None,
-            gate_violations: 0,
+            ..Phase::rates("gang-be", 2, vec![1.0])
         };
         let runs = [run(10.0, 12.0), run(3000.0, 4000.0), run(20.0, 25.0)];
         let refs: Vec<&Phase> = runs.iter().collect();

@@ -120,6 +120,9 @@ pub fn unlimited_host_slot_for(grain: Nanos) -> (Nanos, Nanos) {
     (100 * active, active)
 }
 
+/// The default SCHED_FIFO priority of dispatchers (above vCPU threads).
+pub const DISPATCHER_PRIORITY: i32 = 50;
+
 /// The domain id of the host's own slot in shared mode (Domain-0).
 pub const HOST_DOMAIN: DomainId = DomainId(0);
 
@@ -135,7 +138,7 @@ impl RuntimeConfig {
             lead: 300_000,
             spin: 20_000,
             spin_max: 150_000,
-            dispatcher_priority: 50,
+            dispatcher_priority: DISPATCHER_PRIORITY,
             vcpu_priority: 10,
             grace: 2_000_000,
             trace: true,
@@ -206,6 +209,34 @@ pub struct Switch {
     /// Whether a thread was started for `vcpu` (a vCPU whose thread is not
     /// attached yet, or gone, holds its slot idle).
     pub thread: bool,
+}
+
+/// The intervals a domain's vCPUs held CPUs, from a switch log sorted by
+/// (cpu, time), as [`Runtime::recent_switches`] returns it: `(vcpu, cpu,
+/// start, end)`, `end == u64::MAX` while running.
+pub fn held_intervals(switches: &[Switch], id: DomainId) -> Vec<(u32, CpuId, Nanos, Nanos)> {
+    let mut out: Vec<(u32, CpuId, Nanos, Nanos)> = Vec::new();
+    for (i, s) in switches.iter().enumerate() {
+        // Only slots in which a thread was started: a vCPU without its
+        // thread (not attached yet, or exited) got nothing.
+        let Some(v) = s.vcpu.filter(|v| v.domain == id && s.thread) else {
+            continue;
+        };
+        let end = match switches.get(i + 1) {
+            Some(next) if next.cpu == s.cpu => next.at,
+            _ => u64::MAX,
+        };
+        // A switch to the vCPU already running (a decision that kept it)
+        // continues its interval.
+        if let Some(last) = out.last_mut() {
+            if (last.0, last.1, last.3) == (v.vcpu, s.cpu, s.at) {
+                last.3 = end;
+                continue;
+            }
+        }
+        out.push((v.vcpu, s.cpu, s.at, end));
+    }
+    out
 }
 
 /// A vCPU thread found running after its gate closed.

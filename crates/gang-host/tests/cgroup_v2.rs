@@ -49,6 +49,11 @@ use gang_host::cgroup::{
 };
 use gang_host::runtime::{allowed_cpus, Isolation, Runtime, RuntimeConfig};
 
+// Only its /proc helpers: `common::can_run` takes the layout lock shared,
+// and this test holds it exclusively.
+mod common;
+use common::{pid_cpus, status_cpus};
+
 const LOCK: &str = LAYOUT_LOCK;
 const MARKER: &str = "/tmp/gang-cgroup-v2-test.state";
 const CHILD_ENV: &str = "GANG_CGROUP_V2_CHILD";
@@ -76,19 +81,6 @@ fn fresh_child_cpus() -> String {
         .output()
         .unwrap();
     status_cpus(&String::from_utf8_lossy(&out.stdout))
-}
-
-fn status_cpus(status: &str) -> String {
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
-        .unwrap()
-        .trim()
-        .to_string()
-}
-
-fn pid_cpus(pid: i32) -> String {
-    status_cpus(&read(format!("/proc/{pid}/status")))
 }
 
 fn gettid() -> i32 {

@@ -140,15 +140,7 @@ fn an_adopted_thread_leaving_an_exclusive_pool_gets_its_own_cpus_back() {
     let (state, _repair) = state_dir("adopt");
     let mut child = Command::new("sleep").arg("60").spawn().unwrap();
     let pid = child.id() as i32;
-    let cpus_of = |pid: i32| -> String {
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
-            .unwrap()
-            .trim()
-            .to_string()
-    };
+    let cpus_of = common::pid_cpus;
     let cpuset_of = |pid: i32| std::fs::read_to_string(format!("/proc/{pid}/cpuset")).unwrap();
     let (cpus_before, cpuset_before) = (cpus_of(pid), cpuset_of(pid));
     let rt = Runtime::start(config(&state)).expect("exclusive runtime");

@@ -5,6 +5,21 @@
 use gang_host::cgroup;
 use gang_host::runtime::allowed_cpus;
 
+/// The `Cpus_allowed_list` field of a `/proc/.../status` text.
+pub fn status_cpus(status: &str) -> String {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+        .expect("a status text lists Cpus_allowed_list")
+        .trim()
+        .to_string()
+}
+
+/// `Cpus_allowed_list` of process (or thread) `pid`.
+pub fn pid_cpus(pid: i32) -> String {
+    status_cpus(&std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status"))
+}
+
 /// A cgroup controller a test needs.
 #[derive(Debug, Clone, Copy)]
 pub enum Needs {

@@ -7,7 +7,7 @@
 //! from the scheduler's plan.
 
 use gang_core::{CpuId, CpuSet, DomainId, Nanos, Policy, PoolConfig, SEC};
-use gang_host::runtime::{Isolation, Runtime, RuntimeConfig, Switch};
+use gang_host::runtime::{held_intervals, Isolation, Runtime, RuntimeConfig, Switch};
 use gang_proto::{
     ApiError, DispatchHealth, ErrorCode, ResponseBody, SchedGangDomain, SchedGangPool, TraceSlot,
     VcpuInfo,
@@ -23,33 +23,6 @@ const TRACE_SLOTS: usize = 4096;
 /// The accounting window of a policy: its period, else one second.
 fn window_of(policy: Option<&Policy>) -> Nanos {
     policy.and_then(Policy::timing).map_or(SEC, |t| t.period)
-}
-
-/// The intervals a domain's vCPUs held CPUs, from a switch log sorted by
-/// (cpu, time): `(vcpu, cpu, start, end)`, `end == u64::MAX` while running.
-fn held_intervals(switches: &[Switch], id: DomainId) -> Vec<(u32, CpuId, Nanos, Nanos)> {
-    let mut out: Vec<(u32, CpuId, Nanos, Nanos)> = Vec::new();
-    for (i, s) in switches.iter().enumerate() {
-        // Only slots in which a thread was started: a vCPU without its
-        // thread (not attached yet, or exited) got nothing.
-        let Some(v) = s.vcpu.filter(|v| v.domain == id && s.thread) else {
-            continue;
-        };
-        let end = match switches.get(i + 1) {
-            Some(next) if next.cpu == s.cpu => next.at,
-            _ => u64::MAX,
-        };
-        // A switch to the vCPU already running (a decision that kept it)
-        // continues its interval.
-        if let Some(last) = out.last_mut() {
-            if (last.0, last.1, last.3) == (v.vcpu, s.cpu, s.at) {
-                last.3 = end;
-                continue;
-            }
-        }
-        out.push((v.vcpu, s.cpu, s.at, end));
-    }
-    out
 }
 
 /// How the dispatchers kept time over the last second of `switches`
