@@ -1,7 +1,8 @@
 //! Builds the test guests with the toolchain that builds this crate: `rustc`
 //! (env RUSTC) for the host target, `#![no_std] #![no_main]`, linked by the
 //! system C compiler with our linker script into static ELF images at 1 MiB.
-//! Writes only into OUT_DIR.
+//! Also builds the Linux guest image's userland (`linux/gang_guest.rs`), a
+//! std program linked statically against glibc. Writes only into OUT_DIR.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -92,4 +93,32 @@ fn main() {
     }
     list.push_str("];\n");
     std::fs::write(out.join("images.rs"), list).expect("writing images.rs");
+    build_linux_userland(&rustc, &out);
+}
+
+/// `linux/gang_guest.rs` as a static x86-64 Linux executable: std, glibc's
+/// `libc.a` (`+crt-static`), stripped, no unwinding.
+fn build_linux_userland(rustc: &std::ffi::OsStr, out: &Path) {
+    println!("cargo:rerun-if-changed=linux");
+    let exe = out.join("gang-guest");
+    let status = Command::new(rustc)
+        .arg(Path::new("linux").join("gang_guest.rs"))
+        .args(["--edition", "2021", "--crate-type", "bin"])
+        .args(["--crate-name", "gang_guest"])
+        .args(["--target", "x86_64-unknown-linux-gnu"])
+        .args(["-C", "target-feature=+crt-static"])
+        .args(["-C", "opt-level=2", "-C", "panic=abort"])
+        .args(["-C", "debuginfo=0", "-C", "strip=symbols"])
+        .arg("-o")
+        .arg(&exe)
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .status()
+        .expect("running rustc for the Linux guest userland");
+    assert!(
+        status.success(),
+        "building the Linux guest userland (linux/gang_guest.rs) failed; it needs \
+         the x86_64-unknown-linux-gnu standard library and glibc's static libc.a \
+         (Debian: libc6-dev)"
+    );
 }
