@@ -9,7 +9,8 @@
 //! threads' state machine, scheduling by Linux or a gang runtime, exits),
 //! [`boot`] (loading, memory map, entry state), [`devices`] (I/O ports),
 //! [`kick`] (the signal that gets a thread out of `KVM_RUN`), [`bench`]
-//! (kick latency and co-start skew), `sys` (registering guest memory).
+//! (kick latency and co-start skew), [`probe`] (how fast KVM runs guest
+//! code here), `sys` (registering guest memory).
 //!
 //! ```no_run
 //! use std::sync::Arc;
@@ -36,6 +37,7 @@ mod sys;
 pub mod bench;
 pub mod boot;
 pub mod devices;
+pub mod probe;
 pub mod vcpu;
 pub mod vm;
 
