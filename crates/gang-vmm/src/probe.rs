@@ -82,8 +82,11 @@ pub struct GuestSpeed {
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ProbeError {
     /// `/dev/kvm` could not be opened (`ENOENT`: there is none).
-    #[error("opening /dev/kvm: {0}")]
-    Open(kvm_ioctls::Error),
+    #[error("opening /dev/kvm: {}", std::io::Error::from_raw_os_error(*errno))]
+    Open {
+        /// Why (an `errno`).
+        errno: i32,
+    },
     /// A KVM call failed.
     #[error("{what}: {source}")]
     Kvm {
@@ -106,7 +109,7 @@ pub enum ProbeError {
 impl ProbeError {
     /// Whether the error is that there is no `/dev/kvm` at all.
     pub fn no_kvm(&self) -> bool {
-        matches!(self, ProbeError::Open(e) if e.errno() == libc::ENOENT)
+        matches!(self, ProbeError::Open { errno } if *errno == libc::ENOENT)
     }
 }
 
@@ -129,7 +132,7 @@ enum Report {
 pub fn guest_speed(budget: Duration) -> Result<GuestSpeed, ProbeError> {
     let start = Instant::now();
     // Fail on a missing /dev/kvm before starting a thread.
-    let kvm = Kvm::new().map_err(ProbeError::Open)?;
+    let kvm = Kvm::new().map_err(|e| ProbeError::Open { errno: e.errno() })?;
     crate::kick::install_handler().map_err(kvm_err("installing the kick signal handler"))?;
     let kick = Kick::default();
     let (tx, rx) = mpsc::channel();
@@ -292,6 +295,19 @@ mod tests {
         );
         // Capped at ecx's range.
         assert_eq!(next_run(1 << 30, 1e12, Duration::from_secs(1)), u32::MAX);
+    }
+
+    #[test]
+    fn a_missing_dev_kvm_is_told_apart() {
+        let e = ProbeError::Open {
+            errno: libc::ENOENT,
+        };
+        assert!(e.no_kvm());
+        assert!(e.to_string().starts_with("opening /dev/kvm: "), "{e}");
+        assert!(!ProbeError::Open {
+            errno: libc::EACCES
+        }
+        .no_kvm());
     }
 
     #[test]
