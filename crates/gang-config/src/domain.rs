@@ -3,8 +3,16 @@
 //!
 //! Type problems in single values are warnings (recorded on the [`Config`])
 //! and the value is treated as absent, as in `xl`; missing or invalid
-//! essentials (name, type, actions, disks, ranges) are errors. Unknown keys
-//! are warned about (`unknown parameter X, ignored`) and otherwise ignored.
+//! essentials (name, type, actions, disks, vifs, ranges, `device_model`) are
+//! errors. Unknown keys are warned about (`unknown parameter X, ignored`) and
+//! otherwise ignored.
+//!
+//! Keys that xl knows and gang cannot honour ([`UNSUPPORTED_DOMAIN_KEYS`]:
+//! sound, USB, PCI passthrough, SPICE, Viridian, ...) are neither warned
+//! away nor modelled: their names are recorded in
+//! [`DomainConfig::unsupported`], in file order, so that the daemon refuses
+//! the domain naming them. A key whose value asks for nothing (`0`, `""`,
+//! `[]`, e.g. `usb = 0`) is not recorded.
 
 use serde::{Deserialize, Serialize};
 
@@ -12,6 +20,7 @@ use crate::config::{Config, COMMAND_LINE};
 use crate::disk::DiskSpec;
 use crate::error::ConfigError;
 use crate::value::Value;
+use crate::vif::VifSpec;
 
 /// The kind of guest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -58,6 +67,17 @@ impl Action {
             _ => return None,
         })
     }
+}
+
+/// `device_model`: which virtual machine monitor runs a `pvh` or `hvm`
+/// domain. gang's own key (xl has only `device_model_override`/`_version`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeviceModel {
+    /// QEMU (as Xen does for HVM guests).
+    Qemu,
+    /// gang's own KVM micro-VM (`gang-vmm`), PVH only.
+    Gang,
 }
 
 /// The program a process domain runs.
@@ -115,6 +135,10 @@ pub struct DomainConfig {
     pub disks: Vec<DiskSpec>,
     /// `vif`, each spec kept as text.
     pub vifs: Vec<String>,
+    /// `vif`, each spec parsed (same order as [`DomainConfig::vifs`]; empty
+    /// in configurations stored before it existed).
+    #[serde(default)]
+    pub vif_specs: Vec<VifSpec>,
     /// `vnc` (a boolean number).
     pub vnc: Option<bool>,
     /// `boot` (HVM boot order, e.g. `dc`).
@@ -127,6 +151,76 @@ pub struct DomainConfig {
     pub pid: Option<u32>,
     /// `vcpu_threads`: pattern of the thread names that are the vCPUs.
     pub vcpu_threads: Option<String>,
+    /// `device_model` (`qemu` or `gang`).
+    #[serde(default)]
+    pub device_model: Option<DeviceModel>,
+    /// `device_model_override`: the device model binary's path.
+    #[serde(default)]
+    pub device_model_override: Option<String>,
+    /// `device_model_version`, kept as text (`qemu-xen`, ...).
+    #[serde(default)]
+    pub device_model_version: Option<String>,
+    /// `serial`: a string, or a list of them (one per serial port).
+    #[serde(default)]
+    pub serial: Vec<String>,
+    /// `vnclisten`: the VNC server's address, optionally `:DISPLAY`.
+    #[serde(default)]
+    pub vnclisten: Option<String>,
+    /// `vncpasswd`.
+    #[serde(default)]
+    pub vncpasswd: Option<String>,
+    /// `vncdisplay`.
+    #[serde(default)]
+    pub vncdisplay: Option<u32>,
+    /// `vncunused` (a boolean number, default 1): find an unused display
+    /// from `vncdisplay` on.
+    #[serde(default = "default_true")]
+    pub vncunused: bool,
+    /// `sdl` (a boolean number).
+    #[serde(default)]
+    pub sdl: Option<bool>,
+    /// `stdvga` (a boolean number): the standard VGA rather than Cirrus.
+    #[serde(default)]
+    pub stdvga: Option<bool>,
+    /// `vga` (`stdvga`, `cirrus`, `none`, `qxl`), kept as text; wins over
+    /// `stdvga`.
+    #[serde(default)]
+    pub vga: Option<String>,
+    /// `videoram`, MB.
+    #[serde(default)]
+    pub videoram: Option<u64>,
+    /// `acpi` (a boolean number).
+    #[serde(default)]
+    pub acpi: Option<bool>,
+    /// `apic` (a boolean number).
+    #[serde(default)]
+    pub apic: Option<bool>,
+    /// `pae` (a boolean number).
+    #[serde(default)]
+    pub pae: Option<bool>,
+    /// `hpet` (a boolean number).
+    #[serde(default)]
+    pub hpet: Option<bool>,
+    /// `nestedhvm` (a boolean number).
+    #[serde(default)]
+    pub nestedhvm: Option<bool>,
+    /// `localtime` (a boolean number): the RTC keeps local time, not UTC.
+    #[serde(default)]
+    pub localtime: Option<bool>,
+    /// `keymap`, e.g. `en-us`.
+    #[serde(default)]
+    pub keymap: Option<String>,
+    /// `nographic` (a boolean number).
+    #[serde(default)]
+    pub nographic: Option<bool>,
+    /// Keys of [`UNSUPPORTED_DOMAIN_KEYS`] present in the file (and asking
+    /// for something), in file order.
+    #[serde(default)]
+    pub unsupported: Vec<String>,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 /// Keys understood by [`DomainConfig::from_config`].
@@ -159,6 +253,81 @@ pub const DOMAIN_KEYS: &[&str] = &[
     "command",
     "pid",
     "vcpu_threads",
+    "device_model",
+    "device_model_override",
+    "device_model_version",
+    "serial",
+    "vnclisten",
+    "vncpasswd",
+    "vncdisplay",
+    "vncunused",
+    "sdl",
+    "stdvga",
+    "vga",
+    "videoram",
+    "acpi",
+    "apic",
+    "pae",
+    "hpet",
+    "nestedhvm",
+    "localtime",
+    "keymap",
+    "nographic",
+    // UNSUPPORTED_DOMAIN_KEYS, recorded in `unsupported`:
+    "soundhw",
+    "usb",
+    "usbdevice",
+    "usbdev",
+    "usbctrl",
+    "pci",
+    "rtc_timeoffset",
+    "viridian",
+    "on_soft_reset",
+    "spice",
+    "spicehost",
+    "spiceport",
+    "spicetls_port",
+    "spicedisable_ticketing",
+    "spicepasswd",
+    "spiceagent_mouse",
+    "spicevdagent",
+    "spice_clipboard_sharing",
+    "spiceusbredirection",
+    "vfb",
+    "vkb",
+    "vtpm",
+    "channel",
+    "gfx_passthru",
+];
+
+/// xl keys that gang reads but cannot honour: present in a file (with a
+/// value asking for something), they are recorded in
+/// [`DomainConfig::unsupported`]. All are in [`DOMAIN_KEYS`] too.
+pub const UNSUPPORTED_DOMAIN_KEYS: &[&str] = &[
+    "soundhw",
+    "usb",
+    "usbdevice",
+    "usbdev",
+    "usbctrl",
+    "pci",
+    "rtc_timeoffset",
+    "viridian",
+    "on_soft_reset",
+    "spice",
+    "spicehost",
+    "spiceport",
+    "spicetls_port",
+    "spicedisable_ticketing",
+    "spicepasswd",
+    "spiceagent_mouse",
+    "spicevdagent",
+    "spice_clipboard_sharing",
+    "spiceusbredirection",
+    "vfb",
+    "vkb",
+    "vtpm",
+    "channel",
+    "gfx_passthru",
 ];
 
 /// Keys understood by [`CpupoolConfig::from_config`].
@@ -209,6 +378,59 @@ fn get_action(cfg: &Config, key: &str, default: Action) -> Result<Action, Config
             value: v,
         }),
     }
+}
+
+fn get_bool(cfg: &Config, key: &str) -> Option<bool> {
+    cfg.get_num(key).map(|n| n != 0)
+}
+
+fn device_model(cfg: &Config) -> Result<Option<DeviceModel>, ConfigError> {
+    match cfg.get_str("device_model") {
+        None => Ok(None),
+        Some(m) => match m.as_str() {
+            "qemu" => Ok(Some(DeviceModel::Qemu)),
+            "gang" => Ok(Some(DeviceModel::Gang)),
+            _ => Err(invalid(
+                cfg,
+                "device_model",
+                &format!("unknown device model \"{m}\" (want \"qemu\" or \"gang\")"),
+            )),
+        },
+    }
+}
+
+/// A single value as a one-item list, a list's items as text.
+fn get_str_or_list(cfg: &Config, key: &str) -> Vec<String> {
+    match cfg.value(key) {
+        None => Vec::new(),
+        Some(Value::List(items)) => items.iter().filter_map(Value::to_text).collect(),
+        Some(v) => v.to_text().into_iter().collect(),
+    }
+}
+
+/// `vif`: each spec as text and parsed; a malformed one is an error at the
+/// `vif` setting.
+fn vifs(cfg: &Config) -> Result<(Vec<String>, Vec<VifSpec>), ConfigError> {
+    let texts = cfg.get_string_list("vif").unwrap_or_default();
+    let specs = texts
+        .iter()
+        .map(|t| VifSpec::parse(t).map_err(|e| invalid(cfg, "vif", &e.to_string())))
+        .collect::<Result<_, _>>()?;
+    Ok((texts, specs))
+}
+
+/// The keys of [`UNSUPPORTED_DOMAIN_KEYS`] set to something, in file order.
+fn unsupported(cfg: &Config) -> Vec<String> {
+    cfg.settings()
+        .iter()
+        .filter(|s| UNSUPPORTED_DOMAIN_KEYS.contains(&s.key.as_str()))
+        .filter(|s| match &s.value {
+            Value::Num(n) => *n != 0,
+            Value::Str(t) => !t.is_empty() && t != "0",
+            Value::List(items) => !items.is_empty(),
+        })
+        .map(|s| s.key.clone())
+        .collect()
 }
 
 fn domain_type(cfg: &Config) -> Result<DomainType, ConfigError> {
@@ -315,34 +537,71 @@ impl DomainConfig {
             ));
         }
 
+        // Read in the order of the fields, so that warnings come in it.
+        let memory_mb = get_unsigned(cfg, "memory")?;
+        let maxmem_mb = get_unsigned(cfg, "maxmem")?;
+        let cpus = get_cpu_list(cfg, "cpus");
+        let cpus_soft = get_cpu_list(cfg, "cpus_soft");
+        let pool = cfg.get_str("pool");
+        let kernel = cfg.get_str("kernel");
+        let ramdisk = cfg.get_str("ramdisk");
+        let bootloader = cfg.get_str("bootloader");
+        let on_poweroff = get_action(cfg, "on_poweroff", Action::Destroy)?;
+        let on_reboot = get_action(cfg, "on_reboot", Action::Restart)?;
+        let on_crash = get_action(cfg, "on_crash", Action::Destroy)?;
+        let on_watchdog = get_action(cfg, "on_watchdog", Action::Destroy)?;
+        let (vifs, vif_specs) = vifs(cfg)?;
+
         Ok(DomainConfig {
             name,
             domain_type,
-            memory_mb: get_unsigned(cfg, "memory")?,
-            maxmem_mb: get_unsigned(cfg, "maxmem")?,
+            memory_mb,
+            maxmem_mb,
             vcpus,
             maxvcpus,
-            cpus: get_cpu_list(cfg, "cpus"),
-            cpus_soft: get_cpu_list(cfg, "cpus_soft"),
-            pool: cfg.get_str("pool"),
-            kernel: cfg.get_str("kernel"),
-            ramdisk: cfg.get_str("ramdisk"),
+            cpus,
+            cpus_soft,
+            pool,
+            kernel,
+            ramdisk,
             cmdline,
             root,
             extra,
-            bootloader: cfg.get_str("bootloader"),
-            on_poweroff: get_action(cfg, "on_poweroff", Action::Destroy)?,
-            on_reboot: get_action(cfg, "on_reboot", Action::Restart)?,
-            on_crash: get_action(cfg, "on_crash", Action::Destroy)?,
-            on_watchdog: get_action(cfg, "on_watchdog", Action::Destroy)?,
+            bootloader,
+            on_poweroff,
+            on_reboot,
+            on_crash,
+            on_watchdog,
             disks,
-            vifs: cfg.get_string_list("vif").unwrap_or_default(),
-            vnc: cfg.get_num("vnc").map(|v| v != 0),
+            vifs,
+            vif_specs,
+            vnc: get_bool(cfg, "vnc"),
             boot: cfg.get_str("boot"),
             gang_policy: cfg.get_str("gang_policy"),
             command,
             pid,
             vcpu_threads: cfg.get_str("vcpu_threads"),
+            device_model: device_model(cfg)?,
+            device_model_override: cfg.get_str("device_model_override"),
+            device_model_version: cfg.get_str("device_model_version"),
+            serial: get_str_or_list(cfg, "serial"),
+            vnclisten: cfg.get_str("vnclisten"),
+            vncpasswd: cfg.get_str("vncpasswd"),
+            vncdisplay: get_unsigned(cfg, "vncdisplay")?,
+            vncunused: get_bool(cfg, "vncunused").unwrap_or(true),
+            sdl: get_bool(cfg, "sdl"),
+            stdvga: get_bool(cfg, "stdvga"),
+            vga: cfg.get_str("vga"),
+            videoram: get_unsigned(cfg, "videoram")?,
+            acpi: get_bool(cfg, "acpi"),
+            apic: get_bool(cfg, "apic"),
+            pae: get_bool(cfg, "pae"),
+            hpet: get_bool(cfg, "hpet"),
+            nestedhvm: get_bool(cfg, "nestedhvm"),
+            localtime: get_bool(cfg, "localtime"),
+            keymap: cfg.get_str("keymap"),
+            nographic: get_bool(cfg, "nographic"),
+            unsupported: unsupported(cfg),
         })
     }
 }

@@ -12,6 +12,7 @@
 //!   [`Config::get_list`]) that, like `xl`, turn a wrongly typed value into a
 //!   [`Warning`] (kept on the `Config`, never printed) and `None`.
 //! - [`DiskSpec::parse`] for `disk = [...]` items (xl-disk-configuration).
+//! - [`VifSpec::parse`] for `vif = [...]` items (xl-network-configuration).
 //! - [`DomainConfig::from_config`] and [`CpupoolConfig::from_config`]: the
 //!   models the toolstack acts on.
 //!
@@ -26,11 +27,14 @@ mod domain;
 mod error;
 mod parse;
 mod value;
+mod vif;
 
 pub use config::{Config, Setting, COMMAND_LINE};
 pub use disk::{DiskAccess, DiskDevtype, DiskFormat, DiskSpec};
 pub use domain::{
-    Action, Command, CpupoolConfig, DomainConfig, DomainType, CPUPOOL_KEYS, DOMAIN_KEYS,
+    Action, Command, CpupoolConfig, DeviceModel, DomainConfig, DomainType, CPUPOOL_KEYS,
+    DOMAIN_KEYS, UNSUPPORTED_DOMAIN_KEYS,
 };
 pub use error::{ConfigError, Warning};
 pub use value::Value;
+pub use vif::{check_mac, VifError, VifKind, VifSpec};

@@ -1,6 +1,6 @@
 //! No input makes the parsers panic.
 
-use gang_config::{Config, CpupoolConfig, DiskSpec, DomainConfig};
+use gang_config::{Config, CpupoolConfig, DiskSpec, DomainConfig, VifSpec};
 use proptest::prelude::*;
 
 /// Runs every layer on `text`; only the absence of a panic is checked here,
@@ -25,6 +25,7 @@ fn exercise(text: &str) {
         }
     }
     let _ = DiskSpec::parse(text);
+    let _ = VifSpec::parse(text);
 }
 
 proptest! {
