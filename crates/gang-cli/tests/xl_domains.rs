@@ -14,7 +14,10 @@ mod common;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{can_run_domains, list_row, start, start_with, wait_for, Daemon, TestDir};
+use common::{
+    assert_gang, can_run_domains, list_row, start, start_with, trace, wait_for, Daemon, Slot,
+    TestDir,
+};
 
 fn gang_bin() -> &'static str {
     env!("CARGO_BIN_EXE_gang")
@@ -41,48 +44,6 @@ fn workload_cfg(dir: &Path, name: &str, kind: &str, threads: u32, extra: &str) -
 /// The row of `name` in `gang list -c`: (state, pool).
 fn row(d: &Daemon, name: &str) -> Option<(String, String)> {
     list_row(d, name)
-}
-
-#[derive(Debug, serde::Deserialize)]
-struct Slot {
-    vcpu: u32,
-    cpu: u32,
-    start_ns: u64,
-    end_ns: u64,
-}
-
-#[derive(Debug, serde::Deserialize)]
-struct Trace {
-    slots: Vec<Slot>,
-}
-
-/// The domain's trace (waits until it has at least `min` slots).
-fn trace(d: &Daemon, name: &str, min: usize) -> Trace {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let t: Trace = serde_json::from_str(&d.ok(&["trace", name, "--json"])).unwrap();
-        if t.slots.len() >= min || Instant::now() > deadline {
-            return t;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// Gang execution from the trace: every slot of vCPU 0 has a slot of every
-/// other vCPU starting at the same boundary, on another CPU.
-fn assert_gang(t: &Trace, vcpus: u32) {
-    let firsts: Vec<&Slot> = t.slots.iter().filter(|s| s.vcpu == 0).collect();
-    assert!(!firsts.is_empty(), "no slots: {t:?}");
-    for s in firsts {
-        for v in 1..vcpus {
-            let partner = t
-                .slots
-                .iter()
-                .find(|p| p.vcpu == v && p.start_ns == s.start_ns);
-            let p = partner.unwrap_or_else(|| panic!("vCPU {v} missing in slot {s:?}"));
-            assert_ne!(p.cpu, s.cpu, "two vCPUs of a gang on one CPU");
-        }
-    }
 }
 
 /// The threads of `pid` named vcpu*.

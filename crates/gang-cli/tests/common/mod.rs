@@ -249,3 +249,45 @@ pub fn list_row(d: &Daemon, name: &str) -> Option<(String, String)> {
             (f[4].to_string(), f[6].to_string())
         })
 }
+
+#[derive(Debug, serde::Deserialize)]
+pub struct Slot {
+    pub vcpu: u32,
+    pub cpu: u32,
+    pub start_ns: u64,
+    pub end_ns: u64,
+}
+
+#[derive(Debug, serde::Deserialize)]
+pub struct Trace {
+    pub slots: Vec<Slot>,
+}
+
+/// The domain's trace (waits until it has at least `min` slots).
+pub fn trace(d: &Daemon, name: &str, min: usize) -> Trace {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let t: Trace = serde_json::from_str(&d.ok(&["trace", name, "--json"])).unwrap();
+        if t.slots.len() >= min || Instant::now() > deadline {
+            return t;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Gang execution from the trace: every slot of vCPU 0 has a slot of every
+/// other vCPU starting at the same boundary, on another CPU.
+pub fn assert_gang(t: &Trace, vcpus: u32) {
+    let firsts: Vec<&Slot> = t.slots.iter().filter(|s| s.vcpu == 0).collect();
+    assert!(!firsts.is_empty(), "no slots: {t:?}");
+    for s in firsts {
+        for v in 1..vcpus {
+            let partner = t
+                .slots
+                .iter()
+                .find(|p| p.vcpu == v && p.start_ns == s.start_ns);
+            let p = partner.unwrap_or_else(|| panic!("vCPU {v} missing in slot {s:?}"));
+            assert_ne!(p.cpu, s.cpu, "two vCPUs of a gang on one CPU");
+        }
+    }
+}
