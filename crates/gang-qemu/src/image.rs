@@ -72,13 +72,11 @@ pub const WORKLOADS: &[(&str, &str)] = &[
     ("shell", "an interactive shell on the console (the default)"),
     (
         "barrier",
-        "one thread per vCPU meeting at a spin barrier, printing \
-         \"gang-guest: barrier N rounds/s\" every second",
+        "a thread per vCPU at a spin barrier (\"gang-guest: barrier N rounds/s\")",
     ),
     (
         "pipes",
-        "pairs of processes ping-ponging through pipes, printing \
-         \"gang-guest: pipes N msgs/s\" every second",
+        "process pairs ping-ponging through pipes (\"gang-guest: pipes N msgs/s\")",
     ),
     ("panic", "a kernel panic (QEMU's pvpanic device reports it)"),
     ("poweroff", "powers off at once"),
@@ -875,6 +873,7 @@ fn example_config(image: &LinuxImage) -> String {
     let mut s = format!(
         "# A Linux guest for gang, written by `gang guest-image linux`\n\
          # (kernel {}). Start it with: gang create -c {}\n\
+         # (-c attaches to its console; ^] detaches).\n\
          name = \"linux\"\n\
          type = \"hvm\"\n\
          vcpus = 2\n\
