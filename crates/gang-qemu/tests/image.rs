@@ -277,3 +277,75 @@ fn the_reboot_workload_resets_the_machine() {
     assert!(status.success(), "QEMU: {status}; console:\n{text}");
     assert!(text.contains("gang-guest: rebooting"), "{text}");
 }
+
+/// The initramfs as built from the real packages: read back with an
+/// independent cpio reader, it holds gang's /init and userland, a console
+/// node, and the modules in an order where each real `.ko`'s `.modinfo`
+/// dependencies come first.
+#[test]
+fn the_initramfs_holds_real_modules_in_dependency_order() {
+    let image = match cached_test_image() {
+        Ok(image) => image,
+        Err(e @ (ImageError::NoApt { .. } | ImageError::NoDpkgDeb)) => {
+            skip(&e.to_string());
+            return;
+        }
+        Err(e) => panic!("building the test image: {e}"),
+    };
+    let bytes = std::fs::read(&image.initrd).expect("reading the initramfs");
+    let mut files = std::collections::HashMap::new();
+    let mut rest: &[u8] = &bytes;
+    loop {
+        let mut entry = cpio::NewcReader::new(rest).expect("a newc entry");
+        if entry.entry().is_trailer() {
+            break;
+        }
+        let (name, mode) = (entry.entry().name().to_owned(), entry.entry().mode());
+        let rdev = (entry.entry().rdev_major(), entry.entry().rdev_minor());
+        let mut data = Vec::new();
+        std::io::Read::read_to_end(&mut entry, &mut data).expect("entry data");
+        files.insert(name, (mode, rdev, data));
+        rest = entry.finish().expect("the next entry");
+    }
+    assert_eq!(files["init"].0, 0o100755);
+    assert!(files["init"].2.starts_with(b"#!/bin/busybox sh\n"));
+    assert_eq!(files["bin/gang-guest"].2, gang_guests::LINUX_USERLAND);
+    assert_eq!(files["bin/busybox"].0, 0o100755);
+    assert_eq!(
+        (files["dev/console"].0, files["dev/console"].1),
+        (0o020600, (5, 1))
+    );
+
+    let order = String::from_utf8(files["lib/modules/gang-load-order"].2.clone()).unwrap();
+    let mut loaded: Vec<String> = Vec::new();
+    for line in order.lines() {
+        let path = line.split_whitespace().next().unwrap();
+        let inside = path.strip_prefix('/').unwrap();
+        assert!(
+            inside.starts_with(&format!("lib/modules/{}/kernel/", image.kernel_version)),
+            "{line}"
+        );
+        let ko = &files
+            .get(inside)
+            .unwrap_or_else(|| panic!("{inside} missing"))
+            .2;
+        for dep in gang_qemu::image::module_depends(ko).unwrap() {
+            assert!(
+                loaded.contains(&dep),
+                "{path} needs {dep} first: {loaded:?}"
+            );
+        }
+        loaded.push(gang_qemu::image::module_name(path));
+    }
+    for wanted in [
+        "virtio_pci",
+        "virtio_blk",
+        "virtio_net",
+        "pvpanic_mmio",
+        "button",
+        "evdev",
+    ] {
+        assert!(loaded.iter().any(|m| m == wanted), "{wanted}: {loaded:?}");
+    }
+    assert!(order.contains("scsi_mod.ko scan=sync"), "{order}");
+}
