@@ -152,11 +152,21 @@ impl DomainCgroup {
     /// Thaws, moves every task left back to the root cgroups and removes the
     /// cgroups.
     pub fn remove(self) -> Result<()> {
-        let _ = self.set_frozen(false);
-        let mut all = vec![self.freezer];
-        all.extend(self.memory);
+        self.remove_in_place()
+    }
+
+    /// [`DomainCgroup::remove`] through a reference (for owners that are
+    /// torn down in place); removing twice is harmless.
+    pub fn remove_in_place(&self) -> Result<()> {
+        if let Err(e) = self.set_frozen(false) {
+            tracing::debug!("thawing before removal: {e}");
+        }
+        let mut all = vec![&self.freezer];
+        all.extend(self.memory.as_ref());
         for (ctl, dir) in all {
-            remove_dir(&ctl, &dir)?;
+            if dir.exists() {
+                remove_dir(ctl, dir)?;
+            }
         }
         Ok(())
     }

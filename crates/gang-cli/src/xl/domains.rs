@@ -139,12 +139,13 @@ const DEFAULT_WAIT_S: u64 = 60;
 #[derive(Debug, Args)]
 #[command(
     about = "Ask a domain (or all, -a) to shut down",
-    long_about = "Ask a domain to shut down cleanly: a process domain gets SIGTERM, a VM a \
-power-off request. The domain's on_poweroff action applies once it has shut down. Without -w \
-the command returns at once.",
+    long_about = "Ask a domain to shut down cleanly: a process domain gets SIGTERM, a micro-VM a \
+power-off request, a QEMU guest (type = \"hvm\") a press of its ACPI power button (the guest's \
+OS decides; Linux needs acpid or systemd-logind to act on it). The domain's on_poweroff action \
+applies once it has shut down. Without -w the command returns at once.",
     after_help = "Examples:\n  gang shutdown my-domain\n  gang shutdown -w -a\n\n\
 Differences from xl: -w gives up after --timeout seconds (default 60) with an error, where xl \
-waits forever; xl's -F (fallback to ACPI) has no meaning here. -a skips Domain-0 (the host) \
+waits forever; xl's -F is not needed: an hvm guest always gets the ACPI power button. -a skips Domain-0 (the host) \
 as xl does."
 )]
 pub struct ShutdownArgs {
@@ -231,7 +232,10 @@ fn wait_for_shutdown(targets: &[(u32, String)], timeout: std::time::Duration) ->
 #[command(
     about = "Ask a domain to reboot",
     long_about = "Ask a domain to reboot: it shuts down with the reboot reason and its on_reboot \
-action applies (restart by default: the same configuration, pool and gang parameters).",
+action applies (restart by default: the same configuration, pool and gang parameters). A process \
+gets SIGTERM; a QEMU guest (type = \"hvm\") is reset at once (QMP system_reset, as xl reboot -F \
+does for an HVM guest without PV drivers) and, with on_reboot = \"restart\", started again in a \
+new QEMU.",
     after_help = "Example:\n  gang reboot my-domain\n\n\
 Differences from xl: xl's -a, -w and -F are not supported."
 )]
@@ -305,14 +309,21 @@ pub fn dmesg(args: &DmesgArgs) -> Result<()> {
     about = "Create a domain from an xl.cfg file (KEY=VALUE settings override the file)",
     long_about = "Create a domain from an xl.cfg file. KEY=VALUE settings in config syntax are \
 appended after the file, so they override it (strings quoted: pool=\\\"GangSched-Pool\\\"). \
-Prints `Parsing config from FILE` to stderr unless -q. gang runs domains of type \"process\" \
-(a host program, `command = [...]`, or a running one, `pid = N`, whose threads are the vCPUs) \
-and \"pvh\"; `gang_policy` (with `cpus`) gives a domain created in a gang pool its gang \
-parameters, so that it runs at once.",
+Prints `Parsing config from FILE` to stderr unless -q. gang runs domains of type \"hvm\" \
+(an operating system in a QEMU process the daemon starts and controls over QMP, booting `kernel` \
+or a `disk`, with `disk`, `vif`, `vnc` and `serial` as in xl), \"pvh\" (gang's own KVM \
+micro-VM, or QEMU with device_model = \"qemu\") and \"process\" (a host program, \
+`command = [...]`, or a running one, `pid = N`, whose threads are the vCPUs); `gang_policy` (with \
+`cpus`) gives a domain created in a gang pool its gang parameters, so that it runs at once. \
+Files named relative to the current directory (kernel, ramdisk, disks) are made absolute \
+before the daemon is asked.",
     after_help = "Examples:\n  gang create my-domain.cfg\n  gang create -p my-domain.cfg pool=\\\"GangSched-Pool\\\"\n  \
-gang create -n my-domain.cfg\n  gang create -c my-domain.cfg\n\n\
-Differences from xl: type \"pv\", \"hvm\", bootloader (pygrub) and vnc are refused with what \
-to use instead; -n prints the checked configuration as JSON."
+gang create -n my-domain.cfg\n  gang create -c my-domain.cfg\n  \
+gang guest-image linux -o images && gang create -c images/linux.cfg\n\n\
+Differences from xl: type \"pv\" and bootloader (pygrub) are refused with what to use \
+instead, and so is any key QEMU cannot honour for an hvm guest (sdl, soundhw, usbdevice, pci, \
+...), by name; the emulated NIC is virtio-net unless `model` says otherwise; -n prints the \
+checked configuration as JSON."
 )]
 pub struct CreateArgs {
     /// Leave the domain paused after creating it.
@@ -336,32 +347,40 @@ pub struct CreateArgs {
 
 /// What this toolstack can run, for refusals of configs it cannot.
 const SUPPORTED: &str =
-    "gang runs domains of type \"process\" (a host program, `command = [...]`, \
-or a running one, `pid = N`, whose threads are the vCPUs) and \"pvh\" (a KVM micro-VM booting \
-`kernel` through its PVH entry point)";
+    "gang runs domains of type \"hvm\" (an operating system in QEMU, as Xen runs HVM guests), \
+\"pvh\" (a KVM micro-VM booting `kernel` through its PVH entry point, or QEMU with \
+device_model = \"qemu\") and \"process\" (a host program, `command = [...]`, or a running one, \
+`pid = N`, whose threads are the vCPUs)";
 
 /// Refuses what needs something gang does not have, saying what instead.
+/// (The daemon checks the rest: files, QEMU's options, admission.)
 fn check_supported(config: &gang_config::DomainConfig) -> Result<()> {
-    use gang_config::DomainType;
-    match config.domain_type {
-        DomainType::Pv => bail!(
+    use gang_config::{DeviceModel, DomainType};
+    if config.domain_type == DomainType::Pv {
+        bail!(
             "type \"pv\" needs Xen's paravirtual interface, which gang does not have: {SUPPORTED}. \
-A PV guest kernel that also boots as PVH (Linux does) runs with type = \"pvh\" and the same `kernel`."
-        ),
-        DomainType::Hvm => bail!(
-            "type \"hvm\" (or builder = \"hvm\") needs full-system emulation, which gang does not have: \
-{SUPPORTED}. Run the VM in QEMU and adopt its vCPU threads with type = \"process\", pid = QEMU's \
-pid, vcpu_threads = \"CPU */KVM\"."
-        ),
-        DomainType::Pvh | DomainType::Process => {}
+A PV guest kernel that also boots as PVH or HVM (Linux does) runs with type = \"hvm\" and the same `kernel`."
+        );
     }
     if config.bootloader.is_some() {
-        bail!("bootloader (pygrub) is not supported: give the guest kernel with `kernel` (and `ramdisk`, `cmdline`)");
+        bail!("bootloader (pygrub) is not supported: give the guest kernel with `kernel` (and `ramdisk`, `extra`), or boot a `disk` with type = \"hvm\"");
     }
-    if config.vnc == Some(true) {
-        bail!("vnc is not supported: gang domains have a serial console (`gang create -c`, `gang console`)");
+    let in_qemu =
+        config.domain_type == DomainType::Hvm || config.device_model == Some(DeviceModel::Qemu);
+    if config.vnc == Some(true) && !in_qemu {
+        bail!("vnc needs QEMU: gang's micro-VMs and processes have a serial console only (`gang create -c`, `gang console`); use type = \"hvm\"");
     }
     Ok(())
+}
+
+/// Makes a file name absolute against the CLI's working directory (the
+/// daemon has another one).
+fn absolute(file: &mut String) {
+    if !file.is_empty() && std::path::Path::new(file.as_str()).is_relative() {
+        if let Ok(cwd) = std::env::current_dir() {
+            *file = cwd.join(&*file).display().to_string();
+        }
+    }
 }
 
 pub fn create(args: &CreateArgs) -> Result<()> {
@@ -387,11 +406,10 @@ pub fn create(args: &CreateArgs) -> Result<()> {
         .into_iter()
         .flatten()
     {
-        if std::path::Path::new(file.as_str()).is_relative() {
-            if let Ok(cwd) = std::env::current_dir() {
-                *file = cwd.join(&*file).display().to_string();
-            }
-        }
+        absolute(file);
+    }
+    for disk in &mut domain.disks {
+        absolute(&mut disk.target);
     }
     let json = serde_json::to_value(&domain).context("encoding the configuration")?;
     if args.dry_run {

@@ -110,6 +110,29 @@ pub struct DaemonArgs {
     /// sleep in the host slot; an operator's choice.
     #[arg(long, env = "GANG_RT_UNLIMITED")]
     rt_unlimited: bool,
+    /// QEMU's accelerator for type = "hvm" guests: `auto` measures how fast
+    /// /dev/kvm runs guest code (once, at the first QEMU guest) and uses
+    /// KVM only where it runs at native speed, else TCG (a nested /dev/kvm
+    /// without hardware support emulates, and is far slower than TCG);
+    /// `kvm` or `tcg` force one. `gang dmesg` says what was chosen and why.
+    #[arg(
+        long,
+        env = "GANG_QEMU_ACCEL",
+        default_value = "auto",
+        value_name = "auto|kvm|tcg"
+    )]
+    qemu_accel: gang_qemu::accel::AccelSetting,
+    /// The user QEMU drops to once it has opened its disks, sockets and
+    /// devices (QEMU's -runas); `root` keeps root. Default: `nobody` where
+    /// the host has that user, else root.
+    #[arg(long, env = "GANG_QEMU_USER", value_name = "USER")]
+    qemu_user: Option<String>,
+}
+
+/// Whether the host's user database has `name`.
+fn user_exists(name: &str) -> bool {
+    std::fs::read_to_string("/etc/passwd")
+        .is_ok_and(|p| p.lines().any(|l| l.split(':').next() == Some(name)))
 }
 
 pub fn daemon(args: &DaemonArgs) -> Result<()> {
@@ -127,6 +150,13 @@ pub fn daemon(args: &DaemonArgs) -> Result<()> {
         state_dir: args.state_dir.clone(),
         host_cpus: host,
         lift_rt_limit: args.rt_unlimited,
+        qemu_accel: args.qemu_accel,
+        qemu_user: match args.qemu_user.as_deref() {
+            Some("root") => None,
+            Some(user) if !user_exists(user) => bail!("--qemu-user {user}: no such user"),
+            Some(user) => Some(user.to_owned()),
+            None => user_exists("nobody").then(|| "nobody".to_owned()),
+        },
     })?;
     let daemon = Arc::new(Mutex::new(d));
     // SIGTERM/SIGINT: give every domain back to the host (their processes

@@ -1,77 +1,52 @@
 //! Domain life cycle: create, pause, unpause, migrate, shutdown, reboot,
 //! destroy, exits and their `on_*` actions, and re-attachment after a
-//! daemon restart.
+//! daemon restart. What differs between kinds of domain (processes,
+//! micro-VMs, QEMU guests) is in `backend`; this module holds what is the
+//! same for all of them.
 //!
-//! A process domain's parts and who undoes them:
+//! A domain's parts and who undoes them:
 //!
 //! | part | made by | undone by |
 //! |---|---|---|
 //! | store record | `create` | `destroy`, a failed `create`, action `destroy` |
-//! | cgroups (freezer, memory) | `bring_up` | `tear_down` |
+//! | cgroups (freezer, memory) | `bring_up` | the backend's `tear_down` |
 //! | admission in the pool's runtime | `bring_up`, `migrate` | `tear_down`, `migrate` |
-//! | the process | `bring_up` (spawn) or the user (pid) | `tear_down` kills only what we spawned |
-//! | adopted vCPU threads | `attach_threads` | the runtime's `remove_domain` |
+//! | the process, VM or QEMU (and its taps) | the backend's start (or the user: `pid`) | the backend's `tear_down` kills only what gang started |
+//! | adopted or gated vCPU threads | `attach_threads` | the runtime's `remove_domain` (after the backend's `detach`) |
 //!
 //! Every step that can fail comes before the ones that cannot be undone,
 //! and a failure undoes the steps before it: a failed request leaves the
 //! domain as it was.
 
 use std::path::PathBuf;
-use std::process::Child;
 use std::time::{Duration, Instant};
 
-use gang_config::{Action, Command, DomainConfig, DomainType};
+use gang_config::{Action, DomainConfig, DomainType};
 use gang_core::{CpuSet, DomainId, DomainSpec};
-use gang_proto::{ApiError, ErrorCode, ResponseBody};
-use rustix::process::Signal;
-use serde::{Deserialize, Serialize};
+use gang_proto::{ApiError, ResponseBody};
 
-use super::{internal, refused, store_error, Daemon};
+use super::backend::microvm::MicroVmBackend;
+use super::backend::process::ProcessBackend;
+use super::backend::qemu::{QemuBackend, QemuPlace};
+use super::backend::{Backend, Ended, LiveRecord};
+use super::{bad, internal, refused, store_error, Daemon};
 use crate::domain_cgroup::DomainCgroup;
-use crate::process::{self, Program, Tid};
+use crate::process::{self, Tid};
 use crate::store::{
-    DomainRecord, DomainState, NewDomain, PoolId, PoolRecord, PoolRef, ProcessIdentity, Sched,
-    ShutdownReason,
+    DomainRecord, DomainState, NewDomain, PoolId, PoolRecord, PoolRef, Sched, ShutdownReason,
 };
 
-/// Guest RAM of a `pvh` domain without `memory`, MB.
-const DEFAULT_VM_MEMORY_MB: u64 = 64;
-
-/// How long a new process has to show its vCPU threads.
-const THREAD_TIMEOUT: Duration = Duration::from_secs(10);
+/// Guest RAM of a QEMU domain without `memory`, MB (xl's default for HVM).
+const DEFAULT_QEMU_MEMORY_MB: u64 = 128;
 
 /// A restarted domain whose process lives less than this is not restarted
 /// again (it would loop).
 const MIN_LIFETIME: Duration = Duration::from_secs(1);
 
-/// What the daemon keeps in the store about a running domain, to re-attach
-/// it after a restart.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LiveRecord {
-    /// The process.
-    pub process: ProcessIdentity,
-    /// Whether gang started it (else it was adopted by pid).
-    pub spawned: bool,
-    /// Its vCPU threads with their start times, once known.
-    pub vcpu_threads: Option<Vec<(Tid, u64)>>,
-    /// Where its output goes.
-    pub console: PathBuf,
-    /// Created paused: the FIFO its program waits on before it starts
-    /// (opened by the first unpause).
-    #[serde(default)]
-    pub start_gate: Option<PathBuf>,
-}
-
 /// The live side of a running or paused domain.
 pub(super) struct Live {
     pub(super) record: LiveRecord,
-    /// Set when this daemon started the process (it can reap it and read its
-    /// exit status).
-    child: Option<Child>,
-    /// Process domains: their cgroups (a VM gets empty ones).
-    cgroup: DomainCgroup,
-    /// A `pvh` domain: the micro-VM (its vCPU threads are the daemon's).
-    pub(super) vm: Option<Box<gang_vmm::Vm>>,
+    pub(super) backend: Box<dyn Backend>,
     /// A shutdown or reboot asked for, not yet happened.
     requested: Option<ShutdownReason>,
     /// The pool runtime the domain is admitted to, if a gang pool.
@@ -80,16 +55,23 @@ pub(super) struct Live {
 }
 
 impl Live {
+    fn new(record: LiveRecord, backend: Box<dyn Backend>) -> Live {
+        Live {
+            record,
+            backend,
+            requested: None,
+            admitted: None,
+            started: Instant::now(),
+        }
+    }
+
     fn pid(&self) -> i32 {
-        self.record.process.pid as i32
+        self.record.pid()
     }
 
     /// The vCPU thread ids, once known.
     pub(super) fn vcpu_tids(&self) -> Option<Vec<Tid>> {
-        self.record
-            .vcpu_threads
-            .as_ref()
-            .map(|v| v.iter().map(|t| t.0).collect())
+        self.record.vcpu_tids()
     }
 
     pub(super) fn any_vcpu_running(&self) -> bool {
@@ -105,8 +87,8 @@ impl Live {
     }
 
     pub(super) fn cpu_time_ns(&self) -> u64 {
-        match (&self.vm, self.vcpu_tids()) {
-            (Some(_), Some(tids)) => tids
+        match (self.backend.counts_vcpu_time_only(), self.vcpu_tids()) {
+            (true, Some(tids)) => tids
                 .iter()
                 .map(|&t| process::cpu_time_ns(self.pid(), Some(t)))
                 .sum(),
@@ -129,25 +111,39 @@ impl Live {
             .map_or(0, |kb| kb.div_ceil(1024))
     }
 
-    /// Whether the process ended; with its exit status when we are its
-    /// parent.
-    fn exited(&mut self) -> Option<Option<std::process::ExitStatus>> {
-        if self.vm.is_some() {
-            return None; // VMs report their end on the daemon's channel
-        }
-        if let Some(child) = &mut self.child {
-            return match child.try_wait() {
-                Ok(Some(status)) => Some(Some(status)),
-                Ok(None) => None,
-                Err(_) => (!process::is_alive(&self.record.process)).then_some(None),
-            };
-        }
-        (!process::is_alive(&self.record.process)).then_some(None)
+    /// Whether it outlives the daemon (a micro-VM runs inside it).
+    pub(super) fn survives_daemon(&self) -> bool {
+        self.backend.kind() != "VM"
     }
 }
 
-fn bad(message: impl Into<String>) -> ApiError {
-    ApiError::new(ErrorCode::BadRequest, message)
+/// Which backend runs a configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Process,
+    MicroVm,
+    Qemu,
+}
+
+fn kind_of(cfg: &DomainConfig) -> Result<Kind, ApiError> {
+    use gang_config::DeviceModel;
+    match (cfg.domain_type, cfg.device_model) {
+        (DomainType::Process, None) => Ok(Kind::Process),
+        (DomainType::Process, Some(_)) => {
+            Err(bad("device_model: a process domain has no device model"))
+        }
+        (DomainType::Hvm, None | Some(DeviceModel::Qemu)) => Ok(Kind::Qemu),
+        (DomainType::Hvm, Some(DeviceModel::Gang)) => Err(refused(
+            "device_model = \"gang\": an hvm guest needs QEMU (gang's micro-VM boots PVH \
+             kernels only; use type = \"pvh\")",
+        )),
+        (DomainType::Pvh, None | Some(DeviceModel::Gang)) => Ok(Kind::MicroVm),
+        (DomainType::Pvh, Some(DeviceModel::Qemu)) => Ok(Kind::Qemu),
+        (DomainType::Pv, _) => Err(refused(
+            "type = \"pv\" needs Xen's PV interfaces: use type = \"hvm\" (a guest in QEMU), \
+             \"pvh\" or \"process\"",
+        )),
+    }
 }
 
 fn config_of(rec: &DomainRecord) -> Result<DomainConfig, ApiError> {
@@ -220,21 +216,24 @@ impl Daemon {
     ) -> Result<DomainId, ApiError> {
         let cfg: DomainConfig = serde_json::from_value(config.clone())
             .map_err(|e| bad(format!("not a domain configuration: {e}")))?;
-        match cfg.domain_type {
-            DomainType::Process => {}
-            DomainType::Pvh => {
-                if cfg.kernel.is_none() {
-                    return Err(bad("a pvh domain needs `kernel` (an ELF image)"));
-                }
+        let kind = kind_of(&cfg)?;
+        match kind {
+            Kind::Process => {}
+            Kind::MicroVm if cfg.kernel.is_none() => {
+                return Err(bad("a pvh domain needs `kernel` (an ELF image)"))
             }
-            DomainType::Pv | DomainType::Hvm => {
-                return Err(refused(
-                    "only type = \"process\" and type = \"pvh\" domains are supported",
-                ))
+            Kind::MicroVm => {}
+            Kind::Qemu if cfg.kernel.is_none() && cfg.disks.is_empty() => {
+                return Err(bad(format!(
+                    "domain '{}' has nothing to boot: give `kernel` (and `ramdisk`, `extra`) \
+                     or a `disk`",
+                    cfg.name
+                )))
             }
+            Kind::Qemu => {}
         }
         match (&cfg.command, cfg.pid) {
-            _ if cfg.domain_type == DomainType::Pvh => {}
+            _ if kind != Kind::Process => {}
             (Some(_), Some(_)) => return Err(bad(
                 "a process domain has either `command` (start it) or `pid` (adopt it), not both",
             )),
@@ -254,7 +253,7 @@ impl Daemon {
             .as_deref()
             .map(str::parse::<gang_core::Policy>)
             .transpose()
-            .map_err(|e| bad(e.to_string()))?;
+            .map_err(|e| bad(format!("gang_policy: {e}")))?;
         let pool_arg = cfg
             .pool
             .clone()
@@ -271,9 +270,10 @@ impl Daemon {
             name: cfg.name.clone(),
             pool: PoolRef::Id(pool.id),
             vcpus: cfg.vcpus,
-            memory_mb: cfg.memory_mb.unwrap_or(match cfg.domain_type {
-                DomainType::Pvh => DEFAULT_VM_MEMORY_MB,
-                _ => 0,
+            memory_mb: cfg.memory_mb.unwrap_or(match kind {
+                Kind::MicroVm => super::backend::microvm::DEFAULT_MEMORY_MB,
+                Kind::Qemu => DEFAULT_QEMU_MEMORY_MB,
+                Kind::Process => 0,
             }),
             config_json: config.to_string(),
             policy,
@@ -287,8 +287,7 @@ impl Daemon {
         };
         let id = self.store.create_domain(&new).map_err(store_error)?;
         if let Err(e) = self.bring_up(id, paused) {
-            let _ = self.store.destroy_domain(id);
-            let _ = std::fs::remove_file(self.console_path(id));
+            self.forget(id);
             return Err(e);
         }
         self.log(format!(
@@ -299,6 +298,27 @@ impl Daemon {
             if paused { ", paused" } else { "" }
         ));
         Ok(id)
+    }
+
+    /// Removes a domain's record and console (a failed create, action
+    /// `destroy`).
+    fn forget(&mut self, id: DomainId) {
+        if let Err(e) = self.store.destroy_domain(id) {
+            self.log(format!("domain {}: removing its record: {e}", id.0));
+        }
+        self.remove_console_files(id);
+    }
+
+    /// Removes a domain's console file and QEMU's log.
+    fn remove_console_files(&self, id: DomainId) {
+        let console = self.console_path(id);
+        for f in [console.clone(), console.with_extension("qemu.log")] {
+            if let Err(e) = std::fs::remove_file(&f) {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    tracing::warn!("{}: {e}", f.display());
+                }
+            }
+        }
     }
 
     /// A CPU map argument: one CPU of the pool per vCPU, in CPU order.
@@ -357,208 +377,48 @@ impl Daemon {
         Ok(pool.id)
     }
 
-    /// Starts a recorded domain: cgroups, admission, process, vCPU threads.
-    /// Undoes everything it did when a step fails.
+    /// Starts a recorded domain: its backend (process, VM or QEMU),
+    /// admission, vCPU threads. Undoes everything it did when a step fails.
     pub(super) fn bring_up(&mut self, id: DomainId, paused: bool) -> Result<(), ApiError> {
         let rec = self.store.domain(&id.into()).map_err(store_error)?;
         let cfg = config_of(&rec)?;
+        let kind = kind_of(&cfg)?;
         let pool = self
             .store
             .pool(&PoolRef::Id(rec.pool))
             .map_err(store_error)?;
-        if cfg.domain_type == DomainType::Pvh {
-            return self.bring_up_vm(&rec, &cfg, paused);
+        let console = self.console_path(id);
+        let cpus = self.process_cpus(&pool);
+        if kind == Kind::Qemu {
+            self.choose_qemu_settings()?;
         }
-        let cgroup = DomainCgroup::open(&self.hierarchy, &self.namespace, id, cfg.memory_mb)
-            .map_err(|e| internal(e.to_string()))?;
-        let undo_cgroup = |cg: DomainCgroup| {
-            let _ = cg.remove();
-        };
+        // Admission first: a refusal starts nothing.
         let admitted = if pool.sched == Sched::Gang {
-            match self.admit(&rec) {
-                Ok(p) => Some(p),
-                Err(e) => {
-                    undo_cgroup(cgroup);
-                    return Err(e);
-                }
-            }
+            Some(self.admit(&rec)?)
         } else {
             None
         };
-        let console = self.console_path(id);
-        let start_gate = (paused && cfg.command.is_some()).then(|| console.with_extension("start"));
-        let cpus = self.process_cpus(&pool);
-        let started = match (&cfg.command, cfg.pid) {
-            (Some(command), _) => {
-                let program = match command {
-                    Command::Argv(v) if !v.is_empty() => Program::Argv(v.clone()),
-                    Command::Argv(_) => Program::Line(String::new()),
-                    Command::Line(l) => Program::Line(l.clone()),
-                };
-                process::spawn(
-                    &program,
-                    &console,
-                    &cgroup.procs_files(),
-                    &cpus,
-                    start_gate.as_deref(),
-                )
-                .map_err(|e| refused(e.to_string()))
-                .and_then(|child| {
-                    let pid = child.id() as i32;
-                    // It may have ended already: its exit is handled like
-                    // any other (on_poweroff, on_crash).
-                    match process::identity_or_zombie(pid) {
-                        Some(identity) => Ok((identity, Some(child), true)),
-                        None => Err(refused(format!(
-                            "the domain's command (pid {pid}) ended at once; see {}",
-                            console.display()
-                        ))),
-                    }
-                })
-            }
-            (None, Some(pid)) => {
-                let pid = pid as i32;
-                let _ = process::open_console(&console).map(|mut f| {
-                    use std::io::Write as _;
-                    let _ = writeln!(
-                        f,
-                        "gang: domain adopted from running process {pid}; its output is not captured"
-                    );
-                });
-                match process::identity(pid) {
-                    Some(identity) => cgroup
-                        .add_process(pid)
-                        .map(|()| {
-                            process::set_process_affinity(pid, &cpus);
-                            (identity, None, false)
-                        })
-                        .map_err(|e| refused(e.to_string())),
-                    None => Err(refused(format!("process {pid} does not exist"))),
-                }
-            }
-            (None, None) => Err(bad("no command and no pid")),
-        };
-        let started = started.and_then(|s| {
-            if paused {
-                cgroup
-                    .set_frozen(true)
-                    .map_err(|e| internal(e.to_string()))?;
-            }
-            Ok(s)
-        });
-        let (identity, child, spawned) = match started {
-            Ok(s) => s,
+        let backend = self.start_backend(kind, &rec, &cfg, console, &cpus, paused);
+        let (backend, record) = match backend {
+            Ok(b) => b,
             Err(e) => {
                 if let Some(p) = admitted {
                     self.leave_runtime(id, p);
                 }
-                undo_cgroup(cgroup);
                 return Err(e);
             }
         };
-        let mut live = Live {
-            record: LiveRecord {
-                process: identity,
-                spawned,
-                vcpu_threads: None,
-                console,
-                start_gate,
-            },
-            child,
-            cgroup,
-            vm: None,
-            requested: None,
-            admitted,
-            started: Instant::now(),
-        };
-        if !paused {
-            if let Err(e) = self.attach_threads(&rec, &cfg, &mut live) {
-                self.tear_down(id, live);
-                return Err(e);
-            }
-        }
-        self.save_live(id, &live);
-        self.live.insert(id, live);
-        Ok(())
-    }
-
-    /// Starts a `pvh` domain: the micro-VM (paused or running), admitted to
-    /// its gang pool and handed to the runtime there.
-    fn bring_up_vm(
-        &mut self,
-        rec: &DomainRecord,
-        cfg: &DomainConfig,
-        paused: bool,
-    ) -> Result<(), ApiError> {
-        let id = rec.id;
-        let pool = self
-            .store
-            .pool(&PoolRef::Id(rec.pool))
-            .map_err(store_error)?;
-        let kernel = cfg.kernel.clone().unwrap_or_default();
-        let mut vm_config =
-            gang_vmm::VmConfig::new(id, PathBuf::from(&kernel), rec.memory_mb.max(2), rec.vcpus);
-        vm_config.ramdisk = cfg.ramdisk.as_ref().map(|r| PathBuf::from(r).into());
-        vm_config.cmdline = match (&cfg.cmdline, &cfg.root, &cfg.extra) {
-            (Some(c), _, _) => c.clone(),
-            (None, root, extra) => [root.as_ref().map(|r| format!("root={r}")), extra.clone()]
-                .into_iter()
-                .flatten()
-                .collect::<Vec<_>>()
-                .join(" "),
-        };
-        let console = self.console_path(id);
-        let out = process::open_console(&console).map_err(|e| internal(e.to_string()))?;
-        let tx = std::sync::Mutex::new(self.vm_exits.0.clone());
-        let on_exit: gang_vmm::OnExit = Box::new(move |exit| {
-            let _ = tx.lock().map(|t| t.send(exit));
-        });
-        let mut vm = gang_vmm::Vm::create(vm_config, Box::new(out), on_exit)
-            .map_err(|e| refused(format!("cannot create the VM: {e}")))?;
-        let cgroup = DomainCgroup::open(&self.hierarchy, &self.namespace, id, None)
-            .map_err(|e| internal(e.to_string()))?;
-        let admitted = if pool.sched == Sched::Gang {
-            match self.admit(rec) {
-                Ok(p) => Some(p),
-                Err(e) => {
-                    let _ = cgroup.remove();
-                    vm.destroy();
-                    return Err(e);
-                }
-            }
+        let mut live = Live::new(record, backend);
+        live.admitted = admitted;
+        // A process created paused shows its threads only once it runs.
+        let threads_now = kind != Kind::Process || !paused;
+        let result = if threads_now {
+            self.attach_threads(&rec, &cfg, &mut live)
         } else {
-            None
+            Ok(())
         };
-        let me = process::identity(std::process::id() as i32)
-            .ok_or_else(|| internal("cannot read the daemon's own process"))?;
-        let pid = me.pid as i32;
-        let threads = vm
-            .vcpu_threads()
-            .into_iter()
-            .map(|t| (t, process::thread_start(pid, t).unwrap_or(0)))
-            .collect();
-        let mut live = Live {
-            record: LiveRecord {
-                process: me,
-                spawned: false,
-                vcpu_threads: Some(threads),
-                console,
-                start_gate: None,
-            },
-            child: None,
-            cgroup,
-            vm: Some(Box::new(vm)),
-            requested: None,
-            admitted,
-            started: Instant::now(),
-        };
-        let started = self.attach_threads(rec, cfg, &mut live).and_then(|()| {
-            live.vm
-                .as_mut()
-                .map_or(Ok(()), |vm| vm.start(paused))
-                .map_err(|e| internal(format!("starting the VM: {e}")))
-        });
-        if let Err(e) = started {
+        let result = result.and_then(|()| live.backend.start(paused));
+        if let Err(e) = result {
             self.tear_down(id, live);
             return Err(e);
         }
@@ -567,33 +427,106 @@ impl Daemon {
         Ok(())
     }
 
+    /// Chooses QEMU's accelerator once per daemon (measured: see
+    /// `gang_qemu::accel`) and says so in `dmesg`.
+    fn choose_qemu_settings(&mut self) -> Result<(), ApiError> {
+        if self.qemu_settings.is_some() {
+            return Ok(());
+        }
+        let choice =
+            gang_qemu::accel::choose(self.qemu_accel).map_err(|e| refused(e.to_string()))?;
+        let accel = match choice.accelerator {
+            gang_qemu::accel::Accelerator::Kvm => gang_qemu::args::Accel::Kvm,
+            gang_qemu::accel::Accelerator::Tcg => gang_qemu::args::Accel::Tcg,
+        };
+        self.log(format!("QEMU guests use {accel:?}: {}", choice.reason));
+        self.qemu_settings = Some(super::backend::qemu::QemuSettings {
+            accel,
+            accel_reason: choice.reason,
+            run_as: self.qemu_user.clone(),
+        });
+        Ok(())
+    }
+
+    /// Makes the domain's backend: the process, VM or QEMU, with its
+    /// cgroups; on failure nothing of it is left.
+    fn start_backend(
+        &self,
+        kind: Kind,
+        rec: &DomainRecord,
+        cfg: &DomainConfig,
+        console: PathBuf,
+        cpus: &CpuSet,
+        paused: bool,
+    ) -> Result<(Box<dyn Backend>, LiveRecord), ApiError> {
+        let id = rec.id;
+        Ok(match kind {
+            Kind::MicroVm => {
+                let (b, r) = MicroVmBackend::create(id, cfg, rec.memory_mb, rec.vcpus, console)?;
+                (Box::new(b), r)
+            }
+            Kind::Process | Kind::Qemu => {
+                // QEMU's memory is the guest's plus its own: no limit.
+                let limit = (kind == Kind::Process).then_some(cfg.memory_mb).flatten();
+                let cgroup = DomainCgroup::open(&self.hierarchy, &self.namespace, id, limit)
+                    .map_err(|e| internal(e.to_string()))?;
+                let started = if kind == Kind::Process {
+                    ProcessBackend::start(cfg, cgroup, &console, cpus, paused)
+                        .map(|(b, r)| (Box::new(b) as Box<dyn Backend>, r))
+                } else {
+                    let settings = self
+                        .qemu_settings
+                        .clone()
+                        .ok_or_else(|| internal("QEMU settings not chosen"))?;
+                    let place = QemuPlace {
+                        id,
+                        dir: self.state_dir.join("qemu").join(id.0.to_string()),
+                        console,
+                        cpus,
+                    };
+                    QemuBackend::start(cfg, &place, &settings, cgroup)
+                        .map(|(b, r)| (Box::new(b) as Box<dyn Backend>, r))
+                };
+                match started {
+                    Ok(s) => s,
+                    Err(failed) => {
+                        let (e, cgroup) = *failed;
+                        if let Err(err) = cgroup.remove() {
+                            tracing::warn!("domain {}: removing its cgroups: {err}", id.0);
+                        }
+                        return Err(e);
+                    }
+                }
+            }
+        })
+    }
+
     fn save_live(&mut self, id: DomainId, live: &Live) {
-        if let Ok(json) = serde_json::to_string(&live.record) {
-            let _ = self.store.set_live(id, Some(&json));
+        let saved = serde_json::to_string(&live.record)
+            .map_err(|e| e.to_string())
+            .and_then(|json| {
+                self.store
+                    .set_live(id, Some(&json))
+                    .map_err(|e| e.to_string())
+            });
+        if let Err(e) = saved {
+            // The domain runs; only a daemon restart would lose track of it.
+            self.log(format!(
+                "domain {}: recording its process failed ({e}): it will not be re-attached \
+                 after a daemon restart",
+                id.0
+            ));
         }
     }
 
-    /// Finds the domain's vCPU threads (waiting for the process to create
-    /// them) and, in a gang pool, has the runtime adopt them.
+    /// Finds the domain's vCPU threads (waiting for a new process to create
+    /// them) and, in a gang pool, hands them to the runtime.
     fn attach_threads(
         &mut self,
         rec: &DomainRecord,
         cfg: &DomainConfig,
         live: &mut Live,
     ) -> Result<(), ApiError> {
-        if let Some(vm) = &mut live.vm {
-            if let Some(pool) = live.admitted {
-                let rt = self
-                    .runtimes
-                    .get(&pool)
-                    .ok_or_else(|| internal("the pool's runtime is not running"))?;
-                let controls = rt.add_gates(rec.id).map_err(|e| internal(e.to_string()))?;
-                let scheduler: std::sync::Arc<dyn gang_vmm::GangScheduler> = rt.clone();
-                vm.attach(scheduler, controls)
-                    .map_err(|e| internal(format!("handing the vCPUs to the pool: {e}")))?;
-            }
-            return self.start_in_runtime(rec, live);
-        }
         let pid = live.pid();
         // A program may replace threads while it starts: a thread that is
         // gone by the time it is adopted is looked for again (3 tries).
@@ -602,17 +535,15 @@ impl Daemon {
             attempt += 1;
             let tids = match live.vcpu_tids() {
                 Some(t) if attempt == 1 => t,
-                _ => match process::wait_vcpu_threads(
-                    &live.record.process,
+                _ => match live.backend.vcpu_threads(
+                    &live.record,
                     rec.vcpus,
                     cfg.vcpu_threads.as_deref(),
-                    THREAD_TIMEOUT,
-                ) {
-                    Ok(t) => t,
-                    // It ended: not an error of the request; its exit is
-                    // handled by `poll_exits` with its status.
-                    Err(process::ProcessError::Ended { .. }) => return Ok(()),
-                    Err(e) => return Err(refused(e.to_string())),
+                )? {
+                    Some(t) => t,
+                    // It ended: not an error of the request; its end is
+                    // handled by `poll_exits`.
+                    None => return Ok(()),
                 },
             };
             let threads: Vec<(Tid, u64)> = tids
@@ -626,7 +557,7 @@ impl Daemon {
                 .runtimes
                 .get(&pool)
                 .ok_or_else(|| internal("the pool's runtime is not running"))?;
-            match rt.adopt_threads(rec.id, &tids) {
+            match live.backend.attach(rt, rec.id, &tids) {
                 Ok(()) => break threads,
                 Err(_)
                     if attempt < 3 && tids.iter().any(|&t| !gang_host::adopt::thread_exists(t)) =>
@@ -634,10 +565,10 @@ impl Daemon {
                     live.record.vcpu_threads = None;
                     std::thread::sleep(Duration::from_millis(20));
                 }
-                Err(e) => return Err(refused(format!("adopting the vCPU threads: {e}"))),
+                Err(e) => return Err(e),
             }
         };
-        // Recorded once adopted: a failed adoption is tried again by the
+        // Recorded once attached: a failed attachment is tried again by the
         // next unpause.
         live.record.vcpu_threads = Some(threads);
         self.start_in_runtime(rec, live)
@@ -662,41 +593,24 @@ impl Daemon {
     /// the runtime if it has no domain left.
     fn leave_runtime(&mut self, id: DomainId, pool: PoolId) {
         if let Some(rt) = self.runtimes.get(&pool) {
-            let _ = rt.remove_domain(id);
+            if let Err(e) = rt.remove_domain(id) {
+                self.log(format!("domain {}: leaving its pool's runtime: {e}", id.0));
+            }
         }
         self.stop_runtime_if_idle(pool);
     }
 
-    /// Ends a domain's live side: out of its runtime, its process killed if
-    /// we started it (else given back), its cgroups removed.
+    /// Ends a domain's live side: out of its runtime, then its backend torn
+    /// down (what gang started is ended, what it adopted given back).
     fn tear_down(&mut self, id: DomainId, mut live: Live) {
-        if let Some(vm) = &mut live.vm {
-            let _ = vm.detach();
-        }
+        live.backend.detach();
         if let Some(pool) = live.admitted.take() {
             self.leave_runtime(id, pool);
         }
-        if let Some(mut vm) = live.vm.take() {
-            vm.destroy();
+        live.backend.tear_down(&live.record);
+        if let Err(e) = self.store.set_live(id, None) {
+            self.log(format!("domain {}: clearing its process record: {e}", id.0));
         }
-        if live.record.spawned && process::is_alive(&live.record.process) {
-            let _ = process::signal(live.pid(), true, Signal::KILL);
-            let _ = live.cgroup.set_frozen(false); // a frozen task dies when thawed
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while process::is_alive(&live.record.process) && Instant::now() < deadline {
-                if let Some(c) = &mut live.child {
-                    if let Ok(Some(_)) = c.try_wait() {
-                        break;
-                    }
-                }
-                std::thread::sleep(Duration::from_millis(2));
-            }
-        }
-        if let Some(c) = &mut live.child {
-            let _ = c.try_wait();
-        }
-        let _ = live.cgroup.remove();
-        let _ = self.store.set_live(id, None);
     }
 
     pub(super) fn pause(&mut self, arg: &str) -> Result<(), ApiError> {
@@ -710,16 +624,15 @@ impl Daemon {
             .live
             .get_mut(&rec.id)
             .ok_or_else(|| internal(format!("domain '{}' has no process", rec.name)))?;
-        if let Some(vm) = &mut live.vm {
-            vm.pause().map_err(|e| internal(e.to_string()))?;
-        }
-        live.cgroup
-            .set_frozen(true)
-            .map_err(|e| internal(e.to_string()))?;
+        // The backend first, while the vCPUs still get their slots (QEMU
+        // waits for every vCPU to stop).
+        live.backend.pause(&live.record)?;
         if let Some(pool) = live.admitted {
             if let Some(rt) = self.runtimes.get(&pool) {
                 if let Err(e) = rt.pause(rec.id) {
-                    let _ = live.cgroup.set_frozen(false);
+                    if let Err(undo) = live.backend.resume(&mut live.record) {
+                        tracing::warn!("domain {}: undoing its pause: {undo}", rec.name);
+                    }
                     return Err(internal(e.to_string()));
                 }
             }
@@ -744,30 +657,30 @@ impl Daemon {
             .remove(&rec.id)
             .ok_or_else(|| internal(format!("domain '{}' has no process", rec.name)))?;
         let result = (|| {
-            live.cgroup
-                .set_frozen(false)
-                .map_err(|e| internal(e.to_string()))?;
-            if let Some(vm) = &mut live.vm {
-                vm.resume().map_err(|e| internal(e.to_string()))?;
-            }
-            if let Some(gate) = live.record.start_gate.take() {
-                process::open_start_gate(&gate, &live.record.process)
-                    .map_err(|e| internal(format!("starting the program: {e}")))?;
-            }
             if live.record.vcpu_threads.is_none() {
-                // Created paused: the program runs from now on, and shows its
-                // threads.
-                if let Err(e) = self.attach_threads(&rec, &cfg, &mut live) {
-                    let _ = live.cgroup.set_frozen(true);
+                // Created paused: the program runs from now on and shows its
+                // threads; the runtime lets it run once all are attached.
+                live.backend.resume(&mut live.record)?;
+                let running = DomainRecord {
+                    state: DomainState::Running,
+                    ..rec.clone()
+                };
+                if let Err(e) = self.attach_threads(&running, &cfg, &mut live) {
+                    if let Err(undo) = live.backend.pause(&live.record) {
+                        tracing::warn!("domain {}: pausing it again: {undo}", rec.name);
+                    }
                     return Err(e);
                 }
+                return Ok(());
             }
+            // The runtime first: a vCPU let run by the backend gets its
+            // slots at once.
             if let Some(pool) = live.admitted {
                 if let Some(rt) = self.runtimes.get(&pool) {
                     rt.unpause(rec.id).map_err(|e| internal(e.to_string()))?;
                 }
             }
-            Ok(())
+            live.backend.resume(&mut live.record)
         })();
         self.save_live(rec.id, &live);
         self.live.insert(rec.id, live);
@@ -831,9 +744,7 @@ impl Daemon {
         }
         // Leave the old pool: adopted threads are given back, a VM's vCPUs
         // go back to Linux scheduling.
-        if let Some(vm) = &mut live.vm {
-            let _ = vm.detach();
-        }
+        live.backend.detach();
         if let Some(old) = live.admitted.take() {
             self.leave_runtime(rec.id, old);
         }
@@ -841,14 +752,17 @@ impl Daemon {
         if let Some(p) = admitted {
             let map = self.runtimes.get(&p).and_then(|rt| rt.cpu_map(rec.id));
             let policy = rec.policy.unwrap_or_default();
-            let _ = self
+            if let Err(e) = self
                 .store
-                .set_gang_params(rec.id, Some(&policy), map.as_deref());
+                .set_gang_params(rec.id, Some(&policy), map.as_deref())
+            {
+                self.log(format!("domain {}: recording its CPU map: {e}", rec.name));
+            }
         }
         let cpus = self.process_cpus(&target);
         process::set_process_affinity(live.pid(), &cpus);
         let mut result = Ok(());
-        if live.record.vcpu_threads.is_some() || live.vm.is_some() {
+        if live.record.vcpu_threads.is_some() {
             let cfg = config_of(&rec)?;
             result = self.attach_threads(&moved, &cfg, &mut live);
         }
@@ -861,8 +775,8 @@ impl Daemon {
         result
     }
 
-    /// `shutdown` / `reboot`: asks the process to end (SIGTERM); its exit
-    /// is then handled as that reason.
+    /// `shutdown` / `reboot`: asks the guest or program; its end is then
+    /// handled as that reason.
     pub(super) fn request_shutdown(
         &mut self,
         arg: &str,
@@ -873,23 +787,8 @@ impl Daemon {
             .live
             .get_mut(&rec.id)
             .ok_or_else(|| refused(format!("domain '{}' is not running", rec.name)))?;
+        live.backend.request(&live.record, reason)?;
         live.requested = Some(reason);
-        if let Some(vm) = &live.vm {
-            let r = if reason == ShutdownReason::Reboot {
-                vm.reboot()
-            } else {
-                vm.shutdown()
-            };
-            r.map_err(|e| refused(e.to_string()))?;
-            self.log(format!(
-                "domain {} ({}): {reason:?} requested",
-                rec.id.0, rec.name
-            ));
-            return Ok(());
-        }
-        let group = live.record.spawned;
-        process::signal(live.pid(), group, Signal::TERM)
-            .map_err(|e| internal(format!("signalling process {}: {e}", live.pid())))?;
         let what = if reason == ShutdownReason::Reboot {
             "reboot"
         } else {
@@ -909,7 +808,7 @@ impl Daemon {
             self.tear_down(rec.id, live);
         }
         self.store.destroy_domain(rec.id).map_err(store_error)?;
-        let _ = std::fs::remove_file(self.console_path(rec.id));
+        self.remove_console_files(rec.id);
         self.log(format!("domain {} ({}) destroyed", rec.id.0, rec.name));
         Ok(())
     }
@@ -930,62 +829,42 @@ impl Daemon {
         })
     }
 
-    /// `console` input: to a VM's serial port.
+    /// `console` input: to a guest's serial port.
     pub(super) fn console_input(&mut self, arg: &str, bytes: &[u8]) -> Result<(), ApiError> {
         let rec = self.domain_ref(arg)?;
         let live = self
             .live
-            .get(&rec.id)
+            .get_mut(&rec.id)
             .ok_or_else(|| refused(format!("domain '{}' is not running", rec.name)))?;
-        match &live.vm {
-            Some(vm) => {
-                vm.console_input(bytes);
-                Ok(())
-            }
-            None => Err(refused(format!(
-                "domain '{}' is a process: its console is output only (its stdin is /dev/null)",
-                rec.name
-            ))),
-        }
+        live.backend
+            .console_input(bytes)
+            .map_err(|e| refused(format!("domain '{}' is {e}", rec.name)))
     }
 
-    /// Notices domains whose process ended and applies their actions.
+    /// Notices domains that ended and applies their actions.
     pub fn poll_exits(&mut self) {
-        let ended: Vec<(DomainId, Option<std::process::ExitStatus>)> = self
+        let ended: Vec<(DomainId, Ended)> = self
             .live
             .iter_mut()
-            .filter_map(|(id, live)| live.exited().map(|s| (*id, s)))
+            .filter_map(|(id, live)| {
+                live.backend
+                    .poll_exit(&live.record, live.requested)
+                    .map(|e| (*id, e))
+            })
             .collect();
-        for (id, status) in ended {
+        for (id, end) in ended {
             if let Some(live) = self.live.remove(&id) {
-                let (reason, detail) = process_exit(live.requested, status);
-                self.handle_exit(id, live, reason, detail);
-            }
-        }
-        while let Ok(exit) = self.vm_exits.1.try_recv() {
-            if let Some(live) = self.live.remove(&exit.id) {
-                let (reason, detail) = match exit.reason {
-                    gang_vmm::ExitReason::Poweroff => (
-                        live.requested.unwrap_or(ShutdownReason::Poweroff),
-                        "the guest powered off".to_string(),
-                    ),
-                    gang_vmm::ExitReason::Reboot => {
-                        (ShutdownReason::Reboot, "the guest rebooted".to_string())
-                    }
-                    gang_vmm::ExitReason::Crash(why) => {
-                        (ShutdownReason::Crash, format!("the guest crashed: {why}"))
-                    }
-                };
-                self.handle_exit(exit.id, live, reason, detail);
+                self.handle_exit(id, live, end);
             }
         }
     }
 
-    fn handle_exit(&mut self, id: DomainId, live: Live, reason: ShutdownReason, detail: String) {
+    fn handle_exit(&mut self, id: DomainId, live: Live, end: Ended) {
         let Ok(rec) = self.store.domain(&id.into()) else {
             return;
         };
-        let is_vm = live.vm.is_some();
+        let Ended { reason, detail } = end;
+        let kind = live.backend.kind();
         let lived = live.started.elapsed();
         let pid = live.pid();
         self.tear_down(id, live);
@@ -1005,10 +884,10 @@ impl Daemon {
             "domain {} ({}) {what}: {}{detail}; action {action:?}",
             id.0,
             rec.name,
-            if is_vm {
+            if kind == "VM" {
                 String::new()
             } else {
-                format!("process {pid} ")
+                format!("{kind} {pid}: ")
             }
         ));
         let preserved = if reason == ShutdownReason::Crash {
@@ -1018,18 +897,18 @@ impl Daemon {
         } else {
             DomainState::Shutdown { reason }
         };
+        let set_state = |daemon: &mut Daemon, state: &DomainState| {
+            if let Err(e) = daemon.store.set_state(id, state) {
+                daemon.log(format!("domain {}: recording its state: {e}", rec.name));
+            }
+        };
         match action {
-            Action::Destroy | Action::CoredumpDestroy => {
-                let _ = self.store.destroy_domain(id);
-                let _ = std::fs::remove_file(self.console_path(id));
-            }
-            Action::Preserve => {
-                let _ = self.store.set_state(id, &preserved);
-            }
+            Action::Destroy | Action::CoredumpDestroy => self.forget(id),
+            Action::Preserve => set_state(self, &preserved),
             Action::Restart | Action::RenameRestart | Action::CoredumpRestart => {
                 if lived < MIN_LIFETIME && reason != ShutdownReason::Reboot {
-                    let _ = self.store.set_state(
-                        id,
+                    set_state(
+                        self,
                         &DomainState::Crashed {
                             reason: format!(
                                 "{detail} after {lived:?}; not restarted (it would loop)"
@@ -1038,14 +917,14 @@ impl Daemon {
                     );
                     return;
                 }
-                let _ = self.store.set_state(id, &DomainState::Running);
+                set_state(self, &DomainState::Running);
                 if let Err(e) = self.bring_up(id, false) {
                     self.log(format!(
                         "domain {} ({}): restart failed: {e}",
                         id.0, rec.name
                     ));
-                    let _ = self.store.set_state(
-                        id,
+                    set_state(
+                        self,
                         &DomainState::Crashed {
                             reason: format!("restart failed: {e}"),
                         },
@@ -1060,8 +939,12 @@ impl Daemon {
     /// At start: re-attaches every running or paused domain whose process
     /// lives; marks the others crashed.
     pub(super) fn recover(&mut self) {
-        let Ok(domains) = self.store.domains() else {
-            return;
+        let domains = match self.store.domains() {
+            Ok(d) => d,
+            Err(e) => {
+                self.log(format!("reading the domains to re-attach: {e}"));
+                return;
+            }
         };
         let mut kept = Vec::new();
         for rec in domains {
@@ -1070,7 +953,8 @@ impl Daemon {
                 DomainState::Paused => true,
                 _ => continue,
             };
-            if config_of(&rec).is_ok_and(|c| c.domain_type == DomainType::Pvh) {
+            let kind = config_of(&rec).and_then(|c| kind_of(&c));
+            if matches!(kind, Ok(Kind::MicroVm)) {
                 self.mark_crashed(&rec, "its VM ran in the daemon, which ended".into());
                 continue;
             }
@@ -1104,10 +988,13 @@ impl Daemon {
             "domain {} ({}) crashed: {reason}",
             rec.id.0, rec.name
         ));
-        let _ = self
+        let cleared = self
             .store
-            .set_state(rec.id, &DomainState::Crashed { reason });
-        let _ = self.store.set_live(rec.id, None);
+            .set_state(rec.id, &DomainState::Crashed { reason })
+            .and_then(|()| self.store.set_live(rec.id, None));
+        if let Err(e) = cleared {
+            self.log(format!("domain {}: recording its state: {e}", rec.name));
+        }
     }
 
     fn reattach(
@@ -1117,14 +1004,23 @@ impl Daemon {
         paused: bool,
     ) -> Result<(), ApiError> {
         let cfg = config_of(rec)?;
-        let cgroup = DomainCgroup::open(&self.hierarchy, &self.namespace, rec.id, cfg.memory_mb)
+        let kind = kind_of(&cfg)?;
+        let limit = (kind == Kind::Process).then_some(cfg.memory_mb).flatten();
+        let cgroup = DomainCgroup::open(&self.hierarchy, &self.namespace, rec.id, limit)
             .map_err(|e| internal(e.to_string()))?;
-        let pid = record.process.pid as i32;
-        cgroup
-            .add_process(pid)
-            .and_then(|()| cgroup.set_frozen(paused))
-            .map_err(|e| internal(e.to_string()))?;
+        let backend: Result<Box<dyn Backend>, _> = match kind {
+            Kind::Qemu => QemuBackend::reattach(&record, cgroup).map(|b| Box::new(b) as _),
+            _ => ProcessBackend::reattach(&record, cgroup, paused).map(|b| Box::new(b) as _),
+        };
+        let backend = backend.map_err(|failed| {
+            let (e, cgroup) = *failed;
+            if let Err(err) = cgroup.remove() {
+                tracing::warn!("domain {}: removing its cgroups: {err}", rec.name);
+            }
+            e
+        })?;
         // Threads that are gone or were replaced are found again.
+        let pid = record.pid();
         if let Some(threads) = &record.vcpu_threads {
             if threads
                 .iter()
@@ -1133,25 +1029,22 @@ impl Daemon {
                 record.vcpu_threads = None;
             }
         }
+        let mut live = Live::new(record, backend);
         let pool = self
             .store
             .pool(&PoolRef::Id(rec.pool))
             .map_err(store_error)?;
-        let admitted = if pool.sched == Sched::Gang {
-            Some(self.admit(rec)?)
-        } else {
-            None
-        };
-        let mut live = Live {
-            record,
-            child: None,
-            cgroup,
-            vm: None,
-            requested: None,
-            admitted,
-            started: Instant::now(),
-        };
-        if live.record.vcpu_threads.is_some() || !paused {
+        if pool.sched == Sched::Gang {
+            match self.admit(rec) {
+                Ok(p) => live.admitted = Some(p),
+                Err(e) => {
+                    // Leave it running as it is (nothing torn down): it was
+                    // running before the daemon ended.
+                    return Err(e);
+                }
+            }
+        }
+        if live.record.vcpu_threads.is_some() || !paused || kind == Kind::Qemu {
             if let Err(e) = self.attach_threads(rec, &cfg, &mut live) {
                 if let Some(p) = live.admitted.take() {
                     self.leave_runtime(rec.id, p);
@@ -1162,26 +1055,5 @@ impl Daemon {
         self.save_live(rec.id, &live);
         self.live.insert(rec.id, live);
         Ok(())
-    }
-}
-
-/// Why a process ended: the shutdown asked for, else its exit status.
-fn process_exit(
-    requested: Option<ShutdownReason>,
-    status: Option<std::process::ExitStatus>,
-) -> (ShutdownReason, String) {
-    use std::os::unix::process::ExitStatusExt as _;
-    match (requested, status) {
-        (Some(r), _) => (r, "as requested".to_string()),
-        (None, Some(s)) if s.success() => (ShutdownReason::Poweroff, "exited".into()),
-        (None, Some(s)) => match (s.code(), s.signal()) {
-            (Some(c), _) => (ShutdownReason::Crash, format!("exited with status {c}")),
-            (_, Some(sig)) => (ShutdownReason::Crash, format!("killed by signal {sig}")),
-            _ => (ShutdownReason::Crash, "ended".into()),
-        },
-        (None, None) => (
-            ShutdownReason::Poweroff,
-            "ended (exit status unknown: it was started by an earlier daemon or adopted)".into(),
-        ),
     }
 }

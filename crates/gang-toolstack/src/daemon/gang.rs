@@ -149,8 +149,8 @@ impl Daemon {
             .map(|(id, _)| *id)
             .collect();
         for id in &members {
-            if let Some(vm) = self.live.get_mut(id).and_then(|l| l.vm.as_mut()) {
-                let _ = vm.detach();
+            if let Some(l) = self.live.get_mut(id) {
+                l.backend.detach();
             }
         }
         if let Some(rt) = self.runtimes.remove(&pool_id) {
@@ -169,35 +169,25 @@ impl Daemon {
             };
             let paused = rec.state == DomainState::Paused;
             let spec = Self::spec_of(&rec);
-            let is_vm = self.live.get(&id).is_some_and(|l| l.vm.is_some());
             let tids = self.live.get(&id).and_then(|l| l.vcpu_tids());
             let result = self.ensure_runtime(&pool).map(std::sync::Arc::clone);
             let result = result.and_then(|rt| {
                 // Paused until its threads are attached: they start together.
                 rt.admit(spec, true).map_err(|e| refused(e.to_string()))?;
-                if is_vm {
-                    let controls = rt.add_gates(id).map_err(|e| internal(e.to_string()))?;
-                    let vm = self
-                        .live
-                        .get_mut(&id)
-                        .and_then(|l| l.vm.as_mut())
-                        .ok_or_else(|| internal("VM vanished"))?;
-                    let scheduler: std::sync::Arc<dyn gang_vmm::GangScheduler> = rt.clone();
-                    vm.attach(scheduler, controls)
-                        .map_err(|e| internal(e.to_string()))
-                } else if let Some(t) = &tids {
-                    rt.adopt_threads(id, t).map_err(|e| refused(e.to_string()))
-                } else {
-                    Ok(())
+                let Some(tids) = tids else {
+                    return Ok(()); // created paused: attached at unpause
+                };
+                let live = self
+                    .live
+                    .get_mut(&id)
+                    .ok_or_else(|| internal("domain vanished"))?;
+                live.backend.attach(&rt, id, &tids)?;
+                if paused {
+                    return Ok(());
                 }
-                .and_then(|()| {
-                    if paused || (!is_vm && tids.is_none()) {
-                        return Ok(());
-                    }
-                    rt.unpause(id)
-                        .map(|_| ())
-                        .map_err(|e| internal(e.to_string()))
-                })
+                rt.unpause(id)
+                    .map(|_| ())
+                    .map_err(|e| internal(e.to_string()))
             });
             if let Err(e) = result {
                 self.log(format!("domain {} ({}): {e}", id.0, rec.name));

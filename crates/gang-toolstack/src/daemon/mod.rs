@@ -33,6 +33,7 @@
 //! * Nothing is killed that gang did not start: a domain adopted by pid is
 //!   given back, not killed, when destroyed.
 
+mod backend;
 mod domains;
 mod gang;
 
@@ -50,7 +51,7 @@ use gang_proto::{ApiError, DomainInfo, ErrorCode, PoolInfo, RequestBody, Respons
 
 use crate::store::{DomainRef, DomainState, PoolId, PoolRef, ShutdownReason, Store, StoreError};
 
-pub use domains::LiveRecord;
+pub use backend::LiveRecord;
 
 /// The state directory of the system daemon.
 pub const DEFAULT_STATE_DIR: &str = gang_host::cgroup::SYSTEM_STATE_DIR;
@@ -103,6 +104,10 @@ pub struct DaemonConfig {
     /// Lift the kernel's real-time limit while gang pools run, and give the
     /// host a 1% slot of each pool CPU instead of 8% (`gang_host::rtlimit`).
     pub lift_rt_limit: bool,
+    /// QEMU's accelerator: measured (`auto`), or forced.
+    pub qemu_accel: gang_qemu::accel::AccelSetting,
+    /// The user QEMU runs as once it has opened its files (`None`: root).
+    pub qemu_user: Option<String>,
 }
 
 /// The daemon's state: the store plus what runs on the host.
@@ -115,11 +120,10 @@ pub struct Daemon {
     hierarchy: Hierarchy,
     /// The running gang runtimes, by pool.
     runtimes: BTreeMap<PoolId, Arc<Runtime>>,
-    /// Micro-VMs report their end here (from a vCPU thread).
-    vm_exits: (
-        std::sync::mpsc::Sender<gang_vmm::VmExit>,
-        std::sync::mpsc::Receiver<gang_vmm::VmExit>,
-    ),
+    /// How QEMU guests run (the accelerator is chosen at the first one).
+    qemu_accel: gang_qemu::accel::AccelSetting,
+    qemu_user: Option<String>,
+    qemu_settings: Option<backend::qemu::QemuSettings>,
     /// The live side of every running or paused domain.
     live: BTreeMap<DomainId, domains::Live>,
     dmesg: VecDeque<String>,
@@ -147,6 +151,10 @@ fn store_error(e: StoreError) -> ApiError {
         _ => ErrorCode::Refused,
     };
     ApiError::new(code, e.to_string())
+}
+
+fn bad(message: impl Into<String>) -> ApiError {
+    ApiError::new(ErrorCode::BadRequest, message)
 }
 
 fn refused(message: impl Into<String>) -> ApiError {
@@ -190,7 +198,9 @@ impl Daemon {
             state_dir: dir.clone(),
             hierarchy,
             runtimes: BTreeMap::new(),
-            vm_exits: std::sync::mpsc::channel(),
+            qemu_accel: config.qemu_accel,
+            qemu_user: config.qemu_user.clone(),
+            qemu_settings: None,
             live: BTreeMap::new(),
             dmesg: VecDeque::new(),
             started: std::time::Instant::now(),
@@ -220,11 +230,11 @@ impl Daemon {
     /// re-attaches them.
     pub fn shutdown(&mut self) {
         // VMs run in the daemon: they end with it (their domains show as
-        // crashed at the next start).
+        // crashed at the next start). Processes and QEMU guests go on.
         for live in self.live.values_mut() {
-            if let Some(vm) = &mut live.vm {
-                let _ = vm.detach();
-                vm.destroy();
+            if !live.survives_daemon() {
+                live.backend.detach();
+                live.backend.tear_down(&live.record);
             }
         }
         for (_, rt) in std::mem::take(&mut self.runtimes) {
@@ -340,10 +350,13 @@ impl Daemon {
             version.next().unwrap_or("0").to_string(),
             version.next().unwrap_or("0").to_string(),
         );
-        let caps = if Path::new("/dev/kvm").exists() {
-            "process pvh"
-        } else {
-            "process"
+        let qemu = std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+            .any(|d| d.join("qemu-system-x86_64").exists());
+        let caps = match (Path::new("/dev/kvm").exists(), qemu) {
+            (true, true) => "process pvh hvm",
+            (true, false) => "process pvh",
+            (false, true) => "process hvm",
+            (false, false) => "process",
         };
         Ok(vec![
             field("host", text(uts.nodename())),
@@ -362,7 +375,12 @@ impl Daemon {
             field("hw_caps", "-".into()),
             field(
                 "virt_caps",
-                if caps.contains("pvh") { "hvm" } else { "-" }.into(),
+                if caps.contains("pvh") || caps.contains("hvm") {
+                    "hvm"
+                } else {
+                    "-"
+                }
+                .into(),
             ),
             field("total_memory", total_mb.to_string()),
             field("free_memory", free_mb.to_string()),
@@ -394,6 +412,13 @@ impl Daemon {
             field("xend_config_format", "4".into()),
             field("gang_state_dir", self.state_dir.display().to_string()),
             field("gang_cgroups", self.namespace.clone()),
+            field(
+                "gang_qemu_accel",
+                self.qemu_settings.as_ref().map_or_else(
+                    || "chosen at the first QEMU guest".into(),
+                    |q| format!("{:?}: {}", q.accel, q.accel_reason),
+                ),
+            ),
         ])
     }
 

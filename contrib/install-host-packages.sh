@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Installs the Debian packages gang's QEMU guests and their tests need:
+# QEMU (the device model of type = "hvm" domains), qemu-img (disk images in
+# tests), iproute2 (tap devices on bridges), and dpkg-deb/apt-get, which
+# `gang guest-image linux` uses to fetch Debian's kernel and busybox.
+# Idempotent: does nothing when everything is there.
+set -euo pipefail
+need=()
+command -v qemu-system-x86_64 >/dev/null 2>&1 || need+=(qemu-system-x86)
+command -v qemu-img >/dev/null 2>&1 || need+=(qemu-utils)
+command -v ip >/dev/null 2>&1 || need+=(iproute2)
+if [ ${#need[@]} -eq 0 ]; then
+  echo "host packages: all present"
+  exit 0
+fi
+if [ "$(id -u)" != 0 ]; then
+  echo "host packages missing (${need[*]}): run as root, or: sudo apt-get install ${need[*]}" >&2
+  exit 1
+fi
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -q
+apt-get install -y -q --no-install-recommends "${need[@]}"
