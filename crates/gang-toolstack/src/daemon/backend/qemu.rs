@@ -422,7 +422,10 @@ impl QemuBackend {
                 ended: None,
                 check_state: true,
             }),
-            Err(e) => Err(Box::new((refused(format!("QEMU's QMP socket: {e}")), cgroup))),
+            Err(e) => Err(Box::new((
+                refused(format!("QEMU's QMP socket: {e}")),
+                cgroup,
+            ))),
         }
     }
 
