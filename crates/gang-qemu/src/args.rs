@@ -22,7 +22,7 @@
 //! | always | `-name guest=NAME,debug-threads=on` (vCPU threads are named `CPU N/KVM`), `-nodefaults`, `-no-user-config`, `-S` (the daemon starts the vCPUs over QMP once they are gang-scheduled), `-no-shutdown` and `-action reboot=shutdown,panic=pause` (QEMU stops instead of exiting or resetting, so the daemon applies `on_poweroff`/`on_reboot`/`on_crash`), `-device pvpanic` (guest panics are reported), `-display none` (QEMU never opens a window; VNC is a server of its own), `-msg timestamp=on` |
 //! | accelerator | `-accel kvm` or `-accel tcg,thread=multi` ([`Accel`]) |
 //! | `acpi = 0`, `hpet = 0` | `-machine pc` (i440fx: IDE for `hd*` disks) with `,acpi=off`, `,hpet=off` |
-//! | `nestedhvm` | `-cpu max` with `nestedhvm = 1`, else `-cpu max,vmx=off,svm=off` (xl's default is no nested virtualisation; `max` would offer it) |
+//! | `nestedhvm` | KVM: `-cpu max` with `nestedhvm = 1`, else `-cpu max,vmx=off,svm=off` (xl's default is no nested virtualisation; `max` would offer it); TCG: `-cpu max` (TCG emulates no VMX, and masking the flags broke static glibc programs in the guest) |
 //! | `apic = 0`, `pae = 0` | refused: an x86-64 CPU has both |
 //! | `vcpus`, `maxvcpus` | `-smp VCPUS,maxcpus=MAXVCPUS` (at most 255, the `pc` machine's limit) |
 //! | `memory` (default 128, Xen's for HVM), `maxmem` | `-m MEMORY`; with `maxmem` > `memory`: `-m MAXMEM`, a `virtio-balloon-pci` device and [`Launch::balloon_target_mb`] = `memory` (the daemon sets it over QMP); `maxmem` < `memory` refused |
@@ -421,10 +421,14 @@ fn platform(cfg: &DomainConfig, opts: &LaunchOptions, a: &mut Argv) -> Result<()
         Accel::Kvm => a.opt("-accel", "kvm"),
         Accel::Tcg => a.opt("-accel", "tcg,thread=multi"),
     }
-    if cfg.nestedhvm == Some(true) {
-        a.opt("-cpu", "max");
-    } else {
-        a.opt("-cpu", "max,vmx=off,svm=off");
+    // TCG emulates no VMX, and masking the flags there breaks guests:
+    // with `-cpu max,vmx=off,svm=off` every static glibc program in the
+    // Linux guest image aborted in `_dl_get_origin` (QEMU 7.2), with plain
+    // `max` they run. Under KVM the host's virtualisation flags are hidden
+    // unless nestedhvm = 1 (xl's default: no nested virtualisation).
+    match (opts.accel, cfg.nestedhvm == Some(true)) {
+        (Accel::Tcg, _) | (Accel::Kvm, true) => a.opt("-cpu", "max"),
+        (Accel::Kvm, false) => a.opt("-cpu", "max,vmx=off,svm=off"),
     }
     Ok(())
 }

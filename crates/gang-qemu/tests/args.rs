@@ -247,7 +247,9 @@ fn accelerator_and_run_as() {
     };
     let l = launch(&d, &paths(), &tcg).unwrap();
     assert_eq!(values(&l, "-accel"), ["tcg,thread=multi"]);
-    assert_eq!(values(&l, "-cpu"), ["max,vmx=off,svm=off"]);
+    // Under TCG the flags are not masked (that broke static glibc programs
+    // in the guest, and TCG emulates no VMX anyway).
+    assert_eq!(values(&l, "-cpu"), ["max"]);
     // QEMU 7.2 installs its seccomp filter before it drops privileges, so
     // elevateprivileges=deny would kill it at setgid.
     assert_eq!(
