@@ -184,6 +184,9 @@ pub enum ArgsError {
         /// Why, and what instead.
         reason: String,
     },
+    /// More than one of the above, in the order of the config's sections.
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    Several(Vec<ArgsError>),
     /// A [`LaunchOptions`] or [`QemuPaths`] value QEMU cannot take.
     #[error("{option} = {value:?}: {reason}")]
     BadOption {
@@ -329,14 +332,9 @@ fn check_kind(cfg: &DomainConfig) -> Result<(), ArgsError> {
     }
 }
 
-fn check_unsupported(cfg: &DomainConfig) -> Result<(), ArgsError> {
-    match cfg.unsupported.first() {
-        Some(key) => Err(ArgsError::Unsupported {
-            key: key.clone(),
-            reason: unsupported_reason(key).to_owned(),
-        }),
-        None => Ok(()),
-    }
+/// The value of `r`, or `None` with its error kept in `errors`.
+fn keep<T>(errors: &mut Vec<ArgsError>, r: Result<T, ArgsError>) -> Option<T> {
+    r.map_err(|e| errors.push(e)).ok()
 }
 
 fn binary(cfg: &DomainConfig) -> Result<PathBuf, ArgsError> {
@@ -1091,10 +1089,19 @@ pub fn launch(
     opts: &LaunchOptions,
 ) -> Result<Launch, ArgsError> {
     check_kind(cfg)?;
-    check_unsupported(cfg)?;
-    let binary = binary(cfg)?;
+    // Every refusal is reported, not only the first: a user fixing an
+    // imported config sees the whole list at once.
+    let mut errors: Vec<ArgsError> = cfg
+        .unsupported
+        .iter()
+        .map(|key| ArgsError::Unsupported {
+            key: key.clone(),
+            reason: unsupported_reason(key).to_owned(),
+        })
+        .collect();
+    let binary = keep(&mut errors, binary(cfg));
     if let Some(user) = &opts.run_as {
-        check_user(user)?;
+        keep(&mut errors, check_user(user));
     }
     let mut a = Argv::default();
     let mut files = Vec::new();
@@ -1107,13 +1114,13 @@ pub fn launch(
     a.push("-S");
     a.push("-no-shutdown");
     a.opt("-action", "reboot=shutdown,panic=pause");
-    platform(cfg, opts, &mut a)?;
-    let balloon_target_mb = cpus_and_memory(cfg, &mut a)?;
-    control_and_console(cfg, paths, &mut a)?;
-    boot(cfg, &mut a, &mut files)?;
-    disks(cfg, &mut a, &mut files)?;
-    let taps = vifs(cfg, opts, &mut a)?;
-    let vnc_password = display(cfg, &mut a)?;
+    keep(&mut errors, platform(cfg, opts, &mut a));
+    let balloon_target_mb = keep(&mut errors, cpus_and_memory(cfg, &mut a)).flatten();
+    keep(&mut errors, control_and_console(cfg, paths, &mut a));
+    keep(&mut errors, boot(cfg, &mut a, &mut files));
+    keep(&mut errors, disks(cfg, &mut a, &mut files));
+    let taps = keep(&mut errors, vifs(cfg, opts, &mut a)).unwrap_or_default();
+    let vnc_password = keep(&mut errors, display(cfg, &mut a)).flatten();
     if cfg.localtime == Some(true) {
         a.opt("-rtc", "base=localtime");
     }
@@ -1130,6 +1137,11 @@ pub fn launch(
             a.opt("-runas", user.as_str());
         }
     }
+    let binary = match (binary, errors.len()) {
+        (Some(b), 0) => b,
+        (_, 1) => return Err(errors.remove(0)),
+        _ => return Err(ArgsError::Several(errors)),
+    };
     a.opt("-msg", "timestamp=on");
     Ok(Launch {
         binary,

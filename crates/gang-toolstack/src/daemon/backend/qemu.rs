@@ -31,8 +31,8 @@
 //!
 //! The guest's serial console is a Unix socket chardev with a log file:
 //! QEMU itself writes every byte to the domain's console file (so output is
-//! kept while no daemon runs), and console input connects to the socket
-//! for the time of one write.
+//! kept while no daemon runs), and console input goes through one
+//! connection to the socket, kept open from the first input on.
 
 use std::io::Write as _;
 use std::os::unix::net::UnixStream;
@@ -112,6 +112,44 @@ pub(in crate::daemon) struct QemuBackend {
     ended: Option<Ended>,
     /// After a daemon restart: QEMU's state is read once.
     check_state: bool,
+    /// The serial console's input, once something was typed.
+    console: Option<ConsoleLink>,
+}
+
+/// A connection to the guest's serial console, kept open: QEMU takes
+/// input only as fast as the guest's UART drains it, and drops what it has
+/// not read when the client goes away. What QEMU sends back (the guest's
+/// output, already in the console file) is read and discarded, so that
+/// the guest never waits on a full socket.
+struct ConsoleLink {
+    stream: UnixStream,
+    drain: Option<std::thread::JoinHandle<()>>,
+}
+
+impl ConsoleLink {
+    fn connect(path: &Path) -> std::io::Result<ConsoleLink> {
+        let stream = UnixStream::connect(path)?;
+        let mut reader = stream.try_clone()?;
+        let drain = std::thread::Builder::new()
+            .name("console-drain".into())
+            .spawn(move || {
+                let mut sink = std::io::sink();
+                let _copied = std::io::copy(&mut reader, &mut sink);
+            })?;
+        Ok(ConsoleLink {
+            stream,
+            drain: Some(drain),
+        })
+    }
+}
+
+impl Drop for ConsoleLink {
+    fn drop(&mut self) {
+        let _closed = self.stream.shutdown(std::net::Shutdown::Both);
+        if let Some(d) = self.drain.take() {
+            let _joined = d.join();
+        }
+    }
 }
 
 /// Finds `binary` (a path, or a name on PATH).
@@ -396,6 +434,7 @@ impl QemuBackend {
                 record,
                 ended: None,
                 check_state: false,
+                console: None,
             },
             live,
         ))
@@ -421,6 +460,7 @@ impl QemuBackend {
                 record,
                 ended: None,
                 check_state: true,
+                console: None,
             }),
             Err(e) => Err(Box::new((
                 refused(format!("QEMU's QMP socket: {e}")),
@@ -543,10 +583,25 @@ impl Backend for QemuBackend {
     }
 
     fn console_input(&mut self, bytes: &[u8]) -> Result<(), String> {
-        let mut s = UnixStream::connect(&self.record.serial_socket)
-            .map_err(|e| format!("the guest's serial console: {e}"))?;
-        s.write_all(bytes)
-            .map_err(|e| format!("the guest's serial console: {e}"))
+        // A connection that QEMU closed (or a first input) is made anew.
+        for attempt in 0..2 {
+            if self.console.is_none() {
+                self.console = Some(
+                    ConsoleLink::connect(&self.record.serial_socket)
+                        .map_err(|e| format!("the guest's serial console: {e}"))?,
+                );
+            }
+            let link = self.console.as_mut().ok_or("no console")?;
+            match link.stream.write_all(bytes) {
+                Ok(()) => return Ok(()),
+                Err(e) if attempt == 0 => {
+                    tracing::debug!("serial console: {e}; reconnecting");
+                    self.console = None;
+                }
+                Err(e) => return Err(format!("the guest's serial console: {e}")),
+            }
+        }
+        Ok(())
     }
 
     fn poll_exit(
@@ -598,6 +653,7 @@ impl Backend for QemuBackend {
     }
 
     fn tear_down(&mut self, record: &LiveRecord) {
+        self.console = None;
         if let Some(mut qmp) = self.qmp.take() {
             if process::is_alive(&record.process) {
                 if let Err(e) = qmp.quit() {
