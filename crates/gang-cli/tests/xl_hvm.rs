@@ -457,3 +457,89 @@ fn bad_input_is_refused_and_leaves_nothing_behind() {
     assert_eq!(out.status.code(), Some(1));
     assert!(list_row(&d, "bad").is_none());
 }
+
+/// A 512-byte boot sector: prints `gang: booted from disk` on COM1, halts.
+fn boot_sector() -> Vec<u8> {
+    let mut code = vec![
+        0x31, 0xC0, // xor ax, ax
+        0x8E, 0xD8, // mov ds, ax
+        0xBE, 0x16, 0x7C, // mov si, 0x7c16 (the message)
+        0xBA, 0xF8, 0x03, // mov dx, 0x3f8 (COM1)
+        0xAC, // next: lodsb
+        0x84, 0xC0, // test al, al
+        0x74, 0x03, // jz done
+        0xEE, // out dx, al
+        0xEB, 0xF8, // jmp next
+        0xFA, // done: cli
+        0xF4, // hlt
+        0xEB, 0xFC, // jmp done
+    ];
+    assert_eq!(code.len(), 0x16);
+    code.extend_from_slice(b"gang: booted from disk\r\n\0");
+    code.resize(510, 0);
+    code.extend_from_slice(&[0x55, 0xAA]);
+    code
+}
+
+/// An isolated bridge for one test, removed when dropped.
+struct Bridge(&'static str);
+
+impl Bridge {
+    fn new(name: &'static str) -> Option<Bridge> {
+        let _ = std::process::Command::new("ip")
+            .args(["link", "delete", name])
+            .output();
+        let made = std::process::Command::new("ip")
+            .args(["link", "add", name, "type", "bridge"])
+            .status()
+            .ok()?
+            .success();
+        made.then_some(Bridge(name))
+    }
+}
+
+impl Drop for Bridge {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip")
+            .args(["link", "delete", self.0])
+            .status();
+    }
+}
+
+#[test]
+fn firmware_boots_a_disk_and_a_bridged_vif_gets_a_tap_on_its_bridge() {
+    let Some(_img) = image() else { return };
+    let t = TestDir::new("hvm-disk");
+    let d = start(&t.0);
+    let Some(bridge) = Bridge::new("gangtestbr0") else {
+        panic!("cannot make a bridge with `ip link add ... type bridge`");
+    };
+    let disk = t.0.join("boot.img");
+    let mut bytes = boot_sector();
+    bytes.resize(1 << 20, 0);
+    std::fs::write(&disk, bytes).unwrap();
+    let cfg = t.0.join("disk.hvm");
+    std::fs::write(
+        &cfg,
+        format!(
+            "name = \"disk\"\ntype = \"hvm\"\nmemory = 64\nboot = \"c\"\n\
+             disk = [ '{},raw,hda,rw' ]\n\
+             vif = [ 'bridge={},mac=00:16:3e:00:00:42' ]\n",
+            disk.display(),
+            bridge.0
+        ),
+    )
+    .unwrap();
+    d.ok(&["create", &cfg.display().to_string()]);
+    let id = domid(&d, "disk").unwrap();
+    wait_console(&d, id, "gang: booted from disk", 60);
+    // The tap is on the bridge, up.
+    let tap = format!("vif{id}.0");
+    let master = std::fs::read_link(format!("/sys/class/net/{tap}/master")).unwrap();
+    assert!(master.ends_with(bridge.0), "{}", master.display());
+    d.ok(&["destroy", "disk"]);
+    assert!(
+        !Path::new(&format!("/sys/class/net/{tap}")).exists(),
+        "destroy removes the tap"
+    );
+}
