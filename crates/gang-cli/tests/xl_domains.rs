@@ -15,8 +15,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::{
-    assert_gang, can_run_domains, list_row, start, start_with, trace, wait_for, Daemon, Slot,
-    TestDir,
+    assert_gang, can_run_domains, list_row, shared_pool, start, start_with, trace, wait_for,
+    Daemon, Slot, TestDir,
 };
 
 fn gang_bin() -> &'static str {
@@ -260,13 +260,7 @@ fn the_seed_walkthrough_runs_gangs_where_the_seed_crashed_and_leaves_the_host_cl
     d.ok(&["destroy", "my-domain"]);
     d.ok(&["cpupool-cpu-remove", "GangSched-Pool", "1"]);
     d.ok(&["cpupool-cpu-add", "Pool-0", "1"]);
-    d.ok(&[
-        "cpupool-create",
-        "name=\"Wide\"",
-        "sched=\"gang\"",
-        "cpus=\"0-1\"",
-        "shared=1",
-    ]);
+    shared_pool(&d, "Wide");
     let cfg3 = workload_cfg(
         &t.0,
         "pair",

@@ -22,7 +22,10 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::{assert_gang, can_run_domains, list_row, start, trace, wait_for, Daemon, TestDir};
+use common::{
+    assert_gang, can_run_domains, list_row, shared_pool, start, trace, type_into_console, wait_for,
+    Daemon, TestDir,
+};
 
 /// The guest image, or why these tests cannot run here.
 fn image() -> Option<gang_qemu::image::LinuxImage> {
@@ -156,16 +159,6 @@ fn domain_cgroups(d: &Daemon) -> Vec<PathBuf> {
     out
 }
 
-fn shared_pool(d: &Daemon) {
-    d.ok(&[
-        "cpupool-create",
-        "name=\"Wide\"",
-        "sched=\"gang\"",
-        "cpus=\"0-1\"",
-        "shared=1",
-    ]);
-}
-
 #[test]
 fn a_linux_guest_boots_shuts_down_panics_and_restarts() {
     let Some(img) = image() else { return };
@@ -239,7 +232,7 @@ fn a_guest_in_a_gang_pool_runs_as_a_gang_pauses_and_migrates() {
     let Some(img) = image() else { return };
     let t = TestDir::new("hvm-gang");
     let d = start(&t.0);
-    shared_pool(&d);
+    shared_pool(&d, "Wide");
     let cfg = linux_cfg(&img, &t.0, "g", "barrier", "pool = \"Wide\"\n");
     d.ok(&["create", &cfg]);
     let id = domid(&d, "g").unwrap();
@@ -332,18 +325,7 @@ fn an_xlexample_hvm_config_boots_with_its_disk_vif_and_vnc() {
         .unwrap();
     assert!(nics.contains("eth0"), "{nics}");
     // The console takes input: a command typed into the guest's shell.
-    let mut attached = std::process::Command::new(env!("CARGO_BIN_EXE_gang"))
-        .args(["console", "example.hvm"])
-        .env("GANG_SOCKET", t.0.join("gang.sock"))
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    {
-        use std::io::Write as _;
-        let mut stdin = attached.stdin.take().unwrap();
-        stdin.write_all(b"echo typed-$((6*7))\n").unwrap();
-    }
+    let mut attached = type_into_console(&d, "example.hvm", b"echo typed-$((6*7))\n");
     wait_console(&d, id, "typed-42", 20);
     let _ = attached.kill();
     let _ = attached.wait();
@@ -370,7 +352,7 @@ fn guests_outlive_a_killed_daemon_and_are_reattached_still_gang_scheduled() {
     let Some(img) = image() else { return };
     let t = TestDir::new("hvm-kill9");
     let d = start(&t.0);
-    shared_pool(&d);
+    shared_pool(&d, "Wide");
     for name in ["a", "b"] {
         let cfg = linux_cfg(&img, &t.0, name, "barrier", "pool = \"Wide\"\n");
         d.ok(&["create", &cfg]);

@@ -13,7 +13,7 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
-use common::{can_run_domains, list_row, start, wait_for, Daemon, TestDir};
+use common::{can_run_domains, list_row, start, type_into_console, wait_for, Daemon, TestDir};
 
 fn can_run_vms() -> bool {
     if !can_run_domains() {
@@ -195,18 +195,7 @@ fn console_input_reaches_a_vm_serial_port() {
     let d = start(&t.0);
     let cfg = vm_cfg(&d, &t.0, "echo", "echo", "");
     d.ok(&["create", &cfg]);
-    let mut attached = std::process::Command::new(env!("CARGO_BIN_EXE_gang"))
-        .args(["console", "echo"])
-        .env("GANG_SOCKET", t.0.join("gang.sock"))
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    {
-        use std::io::Write as _;
-        let mut stdin = attached.stdin.take().unwrap();
-        stdin.write_all(b"hello-gang-echo\n").unwrap();
-    }
+    let mut attached = type_into_console(&d, "echo", b"hello-gang-echo\n");
     wait_for("the echo", || {
         console(&d, "echo").contains("hello-gang-echo")
     });

@@ -273,36 +273,12 @@ pub const DOMAIN_KEYS: &[&str] = &[
     "localtime",
     "keymap",
     "nographic",
-    // UNSUPPORTED_DOMAIN_KEYS, recorded in `unsupported`:
-    "soundhw",
-    "usb",
-    "usbdevice",
-    "usbdev",
-    "usbctrl",
-    "pci",
-    "rtc_timeoffset",
-    "viridian",
-    "on_soft_reset",
-    "spice",
-    "spicehost",
-    "spiceport",
-    "spicetls_port",
-    "spicedisable_ticketing",
-    "spicepasswd",
-    "spiceagent_mouse",
-    "spicevdagent",
-    "spice_clipboard_sharing",
-    "spiceusbredirection",
-    "vfb",
-    "vkb",
-    "vtpm",
-    "channel",
-    "gfx_passthru",
 ];
 
 /// xl keys that gang reads but cannot honour: present in a file (with a
 /// value asking for something), they are recorded in
-/// [`DomainConfig::unsupported`]. All are in [`DOMAIN_KEYS`] too.
+/// [`DomainConfig::unsupported`]. None is in [`DOMAIN_KEYS`] (the keys gang
+/// honours).
 pub const UNSUPPORTED_DOMAIN_KEYS: &[&str] = &[
     "soundhw",
     "usb",
@@ -460,7 +436,7 @@ fn domain_type(cfg: &Config) -> Result<DomainType, ConfigError> {
 impl DomainConfig {
     /// Reads a domain configuration; warnings go to `cfg`'s warning list.
     pub fn from_config(cfg: &Config) -> Result<DomainConfig, ConfigError> {
-        cfg.warn_unknown(DOMAIN_KEYS);
+        cfg.warn_unknown(&[DOMAIN_KEYS, UNSUPPORTED_DOMAIN_KEYS].concat());
         let name = match cfg.get_str("name") {
             Some(n) if !n.is_empty() => n,
             _ => return Err(ConfigError::MissingName),

@@ -291,3 +291,30 @@ pub fn assert_gang(t: &Trace, vcpus: u32) {
         }
     }
 }
+
+/// Creates a gang pool named `name` on CPUs 0-1 shared with Pool-0 (how a
+/// 2-vCPU gang runs on this 2-CPU machine).
+pub fn shared_pool(d: &Daemon, name: &str) {
+    d.ok(&[
+        "cpupool-create",
+        &format!("name=\"{name}\""),
+        "sched=\"gang\"",
+        "cpus=\"0-1\"",
+        "shared=1",
+    ]);
+}
+
+/// `gang console DOMAIN` with `input` typed into it; the caller kills it.
+pub fn type_into_console(d: &Daemon, domain: &str, input: &[u8]) -> Child {
+    use std::io::Write as _;
+    let mut attached = Command::new(env!("CARGO_BIN_EXE_gang"))
+        .args(["console", domain])
+        .env("GANG_SOCKET", &d.socket)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = attached.stdin.take().unwrap();
+    stdin.write_all(input).unwrap();
+    attached
+}
