@@ -27,8 +27,20 @@ use common::{
     Daemon, TestDir,
 };
 
-/// The guest image, or why these tests cannot run here.
-fn image() -> Option<gang_qemu::image::LinuxImage> {
+/// One test at a time: each boots TCG guests that keep both CPUs busy, and
+/// two gang pools of different daemons would compete for the same CPUs at
+/// real-time priority.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// The guest image (with this test's turn), or why these tests cannot run
+/// here.
+fn image() -> Option<(
+    gang_qemu::image::LinuxImage,
+    std::sync::MutexGuard<'static, ()>,
+)> {
+    let turn = ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let required = std::env::var("GANG_REQUIRE_HOST").is_ok_and(|v| v == "1");
     let skip = |why: String| {
         assert!(!required, "GANG_REQUIRE_HOST=1 but {why}");
@@ -48,7 +60,7 @@ fn image() -> Option<gang_qemu::image::LinuxImage> {
         );
     }
     match gang_qemu::image::cached_test_image() {
-        Ok(i) => Some(i),
+        Ok(i) => Some((i, turn)),
         Err(e) => skip(format!("no Linux guest image: {e}")),
     }
 }
@@ -161,7 +173,7 @@ fn domain_cgroups(d: &Daemon) -> Vec<PathBuf> {
 
 #[test]
 fn a_linux_guest_boots_shuts_down_panics_and_restarts() {
-    let Some(img) = image() else { return };
+    let Some((img, _turn)) = image() else { return };
     let t = TestDir::new("hvm-life");
     let d = start(&t.0);
     // Boot to the workload, then the ACPI power button.
@@ -229,7 +241,7 @@ fn a_linux_guest_boots_shuts_down_panics_and_restarts() {
 
 #[test]
 fn a_guest_in_a_gang_pool_runs_as_a_gang_pauses_and_migrates() {
-    let Some(img) = image() else { return };
+    let Some((img, _turn)) = image() else { return };
     let t = TestDir::new("hvm-gang");
     let d = start(&t.0);
     shared_pool(&d, "Wide");
@@ -278,7 +290,7 @@ fn a_guest_in_a_gang_pool_runs_as_a_gang_pauses_and_migrates() {
 
 #[test]
 fn an_xlexample_hvm_config_boots_with_its_disk_vif_and_vnc() {
-    let Some(img) = image() else { return };
+    let Some((img, _turn)) = image() else { return };
     let t = TestDir::new("hvm-example");
     let d = start(&t.0);
     let disk = t.0.join("guest-volume.img");
@@ -349,7 +361,7 @@ fn an_xlexample_hvm_config_boots_with_its_disk_vif_and_vnc() {
 
 #[test]
 fn guests_outlive_a_killed_daemon_and_are_reattached_still_gang_scheduled() {
-    let Some(img) = image() else { return };
+    let Some((img, _turn)) = image() else { return };
     let t = TestDir::new("hvm-kill9");
     let d = start(&t.0);
     shared_pool(&d, "Wide");
@@ -392,7 +404,7 @@ fn guests_outlive_a_killed_daemon_and_are_reattached_still_gang_scheduled() {
 
 #[test]
 fn bad_input_is_refused_and_leaves_nothing_behind() {
-    let Some(img) = image() else { return };
+    let Some((img, _turn)) = image() else { return };
     let t = TestDir::new("hvm-bad");
     let d = start(&t.0);
     d.ok(&[
@@ -490,7 +502,7 @@ impl Drop for Bridge {
 
 #[test]
 fn firmware_boots_a_disk_and_a_bridged_vif_gets_a_tap_on_its_bridge() {
-    let Some(_img) = image() else { return };
+    let Some((_img, _turn)) = image() else { return };
     let t = TestDir::new("hvm-disk");
     let d = start(&t.0);
     let Some(bridge) = Bridge::new("gangtestbr0") else {
