@@ -161,7 +161,7 @@ pub struct Phase {
 impl Phase {
     /// A phase that measured only rates (the others are added by the
     /// caller with struct update syntax).
-    fn rates(kind: &str, domains: u32, rounds_per_s: Vec<f64>) -> Phase {
+    pub fn rates(kind: &str, domains: u32, rounds_per_s: Vec<f64>) -> Phase {
         Phase {
             kind: kind.to_string(),
             domains,
@@ -841,18 +841,17 @@ pub fn tt_accuracy(
 }
 
 /// The run of each (kind, N) whose mean rate is the median of its repeats,
-/// with the lowest and highest mean rates seen.
-fn medians(report: &BenchReport) -> Vec<(&Phase, f64, f64, Vec<&Phase>)> {
+/// with the lowest and highest mean rates seen, in the order first run.
+pub fn medians(phases: &[Phase]) -> Vec<(&Phase, f64, f64, Vec<&Phase>)> {
     let mut keys: Vec<(&str, u32)> = Vec::new();
-    for p in &report.phases {
+    for p in phases {
         if !keys.contains(&(p.kind.as_str(), p.domains)) {
             keys.push((p.kind.as_str(), p.domains));
         }
     }
     keys.into_iter()
         .filter_map(|(kind, n)| {
-            let mut runs: Vec<&Phase> = report
-                .phases
+            let mut runs: Vec<&Phase> = phases
                 .iter()
                 .filter(|p| p.kind == kind && p.domains == n)
                 .collect();
@@ -896,7 +895,7 @@ fn across_runs(runs: &[&Phase], f: impl Fn(&Phase) -> Option<Spread>) -> Option<
 pub fn render(report: &BenchReport) -> String {
     use std::fmt::Write;
     let mut out = String::new();
-    let rows = medians(report);
+    let rows = medians(&report.phases);
     let rate_of = |kind: &str, n: u32| {
         rows.iter()
             .find(|(p, _, _, _)| p.kind == kind && p.domains == n)
@@ -976,8 +975,16 @@ pub fn render(report: &BenchReport) -> String {
             let _ = writeln!(out, "  warning: {violations} gate violations over all runs");
         }
     }
-    for cpu in &report.cpus {
-        let runs: Vec<&Noise> = report.noise.iter().filter(|n| n.cpu == *cpu).collect();
+    out.push_str(&render_noise(&report.cpus, &report.noise));
+    out
+}
+
+/// A line per CPU of `cpus` summing up `noise` (all rounds together).
+pub fn render_noise(cpus: &[CpuId], noise: &[Noise]) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    for cpu in cpus {
+        let runs: Vec<&Noise> = noise.iter().filter(|n| n.cpu == *cpu).collect();
         if runs.is_empty() {
             continue;
         }
