@@ -144,18 +144,18 @@ pub fn parse_up(line: &str) -> Option<u32> {
     rest.trim().strip_suffix(" cpus")?.trim().parse().ok()
 }
 
-/// What to run.
+/// The command line's choices.
 #[derive(Debug, Clone)]
 pub struct Options {
-    /// Guest counts to compare.
+    /// How many guests each `linux` and `gang` phase runs (one phase each).
     pub guests: Vec<u32>,
-    /// Workloads, in order.
+    /// The guests' workloads, one boot of guests each, in this order.
     pub workloads: Vec<GuestWorkload>,
-    /// Rounds of all phases.
+    /// How many times every phase runs, interleaved.
     pub repeat: u32,
-    /// The measured window of each phase.
+    /// The measured window of each phase, after the skipped reports.
     pub duration: Nanos,
-    /// QEMU's accelerator.
+    /// QEMU's accelerator (`auto` measures KVM first).
     pub accel: AccelSetting,
 }
 
@@ -490,12 +490,10 @@ pub fn render(report: &Report) -> String {
 /// A line saying how much of the pool CPUs other processes and the
 /// hypervisor took during each phase (median over its runs).
 pub fn load_summary(runs: &WorkloadRuns) -> String {
-    let mut keys: Vec<(&str, u32)> = Vec::new();
-    for p in &runs.phases {
-        if !keys.contains(&(p.kind.as_str(), p.domains)) {
-            keys.push((p.kind.as_str(), p.domains));
-        }
-    }
+    let keys: Vec<(&str, u32)> = hostbench::medians(&runs.phases)
+        .iter()
+        .map(|(p, ..)| (p.kind.as_str(), p.domains))
+        .collect();
     let median = |kind: &str, n: u32, f: fn(&PhaseDetail) -> Option<f64>| {
         let xs: Vec<f64> = runs
             .phases
@@ -662,24 +660,15 @@ impl Guest {
             .context("QEMU's QMP connection is closed")
     }
 
-    fn cont(&mut self) -> Result<()> {
-        if !self.running {
+    /// Lets the guest's vCPUs run (QMP `cont`) or stops them (`stop`),
+    /// unless they already are.
+    fn set_running(&mut self, run: bool) -> Result<()> {
+        if self.running != run {
             let n = self.number;
-            self.qmp()?
-                .cont()
-                .with_context(|| format!("guest {n}: cont"))?;
-            self.running = true;
-        }
-        Ok(())
-    }
-
-    fn stop(&mut self) -> Result<()> {
-        if self.running {
-            let n = self.number;
-            self.qmp()?
-                .stop()
-                .with_context(|| format!("guest {n}: stop"))?;
-            self.running = false;
+            let qmp = self.qmp()?;
+            let done = if run { qmp.cont() } else { qmp.stop() };
+            done.with_context(|| format!("guest {n}: {}", if run { "cont" } else { "stop" }))?;
+            self.running = run;
         }
         Ok(())
     }
@@ -860,7 +849,7 @@ impl Bench<'_> {
             });
         }
         for g in &mut guests {
-            g.cont()?;
+            g.set_running(true)?;
         }
         let booted = self.wait(&mut guests, started + BOOT_TIMEOUT, |gs| {
             gs.iter()
@@ -907,7 +896,7 @@ impl Bench<'_> {
     ) -> Result<(Phase, PhaseDetail)> {
         let n_usize = n as usize;
         for g in guests[n_usize..].iter_mut() {
-            g.stop()?;
+            g.set_running(false)?;
         }
         let runtime = if kind == "gang" {
             Some(self.adopt(&guests[..n_usize])?)
@@ -916,7 +905,7 @@ impl Bench<'_> {
         };
         let active = &mut guests[..n_usize];
         for g in active.iter_mut() {
-            g.cont()?;
+            g.set_running(true)?;
         }
         let changed = sys::monotonic_ns();
         // The first report after the change covers time before it.
@@ -1098,7 +1087,7 @@ pub fn run(opts: &Options, progress: &mut dyn FnMut(&str)) -> Result<Report> {
                 hostbench::NOISE_WINDOW as f64 / 1e9
             ));
             for g in &mut guests {
-                g.stop()?;
+                g.set_running(false)?;
             }
             noise.extend(
                 hostbench::measure_noise(
