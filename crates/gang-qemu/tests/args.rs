@@ -929,6 +929,6 @@ fn every_refusal_is_reported_at_once() {
     // One refusal alone is not wrapped.
     assert_eq!(
         refusal("usb = 1"),
-        format!("usb: {}", gang_qemu::args::unsupported_reason("usb"))
+        format!("usb: {}", unsupported_reason("usb"))
     );
 }
