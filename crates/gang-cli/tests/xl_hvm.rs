@@ -324,6 +324,20 @@ fn an_xlexample_hvm_config_boots_with_its_disk_vif_and_vnc() {
     .unwrap();
     d.ok(&["create", &cfg.display().to_string()]);
     let id = domid(&d, "example.hvm").unwrap();
+    // VNC: the address QEMU chose is in dmesg, and an RFB server answers.
+    let dmesg = d.ok(&["dmesg"]);
+    let vnc = dmesg
+        .split("VNC display on ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no VNC display in dmesg: {dmesg}"))
+        .to_string();
+    assert!(vnc.starts_with("127.0.0.1:59"), "{vnc}");
+    let mut banner = [0u8; 12];
+    let mut rfb = std::net::TcpStream::connect(&vnc).unwrap();
+    std::io::Read::read_exact(&mut rfb, &mut banner).unwrap();
+    assert!(banner.starts_with(b"RFB "), "{banner:?}");
+    drop(rfb);
     wait_console(&d, id, "gang-guest: disks", 90);
     let text = console(&d, id);
     let disks = text
@@ -357,6 +371,24 @@ fn an_xlexample_hvm_config_boots_with_its_disk_vif_and_vnc() {
     assert!(err.contains("sdl") && err.contains("soundhw"), "{err}");
     assert!(list_row(&d, "refused").is_none());
     d.ok(&["destroy", "example.hvm"]);
+    // A PVH-typed domain can use QEMU too, and another QEMU binary.
+    let cfg = linux_cfg(
+        &img,
+        &t.0,
+        "pvhq",
+        "poweroff",
+        "on_poweroff = \"preserve\"\ndevice_model = \"qemu\"\n\
+         device_model_override = \"/usr/bin/qemu-system-x86_64\"\n",
+    );
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("type = \"hvm\"", "type = \"pvh\"");
+    std::fs::write(&cfg, text).unwrap();
+    d.ok(&["create", &cfg]);
+    wait_for("the pvh guest in QEMU to power off", || {
+        state(&d, "pvhq").as_deref() == Some("---s--")
+    });
+    d.ok(&["destroy", "pvhq"]);
 }
 
 #[test]

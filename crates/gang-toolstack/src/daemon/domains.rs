@@ -290,8 +290,13 @@ impl Daemon {
             self.forget(id);
             return Err(e);
         }
+        let vnc = self
+            .live
+            .get(&id)
+            .and_then(|l| l.record.qemu.as_ref()?.vnc.clone())
+            .map_or_else(String::new, |v| format!("; VNC display on {v}"));
         self.log(format!(
-            "domain {} ({}) created in cpupool {}{}",
+            "domain {} ({}) created in cpupool {}{}{vnc}",
             id.0,
             cfg.name,
             pool.name,

@@ -77,6 +77,9 @@ pub struct QemuRecord {
     pub log: PathBuf,
     /// Tap devices gang made for it.
     pub taps: Vec<String>,
+    /// Where its VNC server listens (`host:port`), with `vnc = 1`.
+    #[serde(default)]
+    pub vnc: Option<String>,
 }
 
 /// How the daemon runs QEMU.
@@ -260,6 +263,7 @@ impl QemuBackend {
             // message points to it.
             log: place.console.with_extension("qemu.log"),
             taps: Vec::new(),
+            vnc: None,
         };
         let paths = gang_qemu::args::QemuPaths {
             qmp_socket: record.qmp_socket.clone(),
@@ -399,7 +403,7 @@ impl QemuBackend {
             let e = why_ended(&mut child, &log);
             fail!(e);
         };
-        let mut configure = || -> Result<(), String> {
+        let mut configure = || -> Result<Option<String>, String> {
             if let Some(mb) = launch.balloon_target_mb {
                 qmp.execute("balloon", Some(serde_json::json!({ "value": mb << 20 })))
                     .map_err(|e| e.to_string())?;
@@ -411,9 +415,23 @@ impl QemuBackend {
                 )
                 .map_err(|e| e.to_string())?;
             }
-            Ok(())
+            // Where VNC listens (QEMU chose a free display from vncdisplay).
+            let vnc = qmp.execute("query-vnc", None).map_err(|e| e.to_string())?;
+            let field = |k: &str| vnc.get(k).and_then(serde_json::Value::as_str);
+            Ok(
+                match (vnc.get("enabled"), field("host"), field("service")) {
+                    (Some(serde_json::Value::Bool(true)), Some(host), Some(port)) => {
+                        Some(format!("{host}:{port}"))
+                    }
+                    _ => None,
+                },
+            )
         };
-        if let Err(e) = configure() {
+        let configured = configure();
+        if let Ok(vnc) = &configured {
+            record.vnc.clone_from(vnc);
+        }
+        if let Err(e) = configured {
             drop(qmp);
             kill(&mut child);
             fail!(refused(format!("configuring QEMU: {e}")));
