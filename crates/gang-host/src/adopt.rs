@@ -133,7 +133,8 @@ pub fn thread_exists(tid: Tid) -> bool {
     Path::new(&format!("/proc/{tid}")).exists()
 }
 
-fn affinity_of(tid: Tid) -> std::io::Result<Vec<CpuId>> {
+/// The CPU affinity of thread `tid`, sorted.
+pub(crate) fn affinity_of(tid: Tid) -> std::io::Result<Vec<CpuId>> {
     let set = rustix::thread::sched_getaffinity(rustix::thread::Pid::from_raw(tid))?;
     Ok((0..rustix::thread::CpuSet::MAX_CPU as CpuId)
         .filter(|&c| set.is_set(c as usize))

@@ -1622,8 +1622,19 @@ fn read_frozen(controller: &Controller, cgroup: &Path) -> Result<(bool, String)>
     }
 }
 
-/// The file to write, and what, to freeze or thaw `cgroup`.
-fn freeze_file(controller: &Controller, cgroup: &Path, frozen: bool) -> (PathBuf, &'static str) {
+/// The threads in `cgroup` itself (v1 `tasks`, v2 `cgroup.threads`; not
+/// its descendants'). A missing cgroup has none.
+pub fn threads_of(controller: &Controller, cgroup: &Path) -> Result<Vec<i32>> {
+    read_ids(&controller.threads_file(cgroup))
+}
+
+/// The file to write, and what, to freeze (`true`) or thaw `cgroup`, for
+/// owners that request the state without waiting (see [`Freezer::request`]).
+pub fn freeze_file(
+    controller: &Controller,
+    cgroup: &Path,
+    frozen: bool,
+) -> (PathBuf, &'static str) {
     match controller.version {
         CgroupVersion::V1 => (
             cgroup.join("freezer.state"),

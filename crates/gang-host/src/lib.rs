@@ -10,8 +10,10 @@
 //!
 //! Modules: [`sys`] (the system calls), [`clock`] (pool time, precise waits),
 //! [`gate`] (futex gates and per-thread traces), [`log`] (the replicated event
-//! log), [`runtime`] (dispatchers and the control API), [`workload`] (the
-//! simulator's workloads on real threads).
+//! log), [`runtime`] (dispatchers and the control API), [`adopt`] (another
+//! process's threads as vCPUs), [`group`] (every task of a cgroup, a whole
+//! program, as one gang), [`workload`] (the simulator's workloads on real
+//! threads).
 
 #[allow(unsafe_code)]
 pub mod sys;
@@ -22,6 +24,7 @@ pub mod cgroup;
 pub mod claim;
 pub mod clock;
 pub mod gate;
+pub mod group;
 pub mod log;
 pub mod rtlimit;
 pub mod runtime;

@@ -15,6 +15,14 @@
 //! before they enter the log, so a refusal is returned to the caller at once
 //! and the replicas never see an event they would refuse.
 //!
+//! **Gates from outside.** Threads of other processes (`adopt`: one thread
+//! per vCPU) and whole programs (`group`: every task of a freezer cgroup,
+//! one group for all the vCPUs of its domain) cannot pass a gate: the
+//! dispatcher asks for a freeze of the outgoing one and a thaw of the
+//! incoming one before the boundary, without waiting ([`Gate`]). A CPU that
+//! keeps the same group across a boundary does neither; the group itself
+//! counts the CPUs running it, so it is frozen when none does.
+//!
 //! **Watchdog.** A vCPU thread still running more than `grace` after its gate
 //! closed ignores its gate: the dispatcher demotes it to SCHED_IDLE (so it
 //! cannot take the CPU from the next gang) and reports it; it is promoted
@@ -182,6 +190,9 @@ pub enum HostError {
     /// A thread could not be adopted.
     #[error(transparent)]
     Adopt(#[from] crate::adopt::AdoptError),
+    /// A group could not be adopted.
+    #[error(transparent)]
+    Group(#[from] crate::group::GroupError),
     /// Exclusive mode and adopted threads need a state directory.
     #[error("a state directory is needed: exclusive isolation and adopted threads keep crash-repair state there")]
     NoStateDir,
@@ -271,6 +282,62 @@ pub enum Gate {
     Own(Arc<VcpuControl>),
     /// A thread of another process: frozen between its slots.
     Adopted(Arc<crate::adopt::Adopted>),
+    /// Every task of a freezer cgroup (a whole program), the same group for
+    /// every vCPU of its domain: frozen while no CPU of its map runs it.
+    Group(Arc<crate::group::AdoptedGroup>),
+}
+
+impl Gate {
+    /// Whether `a` and `b` are the same group: a CPU that keeps running it
+    /// across a boundary neither freezes nor thaws it.
+    fn same_group(a: Option<&Gate>, b: Option<&Gate>) -> bool {
+        matches!((a, b), (Some(Gate::Group(x)), Some(Gate::Group(y))) if Arc::ptr_eq(x, y))
+    }
+
+    /// A gate worked from outside (adopted thread, group): asks for it to
+    /// be stopped (frozen) and returns at once. Nothing for our own threads.
+    fn request_stop(&self) {
+        match self {
+            Gate::Own(_) => {}
+            Gate::Adopted(a) => a.stop(),
+            Gate::Group(g) => g.stop(),
+        }
+    }
+
+    /// A gate worked from outside: asks for it to be started (thawed) and
+    /// returns at once. Nothing for our own threads.
+    fn request_start(&self) {
+        match self {
+            Gate::Own(_) => {}
+            Gate::Adopted(a) => a.start(),
+            Gate::Group(g) => g.start(),
+        }
+    }
+
+    /// Whether the gate holds what adoption changed (given back by
+    /// [`Gate::release`]).
+    fn is_adopted(&self) -> bool {
+        !matches!(self, Gate::Own(_))
+    }
+
+    /// Gives an adopted thread or group back as it was (idempotent).
+    fn release(&self, shield: Option<&crate::cgroup::CpuShield>) {
+        match self {
+            Gate::Own(_) => {}
+            Gate::Adopted(a) => a.release_from(shield),
+            Gate::Group(g) => g.release(),
+        }
+    }
+
+    /// Whether what the gate stops is gone: an adopted thread that exited, a
+    /// group with no task left (checked off the switch path).
+    fn gone(&self) -> bool {
+        match self {
+            Gate::Own(_) => false,
+            Gate::Adopted(a) => a.check_gone(),
+            Gate::Group(g) => g.is_empty(),
+        }
+    }
 }
 
 type Registry = RwLock<BTreeMap<VcpuRef, Gate>>;
@@ -345,6 +412,7 @@ impl Runtime {
         // their freezers are thawed, then cpusets and freezers.
         if let Some(dir) = &config.state_dir {
             crate::adopt::repair(dir)?;
+            crate::group::repair(dir);
             crate::cgroup::repair(dir)?;
             crate::rtlimit::repair(dir).map_err(HostError::RtLimit)?;
         }
@@ -584,10 +652,19 @@ impl Runtime {
                 .registry
                 .read()
                 .unwrap_or_else(|p| p.into_inner());
+            let mut placed: Option<&Arc<crate::group::AdoptedGroup>> = None;
             for (v, gate) in reg.iter().filter(|(v, _)| v.domain == id) {
                 let tid = match gate {
                     Gate::Own(c) => c.tid(),
                     Gate::Adopted(a) => a.tid,
+                    Gate::Group(g) => {
+                        // One group for all the domain's vCPUs: placed once.
+                        if !placed.is_some_and(|p| Arc::ptr_eq(p, g)) {
+                            let _ = g.set_cpus(map);
+                            placed = Some(g);
+                        }
+                        continue;
+                    }
                 };
                 if let (true, Some(&cpu)) = (tid > 0, map.get(v.vcpu as usize)) {
                     let _ = sys::set_affinity(tid, &[cpu]);
@@ -629,9 +706,7 @@ impl Runtime {
         });
         // Slow (thaw, wait, move back): outside the lock.
         for gate in gone {
-            if let Gate::Adopted(a) = gate {
-                a.release_from(self.shared.shield.as_ref());
-            }
+            gate.release(self.shared.shield.as_ref());
         }
         Ok(effect)
     }
@@ -759,6 +834,75 @@ impl Runtime {
         Ok(())
     }
 
+    /// Adopts every task of freezer cgroup `freezer` (a controller and the
+    /// cgroup's directory; the caller owns and fills it, and keeps it) as
+    /// the admitted domain `id`, a whole program as a gang: its `vcpus` is
+    /// the number of CPUs the gang gets, and every task of the cgroup, those
+    /// created later included, runs only in the domain's slots, on the
+    /// domain's map CPUs, at its own policy (see `group`). Removing the
+    /// domain or stopping the runtime thaws the cgroup and gives every task
+    /// its affinity back. Needs a state directory (crash repair) and a
+    /// shared pool. Admit the domain paused and unpause it after, as for
+    /// [`Runtime::adopt_threads`]; on failure the domain stays admitted,
+    /// without a group.
+    pub fn adopt_group(
+        &self,
+        id: DomainId,
+        freezer: (crate::cgroup::Controller, std::path::PathBuf),
+    ) -> Result<(), HostError> {
+        let dir = self
+            .shared
+            .config
+            .state_dir
+            .clone()
+            .ok_or(HostError::NoStateDir)?;
+        if self.shared.shield.is_some() {
+            return Err(HostError::Sys {
+                what: format!(
+                    "adopting {} as domain {id}: groups need a shared pool (an exclusive pool would have to move every task into its cpuset)",
+                    freezer.1.display()
+                ),
+                source: std::io::Error::from(std::io::ErrorKind::Unsupported),
+            });
+        }
+        let map = self.cpu_map(id).ok_or(HostError::UnknownDomain(id))?;
+        let group = Arc::new(crate::group::AdoptedGroup::adopt(id, freezer, &map, &dir)?);
+        self.edit_registry(|reg| {
+            for vcpu in 0..map.len() as u32 {
+                reg.insert(
+                    VcpuRef { domain: id, vcpu },
+                    Gate::Group(Arc::clone(&group)),
+                );
+            }
+        });
+        Ok(())
+    }
+
+    /// Adopts freezer cgroup `freezer` as a new domain (`spec.vcpus`: the
+    /// CPUs its gang gets): [`Runtime::admit`] paused,
+    /// [`Runtime::adopt_group`], then unpause unless `paused`. On failure
+    /// nothing is left admitted.
+    pub fn adopt_group_domain(
+        &self,
+        spec: DomainSpec,
+        freezer: (crate::cgroup::Controller, std::path::PathBuf),
+        paused: bool,
+    ) -> Result<(), HostError> {
+        if self.shared.config.state_dir.is_none() {
+            return Err(HostError::NoStateDir);
+        }
+        let id = spec.id;
+        self.admit(spec, true)?;
+        if let Err(e) = self.adopt_group(id, freezer) {
+            let _ = self.submit(Event::DomainRemoved(id));
+            return Err(e);
+        }
+        if !paused {
+            self.unpause(id)?;
+        }
+        Ok(())
+    }
+
     /// The pool clock now (the time base of switches and traces).
     pub fn now(&self) -> Nanos {
         self.shared.clock.now()
@@ -768,7 +912,7 @@ impl Runtime {
     pub fn control(&self, vcpu: VcpuRef) -> Option<Arc<VcpuControl>> {
         match self.shared.registry.read().ok()?.get(&vcpu)? {
             Gate::Own(c) => Some(Arc::clone(c)),
-            Gate::Adopted(_) => None,
+            Gate::Adopted(_) | Gate::Group(_) => None,
         }
     }
 
@@ -797,15 +941,13 @@ impl Runtime {
             }
             let ids: Vec<VcpuRef> = reg
                 .iter()
-                .filter(|(_, g)| matches!(g, Gate::Adopted(_)))
+                .filter(|(_, g)| g.is_adopted())
                 .map(|(v, _)| *v)
                 .collect();
             ids.iter().filter_map(|v| reg.remove(v)).collect()
         });
         for gate in adopted {
-            if let Gate::Adopted(a) = gate {
-                a.release_from(self.shared.shield.as_ref());
-            }
+            gate.release(self.shared.shield.as_ref());
         }
         report.switches = self.recent_switches();
         // Every thread is back to its own policy: the limit may come back.
@@ -937,19 +1079,22 @@ fn dispatcher(
         let spin = tuner.spin();
         let slept = clock.sleep_before(b, spin).is_some();
         let gate_start = clock.now();
+        // A group this CPU keeps running is neither frozen nor thawed.
+        let kept = Gate::same_group(current.as_ref(), incoming.as_ref());
         match current.take() {
             Some(Gate::Own(old)) => {
                 old.close_and_await_park(&clock, b);
                 outgoing = Some((old, b));
             }
-            // Frozen when it next runs, after the dispatcher blocks at `b`.
-            Some(Gate::Adopted(old)) => old.stop(),
-            None => {}
+            // Adopted thread or group: frozen when it next runs, after the
+            // dispatcher blocks at `b`.
+            Some(old) if !kept => old.request_stop(),
+            _ => {}
         }
         // Thawed now, it cannot run before the dispatcher blocks at `b`
         // either: the cgroup write is off the switch path.
-        if let Some(Gate::Adopted(new)) = &incoming {
-            new.start();
+        if let Some(new) = incoming.as_ref().filter(|_| !kept) {
+            new.request_start();
         }
         if let Some(Gate::Own(new)) = &incoming {
             if let Some(pos) = demoted.iter().position(|v| *v == new.vcpu) {
@@ -982,10 +1127,11 @@ fn dispatcher(
         let now = clock.now();
         let wait = time_to_wake(&shared.config, next, due, now, outgoing.is_some());
         sys::futex_wait(shared.log.seq(), seq, Some(wait));
-        // Off the switch path: notice an adopted thread whose process died.
-        if let Some(Gate::Adopted(a)) = &incoming {
-            if a.check_gone() && !report.exited.contains(&a.vcpu) {
-                report.exited.push(a.vcpu);
+        // Off the switch path: notice an adopted thread whose process died,
+        // a group whose tasks all ended.
+        if let (Some(gate), Some(v)) = (&incoming, vcpu) {
+            if gate.gone() && !report.exited.contains(&v) {
+                report.exited.push(v);
             }
         }
         current = incoming;
@@ -1007,7 +1153,7 @@ fn dispatcher(
     }
     match current {
         Some(Gate::Own(c)) => c.close(),
-        Some(Gate::Adopted(a)) => a.stop(),
+        Some(other) => other.request_stop(),
         None => {}
     }
     report

@@ -333,6 +333,113 @@ pub fn run(workload: Workload, env: &VcpuEnv, state: &DomainState, vcpus: u32) {
     env.control.finish(&env.clock);
 }
 
+/// A program of the shape people gang-schedule, as a whole process (a
+/// group, see `group`): the calling thread is its main thread and sleeps
+/// (it reports, or waits), `workers` threads compute `work` and meet at a
+/// spin barrier (progress: rounds), more busy workers may be added later
+/// ([`Program::add_busy_worker`], progress in work units), and every
+/// thread, the main one included, has the same name. Nothing is pinned:
+/// the threads run where their affinity lets them.
+#[derive(Debug)]
+pub struct Program {
+    /// The barrier workers' state (progress: rounds).
+    pub barrier: Arc<DomainState>,
+    /// The busy workers' state (progress: 1 µs work units).
+    pub busy: Arc<DomainState>,
+    name: String,
+    halt: Arc<AtomicBool>,
+    clock: Clock,
+    threads: Vec<std::thread::JoinHandle<()>>,
+    tids: std::sync::mpsc::Receiver<sys::Tid>,
+    tx: std::sync::mpsc::Sender<sys::Tid>,
+    known: Vec<sys::Tid>,
+}
+
+/// Names the calling thread (its `comm`, at most 15 bytes).
+pub fn name_current_thread(name: &str) -> std::io::Result<()> {
+    let short: String = name.chars().take(15).collect();
+    std::fs::write(format!("/proc/self/task/{}/comm", sys::gettid()), short)
+}
+
+impl Program {
+    /// Starts the barrier workers and names the calling thread `name`.
+    pub fn start(name: &str, workers: u32, work: Nanos) -> std::io::Result<Program> {
+        name_current_thread(name)?;
+        let (tx, tids) = std::sync::mpsc::channel();
+        let mut p = Program {
+            barrier: Arc::new(DomainState::default()),
+            busy: Arc::new(DomainState::default()),
+            name: name.to_string(),
+            halt: Arc::new(AtomicBool::new(false)),
+            clock: Clock::with_epoch(sys::monotonic_ns()),
+            threads: Vec::new(),
+            tids,
+            tx,
+            known: vec![sys::gettid()],
+        };
+        for v in 0..workers {
+            let state = Arc::clone(&p.barrier);
+            p.spawn(v, move |env| {
+                run(Workload::SpinBarrier { work }, env, &state, workers)
+            })?;
+        }
+        Ok(p)
+    }
+
+    fn spawn(
+        &mut self,
+        index: u32,
+        body: impl FnOnce(&VcpuEnv) + Send + 'static,
+    ) -> std::io::Result<()> {
+        let env = VcpuEnv::unmanaged(
+            VcpuRef {
+                domain: gang_core::DomainId(1),
+                vcpu: index,
+            },
+            self.clock,
+            Nanos::MAX,
+            Arc::clone(&self.halt),
+            false,
+        );
+        let tx = self.tx.clone();
+        let t = std::thread::Builder::new()
+            .name(self.name.chars().take(15).collect())
+            .spawn(move || {
+                let _ = tx.send(sys::gettid());
+                body(&env);
+            })?;
+        self.threads.push(t);
+        Ok(())
+    }
+
+    /// Starts one more worker, computing on its own (not at the barrier).
+    pub fn add_busy_worker(&mut self) -> std::io::Result<()> {
+        let state = Arc::clone(&self.busy);
+        let index = self.threads.len() as u32;
+        self.spawn(index, move |env| run(Workload::Busy, env, &state, 1))
+    }
+
+    /// Every thread's TID so far, the main thread's first, then the
+    /// workers' in start order (waits until each started one reported).
+    pub fn tids(&mut self) -> Vec<sys::Tid> {
+        while self.known.len() < self.threads.len() + 1 {
+            match self.tids.recv() {
+                Ok(t) => self.known.push(t),
+                Err(_) => break,
+            }
+        }
+        self.known.clone()
+    }
+
+    /// Stops every worker and joins them.
+    pub fn stop(mut self) {
+        self.halt.store(true, Ordering::Release);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
