@@ -28,6 +28,16 @@ PHASES (each --duration long, on the same CPUs)
             runtime adopts (gated from outside with freezer cgroups),
             best-effort; skew from the threads' own resume timestamps
             (skip with --no-adopted)
+  program-alone  one whole program (`gang workload program`: a sleeping
+            main thread and one spin-barrier worker per CPU, all threads
+            named `program`, nothing pinned), its affinity the pool's CPUs
+            (the ideal for whole programs; skip these three with --no-program)
+  program-linux  N such programs under the Linux scheduler
+  gang-program   N such programs, each in a freezer cgroup adopted as a
+            group (every task runs only in its domain's slots, on its CPUs,
+            at its own policy), best-effort with equal weights; vs linux
+            and % ideal against program-linux and program-alone (shared
+            CPUs only)
   gang-tt   N domains under the gang runtime, time-triggered slots
             (period N x --tt-slot, active: the largest whole number of grains
             that keeps the pool's 10% best-effort reservation and the
@@ -86,6 +96,10 @@ pub struct BenchArgs {
     /// Skip the gang-adopt phases (they start `gang workload` processes).
     #[arg(long)]
     no_adopted: bool,
+    /// Skip the whole-program phases (program-alone, program-linux,
+    /// gang-program; they start `gang workload program` processes).
+    #[arg(long)]
+    no_program: bool,
     /// Take the pool CPUs from the host (a cpuset shield per phase, no host
     /// slot) instead of sharing them; the host keeps its other CPUs, so on a
     /// 2-CPU machine use --cpus 1.
@@ -140,6 +154,29 @@ fn spawn_spinner(
         .spawn()
 }
 
+/// Starts this binary as `gang workload program`, for the whole-program
+/// phases.
+fn spawn_program(
+    workers: u32,
+    work: gang_core::Nanos,
+    duration: gang_core::Nanos,
+) -> std::io::Result<std::process::Child> {
+    std::process::Command::new(std::env::current_exe()?)
+        .args(["workload", "program", "--json"])
+        .args(["--workers", &workers.to_string()])
+        .args([
+            "--work",
+            &format!("{work}ns"),
+            "--duration",
+            &format!("{duration}ns"),
+            "--report-every",
+            "20ms",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+}
+
 pub fn run(args: &BenchArgs) -> Result<()> {
     let cpus = CpuSet::parse(&args.cpus, None).with_context(|| format!("--cpus {}", args.cpus))?;
     if args.rt_unlimited && !args.exclusive {
@@ -179,6 +216,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         tt_slot: time(&args.tt_slot, "--tt-slot")?,
         repeat: args.repeat.max(1),
         spawn_spinner: (!args.no_adopted).then_some(spawn_spinner as bench::SpawnSpinner),
+        spawn_program: (!args.no_program).then_some(spawn_program as bench::SpawnProgram),
         lift_rt_limit: args.rt_unlimited,
         spin,
         isolation: if args.exclusive {

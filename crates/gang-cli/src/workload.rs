@@ -25,6 +25,13 @@ KINDS
   periodic           a job every --period needing --exec of computation;
                      misses count jobs done after their next release
   sleep-wake         compute --run, sleep --sleep, repeat
+  program            a whole program, as people gang-schedule them: the main
+                     thread sleeps (it reports), --workers threads compute
+                     --work and meet at a spin barrier (progress: rounds),
+                     with --late-worker one more thread that only computes
+                     starts that long after the start; every thread is named
+                     `program` and nothing is pinned (adopt it as a group:
+                     put the process in a freezer cgroup)
 
 Every --report-every, one line on standard output: the time since start, \
 the progress so far and its rate, and each thread's CPU time (from \
@@ -38,6 +45,7 @@ enum Kind {
     BlockingBarrier,
     Periodic,
     SleepWake,
+    Program,
 }
 
 /// Arguments of `gang workload`.
@@ -50,6 +58,12 @@ pub struct WorkloadArgs {
     /// Number of threads (vCPUs).
     #[arg(long, default_value_t = 2)]
     threads: u32,
+    /// Program: barrier worker threads.
+    #[arg(long, default_value_t = 2)]
+    workers: u32,
+    /// Program: start one more (busy) worker this long after the start.
+    #[arg(long, value_name = "DELAY")]
+    late_worker: Option<String>,
     /// Work per barrier round.
     #[arg(long, default_value = "1us")]
     work: String,
@@ -94,7 +108,90 @@ fn cpu_time_ns(tid: i32) -> Option<u64> {
     text.split_whitespace().next()?.parse().ok()
 }
 
+/// `gang workload program`: see the long help.
+fn run_program(args: &WorkloadArgs) -> Result<()> {
+    if args.workers == 0 || args.workers > 1024 {
+        bail!("--workers {}: give 1 to 1024 workers", args.workers);
+    }
+    let work = time(&args.work, "--work")?;
+    let duration = time(&args.duration, "--duration")?;
+    let every = time(&args.report_every, "--report-every")?;
+    let late = args
+        .late_worker
+        .as_deref()
+        .map(|t| time(t, "--late-worker"))
+        .transpose()?;
+    let mut program =
+        workload::Program::start("program", args.workers, work).context("starting the workers")?;
+    let clock = Clock::with_epoch(gang_host::sys::monotonic_ns());
+    let pid = std::process::id() as i32;
+    let tids = program.tids();
+    let mut out = std::io::stdout().lock();
+    let announce = if args.json {
+        serde_json::json!({ "pid": pid, "tids": tids, "epoch_ns": clock.epoch() }).to_string()
+    } else {
+        format!("pid {pid} threads {tids:?} (main thread first)")
+    };
+    writeln!(out, "{announce}").context("writing to standard output")?;
+    let _ = out.flush();
+    let mut last = 0;
+    let mut at = every;
+    let mut late = late;
+    while at <= duration {
+        clock.wait_until(at, 0);
+        if late.is_some_and(|l| l <= at) {
+            program
+                .add_busy_worker()
+                .context("starting the late worker")?;
+            late = None;
+        }
+        let done = program.barrier.progress.load(Ordering::Relaxed);
+        let rate = (done - last) as f64 / (every as f64 / 1e9);
+        last = done;
+        let cpu: Vec<(i32, u64)> = program
+            .tids()
+            .iter()
+            .map(|&tid| (tid, cpu_time_ns(tid).unwrap_or(0)))
+            .collect();
+        let line = if args.json {
+            let threads: Vec<serde_json::Value> = cpu
+                .iter()
+                .map(|&(tid, ns)| serde_json::json!({ "tid": tid, "cpu_ns": ns }))
+                .collect();
+            serde_json::json!({
+                "monotonic_ns": clock.epoch() + at,
+                "elapsed_ns": at,
+                "progress": done,
+                "rate_per_s": rate,
+                "busy_units": program.busy.progress.load(Ordering::Relaxed),
+                "threads": threads,
+            })
+            .to_string()
+        } else {
+            let per: Vec<String> = cpu
+                .iter()
+                .map(|(tid, ns)| format!("{tid}:{:.3}s", *ns as f64 / 1e9))
+                .collect();
+            format!(
+                "t={:.3}s rounds={done} rate={rate:.0}/s cpu[{}]",
+                at as f64 / 1e9,
+                per.join(" ")
+            )
+        };
+        if writeln!(out, "{line}").is_err() {
+            break;
+        }
+        let _ = out.flush();
+        at += every;
+    }
+    program.stop();
+    Ok(())
+}
+
 pub fn run(args: &WorkloadArgs) -> Result<()> {
+    if matches!(args.kind, Kind::Program) {
+        return run_program(args);
+    }
     if args.threads == 0 || args.threads > 1024 {
         bail!("--threads {}: give 1 to 1024 threads", args.threads);
     }
@@ -121,6 +218,7 @@ pub fn run(args: &WorkloadArgs) -> Result<()> {
             run: time(&args.run, "--run")?,
             sleep: time(&args.sleep, "--sleep")?,
         },
+        Kind::Program => unreachable!("handled above"),
     };
     let duration = time(&args.duration, "--duration")?;
     let every = time(&args.report_every, "--report-every")?;

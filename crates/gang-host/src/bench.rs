@@ -10,7 +10,13 @@
 //!   equal weights;
 //! - *gang TT N*: the same N domains under the runtime with time-triggered
 //!   slots (period `N·tt_slot`, active the largest whole number of grains
-//!   that keeps the 10% BE reservation).
+//!   that keeps the 10% BE reservation);
+//! - *program-alone*, *program-linux N*, *gang-program N* (with
+//!   [`BenchConfig::spawn_program`], shared CPUs): whole unmodified programs
+//!   (`gang workload program`: a sleeping main thread and one spin-barrier
+//!   worker per CPU, all named alike, nothing pinned), one alone and N under
+//!   Linux with the pool's CPUs as their affinity, and N each in a freezer
+//!   cgroup adopted as a group (`group`), best-effort with equal weights.
 //!
 //! From the gate traces: co-start skew (first to last vCPU of a gang passing
 //! its gate in the same slot), and for TT the time received per period ÷
@@ -57,6 +63,12 @@ pub struct BenchConfig {
     /// its resumptions, as `gang workload spin-barrier --json --resume-gap`
     /// does. With it, the `gang-adopt` phases adopt such processes.
     pub spawn_spinner: Option<SpawnSpinner>,
+    /// Starts a whole program (`gang workload program --json`: a sleeping
+    /// main thread and `workers` spin-barrier workers doing `work`, for
+    /// `duration`, announcing its pid and reporting its rounds). With it
+    /// (and shared CPUs), the `program-alone`, `program-linux` and
+    /// `gang-program` phases run.
+    pub spawn_program: Option<SpawnProgram>,
     /// Shared CPUs (a host slot on each) or exclusive ones (taken from the
     /// host with a cpuset shield for each phase, no host slot; the host
     /// must keep at least one CPU).
@@ -69,6 +81,10 @@ pub struct BenchConfig {
     /// `clock::SpinTuner`).
     pub spin: Option<Nanos>,
 }
+
+/// See [`BenchConfig::spawn_program`].
+pub type SpawnProgram =
+    fn(workers: u32, work: Nanos, duration: Nanos) -> std::io::Result<std::process::Child>;
 
 /// See [`BenchConfig::spawn_spinner`].
 pub type SpawnSpinner =
@@ -86,6 +102,7 @@ impl Default for BenchConfig {
             tt_slot: 10 * MS,
             repeat: 3,
             spawn_spinner: None,
+            spawn_program: None,
             isolation: Isolation::Shared,
             lift_rt_limit: false,
             spin: None,
@@ -322,6 +339,15 @@ pub fn run(config: &BenchConfig, mut progress: impl FnMut(&str)) -> Result<Bench
             config.cpus
         ));
         phases.push(linux_phase(config, 1, "alone")?);
+        let program = config
+            .spawn_program
+            .filter(|_| config.isolation == Isolation::Shared);
+        if let Some(spawn) = program {
+            progress(&format!(
+                "{tag} program-alone: 1 whole program, Linux scheduler, {secs:.1}s"
+            ));
+            phases.push(program_phase(config, 1, spawn, false)?);
+        }
         for &n in &config.counts {
             progress(&format!(
                 "{tag} linux: {n} domains, Linux scheduler, {secs:.1}s"
@@ -340,6 +366,16 @@ pub fn run(config: &BenchConfig, mut progress: impl FnMut(&str)) -> Result<Bench
                     "{tag} gang-adopt: {n} adopted processes, best-effort, {secs:.1}s"
                 ));
                 phases.push(adopt_phase(config, n, spawn)?);
+            }
+            if let Some(spawn) = program {
+                progress(&format!(
+                    "{tag} program-linux: {n} whole programs, Linux scheduler, {secs:.1}s"
+                ));
+                phases.push(program_phase(config, n, spawn, false)?);
+                progress(&format!(
+                    "{tag} gang-program: {n} whole programs adopted as groups, best-effort, {secs:.1}s"
+                ));
+                phases.push(program_phase(config, n, spawn, true)?);
             }
         }
     }
@@ -668,17 +704,7 @@ fn adopt_phase(config: &BenchConfig, n: u32, spawn: SpawnSpinner) -> Result<Phas
             .iter()
             .filter_map(|l| serde_json::from_str(l).ok())
             .collect();
-        // Progress at the reports nearest the managed window's ends.
-        let reports: Vec<(u64, u64)> = values
-            .iter()
-            .filter_map(|v| Some((v["monotonic_ns"].as_u64()?, v["progress"].as_u64()?)))
-            .collect();
-        let at = |t: u64| reports.iter().min_by_key(|(m, _)| m.abs_diff(t)).copied();
-        if let (Some((m0, p0)), Some((m1, p1))) = (at(start), at(end)) {
-            if m1 > m0 {
-                rates.push((p1 - p0) as f64 / ((m1 - m0) as f64 / 1e9));
-            }
-        }
+        rates.extend(rate_between(&values, start, end));
         let resumes: Vec<(u32, Nanos)> = values
             .iter()
             .filter_map(|v| v["resumes_monotonic_ns"].as_array().cloned())
@@ -705,6 +731,194 @@ fn adopt_phase(config: &BenchConfig, n: u32, spawn: SpawnSpinner) -> Result<Phas
         )),
         gate_violations: report.violations.len(),
         ..Phase::rates("gang-adopt", n, rates)
+    })
+}
+
+/// Progress per second between the reports (`monotonic_ns`, `progress`, as
+/// `gang workload --json` prints them) nearest to monotonic times `start`
+/// and `end`.
+fn rate_between(values: &[serde_json::Value], start: u64, end: u64) -> Option<f64> {
+    let reports: Vec<(u64, u64)> = values
+        .iter()
+        .filter_map(|v| Some((v["monotonic_ns"].as_u64()?, v["progress"].as_u64()?)))
+        .collect();
+    let at = |t: u64| reports.iter().min_by_key(|(m, _)| m.abs_diff(t)).copied();
+    let ((m0, p0), (m1, p1)) = (at(start)?, at(end)?);
+    (m1 > m0).then(|| p1.saturating_sub(p0) as f64 / ((m1 - m0) as f64 / 1e9))
+}
+
+/// Whole programs started by `spawn`, killed and waited for on drop, their
+/// freezer cgroups (the bench's own, as a daemon's domain cgroups would be)
+/// thawed and removed.
+struct Programs {
+    children: Vec<std::process::Child>,
+    cgroups: Vec<(crate::cgroup::Controller, std::path::PathBuf)>,
+}
+
+impl Drop for Programs {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+        }
+        for (ctl, cg) in &self.cgroups {
+            let _ = crate::cgroup::set_frozen(ctl, cg, false, std::time::Duration::from_secs(1));
+        }
+        for c in &mut self.children {
+            let _ = c.wait();
+        }
+        for (ctl, cg) in &self.cgroups {
+            let _ = crate::cgroup::drain_and_remove(ctl, cg, &ctl.mount);
+        }
+    }
+}
+
+/// `n` whole programs (one barrier worker per CPU, a sleeping main thread),
+/// under Linux with the pool's CPUs as their affinity, or (`gang`) each in
+/// a freezer cgroup adopted as a group, best-effort with equal weights:
+/// rounds/s from their reports within the window.
+fn program_phase(
+    config: &BenchConfig,
+    n: u32,
+    spawn: SpawnProgram,
+    gang: bool,
+) -> Result<Phase, HostError> {
+    use std::io::{BufRead, BufReader};
+    let io = |what: String, e: std::io::Error| HostError::Sys { what, source: e };
+    let workers = config.cpus.len() as u32;
+    let child_life = config.duration + 400 * MS;
+    let mut programs = Programs {
+        children: Vec::new(),
+        cgroups: Vec::new(),
+    };
+    let controller = if gang {
+        Some(crate::cgroup::Hierarchy::detect()?.freezer()?.clone())
+    } else {
+        None
+    };
+    let mut pids = Vec::new();
+    let mut readers = Vec::new();
+    for d in 0..n {
+        let mut child = spawn(workers, config.work, child_life)
+            .map_err(|e| io("starting a program".into(), e))?;
+        let stdout = child.stdout.take();
+        programs.children.push(child);
+        let stdout = stdout.ok_or_else(|| {
+            io(
+                "reading a program".into(),
+                std::io::Error::other("no stdout"),
+            )
+        })?;
+        let mut lines = BufReader::new(stdout).lines();
+        let first = lines.next().and_then(Result::ok).unwrap_or_default();
+        let hello: serde_json::Value = serde_json::from_str(&first).unwrap_or_default();
+        let pid = hello["pid"].as_i64().unwrap_or(0) as i32;
+        if pid <= 0 {
+            return Err(io(
+                "starting a program".into(),
+                std::io::Error::other(format!("no pid announced: {first:?}")),
+            ));
+        }
+        pids.push(pid);
+        readers.push(std::thread::spawn(move || {
+            lines.map_while(Result::ok).collect::<Vec<String>>()
+        }));
+        if let Some(ctl) = &controller {
+            let cg = ctl
+                .mount
+                .join(format!("gang-bench-program-{}-{d}", std::process::id()));
+            std::fs::create_dir_all(&cg)
+                .map_err(|e| io(format!("creating {}", cg.display()), e))?;
+            programs.cgroups.push((ctl.clone(), cg.clone()));
+            let procs = cg.join("cgroup.procs");
+            std::fs::write(&procs, pid.to_string())
+                .map_err(|e| io(format!("writing {}", procs.display()), e))?;
+        } else {
+            // Linux: the pool's CPUs, like the other phases (threads born
+            // later inherit it).
+            let tasks = std::fs::read_dir(format!("/proc/{pid}/task"))
+                .map_err(|e| io(format!("listing the threads of {pid}"), e))?;
+            for t in tasks.flatten() {
+                if let Ok(tid) = t.file_name().to_string_lossy().parse::<i32>() {
+                    let _ = sys::set_affinity(tid, &config.cpus);
+                }
+            }
+        }
+    }
+    let mut report = None;
+    let (start, end);
+    if gang {
+        let cpus: CpuSet = config.cpus.iter().copied().collect();
+        let mut pool = PoolConfig::new(cpus);
+        pool.grain = config.grain;
+        pool.be_slice = config.be_slice;
+        let state = StateDir(Some(std::env::temp_dir().join(format!(
+            "gang-bench-program-{}-{}",
+            std::process::id(),
+            STATE_DIRS.fetch_add(1, Ordering::Relaxed)
+        ))));
+        let dir = state.0.clone().unwrap_or_default();
+        std::fs::create_dir_all(&dir).map_err(|e| io("creating a state directory".into(), e))?;
+        let (mut rt_config, _exclusive_state) = phase_runtime_config(config, pool);
+        rt_config.state_dir = Some(dir);
+        let runtime = Runtime::start(rt_config)?;
+        for (d, group) in programs.cgroups.iter().enumerate() {
+            let spec = DomainSpec {
+                id: DomainId(d as u32 + 1),
+                vcpus: workers,
+                cpu_map: Some(config.cpus.clone()),
+                policy: Policy::BestEffort {
+                    weight: 256,
+                    space_filling: false,
+                },
+            };
+            runtime.adopt_group_domain(spec, group.clone(), false)?;
+        }
+        start = sys::monotonic_ns() + 50 * MS;
+        end = start + config.duration;
+        sys::sleep_until_monotonic(end);
+        for d in 0..n {
+            runtime.remove_domain(DomainId(d + 1))?;
+        }
+        let epoch = runtime.clock().epoch();
+        let r = runtime.stop();
+        report = Some((r, epoch));
+    } else {
+        start = sys::monotonic_ns() + 50 * MS;
+        end = start + config.duration;
+        sys::sleep_until_monotonic(end);
+    }
+    for c in &mut programs.children {
+        let _ = c.wait();
+    }
+    drop(programs);
+    let mut rates = Vec::new();
+    for r in readers {
+        let lines = r.join().unwrap_or_default();
+        let values: Vec<serde_json::Value> = lines
+            .iter()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect();
+        rates.extend(rate_between(&values, start, end));
+    }
+    let kind = match (gang, n) {
+        (true, _) => "gang-program",
+        (false, 1) => "program-alone",
+        (false, _) => "program-linux",
+    };
+    let Some((report, epoch)) = report else {
+        return Ok(Phase::rates(kind, n, rates));
+    };
+    Ok(Phase {
+        switch_late_ns: Some(Spread::of(
+            report
+                .switches
+                .iter()
+                .filter(|s| s.at + epoch >= start && s.at + epoch < end)
+                .map(|s| s.late as f64)
+                .collect(),
+        )),
+        gate_violations: report.violations.len(),
+        ..Phase::rates(kind, n, rates)
     })
 }
 
@@ -915,7 +1129,7 @@ pub fn render(report: &BenchReport) -> String {
     let _ = writeln!(out, "alone (ideal for 1 domain): {alone:.0} rounds/s");
     let _ = writeln!(
         out,
-        "{:<10} {:>2} {:>12} {:>17} {:>8} {:>7} {:>20} {:>16} {:>20} {:>12}",
+        "{:<13} {:>2} {:>12} {:>17} {:>8} {:>7} {:>20} {:>16} {:>20} {:>12}",
         "phase",
         "N",
         "rounds/s/dom",
@@ -927,8 +1141,20 @@ pub fn render(report: &BenchReport) -> String {
         "TT recv/act p1/50/99",
         "late p99 us"
     );
+    let program_alone = rate_of("program-alone", 1);
+    if program_alone > 0.0 {
+        let _ = writeln!(
+            out,
+            "program-alone (ideal for 1 whole program): {program_alone:.0} rounds/s"
+        );
+    }
     for (p, lo, hi, runs) in &rows {
-        let linux = rate_of("linux", p.domains);
+        // Whole programs against whole programs.
+        let (linux, alone) = if p.kind.contains("program") {
+            (rate_of("program-linux", p.domains), program_alone)
+        } else {
+            (rate_of("linux", p.domains), alone)
+        };
         let ideal = alone / f64::from(p.domains);
         let ratio = if p.kind.starts_with("gang") && linux > 0.0 {
             format!("{:.2}x", p.mean_rate() / linux)
@@ -949,7 +1175,7 @@ pub fn render(report: &BenchReport) -> String {
             .map_or("-".into(), |s| format!("{:.1}", s.p99 / 1e3));
         let _ = writeln!(
             out,
-            "{:<10} {:>2} {:>12.0} {:>17} {:>8} {:>6.1}% {:>20} {:>16} {:>20} {:>12}",
+            "{:<13} {:>2} {:>12.0} {:>17} {:>8} {:>6.1}% {:>20} {:>16} {:>20} {:>12}",
             p.kind,
             p.domains,
             p.mean_rate(),
