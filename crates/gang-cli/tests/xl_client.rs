@@ -113,6 +113,7 @@ fn domain(id: u32, name: &str, state: &str, pool: &str) -> DomainInfo {
         } else {
             serde_json::json!({"name": name, "vcpus": 2})
         },
+        threads: Vec::new(),
     }
 }
 

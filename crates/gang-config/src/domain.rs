@@ -149,7 +149,22 @@ pub struct DomainConfig {
     pub command: Option<Command>,
     /// `pid`: adopt this running process.
     pub pid: Option<u32>,
+    /// `pids`: adopt these running processes as one domain (a job of
+    /// several processes).
+    #[serde(default)]
+    pub pids: Vec<u32>,
+    /// `children` (gang's own, a boolean): an adopted process's descendants,
+    /// present and future, belong to the domain too (a spawned command's
+    /// always do: they are born in its cgroup).
+    #[serde(default)]
+    pub children: bool,
+    /// `cgroup` (gang's own): a freezer cgroup another launcher made (a
+    /// batch system's job cgroup): the domain is whatever runs in it.
+    #[serde(default)]
+    pub cgroup: Option<String>,
     /// `vcpu_threads`: pattern of the thread names that are the vCPUs.
+    /// Without it a process domain is a gang of all of its program's
+    /// threads, its `vcpus` the number of CPUs the gang gets.
     pub vcpu_threads: Option<String>,
     /// `device_model` (`qemu` or `gang`).
     #[serde(default)]
@@ -252,6 +267,9 @@ pub const DOMAIN_KEYS: &[&str] = &[
     "gang_policy",
     "command",
     "pid",
+    "pids",
+    "children",
+    "cgroup",
     "vcpu_threads",
     "device_model",
     "device_model_override",
@@ -426,7 +444,10 @@ fn domain_type(cfg: &Config) -> Result<DomainType, ConfigError> {
             _ => Err(ConfigError::InvalidType(b)),
         };
     }
-    if cfg.get("command").is_some() || cfg.get("pid").is_some() {
+    if ["command", "pid", "pids", "cgroup"]
+        .iter()
+        .any(|k| cfg.get(k).is_some())
+    {
         Ok(DomainType::Process)
     } else {
         Ok(DomainType::Pv)
@@ -505,12 +526,46 @@ impl DomainConfig {
         if pid == Some(0) {
             return Err(invalid(cfg, "pid", "must be a process id (> 0)"));
         }
-        if domain_type == DomainType::Process && command.is_none() && pid.is_none() {
-            return Err(invalid(
-                cfg,
-                "type",
-                "a process domain needs `command' or `pid'",
-            ));
+        let mut pids = Vec::new();
+        for item in cfg.get_list("pids").unwrap_or_default() {
+            match item {
+                Value::Num(n) if *n > 0 && u32::try_from(*n).is_ok() => pids.push(*n as u32),
+                Value::Str(t) if t.trim().parse::<u32>().is_ok_and(|n| n > 0) => {
+                    pids.push(t.trim().parse().unwrap_or_default());
+                }
+                other => {
+                    return Err(invalid(
+                        cfg,
+                        "pids",
+                        &format!("{other} is not a process id (> 0)"),
+                    ))
+                }
+            }
+        }
+        if pid.is_some() && !pids.is_empty() {
+            return Err(invalid(cfg, "pids", "give `pid' or `pids', not both"));
+        }
+        let sources = [
+            command.is_some(),
+            pid.is_some() || !pids.is_empty(),
+            cfg.get("cgroup").is_some(),
+        ];
+        match sources.iter().filter(|&&b| b).count() {
+            0 if domain_type == DomainType::Process => {
+                return Err(invalid(
+                    cfg,
+                    "type",
+                    "a process domain needs `command', `pid', `pids' or `cgroup'",
+                ))
+            }
+            0 | 1 => {}
+            _ => {
+                return Err(invalid(
+                    cfg,
+                    "type",
+                    "give one of `command', `pid'/`pids' and `cgroup'",
+                ))
+            }
         }
 
         // Read in the order of the fields, so that warnings come in it.
@@ -556,6 +611,9 @@ impl DomainConfig {
             gang_policy: cfg.get_str("gang_policy"),
             command,
             pid,
+            pids,
+            children: get_bool(cfg, "children").unwrap_or(false),
+            cgroup: cfg.get_str("cgroup"),
             vcpu_threads: cfg.get_str("vcpu_threads"),
             device_model: device_model(cfg)?,
             device_model_override: cfg.get_str("device_model_override"),

@@ -224,6 +224,27 @@ pub struct DomainInfo {
     /// Its whole configuration (`list -l`).
     #[serde(default)]
     pub config: serde_json::Value,
+    /// The host threads it holds now, process by process (`list -l`).
+    #[serde(default)]
+    pub threads: Vec<ThreadInfo>,
+}
+
+/// A host thread a domain holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ThreadInfo {
+    /// Its process.
+    pub pid: i32,
+    /// The thread.
+    pub tid: i32,
+    /// Its name (`comm`).
+    pub name: String,
+    /// The vCPU it is, when the domain names vCPU threads (else the
+    /// domain's gang holds every thread of its program).
+    pub vcpu: Option<u32>,
+    /// Its state letter (`R` running or runnable, `S` sleeping, ...).
+    pub state: String,
+    /// The CPU it ran on last.
+    pub cpu: Option<gang_core::CpuId>,
 }
 
 /// One vCPU (`vcpu-list`).

@@ -88,12 +88,15 @@ pub fn list_long(domains: &[DomainInfo]) -> String {
     struct Entry<'a> {
         domid: u32,
         config: &'a serde_json::Value,
+        #[serde(skip_serializing_if = "<[_]>::is_empty")]
+        threads: &'a [crate::ThreadInfo],
     }
     let entries: Vec<Entry<'_>> = domains
         .iter()
         .map(|d| Entry {
             domid: d.id,
             config: &d.config,
+            threads: &d.threads,
         })
         .collect();
     let mut buf = Vec::new();
@@ -430,6 +433,7 @@ mod tests {
             shutdown_code: None,
             reason: None,
             config: serde_json::Value::Null,
+            threads: Vec::new(),
         }
     }
 

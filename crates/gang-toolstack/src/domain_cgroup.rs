@@ -52,6 +52,14 @@ pub enum CgroupError {
     /// Freezing, thawing or removing failed (gang-host's cgroup adapter).
     #[error(transparent)]
     Host(#[from] gang_host::cgroup::CgroupError),
+    /// `cgroup = PATH` names no cgroup of the freezer hierarchy.
+    #[error("cgroup {path}: not a cgroup below the freezer hierarchy at {mount}")]
+    NotAFreezer {
+        /// The path given.
+        path: PathBuf,
+        /// Where the freezer hierarchy is mounted.
+        mount: PathBuf,
+    },
     /// A memory limit was asked for but no memory controller is mounted.
     #[error("no cgroup memory controller is mounted: cannot limit memory to {0} MB")]
     NoMemory(u64),
@@ -71,6 +79,9 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CgroupError + '_ {
 pub struct DomainCgroup {
     freezer: (Controller, PathBuf),
     memory: Option<(Controller, PathBuf)>,
+    /// Made by gang (else a cgroup another launcher made, such as a batch
+    /// system's job cgroup: frozen and thawed, never removed).
+    owned: bool,
 }
 
 fn cgroup_name(namespace: &str, id: DomainId) -> String {
@@ -109,6 +120,30 @@ impl DomainCgroup {
         Ok(DomainCgroup {
             freezer: (freezer, fpath),
             memory,
+            owned: true,
+        })
+    }
+
+    /// A freezer cgroup that another launcher made and fills (`cgroup =
+    /// PATH`, e.g. a batch system's job cgroup): the domain is whatever runs
+    /// in it, processes joining and leaving included. It must be in the
+    /// host's freezer hierarchy; gang never removes it.
+    pub fn external(hierarchy: &Hierarchy, path: &Path) -> Result<Self> {
+        let freezer = hierarchy.freezer.clone().ok_or(CgroupError::NoFreezer)?;
+        let inside = path.is_absolute()
+            && path.starts_with(&freezer.mount)
+            && path != freezer.mount
+            && path.is_dir();
+        if !inside {
+            return Err(CgroupError::NotAFreezer {
+                path: path.to_path_buf(),
+                mount: freezer.mount.clone(),
+            });
+        }
+        Ok(DomainCgroup {
+            freezer: (freezer, path.to_path_buf()),
+            memory: None,
+            owned: false,
         })
     }
 
@@ -124,6 +159,28 @@ impl DomainCgroup {
         dirs.iter()
             .filter_map(|d| CString::new(d.join("cgroup.procs").into_os_string().into_vec()).ok())
             .collect()
+    }
+
+    /// The freezer cgroup (a gang runtime freezes and thaws it in the
+    /// domain's slots when the domain is a whole program).
+    pub fn freezer(&self) -> (&Controller, &Path) {
+        (&self.freezer.0, &self.freezer.1)
+    }
+
+    /// Whether gang made it (else it is another launcher's `cgroup = PATH`).
+    pub fn is_owned(&self) -> bool {
+        self.owned
+    }
+
+    /// The processes in the domain's cgroup now.
+    pub fn processes(&self) -> Vec<i32> {
+        let mut pids: Vec<i32> = fs::read_to_string(self.freezer.1.join("cgroup.procs"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.trim().parse().ok())
+            .collect();
+        pids.sort_unstable();
+        pids
     }
 
     /// Moves a whole running process (every thread) into the cgroups.
@@ -160,6 +217,9 @@ impl DomainCgroup {
     pub fn remove_in_place(&self) -> Result<()> {
         if let Err(e) = self.set_frozen(false) {
             tracing::debug!("thawing before removal: {e}");
+        }
+        if !self.owned {
+            return Ok(()); // another launcher's: only thawed
         }
         let mut all = vec![&self.freezer];
         all.extend(self.memory.as_ref());

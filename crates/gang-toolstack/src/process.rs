@@ -134,6 +134,44 @@ pub fn thread_state(pid: i32, tid: Tid) -> Option<char> {
     stat_of(Path::new(&format!("/proc/{pid}/task/{tid}/stat"))).map(|(s, _)| s)
 }
 
+/// The CPU a thread last ran on (field 39 of its stat).
+pub fn thread_cpu(pid: i32, tid: Tid) -> Option<CpuId> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/stat")).ok()?;
+    let rest = &text[text.rfind(')')? + 1..];
+    rest.split_whitespace().nth(36)?.parse().ok()
+}
+
+/// The processes descended from `pid` (children, their children, ...), from
+/// the parent field of every process's stat.
+pub fn descendants(pid: i32) -> Vec<i32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let parents: Vec<(i32, i32)> = dir
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter_map(|p| {
+            let text = std::fs::read_to_string(format!("/proc/{p}/stat")).ok()?;
+            let rest = &text[text.rfind(')')? + 1..];
+            Some((p, rest.split_whitespace().nth(1)?.parse().ok()?))
+        })
+        .collect();
+    let mut found = vec![pid];
+    let mut i = 0;
+    while i < found.len() {
+        let parent = found[i];
+        found.extend(
+            parents
+                .iter()
+                .filter(|&&(_, pp)| pp == parent)
+                .map(|&(p, _)| p),
+        );
+        i += 1;
+    }
+    found.remove(0);
+    found
+}
+
 /// The threads of a process with their names, in TID order.
 pub fn threads(pid: i32) -> Vec<(Tid, String)> {
     let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else {

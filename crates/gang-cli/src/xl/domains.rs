@@ -313,7 +313,11 @@ Prints `Parsing config from FILE` to stderr unless -q. gang runs domains of type
 (an operating system in a QEMU process the daemon starts and controls over QMP, booting `kernel` \
 or a `disk`, with `disk`, `vif`, `vnc` and `serial` as in xl), \"pvh\" (gang's own KVM \
 micro-VM, or QEMU with device_model = \"qemu\") and \"process\" (a host program, \
-`command = [...]`, or a running one, `pid = N`, whose threads are the vCPUs); `gang_policy` (with \
+`command = [...]`, running ones, `pid = N` or a job's `pids = [N, M]` (`children = 1`: with \
+their descendants), or what runs in a job cgroup another launcher made, `cgroup = PATH`; with \
+`vcpu_threads = GLOB` the matching threads are the vCPUs, without it the whole program, threads \
+and children born later included, is the gang and `vcpus` the number of CPUs it gets); \
+`gang_policy` (with \
 `cpus`) gives a domain created in a gang pool its gang parameters, so that it runs at once. \
 Files named relative to the current directory (kernel, ramdisk, disks) are made absolute \
 before the daemon is asked.",

@@ -99,6 +99,7 @@ mod tests {
             shutdown_code: None,
             reason: None,
             config: serde_json::Value::Null,
+            threads: Vec::new(),
         };
         let before = BTreeMap::from([(3, 10.0)]);
         let t = table(&[d], &before, 1.0);

@@ -174,6 +174,13 @@ pub fn remove_cgroups(namespace: &str) {
             {
                 let path = e.path();
                 let _ = std::fs::write(path.join("freezer.state"), "THAWED");
+                // Processes a test adopted are still in there after the
+                // daemon ended (it leaves them for its next start): back
+                // to the root, so that the cgroup can go.
+                let procs = std::fs::read_to_string(path.join("cgroup.procs")).unwrap_or_default();
+                for p in procs.lines() {
+                    let _ = std::fs::write(Path::new(root).join("cgroup.procs"), p);
+                }
                 for _ in 0..50 {
                     if std::fs::remove_dir(&path).is_ok() {
                         break;

@@ -77,12 +77,15 @@ impl Live {
     pub(super) fn any_vcpu_running(&self) -> bool {
         let pid = self.pid();
         match self.vcpu_tids() {
-            Some(tids) => tids
+            Some(tids) if !tids.is_empty() => tids
                 .iter()
                 .any(|&t| process::thread_state(pid, t) == Some('R')),
-            None => process::threads(pid)
-                .iter()
-                .any(|&(t, _)| process::thread_state(pid, t) == Some('R')),
+            // A whole program (or one whose threads are not known yet).
+            _ => self.backend.processes(&self.record).iter().any(|&p| {
+                process::threads(p)
+                    .iter()
+                    .any(|&(t, _)| process::thread_state(p, t) == Some('R'))
+            }),
         }
     }
 
@@ -92,8 +95,32 @@ impl Live {
                 .iter()
                 .map(|&t| process::cpu_time_ns(self.pid(), Some(t)))
                 .sum(),
-            _ => process::cpu_time_ns(self.pid(), None),
+            _ => self
+                .backend
+                .processes(&self.record)
+                .iter()
+                .map(|&p| process::cpu_time_ns(p, None))
+                .sum(),
         }
+    }
+
+    /// The host threads the domain holds, process by process (`list -l`).
+    pub(super) fn threads(&self) -> Vec<gang_proto::ThreadInfo> {
+        let vcpus = self.vcpu_tids().unwrap_or_default();
+        let mut out = Vec::new();
+        for pid in self.backend.processes(&self.record) {
+            for (tid, name) in process::threads(pid) {
+                out.push(gang_proto::ThreadInfo {
+                    pid,
+                    tid,
+                    name,
+                    vcpu: vcpus.iter().position(|&v| v == tid).map(|i| i as u32),
+                    state: process::thread_state(pid, tid).map_or_else(String::new, String::from),
+                    cpu: process::thread_cpu(pid, tid),
+                });
+            }
+        }
+        out
     }
 
     /// Resident memory of the process, MB.
@@ -197,8 +224,9 @@ impl Daemon {
             let pid = live.pid();
             let vcpus = live.vcpu_tids().unwrap_or_default();
             for (tid, _) in process::threads(pid) {
-                // Adopted vCPU threads are pinned by their runtime.
-                if live.admitted.is_some() && vcpus.contains(&tid) {
+                // Adopted vCPU threads (a whole program's: all of them) are
+                // pinned by their runtime.
+                if live.admitted.is_some() && (live.record.group || vcpus.contains(&tid)) {
                     continue;
                 }
                 let list: Vec<_> = cpus.iter().collect();
@@ -232,21 +260,33 @@ impl Daemon {
             }
             Kind::Qemu => {}
         }
-        match (&cfg.command, cfg.pid) {
+        let adopted: Vec<u32> = cfg.pid.iter().chain(&cfg.pids).copied().collect();
+        match (&cfg.command, adopted.is_empty()) {
             _ if kind != Kind::Process => {}
-            (Some(_), Some(_)) => return Err(bad(
-                "a process domain has either `command` (start it) or `pid` (adopt it), not both",
-            )),
-            (None, None) => {
+            (Some(_), false) => {
                 return Err(bad(
-                    "a process domain needs `command` (a program to start) or `pid` (a running \
-                     process to adopt)",
+                    "a process domain has either `command` (start it) or `pid`/`pids` (adopt \
+                 them), not both",
                 ))
             }
-            (None, Some(pid)) if process::identity(pid as i32).is_none() => {
-                return Err(refused(format!("process {pid} does not exist")))
+            (None, true) if cfg.cgroup.is_none() => {
+                return Err(bad(
+                    "a process domain needs `command` (a program to start), `pid` (a running \
+                     process to adopt), `pids` (a job of several) or `cgroup` (a job's cgroup)",
+                ))
             }
             _ => {}
+        }
+        if cfg.cgroup.is_some() && cfg.vcpu_threads.is_some() {
+            return Err(bad(
+                "a job's cgroup is gang-scheduled as a whole program: leave out `vcpu_threads`",
+            ));
+        }
+        if let Some(pid) = adopted
+            .iter()
+            .find(|&&p| process::identity(p as i32).is_none())
+        {
+            return Err(refused(format!("process {pid} does not exist")));
         }
         let policy = cfg
             .gang_policy
@@ -432,6 +472,22 @@ impl Daemon {
         Ok(())
     }
 
+    /// The domain's cgroup: gang's own (`<namespace>-d<ID>`), or the job
+    /// cgroup a launcher made (`cgroup = PATH`).
+    fn domain_cgroup(
+        &self,
+        cfg: &DomainConfig,
+        id: DomainId,
+        memory_mb: Option<u64>,
+    ) -> Result<DomainCgroup, ApiError> {
+        match &cfg.cgroup {
+            Some(path) => DomainCgroup::external(&self.hierarchy, std::path::Path::new(path))
+                .map_err(|e| refused(e.to_string())),
+            None => DomainCgroup::open(&self.hierarchy, &self.namespace, id, memory_mb)
+                .map_err(|e| internal(e.to_string())),
+        }
+    }
+
     /// Chooses QEMU's accelerator once per daemon (measured: see
     /// `gang_qemu::accel`) and says so in `dmesg`.
     fn choose_qemu_settings(&mut self) -> Result<(), ApiError> {
@@ -473,8 +529,7 @@ impl Daemon {
             Kind::Process | Kind::Qemu => {
                 // QEMU's memory is the guest's plus its own: no limit.
                 let limit = (kind == Kind::Process).then_some(cfg.memory_mb).flatten();
-                let cgroup = DomainCgroup::open(&self.hierarchy, &self.namespace, id, limit)
-                    .map_err(|e| internal(e.to_string()))?;
+                let cgroup = self.domain_cgroup(cfg, id, limit)?;
                 let started = if kind == Kind::Process {
                     ProcessBackend::start(cfg, cgroup, &console, cpus, paused)
                         .map(|(b, r)| (Box::new(b) as Box<dyn Backend>, r))
@@ -754,6 +809,16 @@ impl Daemon {
             self.leave_runtime(rec.id, old);
         }
         live.admitted = admitted;
+        // A paused whole program that leaves a runtime was thawed by it: in
+        // a host pool its pause is the cgroup's freezer again.
+        if admitted.is_none() && live.record.group && rec.state == DomainState::Paused {
+            if let Err(e) = live.backend.pause(&live.record) {
+                self.log(format!(
+                    "domain {}: pausing it in {}: {e}",
+                    rec.name, target.name
+                ));
+            }
+        }
         if let Some(p) = admitted {
             let map = self.runtimes.get(&p).and_then(|rt| rt.cpu_map(rec.id));
             let policy = rec.policy.unwrap_or_default();
@@ -1011,8 +1076,7 @@ impl Daemon {
         let cfg = config_of(rec)?;
         let kind = kind_of(&cfg)?;
         let limit = (kind == Kind::Process).then_some(cfg.memory_mb).flatten();
-        let cgroup = DomainCgroup::open(&self.hierarchy, &self.namespace, rec.id, limit)
-            .map_err(|e| internal(e.to_string()))?;
+        let cgroup = self.domain_cgroup(&cfg, rec.id, limit)?;
         let backend: Result<Box<dyn Backend>, _> = match kind {
             Kind::Qemu => QemuBackend::reattach(&record, cgroup).map(|b| Box::new(b) as _),
             _ => ProcessBackend::reattach(&record, cgroup, paused).map(|b| Box::new(b) as _),

@@ -383,7 +383,9 @@ impl Daemon {
                 let tid = tids.as_ref().and_then(|t| t.get(v as usize).copied());
                 let state = tid.and_then(|t| process::thread_state(pid, t));
                 let running = state == Some('R');
-                let cpu = tid.filter(|_| running).and_then(|t| thread_cpu(pid, t));
+                let cpu = tid
+                    .filter(|_| running)
+                    .and_then(|t| process::thread_cpu(pid, t));
                 let hard = match (&rec.cpu_map, &pool) {
                     (Some(m), _) => m.get(v as usize).map_or("all".into(), ToString::to_string),
                     (None, Some(p)) if p.sched == Sched::Host => p.cpus.to_string(),
@@ -434,13 +436,6 @@ impl Daemon {
             slots: slots.split_off(skip),
         })
     }
-}
-
-/// The CPU a thread last ran on (field 39 of its stat).
-fn thread_cpu(pid: i32, tid: i32) -> Option<CpuId> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/stat")).ok()?;
-    let rest = &text[text.rfind(')')? + 1..];
-    rest.split_whitespace().nth(36)?.parse().ok()
 }
 
 #[cfg(test)]

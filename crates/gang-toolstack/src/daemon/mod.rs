@@ -454,6 +454,7 @@ impl Daemon {
             shutdown_code: None,
             reason: None,
             config: serde_json::Value::Null,
+            threads: Vec::new(),
         }];
         for d in self.store.domains().map_err(store_error)? {
             let live = self.live.get(&d.id);
@@ -505,6 +506,7 @@ impl Daemon {
                 shutdown_code: code,
                 reason,
                 config: serde_json::from_str(&d.config_json).unwrap_or_default(),
+                threads: live.map(domains::Live::threads).unwrap_or_default(),
             });
         }
         Ok(out)

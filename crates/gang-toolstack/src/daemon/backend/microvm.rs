@@ -68,6 +68,8 @@ impl MicroVmBackend {
             console,
             start_gate: None,
             qemu: None,
+            members: Vec::new(),
+            group: false,
         };
         Ok((MicroVmBackend { vm, exits }, record))
     }

@@ -60,6 +60,13 @@ pub struct LiveRecord {
     /// A QEMU domain: how to reach it again.
     #[serde(default)]
     pub qemu: Option<qemu::QemuRecord>,
+    /// A job of several processes (`pids`): the others.
+    #[serde(default)]
+    pub members: Vec<ProcessIdentity>,
+    /// A whole program as one gang (no `vcpu_threads`): every thread of
+    /// its cgroup runs in the domain's slots, on its CPUs.
+    #[serde(default)]
+    pub group: bool,
 }
 
 impl LiveRecord {
@@ -72,6 +79,13 @@ impl LiveRecord {
 
     pub(super) fn pid(&self) -> i32 {
         self.process.pid as i32
+    }
+
+    /// Whether any of its processes still runs.
+    pub(super) fn any_alive(&self) -> bool {
+        std::iter::once(&self.process)
+            .chain(&self.members)
+            .any(crate::process::is_alive)
     }
 }
 
@@ -146,6 +160,15 @@ pub(super) trait Backend: Send {
 
     /// Ends what the backend runs and removes what it made.
     fn tear_down(&mut self, record: &LiveRecord);
+
+    /// The processes whose threads the domain holds now.
+    fn processes(&self, record: &LiveRecord) -> Vec<i32> {
+        std::iter::once(&record.process)
+            .chain(&record.members)
+            .filter(|p| crate::process::is_alive(p))
+            .map(|p| p.pid as i32)
+            .collect()
+    }
 
     /// Whether the domain's CPU time is its vCPU threads' only (else its
     /// whole process's).

@@ -24,12 +24,24 @@ use crate::domain_cgroup::DomainCgroup;
 use crate::process::{self, Program, Tid};
 use crate::store::ShutdownReason;
 
+/// What starting a process domain gives: its (first) process, the child
+/// handle when gang spawned it, whether it did, and a job's other processes.
+type Started = (
+    crate::store::ProcessIdentity,
+    Option<Child>,
+    bool,
+    Vec<crate::store::ProcessIdentity>,
+);
+
 /// A process domain's live side.
 pub(in crate::daemon) struct ProcessBackend {
     /// Set when this daemon started the process (it can reap it and read
     /// its exit status).
     child: Option<Child>,
     cgroup: DomainCgroup,
+    /// A whole program handed to a gang runtime: the runtime freezes and
+    /// thaws the cgroup (in the domain's slots only), so pause must not.
+    group_in_runtime: bool,
 }
 
 impl ProcessBackend {
@@ -63,7 +75,7 @@ impl ProcessBackend {
                     // It may have ended already: its exit is handled like
                     // any other (on_poweroff, on_crash).
                     match process::identity_or_zombie(pid) {
-                        Some(identity) => Ok((identity, Some(child), true)),
+                        Some(identity) => Ok((identity, Some(child), true, Vec::new())),
                         None => Err(refused(format!(
                             "the domain's command (pid {pid}) ended at once; see {}",
                             console.display()
@@ -71,30 +83,8 @@ impl ProcessBackend {
                     }
                 })
             }
-            (None, Some(pid)) => {
-                let pid = pid as i32;
-                if let Err(e) = process::open_console(console).map(|mut f| {
-                    use std::io::Write as _;
-                    writeln!(
-                        f,
-                        "gang: domain adopted from running process {pid}; its output is not \
-                         captured"
-                    )
-                }) {
-                    tracing::warn!("console {}: {e}", console.display());
-                }
-                match process::identity(pid) {
-                    Some(identity) => cgroup
-                        .add_process(pid)
-                        .map(|()| {
-                            process::set_process_affinity(pid, cpus);
-                            (identity, None, false)
-                        })
-                        .map_err(|e| refused(e.to_string())),
-                    None => Err(refused(format!("process {pid} does not exist"))),
-                }
-            }
-            (None, None) => Err(refused("a process domain needs `command` or `pid`")),
+            (None, _) if !cgroup.is_owned() => Self::join(&cgroup),
+            (None, _) => Self::adopt(cfg, &cgroup, console, cpus),
         };
         let started = started.and_then(|s| {
             if paused {
@@ -105,8 +95,12 @@ impl ProcessBackend {
             Ok(s)
         });
         match started {
-            Ok((identity, child, spawned)) => Ok((
-                ProcessBackend { child, cgroup },
+            Ok((identity, child, spawned, members)) => Ok((
+                ProcessBackend {
+                    child,
+                    cgroup,
+                    group_in_runtime: false,
+                },
                 LiveRecord {
                     process: identity,
                     spawned,
@@ -114,10 +108,73 @@ impl ProcessBackend {
                     console: console.to_path_buf(),
                     start_gate,
                     qemu: None,
+                    members,
+                    group: cfg.vcpu_threads.is_none(),
                 },
             )),
             Err(e) => Err(Box::new((e, cgroup))),
         }
+    }
+
+    /// A job cgroup another launcher made (`cgroup = PATH`): the domain is
+    /// what runs in it (recorded: the processes there now).
+    fn join(cgroup: &DomainCgroup) -> Result<Started, ApiError> {
+        let mut identities = cgroup.processes().into_iter().filter_map(process::identity);
+        let first = identities.next().ok_or_else(|| {
+            refused(format!(
+                "cgroup {} has no process to gang-schedule",
+                cgroup.freezer().1.display()
+            ))
+        })?;
+        Ok((first, None, false, identities.collect()))
+    }
+
+    /// Adopts running processes (`pid`, or a job's `pids`, with their
+    /// descendants when `children = 1`) into the domain's cgroup.
+    fn adopt(
+        cfg: &DomainConfig,
+        cgroup: &DomainCgroup,
+        console: &Path,
+        cpus: &CpuSet,
+    ) -> Result<Started, ApiError> {
+        let mut pids: Vec<i32> = cfg.pid.iter().chain(&cfg.pids).map(|&p| p as i32).collect();
+        if cfg.children {
+            let mut all = pids.clone();
+            for &p in &pids {
+                all.extend(process::descendants(p));
+            }
+            all.sort_unstable();
+            all.dedup();
+            pids = all;
+        }
+        let mut identities = Vec::new();
+        for &pid in &pids {
+            match process::identity(pid) {
+                Some(identity) => identities.push(identity),
+                None => return Err(refused(format!("process {pid} does not exist"))),
+            }
+        }
+        if let Err(e) = process::open_console(console).map(|mut f| {
+            use std::io::Write as _;
+            writeln!(
+                f,
+                "gang: domain adopted from running process(es) {pids:?}; their output is not \
+                 captured"
+            )
+        }) {
+            tracing::warn!("console {}: {e}", console.display());
+        }
+        for &pid in &pids {
+            cgroup
+                .add_process(pid)
+                .map_err(|e| refused(e.to_string()))?;
+            process::set_process_affinity(pid, cpus);
+        }
+        let mut identities = identities.into_iter();
+        let first = identities
+            .next()
+            .ok_or_else(|| refused("a process domain needs `command`, `pid` or `pids`"))?;
+        Ok((first, None, false, identities.collect()))
     }
 
     /// Takes a running process back after a daemon restart: into its
@@ -128,13 +185,16 @@ impl ProcessBackend {
         paused: bool,
     ) -> Result<ProcessBackend, StartFailed> {
         let pid = record.pid();
-        match cgroup
-            .add_process(pid)
-            .and_then(|()| cgroup.set_frozen(paused))
-        {
+        let joined = if cgroup.is_owned() {
+            cgroup.add_process(pid)
+        } else {
+            Ok(())
+        };
+        match joined.and_then(|()| cgroup.set_frozen(paused)) {
             Ok(()) => Ok(ProcessBackend {
                 child: None,
                 cgroup,
+                group_in_runtime: false,
             }),
             Err(e) => Err(Box::new((internal(e.to_string()), cgroup))),
         }
@@ -152,6 +212,10 @@ impl Backend for ProcessBackend {
         vcpus: u32,
         pattern: Option<&str>,
     ) -> Result<Option<Vec<Tid>>, ApiError> {
+        if record.group {
+            // The whole program: no thread is singled out.
+            return Ok(record.any_alive().then(Vec::new));
+        }
         match process::wait_vcpu_threads(&record.process, vcpus, pattern, THREAD_TIMEOUT) {
             Ok(t) => Ok(Some(t)),
             // It ended: not an error of the request; its exit is handled by
@@ -162,20 +226,46 @@ impl Backend for ProcessBackend {
     }
 
     fn attach(&mut self, rt: &Arc<Runtime>, id: DomainId, tids: &[Tid]) -> Result<(), ApiError> {
+        if tids.is_empty() {
+            let (controller, dir) = self.cgroup.freezer();
+            rt.adopt_group(id, (controller.clone(), dir.to_path_buf()))
+                .map_err(|e| refused(format!("adopting the program's threads: {e}")))?;
+            self.group_in_runtime = true;
+            return Ok(());
+        }
         rt.adopt_threads(id, tids)
             .map_err(|e| refused(format!("adopting the vCPU threads: {e}")))
     }
 
+    fn processes(&self, record: &LiveRecord) -> Vec<i32> {
+        // Everything in the domain's cgroup: children and a job's members.
+        let mut pids = self.cgroup.processes();
+        if pids.is_empty() {
+            pids.push(record.pid());
+        }
+        pids
+    }
+
+    fn detach(&mut self) {
+        // The runtime thaws the group as it gives it back.
+        self.group_in_runtime = false;
+    }
+
     fn pause(&mut self, _record: &LiveRecord) -> Result<(), ApiError> {
+        if self.group_in_runtime {
+            return Ok(()); // the runtime's pause keeps the group frozen
+        }
         self.cgroup
             .set_frozen(true)
             .map_err(|e| internal(e.to_string()))
     }
 
     fn resume(&mut self, record: &mut LiveRecord) -> Result<(), ApiError> {
-        self.cgroup
-            .set_frozen(false)
-            .map_err(|e| internal(e.to_string()))?;
+        if !self.group_in_runtime {
+            self.cgroup
+                .set_frozen(false)
+                .map_err(|e| internal(e.to_string()))?;
+        }
         if let Some(gate) = record.start_gate.take() {
             process::open_start_gate(&gate, &record.process)
                 .map_err(|e| internal(format!("starting the program: {e}")))?;
@@ -204,7 +294,9 @@ impl Backend for ProcessBackend {
                 Err(_) if process::is_alive(&record.process) => return None,
                 Err(_) => None,
             },
-            None if process::is_alive(&record.process) => return None,
+            // Adopted: it ends when nothing of it runs any more (a job's
+            // cgroup: when its last process left).
+            None if record.any_alive() || !self.cgroup.processes().is_empty() => return None,
             None => None,
         };
         Some(process_exit(requested, status))

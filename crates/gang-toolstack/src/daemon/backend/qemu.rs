@@ -443,6 +443,8 @@ impl QemuBackend {
             console: place.console.clone(),
             start_gate: None,
             qemu: Some(record.clone()),
+            members: Vec::new(),
+            group: false,
         };
         Ok((
             QemuBackend {
