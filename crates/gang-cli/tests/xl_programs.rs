@@ -132,6 +132,19 @@ fn a_program_without_vcpu_threads_is_a_gang_of_all_its_threads_late_ones_include
             .iter()
             .all(|&g| g > 10_000_000)
     });
+    // vcpu-list: its two vCPUs are its gang's two CPUs, not paused.
+    let rows: Vec<String> = d
+        .ok(&["vcpu-list", "late"])
+        .lines()
+        .filter(|l| l.starts_with("late "))
+        .map(str::to_string)
+        .collect();
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    assert!(
+        rows.iter()
+            .all(|r| !r.split_whitespace().nth(4).unwrap_or("p").contains('p')),
+        "{rows:?}"
+    );
     // Paused (descheduled for good): not one of its threads runs.
     d.ok(&["pause", "late"]);
     std::thread::sleep(Duration::from_millis(100));
@@ -243,6 +256,10 @@ fn a_job_of_two_processes_is_one_gang_and_beats_linux() {
     let outs = [t.0.join("job-a.out"), t.0.join("job-b.out")];
     let _jobs: Vec<Killed> = outs.iter().filter_map(|o| two_process_job(o)).collect();
     let pids: Vec<(u32, u32)> = outs.iter().map(|o| job_pids(o)).collect();
+    // Job 0 starts in a cgroup of its own: destroy must put it back there.
+    let origin = JobCgroup::new(&format!("gang-test-origin-{}", std::process::id()));
+    origin.add(pids[0].0);
+    origin.add(pids[0].1);
     // Under the Linux scheduler: both jobs on both CPUs.
     let linux: Vec<u64> = outs.iter().map(|o| median_rate(o, 1, 4)).collect();
     let d = start(&t.0);
@@ -288,6 +305,15 @@ fn a_job_of_two_processes_is_one_gang_and_beats_linux() {
             assert!(Path::new(&format!("/proc/{p}")).exists(), "{p} was killed");
         }
     }
+    let step = origin.0.join("step_0");
+    let back = std::fs::read_to_string(step.join("cgroup.procs")).unwrap_or_default();
+    for p in [pids[0].0, pids[0].1] {
+        assert!(
+            back.lines().any(|l| l == p.to_string()),
+            "{p} is not back in {}: {back:?}",
+            step.display()
+        );
+    }
 }
 
 /// A freezer cgroup a "batch system" made, removed (thawed, emptied) when
@@ -306,8 +332,11 @@ impl JobCgroup {
         JobCgroup(dir)
     }
 
+    /// Puts `pid` in a step cgroup below the job's, as batch systems do.
     fn add(&self, pid: u32) {
-        std::fs::write(self.0.join("cgroup.procs"), pid.to_string()).unwrap();
+        let step = self.0.join("step_0");
+        std::fs::create_dir_all(&step).unwrap();
+        std::fs::write(step.join("cgroup.procs"), pid.to_string()).unwrap();
     }
 }
 
@@ -315,16 +344,18 @@ impl Drop for JobCgroup {
     fn drop(&mut self) {
         let _ = std::fs::write(self.0.join("freezer.state"), "THAWED");
         let _ = std::fs::write(self.0.join("cgroup.freeze"), "0");
-        let procs = std::fs::read_to_string(self.0.join("cgroup.procs")).unwrap_or_default();
         let root = self.0.parent().unwrap().join("cgroup.procs");
-        for p in procs.lines() {
-            let _ = std::fs::write(&root, p);
-        }
-        for _ in 0..50 {
-            if std::fs::remove_dir(&self.0).is_ok() {
-                break;
+        for dir in [self.0.join("step_0"), self.0.clone()] {
+            let procs = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
+            for p in procs.lines() {
+                let _ = std::fs::write(&root, p);
             }
-            std::thread::sleep(Duration::from_millis(20));
+            for _ in 0..50 {
+                if std::fs::remove_dir(&dir).is_ok() || !dir.exists() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
         }
     }
 }
@@ -375,7 +406,7 @@ fn a_job_cgroup_made_by_a_launcher_is_one_gang_and_is_left_as_found() {
     d.ok(&["destroy", "job"]);
     // The launcher's cgroup is still there, thawed, with the program in it.
     assert!(job.0.is_dir());
-    let procs = std::fs::read_to_string(job.0.join("cgroup.procs")).unwrap();
+    let procs = std::fs::read_to_string(job.0.join("step_0").join("cgroup.procs")).unwrap();
     assert!(procs.lines().any(|l| l == pid.to_string()), "{procs}");
     let workers: Vec<_> = threads
         .iter()

@@ -1628,6 +1628,22 @@ pub fn threads_of(controller: &Controller, cgroup: &Path) -> Result<Vec<i32>> {
     read_ids(&controller.threads_file(cgroup))
 }
 
+/// The threads of `cgroup` and of every cgroup below it (a batch system's
+/// job cgroup keeps its tasks in step cgroups below the job's); a child
+/// cgroup removed while it is read is skipped.
+pub fn threads_below(controller: &Controller, cgroup: &Path) -> Result<Vec<i32>> {
+    let mut out = threads_of(controller, cgroup)?;
+    let Ok(entries) = fs::read_dir(cgroup) else {
+        return Ok(out);
+    };
+    for e in entries.flatten() {
+        if e.file_type().is_ok_and(|t| t.is_dir()) {
+            out.extend(threads_below(controller, &e.path()).unwrap_or_default());
+        }
+    }
+    Ok(out)
+}
+
 /// The file to write, and what, to freeze (`true`) or thaw `cgroup`, for
 /// owners that request the state without waiting (see [`Freezer::request`]).
 pub fn freeze_file(

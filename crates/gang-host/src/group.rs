@@ -221,7 +221,7 @@ impl Record {
     /// recorded ones that left it.
     fn restore(&self) -> usize {
         let online = online();
-        let mut tids = cgroup::threads_of(&self.controller, &self.cgroup).unwrap_or_default();
+        let mut tids = cgroup::threads_below(&self.controller, &self.cgroup).unwrap_or_default();
         tids.extend(self.tasks.iter().map(|s| s.task.pid));
         tids.sort_unstable();
         tids.dedup();
@@ -287,7 +287,7 @@ impl Inner {
         if self.released.load(Ordering::Acquire) {
             return Ok(());
         }
-        let tids = cgroup::threads_of(&self.controller, &self.cgroup)?;
+        let tids = cgroup::threads_below(&self.controller, &self.cgroup)?;
         self.empty.store(tids.is_empty(), Ordering::Relaxed);
         let mut record = lock(&self.record);
         let cpus = record.cpus.clone();

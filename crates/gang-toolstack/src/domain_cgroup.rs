@@ -74,6 +74,17 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CgroupError + '_ {
     }
 }
 
+/// Where an adopted process was before it joined a domain's cgroups.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Origin {
+    /// The process.
+    pub pid: i32,
+    /// Its freezer cgroup, relative to the hierarchy's mount.
+    pub freezer: Option<String>,
+    /// Its memory cgroup, likewise.
+    pub memory: Option<String>,
+}
+
 /// The cgroups of one domain.
 #[derive(Debug)]
 pub struct DomainCgroup {
@@ -167,19 +178,69 @@ impl DomainCgroup {
         (&self.freezer.0, &self.freezer.1)
     }
 
+    /// Where `pid` is now in the hierarchies this domain uses (relative to
+    /// each mount), to be put back by [`DomainCgroup::give_back`].
+    pub fn origin_of(&self, pid: i32) -> Origin {
+        let text = fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
+        let path_of = |ctl: &Controller, name: &str| -> Option<String> {
+            text.lines().find_map(|l| {
+                let mut f = l.splitn(3, ':');
+                let (_, controllers, path) = (f.next()?, f.next()?, f.next()?);
+                let matches = match ctl.version {
+                    CgroupVersion::V1 => controllers.split(',').any(|c| c == name),
+                    CgroupVersion::V2 => controllers.is_empty(),
+                };
+                matches.then(|| path.trim_start_matches('/').to_string())
+            })
+        };
+        Origin {
+            pid,
+            freezer: path_of(&self.freezer.0, "freezer"),
+            memory: self.memory.as_ref().and_then(|(c, _)| path_of(c, "memory")),
+        }
+    }
+
+    /// Puts an adopted process back where it was (before the domain's
+    /// cgroups are removed); a cgroup gone meanwhile leaves it where it is
+    /// (the removal then moves it to the root).
+    pub fn give_back(&self, origin: &Origin) {
+        let mut back = vec![(&self.freezer.0, &origin.freezer)];
+        if let Some((c, _)) = &self.memory {
+            back.push((c, &origin.memory));
+        }
+        for (ctl, path) in back {
+            let Some(path) = path else { continue };
+            let file = ctl.mount.join(path).join("cgroup.procs");
+            if let Err(e) = fs::write(&file, origin.pid.to_string()) {
+                tracing::debug!("{}: {e}", file.display());
+            }
+        }
+    }
+
     /// Whether gang made it (else it is another launcher's `cgroup = PATH`).
     pub fn is_owned(&self) -> bool {
         self.owned
     }
 
-    /// The processes in the domain's cgroup now.
+    /// The processes in the domain's cgroup and the cgroups below it now.
     pub fn processes(&self) -> Vec<i32> {
-        let mut pids: Vec<i32> = fs::read_to_string(self.freezer.1.join("cgroup.procs"))
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| l.trim().parse().ok())
-            .collect();
+        fn walk(dir: &Path, out: &mut Vec<i32>) {
+            out.extend(
+                fs::read_to_string(dir.join("cgroup.procs"))
+                    .unwrap_or_default()
+                    .lines()
+                    .filter_map(|l| l.trim().parse::<i32>().ok()),
+            );
+            for e in fs::read_dir(dir).into_iter().flatten().flatten() {
+                if e.file_type().is_ok_and(|t| t.is_dir()) {
+                    walk(&e.path(), out);
+                }
+            }
+        }
+        let mut pids = Vec::new();
+        walk(&self.freezer.1, &mut pids);
         pids.sort_unstable();
+        pids.dedup();
         pids
     }
 

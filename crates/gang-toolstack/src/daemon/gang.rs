@@ -377,6 +377,10 @@ impl Daemon {
         for rec in records {
             let live = self.live.get(&rec.id);
             let pool = self.store.pool(&PoolRef::Id(rec.pool)).ok();
+            if let Some(l) = live.filter(|l| l.record.group) {
+                out.extend(group_vcpus(&rec, l));
+                continue;
+            }
             let tids = live.and_then(|l| l.vcpu_tids());
             let pid = live.map_or(0, |l| l.record.process.pid as i32);
             for v in 0..rec.vcpus {
@@ -436,6 +440,40 @@ impl Daemon {
             slots: slots.split_off(skip),
         })
     }
+}
+
+/// `vcpu-list` rows of a whole program: vCPU `v` is its gang's CPU `v`
+/// (in a host pool, any CPU), running while one of the program's threads
+/// runs there; each is given an equal share of the program's CPU time.
+fn group_vcpus(rec: &DomainRecord, live: &super::domains::Live) -> Vec<VcpuInfo> {
+    let threads = live.threads();
+    let on = |cpu: Option<CpuId>| {
+        threads
+            .iter()
+            .any(|t| t.state == "R" && (cpu.is_none() || t.cpu == cpu))
+    };
+    let share = live.cpu_time_ns() as f64 / 1e9 / f64::from(rec.vcpus.max(1));
+    (0..rec.vcpus)
+        .map(|v| {
+            let cpu = rec
+                .cpu_map
+                .as_ref()
+                .and_then(|m| m.get(v as usize).copied());
+            let running = rec.state == DomainState::Running && on(cpu);
+            VcpuInfo {
+                domain: rec.name.clone(),
+                domid: rec.id.0,
+                vcpu: v,
+                cpu: if running { cpu } else { None },
+                running,
+                blocked: !running && rec.state == DomainState::Running,
+                paused: rec.state != DomainState::Running,
+                time_s: share,
+                hard_affinity: cpu.map_or_else(|| "all".into(), |c| c.to_string()),
+                soft_affinity: "all".into(),
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]

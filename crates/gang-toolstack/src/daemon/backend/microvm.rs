@@ -69,6 +69,7 @@ impl MicroVmBackend {
             start_gate: None,
             qemu: None,
             members: Vec::new(),
+            origins: Vec::new(),
             group: false,
         };
         Ok((MicroVmBackend { vm, exits }, record))

@@ -63,6 +63,9 @@ pub struct LiveRecord {
     /// A job of several processes (`pids`): the others.
     #[serde(default)]
     pub members: Vec<ProcessIdentity>,
+    /// Adopted processes: the cgroups they came from, to go back to.
+    #[serde(default)]
+    pub origins: Vec<crate::domain_cgroup::Origin>,
     /// A whole program as one gang (no `vcpu_threads`): every thread of
     /// its cgroup runs in the domain's slots, on its CPUs.
     #[serde(default)]

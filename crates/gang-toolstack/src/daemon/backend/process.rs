@@ -25,12 +25,14 @@ use crate::process::{self, Program, Tid};
 use crate::store::ShutdownReason;
 
 /// What starting a process domain gives: its (first) process, the child
-/// handle when gang spawned it, whether it did, and a job's other processes.
+/// handle when gang spawned it, whether it did, a job's other processes
+/// and the cgroups adopted processes came from.
 type Started = (
     crate::store::ProcessIdentity,
     Option<Child>,
     bool,
     Vec<crate::store::ProcessIdentity>,
+    Vec<crate::domain_cgroup::Origin>,
 );
 
 /// A process domain's live side.
@@ -75,7 +77,7 @@ impl ProcessBackend {
                     // It may have ended already: its exit is handled like
                     // any other (on_poweroff, on_crash).
                     match process::identity_or_zombie(pid) {
-                        Some(identity) => Ok((identity, Some(child), true, Vec::new())),
+                        Some(identity) => Ok((identity, Some(child), true, Vec::new(), Vec::new())),
                         None => Err(refused(format!(
                             "the domain's command (pid {pid}) ended at once; see {}",
                             console.display()
@@ -95,7 +97,7 @@ impl ProcessBackend {
             Ok(s)
         });
         match started {
-            Ok((identity, child, spawned, members)) => Ok((
+            Ok((identity, child, spawned, members, origins)) => Ok((
                 ProcessBackend {
                     child,
                     cgroup,
@@ -109,6 +111,7 @@ impl ProcessBackend {
                     start_gate,
                     qemu: None,
                     members,
+                    origins,
                     group: cfg.vcpu_threads.is_none(),
                 },
             )),
@@ -126,7 +129,7 @@ impl ProcessBackend {
                 cgroup.freezer().1.display()
             ))
         })?;
-        Ok((first, None, false, identities.collect()))
+        Ok((first, None, false, identities.collect(), Vec::new()))
     }
 
     /// Adopts running processes (`pid`, or a job's `pids`, with their
@@ -164,17 +167,22 @@ impl ProcessBackend {
         }) {
             tracing::warn!("console {}: {e}", console.display());
         }
+        // Where they came from, recorded before they move.
+        let origins: Vec<_> = pids.iter().map(|&p| cgroup.origin_of(p)).collect();
         for &pid in &pids {
-            cgroup
-                .add_process(pid)
-                .map_err(|e| refused(e.to_string()))?;
+            if let Err(e) = cgroup.add_process(pid) {
+                for o in &origins {
+                    cgroup.give_back(o);
+                }
+                return Err(refused(e.to_string()));
+            }
             process::set_process_affinity(pid, cpus);
         }
         let mut identities = identities.into_iter();
         let first = identities
             .next()
             .ok_or_else(|| refused("a process domain needs `command`, `pid` or `pids`"))?;
-        Ok((first, None, false, identities.collect()))
+        Ok((first, None, false, identities.collect(), origins))
     }
 
     /// Takes a running process back after a daemon restart: into its
@@ -323,6 +331,16 @@ impl Backend for ProcessBackend {
         }
         if let Some(c) = &mut self.child {
             let _reaped = c.try_wait();
+        }
+        // Adopted processes go back to the cgroups they came from (thawed
+        // first: a frozen task cannot move out of a frozen v1 cgroup).
+        if !record.origins.is_empty() {
+            if let Err(e) = self.cgroup.set_frozen(false) {
+                tracing::debug!("thawing before giving back: {e}");
+            }
+            for origin in &record.origins {
+                self.cgroup.give_back(origin);
+            }
         }
         if let Err(e) = self.cgroup.remove_in_place() {
             tracing::warn!("removing the cgroups of process {}: {e}", record.pid());

@@ -444,6 +444,7 @@ impl QemuBackend {
             start_gate: None,
             qemu: Some(record.clone()),
             members: Vec::new(),
+            origins: Vec::new(),
             group: false,
         };
         Ok((
