@@ -419,3 +419,57 @@ fn a_job_cgroup_made_by_a_launcher_is_one_gang_and_is_left_as_found() {
             .all(|&g| g > 10_000_000)
     });
 }
+
+#[test]
+fn a_whole_program_survives_a_killed_daemon_and_is_a_gang_again_after_restart() {
+    let _turn = turn();
+    if !can_run_domains() {
+        return;
+    }
+    let t = TestDir::new("program-kill9");
+    let d = start(&t.0);
+    shared_pool(&d, "Wide");
+    let cfg = t.0.join("p.cfg");
+    std::fs::write(
+        &cfg,
+        format!(
+            "name = \"p\"\ntype = \"process\"\nvcpus = 2\npool = \"Wide\"\n\
+             command = [\"{}\", \"workload\", \"spin-barrier\", \"--threads\", \"2\", \
+             \"--duration\", \"10m\", \"--report-every\", \"10m\"]\n",
+            env!("CARGO_BIN_EXE_gang")
+        ),
+    )
+    .unwrap();
+    d.ok(&["create", &cfg.display().to_string()]);
+    wait_for("its workers", || {
+        held_threads(&d, "p")
+            .iter()
+            .filter(|t| t.2.starts_with("vcpu"))
+            .count()
+            == 2
+    });
+    let threads = held_threads(&d, "p");
+    let dir = d.kill9();
+    let d = start(&dir);
+    let dmesg = d.ok(&["dmesg"]);
+    assert!(dmesg.contains("(p) re-attached"), "{dmesg}");
+    assert_eq!(held_threads(&d, "p"), threads);
+    let workers: Vec<_> = threads
+        .iter()
+        .filter(|t| t.2.starts_with("vcpu"))
+        .cloned()
+        .collect();
+    wait_for("the workers to run after the restart", || {
+        cpu_growth(&workers, Duration::from_millis(200))
+            .iter()
+            .all(|&g| g > 10_000_000)
+    });
+    d.ok(&["pause", "p"]);
+    std::thread::sleep(Duration::from_millis(100));
+    let grown = cpu_growth(&threads, Duration::from_millis(500));
+    assert!(
+        grown.iter().all(|&g| g < 1_000_000),
+        "ran while paused: {grown:?}"
+    );
+    d.ok(&["destroy", "p"]);
+}
