@@ -179,16 +179,7 @@ fn config_of(rec: &DomainRecord) -> Result<DomainConfig, ApiError> {
 }
 
 fn new_uuid() -> String {
-    let b: [u8; 16] = rand::random();
-    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!(
-        "{}-{}-4{}-{}-{}",
-        &h[0..8],
-        &h[8..12],
-        &h[13..16],
-        &h[16..20],
-        &h[20..32]
-    )
+    uuid::Uuid::new_v4().hyphenated().to_string()
 }
 
 impl Daemon {
@@ -1124,5 +1115,25 @@ impl Daemon {
         self.save_live(rec.id, &live);
         self.live.insert(rec.id, live);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::new_uuid;
+
+    #[test]
+    fn new_uuids_are_random_rfc4122_v4() {
+        let text = new_uuid();
+        let u = uuid::Uuid::parse_str(&text).expect("a UUID");
+        assert_eq!(u.get_variant(), uuid::Variant::RFC4122, "{text}");
+        assert_eq!(u.get_version(), Some(uuid::Version::Random), "{text}");
+        assert_eq!(text, u.hyphenated().to_string(), "lower-case, hyphenated");
+        // The variant nibble: 8, 9, a or b.
+        assert!(
+            matches!(text.as_bytes()[19], b'8' | b'9' | b'a' | b'b'),
+            "{text}"
+        );
+        assert_ne!(new_uuid(), text);
     }
 }
