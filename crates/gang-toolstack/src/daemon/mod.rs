@@ -178,13 +178,17 @@ impl Daemon {
     /// re-attaches the domains whose processes still run.
     pub fn open(config: DaemonConfig) -> Result<Daemon, DaemonError> {
         let dir = &config.state_dir;
-        std::fs::create_dir_all(dir).map_err(|source| DaemonError::StateDir {
+        let state_dir_err = |source| DaemonError::StateDir {
             path: dir.clone(),
             source,
-        })?;
+        };
+        let mut tightened = make_private(dir).map_err(state_dir_err)?;
         let path = dir.join("state.db");
         let store = Store::open(&path, &config.host_cpus)
             .map_err(|source| DaemonError::Store { path, source })?;
+        // SQLite gives its -wal and -shm files the database's mode; an old
+        // daemon's may be looser.
+        tightened.extend(make_private(dir).map_err(state_dir_err)?);
         // Threads a killed daemon's runtimes adopted: policies and affinity
         // back, then their freezers thawed and removed, the cpusets undone.
         gang_host::adopt::repair(dir).map_err(|e| DaemonError::Repair(e.to_string()))?;
@@ -211,6 +215,10 @@ impl Daemon {
             env!("CARGO_PKG_VERSION"),
             dir.display()
         ));
+        for line in tightened {
+            tracing::warn!("{line}");
+            daemon.log(line);
+        }
         daemon.recover();
         Ok(daemon)
     }
@@ -247,6 +255,19 @@ impl Daemon {
 
     /// Answers one request.
     pub fn handle(&mut self, body: RequestBody) -> Result<ResponseBody, ApiError> {
+        // The scheduler knows domains by id; people know them by name.
+        self.answer(body).map_err(|mut e| {
+            let names: BTreeMap<u32, String> = self
+                .store
+                .domains()
+                .map(|ds| ds.into_iter().map(|d| (d.id.0, d.name)).collect())
+                .unwrap_or_default();
+            e.message = gang_core::with_domain_names(&e.message, |id| names.get(&id.0).cloned());
+            e
+        })
+    }
+
+    fn answer(&mut self, body: RequestBody) -> Result<ResponseBody, ApiError> {
         let done = |r: Result<(), ApiError>| r.map(|()| ResponseBody::Done);
         match body {
             RequestBody::Info => Ok(ResponseBody::Info {
@@ -648,6 +669,53 @@ fn host_cpu_seconds() -> f64 {
     busy as f64 / hz
 }
 
+/// The files of the state database.
+const STATE_FILES: [&str; 3] = ["state.db", "state.db-wal", "state.db-shm"];
+
+/// Makes the state directory private to root: created 0700, its database
+/// created 0600 before SQLite opens it (SQLite gives the -wal and -shm files
+/// the database's mode); a directory or database file of an older daemon
+/// that others could read is tightened (group and other bits cleared).
+/// Returns a line for each mode it tightened.
+///
+/// Why: the database holds every domain's configuration (commands, VNC
+/// passwords), the directory the console files and QEMU's sockets.
+fn make_private(dir: &Path) -> std::io::Result<Vec<String>> {
+    use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(dir.join(STATE_FILES[0]))
+    {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(e),
+    }
+    let mut tightened = Vec::new();
+    let paths = std::iter::once(dir.to_path_buf()).chain(STATE_FILES.iter().map(|f| dir.join(f)));
+    for path in paths {
+        let mode = match std::fs::metadata(&path) {
+            Ok(m) => m.permissions().mode() & 0o7777,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        if mode & 0o077 != 0 {
+            let private = mode & 0o700;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(private))?;
+            tightened.push(format!(
+                "{}: mode {mode:04o} let others read gang's state; tightened to {private:04o}",
+                path.display()
+            ));
+        }
+    }
+    Ok(tightened)
+}
+
 /// Looks a group up in /etc/group.
 fn group_id(name: &str) -> Option<u32> {
     let text = std::fs::read_to_string("/etc/group").ok()?;
@@ -718,4 +786,60 @@ pub fn run(
             });
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mode(path: &Path) -> u32 {
+        std::fs::metadata(path)
+            .expect("exists")
+            .permissions()
+            .mode()
+            & 0o7777
+    }
+
+    #[test]
+    fn a_new_state_directory_and_database_are_private() {
+        let t = tempfile::tempdir().expect("temp dir");
+        let dir = t.path().join("a").join("state");
+        assert!(make_private(&dir).expect("made").is_empty());
+        assert_eq!(mode(&dir), 0o700);
+        let db = dir.join("state.db");
+        assert_eq!(mode(&db), 0o600);
+        // The store opens the empty file as a new database; SQLite's -wal
+        // and -shm files take its mode.
+        let store = Store::open(&db, &CpuSet::parse("0-1", None).expect("cpus")).expect("store");
+        assert_eq!(store.pools().expect("pools").len(), 1);
+        assert!(make_private(&dir).expect("checked").is_empty());
+        for f in STATE_FILES {
+            if dir.join(f).exists() {
+                assert_eq!(mode(&dir.join(f)), 0o600, "{f}");
+            }
+        }
+    }
+
+    #[test]
+    fn an_older_daemons_loose_modes_are_tightened_and_said() {
+        let t = tempfile::tempdir().expect("temp dir");
+        let dir = t.path().join("state");
+        std::fs::create_dir(&dir).expect("dir");
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        for (f, m) in [("state.db", 0o644), ("state.db-wal", 0o666)] {
+            std::fs::write(dir.join(f), b"").expect("file");
+            std::fs::set_permissions(dir.join(f), std::fs::Permissions::from_mode(m))
+                .expect("chmod");
+        }
+        let said = make_private(&dir).expect("tightened");
+        assert_eq!(said.len(), 3, "{said:?}");
+        assert!(said[0].contains("mode 0755") && said[0].contains("tightened to 0700"));
+        assert!(said[1].contains("state.db:") && said[1].contains("0644"));
+        assert!(said[2].contains("state.db-wal") && said[2].contains("0666"));
+        assert_eq!(mode(&dir), 0o700);
+        assert_eq!(mode(&dir.join("state.db")), 0o600);
+        assert_eq!(mode(&dir.join("state.db-wal")), 0o600);
+        assert!(!dir.join("state.db-shm").exists(), "nothing made up");
+        assert!(make_private(&dir).expect("again").is_empty());
+    }
 }
