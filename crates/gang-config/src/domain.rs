@@ -162,6 +162,15 @@ pub struct DomainConfig {
     /// batch system's job cgroup): the domain is whatever runs in it.
     #[serde(default)]
     pub cgroup: Option<String>,
+    /// `user` (gang's own): the user a process domain's `command` runs as
+    /// (a name or a number; default root, as the daemon). Its primary
+    /// group and supplementary groups come with it.
+    #[serde(default)]
+    pub user: Option<String>,
+    /// `group` (gang's own): the group the `command` runs as, instead of
+    /// the user's primary group.
+    #[serde(default)]
+    pub group: Option<String>,
     /// `vcpu_threads`: pattern of the thread names that are the vCPUs.
     /// Without it a process domain is a gang of all of its program's
     /// threads, its `vcpus` the number of CPUs the gang gets.
@@ -270,6 +279,8 @@ pub const DOMAIN_KEYS: &[&str] = &[
     "pids",
     "children",
     "cgroup",
+    "user",
+    "group",
     "vcpu_threads",
     "device_model",
     "device_model_override",
@@ -568,6 +579,30 @@ impl DomainConfig {
             }
         }
 
+        let (user, group) = (cfg.get_str("user"), cfg.get_str("group"));
+        for (key, value) in [("user", &user), ("group", &group)] {
+            match value {
+                None => {}
+                Some(v) if v.is_empty() => return Err(invalid(cfg, key, "must name one")),
+                Some(_) if domain_type != DomainType::Process => {
+                    return Err(invalid(
+                        cfg,
+                        key,
+                        "applies to a process domain's `command' only",
+                    ))
+                }
+                Some(_) if command.is_none() => {
+                    return Err(invalid(
+                        cfg,
+                        key,
+                        "applies to a `command' gang starts: processes adopted by `pid', \
+                         `pids' or `cgroup' keep their own users",
+                    ))
+                }
+                Some(_) => {}
+            }
+        }
+
         // Read in the order of the fields, so that warnings come in it.
         let memory_mb = get_unsigned(cfg, "memory")?;
         let maxmem_mb = get_unsigned(cfg, "maxmem")?;
@@ -614,6 +649,8 @@ impl DomainConfig {
             pids,
             children: get_bool(cfg, "children").unwrap_or(false),
             cgroup: cfg.get_str("cgroup"),
+            user,
+            group,
             vcpu_threads: cfg.get_str("vcpu_threads"),
             device_model: device_model(cfg)?,
             device_model_override: cfg.get_str("device_model_override"),

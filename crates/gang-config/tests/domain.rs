@@ -143,6 +143,12 @@ fn gang_keys_and_process_domains() {
     assert_eq!(d.on_reboot, Action::RenameRestart);
     assert_eq!(d.on_watchdog, Action::CoredumpDestroy);
 
+    let d = domain("name='a'\ncommand='id'\nuser='nobody'\ngroup='nogroup'").unwrap();
+    assert_eq!(
+        (d.user.as_deref(), d.group.as_deref()),
+        (Some("nobody"), Some("nogroup"))
+    );
+    assert_eq!(domain("name='a'\ncommand='id'").unwrap().user, None);
     // Without a type, command or pid means a process domain.
     let d = domain("name='a'\npid=1234").unwrap();
     assert_eq!((d.domain_type, d.pid), (DomainType::Process, Some(1234)));
@@ -206,7 +212,11 @@ fn domain_errors() {
         ("name='a'\nvcpus=99999999999", "vm.cfg:2: invalid value for parameter `vcpus': too large"),
         ("name='a'\nvcpus=4\nmaxvcpus=2", "vm.cfg:3: invalid value for parameter `maxvcpus': maxvcpus < vcpus"),
         ("name='a'\npid=0", "vm.cfg:2: invalid value for parameter `pid': must be a process id (> 0)"),
-        ("name='a'\ntype='process'", "vm.cfg:2: invalid value for parameter `type': a process domain needs `command' or `pid'"),
+        ("name='a'\ntype='process'", "vm.cfg:2: invalid value for parameter `type': a process domain needs `command', `pid', `pids' or `cgroup'"),
+        ("name='a'\npid=7\nuser='nobody'", "vm.cfg:3: invalid value for parameter `user': applies to a `command' gang starts: processes adopted by `pid', `pids' or `cgroup' keep their own users"),
+        ("name='a'\ncgroup='/x'\ngroup='nogroup'", "vm.cfg:3: invalid value for parameter `group': applies to a `command' gang starts: processes adopted by `pid', `pids' or `cgroup' keep their own users"),
+        ("name='a'\ntype='pvh'\nkernel='k'\nuser='nobody'", "vm.cfg:4: invalid value for parameter `user': applies to a process domain's `command' only"),
+        ("name='a'\ncommand='true'\nuser=''", "vm.cfg:3: invalid value for parameter `user': must name one"),
         ("name='a'\ndisk=['phy:/d,xvda,q']", "vm.cfg: config parsing error in disk specification: unknown value for access: near `q' in `phy:/d,xvda,q'"),
     ];
     for (text, want) in cases {
