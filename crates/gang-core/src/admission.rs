@@ -138,7 +138,7 @@ pub enum AdmissionError {
         cpu: CpuId,
     },
     /// Reserved utilisation of a CPU would eat into the BE reservation.
-    #[error("CPU {cpu} would be {percent} reserved by TT/ET domains {domains:?}; at most {limit}% may be (the pool keeps {reserve}% for best-effort)")]
+    #[error("CPU {cpu} would be {percent} reserved by TT/ET domains {}; at most {limit}% may be (the pool keeps {reserve}% for best-effort)", crate::model::id_list(domains))]
     Overutilised {
         /// The CPU.
         cpu: CpuId,
@@ -198,7 +198,10 @@ pub enum AdmissionError {
         first: Box<AdmissionError>,
     },
     /// CPUs cannot leave the pool: domains with explicit maps use them.
-    #[error("CPUs {cpus} are used by domains {domains:?}; move or remap them first")]
+    #[error(
+        "CPUs {cpus} are used by domains {}; move or remap them first",
+        crate::model::id_list(domains)
+    )]
     CpusInUse {
         /// The CPUs.
         cpus: CpuSet,

@@ -35,5 +35,7 @@ pub mod time;
 pub use admission::AdmissionError;
 pub use cpuset::{CpuId, CpuSet};
 pub use engine::{Decision, DomainStats, EngineError, Event, Scheduler};
-pub use model::{Class, DomainId, DomainSpec, Periodic, Policy, PoolConfig, RunState, VcpuRef};
+pub use model::{
+    with_domain_names, Class, DomainId, DomainSpec, Periodic, Policy, PoolConfig, RunState, VcpuRef,
+};
 pub use time::{Nanos, MS, SEC, US};

@@ -15,6 +15,72 @@ use crate::time::{Duration, Nanos, MS};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct DomainId(pub u32);
 
+/// Domain ids as a message lists them: `1, 2, 5`.
+pub fn id_list(ids: &[DomainId]) -> String {
+    ids.iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A message of the core (which knows domains by id only) with every
+/// `domain N` and `domains N, M` naming the domains as `name_of` does,
+/// quoted: `domain 'web'`, `domains 'a', 'b'`. Ids `name_of` does not know
+/// stay numbers. For front ends (the daemon, the simulator) whose users
+/// named their domains.
+pub fn with_domain_names(message: &str, name_of: impl Fn(DomainId) -> Option<String>) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    while let Some(at) = rest.find("domain") {
+        let (before, from) = rest.split_at(at);
+        out.push_str(before);
+        // Only the whole words `domain ` / `domains `.
+        let word_start = out.chars().last().is_none_or(|c| !c.is_alphanumeric());
+        let word = if from.starts_with("domains ") {
+            "domains "
+        } else if from.starts_with("domain ") {
+            "domain "
+        } else {
+            ""
+        };
+        if word.is_empty() || !word_start {
+            out.push_str("domain");
+            rest = &from["domain".len()..];
+            continue;
+        }
+        out.push_str(word);
+        rest = &from[word.len()..];
+        // One id, or a list `1, 2, 3` after `domains`.
+        loop {
+            let digits = rest.chars().take_while(char::is_ascii_digit).count();
+            if digits == 0 {
+                break;
+            }
+            let id: u32 = rest[..digits].parse().unwrap_or(u32::MAX);
+            match name_of(DomainId(id)) {
+                Some(name) => {
+                    out.push('\'');
+                    out.push_str(&name);
+                    out.push('\'');
+                }
+                None => out.push_str(&rest[..digits]),
+            }
+            rest = &rest[digits..];
+            if word == "domains "
+                && rest.starts_with(", ")
+                && rest[2..].starts_with(|c: char| c.is_ascii_digit())
+            {
+                out.push_str(", ");
+                rest = &rest[2..];
+            } else {
+                break;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
 impl fmt::Display for DomainId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}", self.0)
@@ -449,5 +515,48 @@ mod tests {
             "no,5".parse::<Policy>(),
             Err(PolicyParseError::WrongFields { .. })
         ));
+    }
+}
+
+#[cfg(test)]
+mod naming_tests {
+    use super::*;
+
+    fn names(id: DomainId) -> Option<String> {
+        match id.0 {
+            1 => Some("web".into()),
+            2 => Some("db".into()),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn messages_name_domains_as_their_users_did() {
+        assert_eq!(
+            with_domain_names("domain 1 cannot get 4ms: CPU 0 is held by domain 2", names),
+            "domain 'web' cannot get 4ms: CPU 0 is held by domain 'db'"
+        );
+        assert_eq!(
+            with_domain_names("reserved by TT/ET domains 1, 2, 7; at most 95%", names),
+            "reserved by TT/ET domains 'web', 'db', 7; at most 95%"
+        );
+        // Not the word, or no id after it: left alone.
+        assert_eq!(
+            with_domain_names("subdomain 1, domains are many, domain x", names),
+            "subdomain 1, domains are many, domain x"
+        );
+        assert_eq!(
+            with_domain_names("no domain at all", names),
+            "no domain at all"
+        );
+        let refusal = crate::AdmissionError::NoMuxNotAlone {
+            domain: DomainId(1),
+            other: DomainId(2),
+            cpu: 1,
+        };
+        assert_eq!(
+            with_domain_names(&refusal.to_string(), names),
+            "no-mux domain 'web' must be alone on its CPUs, but domain 'db' also uses CPU 1"
+        );
     }
 }

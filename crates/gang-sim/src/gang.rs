@@ -166,10 +166,7 @@ impl Model for GangModel<'_> {
             let dec = self
                 .sched
                 .handle(0, Event::DomainAdded { spec, state })
-                .map_err(|source| SimError::Refused {
-                    domain: self.scenario.domains[d].name.clone(),
-                    source,
-                })?;
+                .map_err(|source| refused(self.scenario, d, &source))?;
             self.learn_map(d)?;
             self.apply(0, dec, out)?;
         }
@@ -196,6 +193,18 @@ impl Model for GangModel<'_> {
     }
 }
 
+/// The core's refusal of domain `d`, naming every domain as the scenario
+/// does (ids are indices + 1, see [`domain_id`]).
+fn refused(s: &Scenario, d: usize, source: &gang_core::EngineError) -> SimError {
+    SimError::Refused {
+        domain: s.domains[d].name.clone(),
+        reason: gang_core::with_domain_names(&source.to_string(), |id| {
+            let index = (id.0 as usize).checked_sub(1)?;
+            s.domains.get(index).map(|def| def.name.clone())
+        }),
+    }
+}
+
 /// CPU maps for every domain as the core would choose them: explicit maps
 /// as written, the others from a scratch scheduler fed the same domains.
 /// `Err` when the core refuses the set (the caller may fall back to
@@ -217,10 +226,7 @@ pub(crate) fn core_maps(s: &Scenario) -> Result<Vec<Vec<CpuId>>, SimError> {
                     state,
                 },
             )
-            .map_err(|source| SimError::Refused {
-                domain: def.name.clone(),
-                source,
-            })?;
+            .map_err(|source| refused(s, d, &source))?;
         let map = sched
             .cpu_map(domain_id(d))
             .ok_or_else(|| SimError::BadDecision {

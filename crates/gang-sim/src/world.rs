@@ -48,13 +48,12 @@ use crate::scenario::{Scenario, Workload};
 #[derive(Debug, thiserror::Error)]
 pub enum SimError {
     /// The gang core refused to admit a domain.
-    #[error("domain \"{domain}\": refused by the gang scheduler: {source}")]
+    #[error("domain \"{domain}\": refused by the gang scheduler: {reason}")]
     Refused {
         /// The domain's name.
         domain: String,
-        /// The core's reason.
-        #[source]
-        source: gang_core::EngineError,
+        /// The core's reason, with the scenario's domain names.
+        reason: String,
     },
     /// The gang core failed on an event.
     #[error("gang scheduler at {at} ns: {source}")]

@@ -318,6 +318,7 @@ impl Daemon {
         };
         let id = self.store.create_domain(&new).map_err(store_error)?;
         if let Err(e) = self.bring_up(id, paused) {
+            let e = self.with_names(e); // while the record is there
             self.forget(id);
             return Err(e);
         }

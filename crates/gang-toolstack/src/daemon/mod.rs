@@ -110,6 +110,22 @@ pub struct DaemonConfig {
     pub qemu_user: Option<String>,
 }
 
+/// Who sent a request: the socket peer's credentials (`SO_PEERCRED`, as
+/// the kernel saw them when the client connected).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Caller {
+    /// The client's user id.
+    pub uid: u32,
+    /// The client's process id.
+    pub pid: i32,
+}
+
+impl std::fmt::Display for Caller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "by uid {} pid {}", self.uid, self.pid)
+    }
+}
+
 /// The daemon's state: the store plus what runs on the host.
 pub struct Daemon {
     store: Store,
@@ -127,6 +143,9 @@ pub struct Daemon {
     /// The live side of every running or paused domain.
     live: BTreeMap<DomainId, domains::Live>,
     dmesg: VecDeque<String>,
+    /// Who asked for the state change being handled now (its log lines
+    /// name them).
+    caller: Option<Caller>,
     started: std::time::Instant,
     lift_rt_limit: bool,
 }
@@ -207,6 +226,7 @@ impl Daemon {
             qemu_settings: None,
             live: BTreeMap::new(),
             dmesg: VecDeque::new(),
+            caller: None,
             started: std::time::Instant::now(),
             lift_rt_limit: config.lift_rt_limit,
         };
@@ -223,8 +243,13 @@ impl Daemon {
         Ok(daemon)
     }
 
-    /// Adds a line to the message ring (`gang dmesg`) and the log.
+    /// Adds a line to the message ring (`gang dmesg`) and the log; during a
+    /// state change a client asked for, with who asked (`(by uid U pid P)`).
     fn log(&mut self, line: String) {
+        let line = match self.caller {
+            Some(c) => format!("{line} ({c})"),
+            None => line,
+        };
         tracing::info!("{line}");
         let t = self.started.elapsed().as_secs_f64();
         if self.dmesg.len() == DMESG_LINES {
@@ -253,18 +278,36 @@ impl Daemon {
         self.live.clear();
     }
 
-    /// Answers one request.
+    /// Answers one request of `caller`: what a state change logs names
+    /// them.
+    pub fn handle_from(
+        &mut self,
+        caller: Option<Caller>,
+        body: RequestBody,
+    ) -> Result<ResponseBody, ApiError> {
+        self.caller = caller.filter(|_| body.changes_state());
+        let result = self.handle(body);
+        self.caller = None;
+        result
+    }
+
+    /// Answers one request (of nobody in particular: see
+    /// [`Daemon::handle_from`]).
     pub fn handle(&mut self, body: RequestBody) -> Result<ResponseBody, ApiError> {
         // The scheduler knows domains by id; people know them by name.
-        self.answer(body).map_err(|mut e| {
-            let names: BTreeMap<u32, String> = self
-                .store
-                .domains()
-                .map(|ds| ds.into_iter().map(|d| (d.id.0, d.name)).collect())
-                .unwrap_or_default();
-            e.message = gang_core::with_domain_names(&e.message, |id| names.get(&id.0).cloned());
-            e
-        })
+        self.answer(body).map_err(|e| self.with_names(e))
+    }
+
+    /// An error naming domains by id (the scheduler's) names them as
+    /// their users did.
+    fn with_names(&self, mut e: ApiError) -> ApiError {
+        let names: BTreeMap<u32, String> = self
+            .store
+            .domains()
+            .map(|ds| ds.into_iter().map(|d| (d.id.0, d.name)).collect())
+            .unwrap_or_default();
+        e.message = gang_core::with_domain_names(&e.message, |id| names.get(&id.0).cloned());
+        e
     }
 
     fn answer(&mut self, body: RequestBody) -> Result<ResponseBody, ApiError> {
@@ -306,7 +349,9 @@ impl Daemon {
             }
             RequestBody::RenamePool { pool, name } => {
                 let r = self.store.rename_pool(PoolRef::parse(&pool), &name);
-                done(r.map_err(store_error))
+                r.map_err(store_error)?;
+                self.log(format!("cpupool {pool} renamed to {name}"));
+                Ok(ResponseBody::Done)
             }
             RequestBody::PoolCpuAdd { pool, cpus } => {
                 let cpus = cpus_arg(&cpus, &self.host_cpus)?;
@@ -775,13 +820,21 @@ pub fn run(
     }
     for stream in listener.incoming() {
         let Ok(stream) = stream else { continue };
+        // Who connected, as the kernel saw them at connect(): every state
+        // change they ask for is logged with it.
+        let caller = rustix::net::sockopt::socket_peercred(&stream)
+            .ok()
+            .map(|c| Caller {
+                uid: c.uid.as_raw(),
+                pid: c.pid.as_raw_nonzero().get(),
+            });
         let daemon = Arc::clone(&daemon);
         let _ = std::thread::Builder::new()
             .name("gang-conn".into())
             .spawn(move || {
                 let _ = gang_proto::serve(stream, |body| {
                     let mut d = daemon.lock().unwrap_or_else(|p| p.into_inner());
-                    d.handle(body)
+                    d.handle_from(caller, body)
                 });
             });
     }
