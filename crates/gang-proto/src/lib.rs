@@ -177,6 +177,39 @@ pub enum RequestBody {
     },
 }
 
+impl RequestBody {
+    /// Whether the request changes the daemon's state (pools, domains,
+    /// their parameters): the daemon records who asked for these. Reading
+    /// (lists, `sched-gang` without `-t`, `dmesg`, `console`, `trace`) and
+    /// typing at a console do not.
+    pub fn changes_state(&self) -> bool {
+        match self {
+            RequestBody::CreatePool { .. }
+            | RequestBody::DestroyPool { .. }
+            | RequestBody::RenamePool { .. }
+            | RequestBody::PoolCpuAdd { .. }
+            | RequestBody::PoolCpuRemove { .. }
+            | RequestBody::PoolMigrate { .. }
+            | RequestBody::CreateDomain { .. }
+            | RequestBody::Pause { .. }
+            | RequestBody::Unpause { .. }
+            | RequestBody::Shutdown { .. }
+            | RequestBody::Reboot { .. }
+            | RequestBody::Destroy { .. }
+            | RequestBody::SchedGangSet { .. } => true,
+            RequestBody::Info
+            | RequestBody::ListDomains
+            | RequestBody::ListPools
+            | RequestBody::SchedGangGet { .. }
+            | RequestBody::VcpuList { .. }
+            | RequestBody::Dmesg { .. }
+            | RequestBody::Console { .. }
+            | RequestBody::ConsoleInput { .. }
+            | RequestBody::Trace { .. } => false,
+        }
+    }
+}
+
 /// A pool as the daemon reports it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PoolInfo {
@@ -749,6 +782,20 @@ mod tests {
             r#"{"version":1,"id":9,"op":"sched-gang-set","domain":"my-domain","cpus":"1-2","policy":"tt,100ms,40ms"}"#
         );
         assert_eq!(serde_json::from_str::<Request>(&text).unwrap(), req);
+    }
+
+    #[test]
+    fn changes_are_told_from_reads() {
+        let pause = RequestBody::Pause { domain: "d".into() };
+        assert!(pause.changes_state());
+        assert!(!RequestBody::ListDomains.changes_state());
+        assert!(!RequestBody::Dmesg { clear: false }.changes_state());
+        assert!(RequestBody::SchedGangSet {
+            domain: "d".into(),
+            cpus: None,
+            policy: "be,1".into()
+        }
+        .changes_state());
     }
 
     #[test]
