@@ -1311,8 +1311,7 @@ mod tests {
     #[test]
     fn noise_is_measured_on_every_cpu_asked() {
         if !sys::is_root() {
-            eprintln!("skipped: needs root for a real-time priority");
-            return;
+            return sys::skip_or_fail("needs root for a real-time priority");
         }
         let noise = measure_noise(&[0], 10, 20 * MS).expect("noise");
         assert_eq!(noise.len(), 1);

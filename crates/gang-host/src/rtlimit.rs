@@ -165,7 +165,7 @@ mod tests {
 
     fn can_run() -> bool {
         if !crate::sys::is_root() || read_limit().is_err() {
-            eprintln!("skipped: needs root and {SYSCTL}");
+            crate::sys::skip_or_fail(&format!("needs root and {SYSCTL}"));
             return false;
         }
         true

@@ -139,6 +139,18 @@ pub fn thread_cpu_ns(pid: i32, tid: Tid) -> Option<Nanos> {
     text.split_whitespace().next()?.parse().ok()
 }
 
+/// For this crate's unit tests: a test cannot run for lack of the host
+/// (root, ...): prints `skipped: WHY` past the harness's capture, or fails
+/// the test under `GANG_REQUIRE_HOST=1` (CI, which has all of it).
+#[cfg(test)]
+pub(crate) fn skip_or_fail(why: &str) {
+    use std::io::Write as _;
+    let required = std::env::var("GANG_REQUIRE_HOST").is_ok_and(|v| v == "1");
+    assert!(!required, "GANG_REQUIRE_HOST=1 but {why}");
+    let test = std::thread::current().name().unwrap_or("?").to_string();
+    let _ = io::stderr().write_all(format!("skipped: {why} [{test}]\n").as_bytes());
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -169,8 +181,7 @@ mod tests {
     fn policy_round_trips_on_the_calling_thread() {
         let before = policy(0).expect("read policy");
         if !is_root() {
-            eprintln!("skipped: setting SCHED_FIFO needs root");
-            return;
+            return skip_or_fail("setting SCHED_FIFO needs root");
         }
         std::thread::spawn(|| {
             set_policy(0, SchedPolicy::Fifo(3)).expect("fifo");

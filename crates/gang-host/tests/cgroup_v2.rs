@@ -27,9 +27,12 @@
 //!   an unmounted, empty `/sys/fs/cgroup/cpuset` with cpuset on v2) and
 //!   restores first.
 //!
-//! When it cannot run (not root, a hierarchy busy, a controller missing, the
-//! lock not had in time) it prints why it skipped and passes. Everything
-//! runs in one `#[test]`, so nothing else in this binary sees the layout.
+//! When it cannot run it prints why it skipped and passes: not root or
+//! fewer than 2 CPUs fail instead under `GANG_REQUIRE_HOST=1` (CI); a
+//! layout it cannot move (a hierarchy busy or shared, cpuset on v2 already,
+//! the lock not had in time) is a plain skip even then, since it depends on
+//! what else the host runs, not on what it lacks. Everything runs in one
+//! `#[test]`, so nothing else in this binary sees the layout.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -49,10 +52,10 @@ use gang_host::cgroup::{
 };
 use gang_host::runtime::{allowed_cpus, Isolation, Runtime, RuntimeConfig};
 
-// Only its /proc helpers: `common::can_run` takes the layout lock shared,
-// and this test holds it exclusively.
+// Only its /proc and skip helpers: `common::can_run` takes the layout lock
+// shared, and this test holds it exclusively.
 mod common;
-use common::{pid_cpus, status_cpus};
+use common::{pid_cpus, skip_or_fail, skip_plain, status_cpus};
 
 const LOCK: &str = LAYOUT_LOCK;
 const MARKER: &str = "/tmp/gang-cgroup-v2-test.state";
@@ -369,14 +372,9 @@ struct Layout {
 
 impl Layout {
     /// Takes the lock, repairs a killed run's layout, and moves cpuset (and
-    /// freezer, if free) to v2. `Err`: why the test cannot run here.
+    /// freezer, if free) to v2. `Err`: why the layout cannot be moved here
+    /// (the caller has checked root and CPUs).
     fn acquire() -> Result<Layout, String> {
-        if !rustix::process::geteuid().is_root() {
-            return Err("needs root (mounts cgroup hierarchies)".into());
-        }
-        if cgroup::online_cpus().map(|c| c.len()).unwrap_or(0) < 2 {
-            return Err("needs 2 online CPUs".into());
-        }
         let lock = take_lock()?;
         restore_leftovers();
 
@@ -735,12 +733,16 @@ fn force_remove(dir: &Path) {
 
 #[test]
 fn cgroup_v2_paths() {
+    if !rustix::process::geteuid().is_root() {
+        return skip_or_fail("needs root (mounts cgroup hierarchies)");
+    }
+    if cgroup::online_cpus().map(|c| c.len()).unwrap_or(0) < 2 {
+        return skip_or_fail("needs 2 online CPUs");
+    }
     let layout = match Layout::acquire() {
         Ok(l) => l,
-        Err(why) => {
-            eprintln!("skipped: {why}");
-            return;
-        }
+        // Not strict: the layout depends on what else the host runs.
+        Err(why) => return skip_plain(&why),
     };
     let h = Hierarchy::detect().unwrap();
     eprintln!("detected on the test layout: {h:#?}");

@@ -1,5 +1,6 @@
 //! What the host tests need from the machine, checked once per test: each
-//! test that cannot run here says why it skipped.
+//! test that cannot run here says why it skipped, and fails instead when
+//! `GANG_REQUIRE_HOST=1` (CI).
 #![allow(dead_code)]
 
 use gang_host::cgroup;
@@ -31,11 +32,43 @@ pub enum Needs {
     Freezer,
 }
 
+/// Whether `GANG_REQUIRE_HOST=1` (CI): a test that lacks the host fails
+/// instead of skipping.
+pub fn host_required() -> bool {
+    std::env::var("GANG_REQUIRE_HOST").is_ok_and(|v| v == "1")
+}
+
+/// A test cannot run for lack of the host (root, a controller, CPUs 0 and
+/// 1): prints `skipped: WHY`, or fails the test under
+/// `GANG_REQUIRE_HOST=1`, where CI has all of it.
+pub fn skip_or_fail(why: &str) {
+    assert!(!host_required(), "GANG_REQUIRE_HOST=1 but {why}");
+    say("skipped", why);
+}
+
+/// A skip that is right on every host, CI's too, since it depends on the
+/// host's layout (cgroup v1 or v2, a hierarchy in use, the kernel's
+/// version), not on what it lacks: printed as `skipped (layout): WHY`,
+/// never a failure.
+pub fn skip_plain(why: &str) {
+    say("skipped (layout)", why);
+}
+
+/// One line on stderr past the test harness's capture, so that a passing
+/// run's output shows every skip too (`.ci/run` counts them), with the
+/// test's name.
+fn say(what: &str, why: &str) {
+    use std::io::Write as _;
+    let test = std::thread::current().name().unwrap_or("?").to_string();
+    let line = format!("{what}: {why} [{test}]\n");
+    let _ = std::io::stderr().write_all(line.as_bytes());
+}
+
 /// Whether a test can run here: root, CPUs 0 and 1, and the controller.
-/// Prints why not.
+/// Says why not ([`skip_or_fail`]).
 pub fn can_run(needs: Needs) -> bool {
     if !gang_host::sys::is_root() {
-        eprintln!("skipped: needs root (real-time priorities, cgroups)");
+        skip_or_fail("needs root (real-time priorities, cgroups)");
         return false;
     }
     cgroup::share_layout_for_this_process();
@@ -45,13 +78,13 @@ pub fn can_run(needs: Needs) -> bool {
         Needs::Freezer => h.freezer().map(|_| ()),
     });
     if let Err(e) = controller {
-        eprintln!("skipped: {needs:?} controller unavailable: {e}");
+        skip_or_fail(&format!("{needs:?} controller unavailable: {e}"));
         return false;
     }
     match allowed_cpus() {
         Ok(c) if c.contains(0) && c.contains(1) => true,
         _ => {
-            eprintln!("skipped: needs CPUs 0 and 1");
+            skip_or_fail("needs CPUs 0 and 1");
             false
         }
     }
