@@ -299,6 +299,110 @@ impl Program {
     }
 }
 
+/// Who a spawned program runs as: a user and group other than the
+/// daemon's (root), resolved before the fork (the child cannot read files
+/// between `fork` and `exec`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunAs {
+    /// The user's name (for `HOME`, `USER`, `LOGNAME`), if a user was given.
+    pub name: Option<String>,
+    /// User id.
+    pub uid: u32,
+    /// Group id.
+    pub gid: u32,
+    /// Supplementary groups (the user's, or none).
+    pub groups: Vec<u32>,
+    /// The user's home directory, if a user was given.
+    pub home: Option<String>,
+}
+
+/// One line of /etc/passwd or /etc/group, split at `:`.
+fn db_entries(file: &str) -> Vec<Vec<String>> {
+    std::fs::read_to_string(file)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .map(|l| l.split(':').map(str::to_owned).collect())
+        .collect()
+}
+
+impl RunAs {
+    /// Resolves `user` and `group` (names, or numeric ids) from
+    /// /etc/passwd and /etc/group; `None` when neither is given (root, as
+    /// the daemon). A user brings its primary group and the groups that
+    /// list it as a member; `group` replaces the primary group. An unknown
+    /// name is an error that names it.
+    pub fn resolve(user: Option<&str>, group: Option<&str>) -> Result<Option<RunAs>, String> {
+        if user.is_none() && group.is_none() {
+            return Ok(None);
+        }
+        let passwd = db_entries("/etc/passwd");
+        let groups = db_entries("/etc/group");
+        let mut run_as = RunAs {
+            name: None,
+            uid: 0,
+            gid: 0,
+            groups: Vec::new(),
+            home: None,
+        };
+        if let Some(user) = user {
+            let entry = passwd.iter().find(|e| e[0] == user).or_else(|| {
+                passwd
+                    .iter()
+                    .find(|e| e.get(2).map(String::as_str) == Some(user))
+            });
+            match entry {
+                Some(e) if e.len() >= 4 => {
+                    let id = |i: usize| {
+                        e[i].parse::<u32>().map_err(|_| {
+                            format!(
+                                "user '{user}': /etc/passwd has no number in field {}",
+                                i + 1
+                            )
+                        })
+                    };
+                    run_as.uid = id(2)?;
+                    run_as.gid = id(3)?;
+                    run_as.name = Some(e[0].clone());
+                    run_as.home = e.get(5).cloned();
+                    run_as.groups = groups
+                        .iter()
+                        .filter(|g| g.get(3).is_some_and(|m| m.split(',').any(|m| m == e[0])))
+                        .filter_map(|g| g.get(2)?.parse().ok())
+                        .collect();
+                }
+                Some(_) => return Err(format!("user '{user}': unreadable /etc/passwd entry")),
+                None => match user.parse::<u32>() {
+                    Ok(uid) => {
+                        run_as.uid = uid;
+                        run_as.gid = uid;
+                    }
+                    Err(_) => {
+                        return Err(format!("user '{user}' does not exist (see /etc/passwd)"))
+                    }
+                },
+            }
+        }
+        if let Some(group) = group {
+            let entry = groups.iter().find(|g| g[0] == group).or_else(|| {
+                groups
+                    .iter()
+                    .find(|g| g.get(2).map(String::as_str) == Some(group))
+            });
+            run_as.gid = match entry.and_then(|g| g.get(2)?.parse().ok()) {
+                Some(gid) => gid,
+                None => group
+                    .parse::<u32>()
+                    .map_err(|_| format!("group '{group}' does not exist (see /etc/group)"))?,
+            };
+        }
+        if !run_as.groups.contains(&run_as.gid) {
+            run_as.groups.insert(0, run_as.gid);
+        }
+        Ok(Some(run_as))
+    }
+}
+
 /// Opens (creating) a domain's console file for appending.
 pub fn open_console(path: &Path) -> Result<File> {
     if let Some(dir) = path.parent() {
@@ -329,6 +433,23 @@ pub fn spawn(
     cpus: &CpuSet,
     start_gate: Option<&Path>,
 ) -> Result<Child> {
+    spawn_as(program, console, cgroups, cpus, start_gate, None)
+}
+
+/// [`spawn`], run as `run_as` (`None`: as the daemon, root). The child
+/// joins its cgroups and CPUs as root, then sets its supplementary groups,
+/// its group, and last its user, before `exec`; `HOME`, `USER` and
+/// `LOGNAME` are the user's. The console is opened by the daemon, so it
+/// stays writable; the start gate is the child's standard input (opened
+/// by the daemon), so the child needs no path in the state directory.
+pub fn spawn_as(
+    program: &Program,
+    console: &Path,
+    cgroups: &[CString],
+    cpus: &CpuSet,
+    start_gate: Option<&Path>,
+    run_as: Option<&RunAs>,
+) -> Result<Child> {
     let out = open_console(console)?;
     let err = out.try_clone().map_err(|source| ProcessError::Console {
         path: console.display().to_string(),
@@ -338,6 +459,7 @@ pub fn spawn(
         Program::Argv(v) => v.clone(),
         Program::Line(l) => vec!["/bin/sh".into(), "-c".into(), l.clone()],
     };
+    let mut gate = None;
     let argv = match start_gate {
         None => argv,
         Some(fifo) => {
@@ -353,11 +475,24 @@ pub fn spawn(
                 command: program.describe(),
                 source: e.into(),
             })?;
+            // Read and write: the open does not wait for a writer, and
+            // the shell's read sees no end of file before the gate opens
+            // (Linux's FIFO semantics, fifo(7)).
+            let fd = rustix::fs::open(
+                fifo,
+                rustix::fs::OFlags::RDWR | rustix::fs::OFlags::CLOEXEC,
+                rustix::fs::Mode::empty(),
+            )
+            .map_err(|e| ProcessError::Spawn {
+                command: program.describe(),
+                source: e.into(),
+            })?;
+            gate = Some(fd);
             let mut w = vec![
                 "/bin/sh".to_string(),
                 "-c".into(),
-                "read _ < \"$0\" && exec \"$@\"".into(),
-                fifo.display().to_string(),
+                "read _ && exec \"$@\" < /dev/null".into(),
+                "gang-start-gate".into(),
             ];
             w.extend(argv);
             w
@@ -365,21 +500,40 @@ pub fn spawn(
     };
     let mut cmd = Command::new(&argv[0]);
     cmd.args(&argv[1..]);
-    cmd.stdin(Stdio::null())
+    cmd.stdin(gate.map_or_else(Stdio::null, Stdio::from))
         .stdout(Stdio::from(out))
         .stderr(Stdio::from(err))
         .process_group(0);
+    if let Some(r) = run_as {
+        if let Some(name) = &r.name {
+            cmd.env("USER", name).env("LOGNAME", name);
+        }
+        if let Some(home) = &r.home {
+            cmd.env("HOME", home);
+        }
+    }
     // Everything the hook needs is prepared here, before the fork.
     let cgroups: Vec<CString> = cgroups.to_vec();
     let mut affinity = rustix::thread::CpuSet::new();
     for cpu in cpus.iter() {
         affinity.set(cpu as usize);
     }
+    let identity = run_as.map(|r| {
+        (
+            rustix::process::Uid::from_raw(r.uid),
+            rustix::process::Gid::from_raw(r.gid),
+            r.groups
+                .iter()
+                .map(|&g| rustix::process::Gid::from_raw(g))
+                .collect::<Vec<_>>(),
+        )
+    });
     // SAFETY: the hook runs in the forked child before exec, where only
     // async-signal-safe operations are allowed. It only makes system calls
-    // (open, write, close, sched_setaffinity) through rustix, on data
-    // prepared before the fork (C strings, a CPU set); it allocates nothing
-    // and takes no lock.
+    // (open, write, close, sched_setaffinity, setgroups, setgid, setuid)
+    // through rustix, on data prepared before the fork (C strings, a CPU
+    // set, ids); it allocates nothing and takes no lock. The child has one
+    // thread, so rustix's per-thread credential calls change the process.
     unsafe {
         cmd.pre_exec(move || {
             use rustix::fs::{open, Mode, OFlags};
@@ -390,6 +544,12 @@ pub fn spawn(
             }
             if affinity.count() != 0 {
                 rustix::thread::sched_setaffinity(None, &affinity)?;
+            }
+            // Groups first (setgroups and setgid need root), the user last.
+            if let Some((uid, gid, groups)) = &identity {
+                rustix::thread::set_thread_groups(groups)?;
+                rustix::thread::set_thread_gid(*gid)?;
+                rustix::thread::set_thread_uid(*uid)?;
             }
             Ok(())
         });
@@ -518,6 +678,70 @@ mod tests {
                 .starts_with("cannot start `/nonexistent/prog`"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn users_and_groups_are_resolved_before_the_fork() {
+        assert_eq!(RunAs::resolve(None, None), Ok(None));
+        let root = RunAs::resolve(Some("root"), None).unwrap().unwrap();
+        assert_eq!(
+            (root.uid, root.gid, root.name.as_deref()),
+            (0, 0, Some("root"))
+        );
+        assert!(root.groups.contains(&0));
+        let e = RunAs::resolve(Some("no-such-user-here"), None).unwrap_err();
+        assert_eq!(
+            e,
+            "user 'no-such-user-here' does not exist (see /etc/passwd)"
+        );
+        let e = RunAs::resolve(Some("root"), Some("no-such-group-here")).unwrap_err();
+        assert_eq!(
+            e,
+            "group 'no-such-group-here' does not exist (see /etc/group)"
+        );
+        let numeric = RunAs::resolve(Some("4242"), Some("4343")).unwrap().unwrap();
+        assert_eq!(
+            (numeric.uid, numeric.gid, numeric.groups),
+            (4242, 4343, vec![4343])
+        );
+    }
+
+    #[test]
+    fn a_program_runs_as_its_user_and_group_gated_or_not() {
+        if !rustix::process::geteuid().is_root() {
+            return; // only root can become another user
+        }
+        let run_as = RunAs {
+            name: Some("gang-test".into()),
+            uid: 4242,
+            gid: 4343,
+            groups: vec![4343, 4444],
+            home: Some("/nonexistent".into()),
+        };
+        let dir = tempfile::tempdir().unwrap();
+        for gated in [false, true] {
+            let console = dir.path().join(format!("c{gated}.log"));
+            let gate = dir.path().join("gate");
+            let mut child = spawn_as(
+                &Program::Line("echo $(id -u) $(id -g) $(id -G) $USER $HOME".into()),
+                &console,
+                &[],
+                &CpuSet::new(),
+                gated.then_some(gate.as_path()),
+                Some(&run_as),
+            )
+            .unwrap();
+            if gated {
+                let id = identity(child.id() as i32).unwrap();
+                open_start_gate(&gate, &id).unwrap();
+            }
+            assert!(child.wait().unwrap().success());
+            assert_eq!(
+                std::fs::read_to_string(&console).unwrap(),
+                "4242 4343 4343 4444 gang-test /nonexistent\n",
+                "gated: {gated}"
+            );
+        }
     }
 
     #[test]

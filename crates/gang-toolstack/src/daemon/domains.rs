@@ -273,6 +273,17 @@ impl Daemon {
                 "a job's cgroup is gang-scheduled as a whole program: leave out `vcpu_threads`",
             ));
         }
+        if cfg.user.is_some() || cfg.group.is_some() {
+            if kind != Kind::Process || cfg.command.is_none() {
+                return Err(bad(
+                    "`user` and `group` apply to a process domain's `command`: processes \
+                     adopted by `pid`, `pids` or `cgroup` keep their own users, and QEMU runs \
+                     as the daemon's --qemu-user",
+                ));
+            }
+            // An unknown name is refused before anything is made.
+            process::RunAs::resolve(cfg.user.as_deref(), cfg.group.as_deref()).map_err(refused)?;
+        }
         if let Some(pid) = adopted
             .iter()
             .find(|&&p| process::identity(p as i32).is_none())

@@ -5,7 +5,10 @@
 //! `vcpu_threads`, in TID order; a gang runtime adopts them (a freezer per
 //! thread). Pause freezes the whole process (its domain cgroup); a shutdown
 //! request is SIGTERM to the process group gang started (or to the adopted
-//! process). Only what gang spawned is killed by `tear_down`.
+//! process). Only what gang spawned is killed by `tear_down`. A spawned
+//! command runs as the domain's `user` and `group` (names resolved before
+//! anything is made; default root, as the daemon); adopted processes keep
+//! their own.
 
 use std::path::Path;
 use std::process::Child;
@@ -64,26 +67,33 @@ impl ProcessBackend {
                     Command::Argv(_) => Program::Line(String::new()),
                     Command::Line(l) => Program::Line(l.clone()),
                 };
-                process::spawn(
-                    &program,
-                    console,
-                    &cgroup.procs_files(),
-                    cpus,
-                    start_gate.as_deref(),
-                )
-                .map_err(|e| refused(e.to_string()))
-                .and_then(|child| {
-                    let pid = child.id() as i32;
-                    // It may have ended already: its exit is handled like
-                    // any other (on_poweroff, on_crash).
-                    match process::identity_or_zombie(pid) {
-                        Some(identity) => Ok((identity, Some(child), true, Vec::new(), Vec::new())),
-                        None => Err(refused(format!(
-                            "the domain's command (pid {pid}) ended at once; see {}",
-                            console.display()
-                        ))),
-                    }
-                })
+                process::RunAs::resolve(cfg.user.as_deref(), cfg.group.as_deref())
+                    .map_err(refused)
+                    .and_then(|run_as| {
+                        process::spawn_as(
+                            &program,
+                            console,
+                            &cgroup.procs_files(),
+                            cpus,
+                            start_gate.as_deref(),
+                            run_as.as_ref(),
+                        )
+                        .map_err(|e| refused(e.to_string()))
+                    })
+                    .and_then(|child| {
+                        let pid = child.id() as i32;
+                        // It may have ended already: its exit is handled like
+                        // any other (on_poweroff, on_crash).
+                        match process::identity_or_zombie(pid) {
+                            Some(identity) => {
+                                Ok((identity, Some(child), true, Vec::new(), Vec::new()))
+                            }
+                            None => Err(refused(format!(
+                                "the domain's command (pid {pid}) ended at once; see {}",
+                                console.display()
+                            ))),
+                        }
+                    })
             }
             (None, _) if !cgroup.is_owned() => Self::join(&cgroup),
             (None, _) => Self::adopt(cfg, &cgroup, console, cpus),
