@@ -99,7 +99,15 @@ pub struct DaemonArgs {
     /// only, unless --socket-group).
     #[arg(long, env = "GANG_SOCKET", default_value = DEFAULT_SOCKET)]
     socket: PathBuf,
-    /// Let members of this group use the socket too (mode 0660).
+    /// Let members of this group use the socket too (mode 0660). A member
+    /// can do everything the API offers, as root can: create, destroy,
+    /// pause and move any domain, change pools and gang parameters, read
+    /// and type into every console. That is root-equivalent for gang's
+    /// domains, and for the host: a process domain's `command` runs as root
+    /// unless its config sets `user`, and the config is the member's to
+    /// write, so a member can run any command as root. Give the group only
+    /// to those you would give root; `gang dmesg` names who asked for each
+    /// change (uid and pid).
     #[arg(long, env = "GANG_SOCKET_GROUP")]
     socket_group: Option<String>,
     /// While exclusive gang pools run, lift the kernel's real-time limit
