@@ -822,12 +822,16 @@ pub fn run(
         let Ok(stream) = stream else { continue };
         // Who connected, as the kernel saw them at connect(): every state
         // change they ask for is logged with it.
-        let caller = rustix::net::sockopt::socket_peercred(&stream)
-            .ok()
-            .map(|c| Caller {
-                uid: c.uid.as_raw(),
-                pid: c.pid.as_raw_nonzero().get(),
-            });
+        // (nix, not rustix: rustix's peer credentials hold the pid as a
+        // non-zero type, but the kernel reports 0 for a peer outside our pid
+        // namespace.)
+        let caller =
+            nix::sys::socket::getsockopt(&stream, nix::sys::socket::sockopt::PeerCredentials)
+                .ok()
+                .map(|c| Caller {
+                    uid: c.uid(),
+                    pid: c.pid(),
+                });
         let daemon = Arc::clone(&daemon);
         let _ = std::thread::Builder::new()
             .name("gang-conn".into())
