@@ -674,8 +674,12 @@ fn memory_becomes_a_memory_limit_on_the_process() {
         return;
     }
     if !Path::new("/sys/fs/cgroup/memory").exists() {
-        eprintln!("skipped: no cgroup v1 memory controller here");
-        return;
+        if Path::new("/sys/fs/cgroup/freezer").exists() {
+            return common::skip_or_fail("no cgroup v1 memory controller beside the v1 freezer");
+        }
+        // Not strict: this test reads the v1 memory controller, and a
+        // cgroup v2 host (a correct CI machine too) has none.
+        return common::skip_plain("no cgroup v1 memory controller (a cgroup v2 host)");
     }
     let t = TestDir::new("memory");
     let d = start(&t.0);

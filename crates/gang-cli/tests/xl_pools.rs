@@ -15,8 +15,7 @@ fn online_cpus() -> usize {
 #[test]
 fn the_seed_walkthrough_pool_steps_with_xl_output_and_errors() {
     if online_cpus() < 2 {
-        eprintln!("skipped: needs 2 CPUs");
-        return;
+        return common::skip_or_fail("needs 2 CPUs");
     }
     let dir = std::env::temp_dir().join(format!("gang-e2e-pools-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);

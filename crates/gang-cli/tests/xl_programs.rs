@@ -249,8 +249,7 @@ fn a_job_of_two_processes_is_one_gang_and_beats_linux() {
         return;
     }
     if Command::new("python3").arg("--version").output().is_err() {
-        eprintln!("skipped: needs python3 for the two-process job");
-        return;
+        return common::skip_or_fail("needs python3 for the two-process job");
     }
     let t = TestDir::new("program-job");
     let outs = [t.0.join("job-a.out"), t.0.join("job-b.out")];

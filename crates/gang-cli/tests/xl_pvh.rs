@@ -25,7 +25,7 @@ fn can_run_vms() -> bool {
         .open("/dev/kvm")
         .is_err()
     {
-        eprintln!("skipped: /dev/kvm is not usable here");
+        common::skip_or_fail("/dev/kvm is not usable here");
         return false;
     }
     true

@@ -192,8 +192,39 @@ pub fn remove_cgroups(namespace: &str) {
     }
 }
 
+/// Whether `GANG_REQUIRE_HOST=1` (CI): a test that lacks the host fails
+/// instead of skipping.
+pub fn host_required() -> bool {
+    std::env::var("GANG_REQUIRE_HOST").is_ok_and(|v| v == "1")
+}
+
+/// A test cannot run for lack of the host (root, a controller, 2 CPUs,
+/// /dev/kvm, a tool): prints `skipped: WHY`, or fails the test under
+/// `GANG_REQUIRE_HOST=1`, where CI has all of it.
+pub fn skip_or_fail(why: &str) {
+    assert!(!host_required(), "GANG_REQUIRE_HOST=1 but {why}");
+    say("skipped", why);
+}
+
+/// A skip that is right on every host, CI's too, since it depends on the
+/// host's layout (cgroup v1 or v2), not on what it lacks: printed as
+/// `skipped (layout): WHY`, never a failure.
+pub fn skip_plain(why: &str) {
+    say("skipped (layout)", why);
+}
+
+/// One line on stderr past the test harness's capture, so that a passing
+/// run's output shows every skip too (`.ci/run` counts them), with the
+/// test's name.
+fn say(what: &str, why: &str) {
+    use std::io::Write as _;
+    let test = std::thread::current().name().unwrap_or("?").to_string();
+    let line = format!("{what}: {why} [{test}]\n");
+    let _ = std::io::stderr().write_all(line.as_bytes());
+}
+
 /// Whether this machine can run the host-side tests (root, 2 CPUs, cgroup
-/// freezer); says why not.
+/// freezer); says why not ([`skip_or_fail`]).
 pub fn can_run_domains() -> bool {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     let root = status
@@ -202,18 +233,18 @@ pub fn can_run_domains() -> bool {
         .and_then(|l| l.split_whitespace().nth(2))
         == Some("0");
     if !root {
-        eprintln!("skipped: needs root (cgroups, real-time priorities)");
+        skip_or_fail("needs root (cgroups, real-time priorities)");
         return false;
     }
     gang_host::cgroup::share_layout_for_this_process();
     if std::thread::available_parallelism().map_or(1, |n| n.get()) < 2 {
-        eprintln!("skipped: needs 2 CPUs");
+        skip_or_fail("needs 2 CPUs");
         return false;
     }
     if !Path::new("/sys/fs/cgroup/freezer").exists()
         && !Path::new("/sys/fs/cgroup/cgroup.controllers").exists()
     {
-        eprintln!("skipped: no cgroup freezer");
+        skip_or_fail("no cgroup freezer");
         return false;
     }
     true
