@@ -757,6 +757,18 @@ impl Drop for Vm {
     }
 }
 
+/// For this crate's unit tests: a test cannot run for lack of the host
+/// (/dev/kvm): prints `skipped: WHY` past the harness's capture, or fails
+/// the test under `GANG_REQUIRE_HOST=1` (CI, which has all of it).
+#[cfg(test)]
+pub(crate) fn skip_or_fail(why: &str) {
+    use std::io::Write as _;
+    let required = std::env::var("GANG_REQUIRE_HOST").is_ok_and(|v| v == "1");
+    assert!(!required, "GANG_REQUIRE_HOST=1 but {why}");
+    let test = std::thread::current().name().unwrap_or("?").to_string();
+    let _ = std::io::stderr().write_all(format!("skipped: {why} [{test}]\n").as_bytes());
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -776,7 +788,7 @@ mod tests {
             .open("/dev/kvm")
             .is_ok();
         if !ok {
-            eprintln!("skipped: /dev/kvm is not usable here");
+            skip_or_fail("/dev/kvm is not usable here");
         }
         ok
     }
