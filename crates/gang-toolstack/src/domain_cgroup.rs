@@ -341,15 +341,26 @@ use std::os::unix::ffi::OsStringExt as _;
 mod tests {
     use super::*;
 
+    /// A test cannot run for lack of the host (root, a freezer): prints
+    /// `skipped: WHY` past the harness's capture, or fails the test under
+    /// `GANG_REQUIRE_HOST=1` (CI, which has all of it).
+    fn skip_or_fail(why: &str) {
+        use std::io::Write as _;
+        let required = std::env::var("GANG_REQUIRE_HOST").is_ok_and(|v| v == "1");
+        assert!(!required, "GANG_REQUIRE_HOST=1 but {why}");
+        let test = std::thread::current().name().unwrap_or("?").to_string();
+        let _ = std::io::stderr().write_all(format!("skipped: {why} [{test}]\n").as_bytes());
+    }
+
     fn can_run() -> Option<Hierarchy> {
         if !rustix::process::geteuid().is_root() {
-            eprintln!("skipped: needs root to create cgroups");
+            skip_or_fail("needs root to create cgroups");
             return None;
         }
         match Hierarchy::detect() {
             Ok(h) if h.freezer.is_some() => Some(h),
             _ => {
-                eprintln!("skipped: no cgroup freezer on this host");
+                skip_or_fail("no cgroup freezer on this host");
                 None
             }
         }
