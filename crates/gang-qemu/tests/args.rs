@@ -755,6 +755,16 @@ fn require_host() -> bool {
     std::env::var("GANG_REQUIRE_HOST").is_ok_and(|v| v == "1")
 }
 
+/// A test cannot run for lack of the host (QEMU): prints `skipped: WHY`
+/// past the harness's capture (so a passing run's output shows it too), or
+/// fails the test under `GANG_REQUIRE_HOST=1`.
+fn skip_or_fail(why: &str) {
+    use std::io::Write as _;
+    assert!(!require_host(), "GANG_REQUIRE_HOST=1 but {why}");
+    let test = std::thread::current().name().unwrap_or("?").to_string();
+    let _ = std::io::stderr().write_all(format!("skipped: {why} [{test}]\n").as_bytes());
+}
+
 /// A QEMU process, killed when dropped (also when the test fails).
 struct Killed(Child);
 
@@ -864,10 +874,7 @@ fn qemu_7_2_accepts_what_we_emit() {
     match Command::new(QEMU).arg("--version").output() {
         Ok(o) if o.status.success() => {}
         other => {
-            let why = format!("{QEMU} cannot run here ({other:?})");
-            assert!(!require_host(), "GANG_REQUIRE_HOST=1 but {why}");
-            eprintln!("skipped: {why}");
-            return;
+            return skip_or_fail(&format!("{QEMU} cannot run here ({other:?})"));
         }
     }
     let dir = tempfile::tempdir().unwrap();

@@ -18,9 +18,14 @@ fn require_host() -> bool {
     std::env::var("GANG_REQUIRE_HOST").is_ok_and(|v| v == "1")
 }
 
+/// A test cannot run for lack of the host (QEMU, apt-get): prints
+/// `skipped: WHY` past the harness's capture (so a passing run's output
+/// shows it too), or fails the test under `GANG_REQUIRE_HOST=1`.
 fn skip(why: &str) -> Option<LinuxImage> {
+    use std::io::Write as _;
     assert!(!require_host(), "GANG_REQUIRE_HOST=1 but {why}");
-    eprintln!("skipped: {why}");
+    let test = std::thread::current().name().unwrap_or("?").to_string();
+    let _ = std::io::stderr().write_all(format!("skipped: {why} [{test}]\n").as_bytes());
     None
 }
 
