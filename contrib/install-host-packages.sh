@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the Debian packages gang's QEMU guests and their tests need:
 # QEMU (the device model of type = "hvm" domains), qemu-img (disk images in
-# tests), iproute2 (tap devices on bridges), and dpkg-deb/apt-get, which
+# tests), iproute2 (tap devices on bridges), python3 (a test's two-process
+# job in shared memory), and dpkg-deb/apt-get, which
 # `gang guest-image linux` uses to fetch Debian's kernel and busybox.
 # Idempotent: does nothing when everything is there.
 set -euo pipefail
@@ -9,6 +10,7 @@ need=()
 command -v qemu-system-x86_64 >/dev/null 2>&1 || need+=(qemu-system-x86)
 command -v qemu-img >/dev/null 2>&1 || need+=(qemu-utils)
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
+command -v python3 >/dev/null 2>&1 || need+=(python3)  # the two-process job test
 if [ ${#need[@]} -eq 0 ]; then
   echo "host packages: all present"
   exit 0
