@@ -531,16 +531,11 @@ fn read_ids(path: &Path) -> Result<Vec<i32>> {
 /// Whether `tid` is a kernel thread (`PF_KTHREAD` in `/proc/<tid>/stat`
 /// flags); `None` if it is gone.
 fn is_kernel_thread(tid: i32) -> Option<bool> {
-    const PF_KTHREAD: u64 = 0x0020_0000;
-    let stat = fs::read_to_string(format!("/proc/{tid}/stat")).ok()?;
-    let after = &stat[stat.rfind(')')? + 1..];
-    // Field 9 (flags) is the 7th after the command.
-    let flags: u64 = after.split_whitespace().nth(6)?.parse().ok()?;
-    Some(flags & PF_KTHREAD != 0)
+    crate::proc::stat(tid, None).map(|s| s.is_kernel_thread())
 }
 
 fn comm(tid: i32) -> String {
-    fs::read_to_string(format!("/proc/{tid}/comm"))
+    crate::proc::comm(tid, None)
         .map(|s| s.trim().to_string())
         .unwrap_or_default()
 }
@@ -729,15 +724,11 @@ impl Owner {
     /// The process `pid` if it runs (a zombie does not: a killed process
     /// whose other thread is frozen stays a zombie until thawed).
     pub fn of_pid(pid: i32) -> Option<Owner> {
-        let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-        let after = &stat[stat.rfind(')')? + 1..];
-        // Fields after the command: state is field 3, starttime field 22.
-        let mut fields = after.split_whitespace();
-        if matches!(fields.next(), Some("Z" | "X" | "x")) {
-            return None;
-        }
-        let start_time = fields.nth(18)?.parse().ok()?;
-        Some(Owner { pid, start_time })
+        let stat = crate::proc::stat(pid, None).filter(|s| !s.is_dead())?;
+        Some(Owner {
+            pid,
+            start_time: stat.start_time?,
+        })
     }
 
     /// This process.
@@ -1731,17 +1722,7 @@ fn move_thread(controller: &Controller, cgroup: &Path, tid: i32) -> io::Result<b
 
 /// Whether `tid` is the only thread of its process.
 fn single_threaded_leader(tid: i32) -> bool {
-    let Ok(status) = fs::read_to_string(format!("/proc/{tid}/status")) else {
-        return false;
-    };
-    let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .map(str::trim)
-            .and_then(|v| v.parse::<i64>().ok())
-    };
-    field("Tgid:") == Some(i64::from(tid)) && field("Threads:") == Some(1)
+    crate::proc::status(tid).is_some_and(|s| s.tgid == Some(tid) && s.threads == Some(1))
 }
 
 /// Thaws, moves recorded threads back to their origin (or the root if the

@@ -10,8 +10,9 @@
 //!
 //! Modules: [`sys`] (the system calls), [`clock`] (pool time, precise waits),
 //! [`gate`] (futex gates and per-thread traces), [`log`] (the replicated event
-//! log), [`runtime`] (dispatchers and the control API), [`adopt`] (another
-//! process's threads as vCPUs), [`group`] (every task of a cgroup, a whole
+//! log), [`proc`] (the one reader of `/proc/PID` files), [`runtime`]
+//! (dispatchers and the control API), [`adopt`] (another process's threads
+//! as vCPUs), [`group`] (every task of a cgroup, a whole
 //! program, as one gang), [`workload`] (the simulator's workloads on real
 //! threads).
 
@@ -26,6 +27,7 @@ pub mod clock;
 pub mod gate;
 pub mod group;
 pub mod log;
+pub mod proc;
 pub mod rtlimit;
 pub mod runtime;
 pub mod workload;

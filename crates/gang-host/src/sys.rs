@@ -133,10 +133,10 @@ pub fn is_root() -> bool {
 }
 
 /// CPU time of thread `tid` of process `pid` so far, in ns (the first
-/// field of its `schedstat`); `None` if it is gone.
+/// field of its `schedstat`, read by [`crate::proc::schedstat_ns`]); `None`
+/// if it is gone.
 pub fn thread_cpu_ns(pid: i32, tid: Tid) -> Option<Nanos> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/schedstat")).ok()?;
-    text.split_whitespace().next()?.parse().ok()
+    crate::proc::schedstat_ns(pid, tid)
 }
 
 /// For this crate's unit tests: a test cannot run for lack of the host
