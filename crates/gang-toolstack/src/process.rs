@@ -29,6 +29,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use gang_core::{CpuId, CpuSet};
+use gang_host::proc;
 
 use crate::store::ProcessIdentity;
 
@@ -87,17 +88,10 @@ pub enum ProcessError {
 
 type Result<T, E = ProcessError> = std::result::Result<T, E>;
 
-/// The state letter and start time of a process or thread (from
-/// `/proc/PID/stat` or `/proc/PID/task/TID/stat`).
-fn stat_of(path: &Path) -> Option<(char, u64)> {
-    let text = std::fs::read_to_string(path).ok()?;
-    // The name (field 2) may contain spaces and parentheses: split after the
-    // last ')'. Fields from 3 on follow; start time is field 22.
-    let rest = &text[text.rfind(')')? + 1..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let state = fields.first()?.chars().next()?;
-    let start = fields.get(19)?.parse().ok()?;
-    Some((state, start))
+/// The state letter and start time of a process or of one of its threads.
+fn stat_of(pid: i32, tid: Option<Tid>) -> Option<(char, u64)> {
+    let stat = proc::stat(pid, tid)?;
+    Some((stat.state, stat.start_time?))
 }
 
 /// The identity of a live process (not a zombie).
@@ -111,7 +105,7 @@ pub fn identity(pid: i32) -> Option<ProcessIdentity> {
 /// The identity of a process that may have exited already but is not yet
 /// reaped (a zombie child of ours).
 pub fn identity_or_zombie(pid: i32) -> Option<ProcessIdentity> {
-    let (_, start_time) = stat_of(Path::new(&format!("/proc/{pid}/stat")))?;
+    let (_, start_time) = stat_of(pid, None)?;
     Some(ProcessIdentity {
         pid: pid as u32,
         start_time,
@@ -126,19 +120,17 @@ pub fn is_alive(id: &ProcessIdentity) -> bool {
 
 /// The start time of thread `tid` of process `pid`, if it exists.
 pub fn thread_start(pid: i32, tid: Tid) -> Option<u64> {
-    stat_of(Path::new(&format!("/proc/{pid}/task/{tid}/stat"))).map(|(_, s)| s)
+    stat_of(pid, Some(tid)).map(|(_, s)| s)
 }
 
 /// The state letter of a thread (`R`, `S`, `D`, ...).
 pub fn thread_state(pid: i32, tid: Tid) -> Option<char> {
-    stat_of(Path::new(&format!("/proc/{pid}/task/{tid}/stat"))).map(|(s, _)| s)
+    stat_of(pid, Some(tid)).map(|(s, _)| s)
 }
 
 /// The CPU a thread last ran on (field 39 of its stat).
 pub fn thread_cpu(pid: i32, tid: Tid) -> Option<CpuId> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/stat")).ok()?;
-    let rest = &text[text.rfind(')')? + 1..];
-    rest.split_whitespace().nth(36)?.parse().ok()
+    proc::stat(pid, Some(tid))?.processor
 }
 
 /// The processes descended from `pid` (children, their children, ...), from
@@ -150,11 +142,7 @@ pub fn descendants(pid: i32) -> Vec<i32> {
     let parents: Vec<(i32, i32)> = dir
         .flatten()
         .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-        .filter_map(|p| {
-            let text = std::fs::read_to_string(format!("/proc/{p}/stat")).ok()?;
-            let rest = &text[text.rfind(')')? + 1..];
-            Some((p, rest.split_whitespace().nth(1)?.parse().ok()?))
-        })
+        .filter_map(|p| Some((p, proc::stat(p, None)?.ppid)))
         .collect();
     let mut found = vec![pid];
     let mut i = 0;
@@ -174,28 +162,19 @@ pub fn descendants(pid: i32) -> Vec<i32> {
 
 /// The threads of a process with their names, in TID order.
 pub fn threads(pid: i32) -> Vec<(Tid, String)> {
-    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return Vec::new();
-    };
-    let mut out: Vec<(Tid, String)> = dir
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<Tid>().ok())
+    proc::threads(pid)
+        .into_iter()
         .map(|tid| {
-            let comm = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/comm"))
-                .unwrap_or_default()
-                .trim_end()
-                .to_string();
-            (tid, comm)
+            let comm = proc::comm(pid, Some(tid)).unwrap_or_default();
+            (tid, comm.trim_end().to_string())
         })
-        .collect();
-    out.sort_by_key(|t| t.0);
-    out
+        .collect()
 }
 
 /// CPU time of a thread or process so far, ns (`schedstat`'s first field;
 /// for a process, the sum over its live threads).
 pub fn cpu_time_ns(pid: i32, tid: Option<Tid>) -> u64 {
-    let one = |t: Tid| gang_host::sys::thread_cpu_ns(pid, t).unwrap_or(0);
+    let one = |t: Tid| proc::schedstat_ns(pid, t).unwrap_or(0);
     match tid {
         Some(t) => one(t),
         None => threads(pid).iter().map(|&(t, _)| one(t)).sum(),

@@ -125,16 +125,8 @@ impl Live {
 
     /// Resident memory of the process, MB.
     pub(super) fn rss_mb(&self) -> u64 {
-        std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
-            .ok()
-            .and_then(|s| {
-                s.lines()
-                    .find(|l| l.starts_with("VmRSS:"))?
-                    .split_whitespace()
-                    .nth(1)?
-                    .parse::<u64>()
-                    .ok()
-            })
+        gang_host::proc::status(self.pid())
+            .and_then(|s| s.rss_kb)
             .map_or(0, |kb| kb.div_ceil(1024))
     }
 
@@ -1040,6 +1032,27 @@ impl Daemon {
                 .is_some_and(|r| process::is_alive(&r.process));
             let pid = record.as_ref().map_or(0, |r| r.process.pid);
             let Some(record) = record.filter(|_| alive) else {
+                // What it spawned is nobody's now (also a process started
+                // by a daemon killed before it recorded it): killed, not
+                // left running outside every domain by the sweep below.
+                let spawned = record.as_ref().map_or_else(
+                    || {
+                        matches!(kind, Ok(Kind::Qemu))
+                            || config_of(&rec).is_ok_and(|c| c.command.is_some())
+                    },
+                    |r| r.spawned,
+                );
+                if spawned {
+                    let killed =
+                        crate::domain_cgroup::kill_tasks(&self.hierarchy, &self.namespace, rec.id);
+                    if killed > 0 {
+                        self.log(format!(
+                            "domain {} ({}): killed {killed} process(es) it had left \
+                             without a record",
+                            rec.id.0, rec.name
+                        ));
+                    }
+                }
                 let reason = format!("its process ({pid}) ended while the daemon was not running");
                 self.mark_crashed(&rec, reason);
                 continue;
