@@ -230,20 +230,13 @@ pub fn parse_proc_stat(text: &str, cpus: &[CpuId]) -> Option<(u64, u64, u64)> {
     Some(sums)
 }
 
-/// A process's user and system time from its `/proc/PID/stat` text.
-pub fn parse_pid_ticks(text: &str) -> Option<u64> {
-    let (_, rest) = text.rsplit_once(')')?;
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
-}
-
 /// The counters now, for the pool CPUs and the processes `pids`.
 fn cpu_ticks(pids: &[u32]) -> Option<CpuTicks> {
     let (busy, steal, total) =
         parse_proc_stat(&std::fs::read_to_string("/proc/stat").ok()?, &CPUS)?;
     let ours = pids
         .iter()
-        .filter_map(|p| parse_pid_ticks(&std::fs::read_to_string(format!("/proc/{p}/stat")).ok()?))
+        .filter_map(|&p| Some(gang_host::proc::stat(p as i32, None)?.cpu_ticks()))
         .sum();
     Some(CpuTicks {
         busy,
@@ -1241,8 +1234,9 @@ mod tests {
         assert_eq!(parse_proc_stat(stat, &[0, 1]), Some((336, 10, 1251)));
         assert_eq!(parse_proc_stat(stat, &[3]), None);
         let pid = "42 (qemu (x) y) S 1 42 42 0 -1 4194304 100 0 0 0 150 25 0 0 20 0 9 0";
-        assert_eq!(parse_pid_ticks(pid), Some(175));
-        assert_eq!(parse_pid_ticks("42 (q"), None);
+        let ticks = |text| gang_host::proc::Stat::parse(text).map(|s| s.cpu_ticks());
+        assert_eq!(ticks(pid), Some(175));
+        assert_eq!(ticks("42 (q"), None);
         let a = CpuTicks {
             busy: 100,
             steal: 0,

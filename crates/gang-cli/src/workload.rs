@@ -104,8 +104,7 @@ fn time(text: &str, flag: &str) -> Result<Nanos> {
 }
 
 fn cpu_time_ns(tid: i32) -> Option<u64> {
-    let text = std::fs::read_to_string(format!("/proc/self/task/{tid}/schedstat")).ok()?;
-    text.split_whitespace().next()?.parse().ok()
+    gang_host::proc::schedstat_ns(std::process::id() as i32, tid)
 }
 
 /// `gang workload program`: see the long help.
