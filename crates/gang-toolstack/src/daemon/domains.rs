@@ -132,7 +132,36 @@ impl Live {
 
     /// Whether it outlives the daemon (a micro-VM runs inside it).
     pub(super) fn survives_daemon(&self) -> bool {
-        self.backend.kind() != "VM"
+        self.backend.outlives_daemon()
+    }
+}
+
+/// The live record a domain's store row keeps, if any.
+fn record_of(rec: &DomainRecord) -> Option<LiveRecord> {
+    rec.live_json
+        .as_deref()
+        .and_then(|j| serde_json::from_str(j).ok())
+}
+
+/// After a failed re-attachment: what gang started for the domain is ended
+/// (a QEMU or a command nobody controls any more would run on unseen), what
+/// it adopted is left to its owner.
+fn end_orphan(record: &Option<LiveRecord>) {
+    let Some(record) = record else { return };
+    if record.spawned && process::is_alive(&record.process) {
+        if let Err(e) = process::signal(record.pid(), true, rustix::process::Signal::KILL) {
+            tracing::warn!(
+                "ending process {} of a domain that crashed: {e}",
+                record.pid()
+            );
+        }
+    }
+    if let Some(q) = &record.qemu {
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while process::is_alive(&record.process) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        super::backend::qemu::remove_leftovers(q);
     }
 }
 
@@ -930,6 +959,7 @@ impl Daemon {
         };
         let Ended { reason, detail } = end;
         let kind = live.backend.kind();
+        let in_daemon = !live.survives_daemon();
         let lived = live.started.elapsed();
         let pid = live.pid();
         self.tear_down(id, live);
@@ -949,7 +979,7 @@ impl Daemon {
             "domain {} ({}) {what}: {}{detail}; action {action:?}",
             id.0,
             rec.name,
-            if kind == "VM" {
+            if in_daemon {
                 String::new()
             } else {
                 format!("{kind} {pid}: ")
@@ -1023,25 +1053,22 @@ impl Daemon {
                 self.mark_crashed(&rec, "its VM ran in the daemon, which ended".into());
                 continue;
             }
-            let record: Option<LiveRecord> = rec
-                .live_json
-                .as_deref()
-                .and_then(|j| serde_json::from_str(j).ok());
+            let record = record_of(&rec);
             let alive = record
                 .as_ref()
                 .is_some_and(|r| process::is_alive(&r.process));
             let pid = record.as_ref().map_or(0, |r| r.process.pid);
+            // What it spawned is nobody's now (also a process started
+            // by a daemon killed before it recorded it): killed, not
+            // left running outside every domain by the sweep below.
+            let spawned = record.as_ref().map_or_else(
+                || {
+                    matches!(kind, Ok(Kind::Qemu))
+                        || config_of(&rec).is_ok_and(|c| c.command.is_some())
+                },
+                |r| r.spawned,
+            );
             let Some(record) = record.filter(|_| alive) else {
-                // What it spawned is nobody's now (also a process started
-                // by a daemon killed before it recorded it): killed, not
-                // left running outside every domain by the sweep below.
-                let spawned = record.as_ref().map_or_else(
-                    || {
-                        matches!(kind, Ok(Kind::Qemu))
-                            || config_of(&rec).is_ok_and(|c| c.command.is_some())
-                    },
-                    |r| r.spawned,
-                );
                 if spawned {
                     let killed =
                         crate::domain_cgroup::kill_tasks(&self.hierarchy, &self.namespace, rec.id);
@@ -1062,7 +1089,10 @@ impl Daemon {
                     kept.push(rec.id);
                     self.log(format!("domain {} ({}) re-attached", rec.id.0, rec.name));
                 }
-                Err(e) => self.mark_crashed(&rec, format!("could not be re-attached: {e}")),
+                Err(e) => {
+                    self.mark_crashed(&rec, format!("could not be re-attached: {e}"));
+                    end_orphan(&record_of(&rec));
+                }
             }
         }
         crate::domain_cgroup::sweep(&self.hierarchy, &self.namespace, &kept);

@@ -157,6 +157,10 @@ impl Backend for MicroVmBackend {
         self.vm.destroy();
     }
 
+    fn outlives_daemon(&self) -> bool {
+        false
+    }
+
     fn counts_vcpu_time_only(&self) -> bool {
         true
     }

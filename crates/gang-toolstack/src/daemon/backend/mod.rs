@@ -173,6 +173,12 @@ pub(super) trait Backend: Send {
             .collect()
     }
 
+    /// Whether it goes on running when the daemon ends (a micro-VM runs
+    /// inside the daemon and does not).
+    fn outlives_daemon(&self) -> bool {
+        true
+    }
+
     /// Whether the domain's CPU time is its vCPU threads' only (else its
     /// whole process's).
     fn counts_vcpu_time_only(&self) -> bool {

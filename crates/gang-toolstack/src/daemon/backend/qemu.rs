@@ -200,6 +200,15 @@ fn ip(args: &[&str]) -> Result<(), String> {
     ))
 }
 
+/// Removes what a QEMU domain made on the host (its taps, its socket
+/// directory), once its QEMU is gone.
+pub(in crate::daemon) fn remove_leftovers(record: &QemuRecord) {
+    remove_taps(&record.taps);
+    if let Err(e) = std::fs::remove_dir_all(&record.dir) {
+        tracing::debug!("{}: {e}", record.dir.display());
+    }
+}
+
 fn remove_taps(taps: &[String]) {
     for tap in taps {
         if Path::new("/sys/class/net").join(tap).exists() {
