@@ -299,6 +299,49 @@ fn remove_dir(ctl: &Controller, dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Kills every task left in the freezer cgroup of domain `id` (thawed
+/// first: a frozen task dies only when thawed) and waits up to 2 s for it
+/// to empty; returns how many processes were signalled. For recovery: the
+/// processes a killed daemon spawned for a domain it could not re-attach
+/// (killed before it recorded them, or after they ended) are nobody's, and
+/// [`sweep`] would only move them to the root, leaving them running.
+pub fn kill_tasks(hierarchy: &Hierarchy, namespace: &str, id: DomainId) -> usize {
+    let Some(ctl) = hierarchy.freezer.as_ref() else {
+        return 0;
+    };
+    let dir = ctl.mount.join(cgroup_name(namespace, id));
+    if !dir.exists() {
+        return 0;
+    }
+    let procs = || -> Vec<i32> {
+        fs::read_to_string(dir.join("cgroup.procs"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.trim().parse().ok())
+            .collect()
+    };
+    let mut signalled = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    loop {
+        let pids = procs();
+        if pids.is_empty() || std::time::Instant::now() > deadline {
+            return signalled.len();
+        }
+        for &pid in &pids {
+            let Some(p) = rustix::process::Pid::from_raw(pid) else {
+                continue;
+            };
+            if rustix::process::kill_process(p, rustix::process::Signal::KILL).is_ok()
+                && !signalled.contains(&pid)
+            {
+                signalled.push(pid);
+            }
+        }
+        let _ = gang_host::cgroup::set_frozen(ctl, &dir, false, FREEZE_TIMEOUT);
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// Removes the domain cgroups of `namespace` of every domain not in `keep`
 /// (left by a daemon that was killed); returns how many were removed.
 pub fn sweep(hierarchy: &Hierarchy, namespace: &str, keep: &[DomainId]) -> usize {
