@@ -79,6 +79,12 @@ fn default_policy() -> String {
     "be,256".into()
 }
 
+/// The most domains one `[[generate]]` table may make: far beyond any
+/// simulated host (the core admits 1,000 TT domains on 256 CPUs), and small
+/// enough that a typo (`count = 4294967295`) is an error, not an
+/// allocation that aborts the process.
+pub(crate) const MAX_GENERATED: u32 = 100_000;
+
 /// Expands table number `index` (0-based) into domains.
 pub(crate) fn expand(
     ctx: &Ctx<'_>,
@@ -101,6 +107,15 @@ pub(crate) fn expand(
             format!(
                 "[{lo}, {hi}]: need 1 <= low <= high <= the pool's {} CPUs",
                 cpus.len()
+            ),
+        ));
+    }
+    if raw.count > MAX_GENERATED {
+        return Err(invalid(
+            "count",
+            format!(
+                "{} domains is more than one table may generate ({MAX_GENERATED}); split it",
+                raw.count
             ),
         ));
     }
@@ -286,5 +301,7 @@ mix = [
         assert!(e("mix = [", "colour = 1\nmix = [").contains("colour"));
         assert!(e("reserved_cap_pct = 60", "reserved_cap_pct = 160").contains("reserved_cap_pct"));
         assert!(e("name = \"pinned\"", "name = \"d005\"").contains("\"d005\" clashes"));
+        // A count that would not fit in memory is refused, not allocated.
+        assert!(e("count = 40", "count = 4294967295").contains("generate #1: count"));
     }
 }
