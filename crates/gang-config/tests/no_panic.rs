@@ -1,6 +1,7 @@
 //! No input makes the parsers panic.
 
 use gang_config::{Config, CpupoolConfig, DiskSpec, DomainConfig, VifSpec};
+use gang_testkit::fuzz;
 use proptest::prelude::*;
 
 /// Runs every layer on `text`; only the absence of a panic is checked here,
@@ -217,28 +218,6 @@ fn exercise_structured(doc: &str, overrides: &[String]) {
                 }
             }
         }
-    }
-}
-
-/// Runs `check` on `cases` values of `strategy`, then prints how many ran
-/// and how long they took (`--nocapture` shows it).
-fn fuzz<S: Strategy>(name: &str, cases: u32, strategy: S, check: impl Fn(S::Value)) {
-    use std::sync::atomic::{AtomicU32, Ordering};
-    let ran = AtomicU32::new(0);
-    let started = std::time::Instant::now();
-    let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig::with_cases(cases));
-    let result = runner.run(&strategy, |v| {
-        ran.fetch_add(1, Ordering::Relaxed);
-        check(v);
-        Ok(())
-    });
-    println!(
-        "{name}: {} cases in {:.2?}",
-        ran.load(Ordering::Relaxed),
-        started.elapsed()
-    );
-    if let Err(e) = result {
-        panic!("{name}: {e}");
     }
 }
 

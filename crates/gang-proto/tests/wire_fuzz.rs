@@ -4,38 +4,18 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
-use std::sync::atomic::{AtomicU32, Ordering};
 
 use gang_proto::{
     parse_request, serve, ApiError, ErrorCode, RequestBody, Response, ResponseBody, MAX_LINE,
     VERSION,
 };
+use gang_testkit::api::{FIELDS, OPS};
+use gang_testkit::fuzz;
 use proptest::prelude::*;
 use serde_json::{json, Map, Value};
 
 /// Cases per property: a few seconds in a debug build.
 const CASES: u32 = 1000;
-
-/// Runs `check` on `cases` values of `strategy`, then prints how many ran
-/// and how long they took (`--nocapture` shows it).
-fn fuzz<S: Strategy>(name: &str, cases: u32, strategy: S, check: impl Fn(S::Value)) {
-    let ran = AtomicU32::new(0);
-    let started = std::time::Instant::now();
-    let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig::with_cases(cases));
-    let result = runner.run(&strategy, |v| {
-        ran.fetch_add(1, Ordering::Relaxed);
-        check(v);
-        Ok(())
-    });
-    println!(
-        "{name}: {} cases in {:.2?}",
-        ran.load(Ordering::Relaxed),
-        started.elapsed()
-    );
-    if let Err(e) = result {
-        panic!("{name}: {e}");
-    }
-}
 
 /// The test handler: `ListPools` fails (so handler errors travel too),
 /// everything else is done.
@@ -105,37 +85,6 @@ fn check_wire(bytes: Vec<u8>) {
         }
     }
 }
-
-const OPS: &[&str] = &[
-    "info",
-    "list-domains",
-    "list-pools",
-    "create-pool",
-    "destroy-pool",
-    "rename-pool",
-    "pool-cpu-add",
-    "pool-cpu-remove",
-    "pool-migrate",
-    "create-domain",
-    "pause",
-    "unpause",
-    "shutdown",
-    "reboot",
-    "destroy",
-    "sched-gang-get",
-    "sched-gang-set",
-    "vcpu-list",
-    "dmesg",
-    "console",
-    "console-input",
-    "trace",
-    "nope",
-];
-
-const FIELDS: &[&str] = &[
-    "name", "sched", "cpus", "shared", "pool", "domain", "config", "paused", "policy", "domains",
-    "clear", "bytes", "extra",
-];
 
 /// Any JSON value, small.
 fn json_value() -> impl Strategy<Value = Value> {

@@ -2,32 +2,12 @@
 //! mutated example files give a scenario or an error, never a panic.
 
 use gang_sim::{Scenario, ScenarioError};
+use gang_testkit::fuzz;
 use proptest::prelude::*;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 /// Cases per property: a few seconds in a debug build.
 const CASES: u32 = 1000;
-
-/// Runs `check` on `cases` values of `strategy`, then prints how many ran
-/// and how long they took (`--nocapture` shows it).
-fn fuzz<S: Strategy>(name: &str, cases: u32, strategy: S, check: impl Fn(S::Value)) {
-    let ran = AtomicU32::new(0);
-    let started = std::time::Instant::now();
-    let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig::with_cases(cases));
-    let result = runner.run(&strategy, |v| {
-        ran.fetch_add(1, Ordering::Relaxed);
-        check(v);
-        Ok(())
-    });
-    println!(
-        "{name}: {} cases in {:.2?}",
-        ran.load(Ordering::Relaxed),
-        started.elapsed()
-    );
-    if let Err(e) = result {
-        panic!("{name}: {e}");
-    }
-}
 
 /// Scenarios accepted so far (printed, to show the fuzzing reaches past
 /// the syntax).

@@ -13,6 +13,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use gang_config::{Config, DomainConfig};
 use gang_core::CpuSet;
 use gang_proto::{parse_request, Request, RequestBody, ResponseBody, VERSION};
+use gang_testkit::api::{FIELDS, OPS};
+use gang_testkit::fuzz;
 use gang_toolstack::daemon::{Daemon, DaemonConfig};
 use proptest::prelude::*;
 use serde_json::{json, Map, Value};
@@ -20,28 +22,6 @@ use serde_json::{json, Map, Value};
 /// Cases per property (each a sequence of requests): a few seconds in a
 /// debug build.
 const CASES: u32 = 500;
-
-/// Runs `check` on `cases` values of `strategy`, then prints how many ran
-/// and how long they took (`--nocapture` shows it).
-fn fuzz<S: Strategy>(name: &str, cases: u32, strategy: S, mut check: impl FnMut(S::Value)) {
-    let ran = AtomicU32::new(0);
-    let started = std::time::Instant::now();
-    let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig::with_cases(cases));
-    let check = std::cell::RefCell::new(&mut check);
-    let result = runner.run(&strategy, |v| {
-        ran.fetch_add(1, Ordering::Relaxed);
-        (check.borrow_mut())(v);
-        Ok(())
-    });
-    println!(
-        "{name}: {} cases in {:.2?}",
-        ran.load(Ordering::Relaxed),
-        started.elapsed()
-    );
-    if let Err(e) = result {
-        panic!("{name}: {e}");
-    }
-}
 
 /// A daemon on a fresh temporary state directory.
 fn open_daemon() -> (tempfile::TempDir, Daemon) {
@@ -291,37 +271,6 @@ fn request() -> impl Strategy<Value = RequestBody> {
         domain_name().prop_map(|domain| RequestBody::Trace { domain }),
     ]
 }
-
-const OPS: &[&str] = &[
-    "info",
-    "list-domains",
-    "list-pools",
-    "create-pool",
-    "destroy-pool",
-    "rename-pool",
-    "pool-cpu-add",
-    "pool-cpu-remove",
-    "pool-migrate",
-    "create-domain",
-    "pause",
-    "unpause",
-    "shutdown",
-    "reboot",
-    "destroy",
-    "sched-gang-get",
-    "sched-gang-set",
-    "vcpu-list",
-    "dmesg",
-    "console",
-    "console-input",
-    "trace",
-    "nope",
-];
-
-const FIELDS: &[&str] = &[
-    "name", "sched", "cpus", "shared", "pool", "domain", "config", "paused", "policy", "domains",
-    "clear", "bytes",
-];
 
 /// A raw line: a request-shaped object with any field values, or any JSON,
 /// or any text.
