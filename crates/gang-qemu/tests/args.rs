@@ -751,19 +751,7 @@ fn older_stored_configs_still_launch() {
 
 const QEMU: &str = "qemu-system-x86_64";
 
-fn require_host() -> bool {
-    std::env::var("GANG_REQUIRE_HOST").is_ok_and(|v| v == "1")
-}
-
-/// A test cannot run for lack of the host (QEMU): prints `skipped: WHY`
-/// past the harness's capture (so a passing run's output shows it too), or
-/// fails the test under `GANG_REQUIRE_HOST=1`.
-fn skip_or_fail(why: &str) {
-    use std::io::Write as _;
-    assert!(!require_host(), "GANG_REQUIRE_HOST=1 but {why}");
-    let test = std::thread::current().name().unwrap_or("?").to_string();
-    let _ = std::io::stderr().write_all(format!("skipped: {why} [{test}]\n").as_bytes());
-}
+use gang_testkit::host::skip_or_fail;
 
 /// A QEMU process, killed when dropped (also when the test fails).
 struct Killed(Child);

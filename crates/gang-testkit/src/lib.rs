@@ -8,6 +8,9 @@
 //!   daemon's API) report what they covered (`cargo test -- --nocapture`).
 //! * [`api`]: the request names and fields of gang's JSON API, for
 //!   request-shaped fuzz input.
+//! * [`host`]: how a test that needs the host (root, cgroup controllers,
+//!   2 CPUs, /dev/kvm, QEMU) skips, or fails under `GANG_REQUIRE_HOST=1`
+//!   (CI, which has all of it).
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -71,6 +74,40 @@ pub mod api {
         "name", "sched", "cpus", "shared", "pool", "domain", "config", "paused", "policy",
         "domains", "clear", "bytes", "extra",
     ];
+}
+
+/// Tests that need the host: skip where it lacks something, fail in CI.
+pub mod host {
+    /// Whether `GANG_REQUIRE_HOST=1` (CI): a test that lacks the host fails
+    /// instead of skipping.
+    pub fn host_required() -> bool {
+        std::env::var("GANG_REQUIRE_HOST").is_ok_and(|v| v == "1")
+    }
+
+    /// A test cannot run for lack of the host (root, a controller, 2 CPUs,
+    /// /dev/kvm, a tool): prints `skipped: WHY`, or fails the test under
+    /// `GANG_REQUIRE_HOST=1`, where CI has all of it.
+    pub fn skip_or_fail(why: &str) {
+        assert!(!host_required(), "GANG_REQUIRE_HOST=1 but {why}");
+        say("skipped", why);
+    }
+
+    /// A skip that is right on every host, CI's too, since it depends on
+    /// the host's layout (cgroup v1 or v2), not on what it lacks: printed
+    /// as `skipped (layout): WHY`, never a failure.
+    pub fn skip_plain(why: &str) {
+        say("skipped (layout)", why);
+    }
+
+    /// One line on stderr past the test harness's capture, so that a
+    /// passing run's output shows every skip too (`.ci/run` counts them),
+    /// with the test's name.
+    fn say(what: &str, why: &str) {
+        use std::io::Write as _;
+        let test = std::thread::current().name().unwrap_or("?").to_string();
+        let line = format!("{what}: {why} [{test}]\n");
+        let _ = std::io::stderr().write_all(line.as_bytes());
+    }
 }
 
 #[cfg(test)]

@@ -384,16 +384,7 @@ use std::os::unix::ffi::OsStringExt as _;
 mod tests {
     use super::*;
 
-    /// A test cannot run for lack of the host (root, a freezer): prints
-    /// `skipped: WHY` past the harness's capture, or fails the test under
-    /// `GANG_REQUIRE_HOST=1` (CI, which has all of it).
-    fn skip_or_fail(why: &str) {
-        use std::io::Write as _;
-        let required = std::env::var("GANG_REQUIRE_HOST").is_ok_and(|v| v == "1");
-        assert!(!required, "GANG_REQUIRE_HOST=1 but {why}");
-        let test = std::thread::current().name().unwrap_or("?").to_string();
-        let _ = std::io::stderr().write_all(format!("skipped: {why} [{test}]\n").as_bytes());
-    }
+    use gang_testkit::host::skip_or_fail;
 
     fn can_run() -> Option<Hierarchy> {
         if !rustix::process::geteuid().is_root() {

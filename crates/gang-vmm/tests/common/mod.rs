@@ -10,17 +10,9 @@ use std::time::{Duration, Instant};
 use gang_core::DomainId;
 use gang_vmm::{Vm, VmConfig, VmExit};
 
-/// A test cannot run for lack of the host (/dev/kvm, root, CPUs 0 and 1):
-/// prints `skipped: WHY` past the harness's capture (with the test's name,
-/// so that a passing run's output shows it too), or fails the test under
-/// `GANG_REQUIRE_HOST=1`, where CI has all of it.
-pub fn skip_or_fail(why: &str) {
-    use std::io::Write as _;
-    let required = std::env::var("GANG_REQUIRE_HOST").is_ok_and(|v| v == "1");
-    assert!(!required, "GANG_REQUIRE_HOST=1 but {why}");
-    let test = std::thread::current().name().unwrap_or("?").to_string();
-    let _ = std::io::stderr().write_all(format!("skipped: {why} [{test}]\n").as_bytes());
-}
+// Not every test binary uses each.
+#[allow(unused_imports)]
+pub use gang_testkit::host::skip_or_fail;
 
 /// Whether KVM tests can run: /dev/kvm usable. Says why not
 /// ([`skip_or_fail`]).
