@@ -147,36 +147,19 @@ fn run_program(args: &WorkloadArgs) -> Result<()> {
         let done = program.barrier.progress.load(Ordering::Relaxed);
         let rate = (done - last) as f64 / (every as f64 / 1e9);
         last = done;
-        let cpu: Vec<(i32, u64)> = program
-            .tids()
-            .iter()
-            .map(|&tid| (tid, cpu_time_ns(tid).unwrap_or(0)))
-            .collect();
-        let line = if args.json {
-            let threads: Vec<serde_json::Value> = cpu
-                .iter()
-                .map(|&(tid, ns)| serde_json::json!({ "tid": tid, "cpu_ns": ns }))
-                .collect();
-            serde_json::json!({
-                "monotonic_ns": clock.epoch() + at,
-                "elapsed_ns": at,
-                "progress": done,
-                "rate_per_s": rate,
-                "busy_units": program.busy.progress.load(Ordering::Relaxed),
-                "threads": threads,
-            })
-            .to_string()
-        } else {
-            let per: Vec<String> = cpu
-                .iter()
-                .map(|(tid, ns)| format!("{tid}:{:.3}s", *ns as f64 / 1e9))
-                .collect();
-            format!(
-                "t={:.3}s rounds={done} rate={rate:.0}/s cpu[{}]",
-                at as f64 / 1e9,
-                per.join(" ")
-            )
-        };
+        let cpu = threads_cpu(&program.tids());
+        let line = report_line(
+            args.json,
+            Report {
+                monotonic_ns: clock.epoch() + at,
+                at,
+                progress: ("rounds", done),
+                rate,
+                extra: ("busy_units", program.busy.progress.load(Ordering::Relaxed)),
+                extra_in_text: false,
+                cpu: &cpu,
+            },
+        );
         if writeln!(out, "{line}").is_err() {
             break;
         }
@@ -185,6 +168,68 @@ fn run_program(args: &WorkloadArgs) -> Result<()> {
     }
     program.stop();
     Ok(())
+}
+
+/// One report's figures.
+struct Report<'a> {
+    monotonic_ns: u64,
+    /// Since the start, ns.
+    at: u64,
+    /// (its name in the text line, the count so far).
+    progress: (&'static str, u64),
+    rate: f64,
+    /// A count of the workload's own (its name, its value), and whether
+    /// the text line shows it too.
+    extra: (&'static str, u64),
+    extra_in_text: bool,
+    /// (tid, CPU time ns) per thread.
+    cpu: &'a [(i32, u64)],
+}
+
+/// Each thread's CPU time so far.
+fn threads_cpu(tids: &[i32]) -> Vec<(i32, u64)> {
+    tids.iter()
+        .map(|&tid| (tid, cpu_time_ns(tid).unwrap_or(0)))
+        .collect()
+}
+
+/// A report line: JSON (`progress` and the extra count under their JSON
+/// names), or text.
+fn report_line(json: bool, r: Report<'_>) -> String {
+    if json {
+        let threads: Vec<serde_json::Value> = r
+            .cpu
+            .iter()
+            .map(|&(tid, ns)| serde_json::json!({ "tid": tid, "cpu_ns": ns }))
+            .collect();
+        let mut v = serde_json::json!({
+            "monotonic_ns": r.monotonic_ns,
+            "elapsed_ns": r.at,
+            "progress": r.progress.1,
+            "rate_per_s": r.rate,
+            "threads": threads,
+        });
+        v[r.extra.0] = serde_json::json!(r.extra.1);
+        return v.to_string();
+    }
+    let per: Vec<String> = r
+        .cpu
+        .iter()
+        .map(|(tid, ns)| format!("{tid}:{:.3}s", *ns as f64 / 1e9))
+        .collect();
+    let extra = if r.extra_in_text {
+        format!(" {}={}", r.extra.0, r.extra.1)
+    } else {
+        String::new()
+    };
+    format!(
+        "t={:.3}s {}={} rate={:.0}/s{extra} cpu[{}]",
+        r.at as f64 / 1e9,
+        r.progress.0,
+        r.progress.1,
+        r.rate,
+        per.join(" ")
+    )
 }
 
 pub fn run(args: &WorkloadArgs) -> Result<()> {
@@ -279,36 +324,19 @@ pub fn run(args: &WorkloadArgs) -> Result<()> {
         let done = state.progress.load(Ordering::Relaxed);
         let rate = (done - last) as f64 / (every as f64 / 1e9);
         last = done;
-        let cpu: Vec<(i32, u64)> = tids
-            .iter()
-            .map(|&(_, tid)| (tid, cpu_time_ns(tid).unwrap_or(0)))
-            .collect();
-        let line = if args.json {
-            let threads: Vec<serde_json::Value> = cpu
-                .iter()
-                .map(|&(tid, ns)| serde_json::json!({ "tid": tid, "cpu_ns": ns }))
-                .collect();
-            serde_json::json!({
-                "monotonic_ns": clock.epoch() + at,
-                "elapsed_ns": at,
-                "progress": done,
-                "rate_per_s": rate,
-                "misses": state.misses.load(Ordering::Relaxed),
-                "threads": threads,
-            })
-            .to_string()
-        } else {
-            let per: Vec<String> = cpu
-                .iter()
-                .map(|(tid, ns)| format!("{tid}:{:.3}s", *ns as f64 / 1e9))
-                .collect();
-            format!(
-                "t={:.3}s progress={done} rate={rate:.0}/s misses={} cpu[{}]",
-                at as f64 / 1e9,
-                state.misses.load(Ordering::Relaxed),
-                per.join(" ")
-            )
-        };
+        let cpu = threads_cpu(&tids.iter().map(|&(_, t)| t).collect::<Vec<_>>());
+        let line = report_line(
+            args.json,
+            Report {
+                monotonic_ns: clock.epoch() + at,
+                at,
+                progress: ("progress", done),
+                rate,
+                extra: ("misses", state.misses.load(Ordering::Relaxed)),
+                extra_in_text: true,
+                cpu: &cpu,
+            },
+        );
         if writeln!(out, "{line}").is_err() {
             break; // stdout closed: stop quietly
         }

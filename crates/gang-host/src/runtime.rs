@@ -821,11 +821,25 @@ impl Runtime {
         if let Some(&tid) = tids.iter().find(|&&t| !crate::adopt::thread_exists(t)) {
             return Err(crate::adopt::AdoptError::NoThread(tid).into());
         }
-        let id = spec.id;
         spec.vcpus = tids.len() as u32;
+        self.admit_then(spec, paused, |id| self.adopt_threads(id, tids))
+    }
+
+    /// Admits `spec` paused, runs `attach` (nothing of the domain runs
+    /// before it is done), removes the domain again if it fails, and
+    /// unpauses it unless `paused`.
+    fn admit_then(
+        &self,
+        spec: DomainSpec,
+        paused: bool,
+        attach: impl FnOnce(DomainId) -> Result<(), HostError>,
+    ) -> Result<(), HostError> {
+        let id = spec.id;
         self.admit(spec, true)?;
-        if let Err(e) = self.adopt_threads(id, tids) {
-            let _ = self.submit(Event::DomainRemoved(id));
+        if let Err(e) = attach(id) {
+            // The attach's error is the one to report; a removal that
+            // fails too leaves a paused domain without threads.
+            let _removed = self.submit(Event::DomainRemoved(id));
             return Err(e);
         }
         if !paused {
@@ -891,16 +905,7 @@ impl Runtime {
         if self.shared.config.state_dir.is_none() {
             return Err(HostError::NoStateDir);
         }
-        let id = spec.id;
-        self.admit(spec, true)?;
-        if let Err(e) = self.adopt_group(id, freezer) {
-            let _ = self.submit(Event::DomainRemoved(id));
-            return Err(e);
-        }
-        if !paused {
-            self.unpause(id)?;
-        }
-        Ok(())
+        self.admit_then(spec, paused, |id| self.adopt_group(id, freezer))
     }
 
     /// The pool clock now (the time base of switches and traces).
