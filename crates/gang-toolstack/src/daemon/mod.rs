@@ -211,6 +211,11 @@ impl Daemon {
         // Threads a killed daemon's runtimes adopted: policies and affinity
         // back, then their freezers thawed and removed, the cpusets undone.
         gang_host::adopt::repair(dir).map_err(|e| DaemonError::Repair(e.to_string()))?;
+        // Whole programs a killed runtime held (thawed, affinity back) now,
+        // not when the pool's runtime next starts: that may be in the middle
+        // of `recover`, after a domain that left the pool was re-attached
+        // paused, whose cgroup it would thaw.
+        gang_host::group::repair(dir);
         gang_host::cgroup::repair(dir).map_err(|e| DaemonError::Repair(e.to_string()))?;
         gang_host::rtlimit::repair(dir).map_err(|e| DaemonError::Repair(e.to_string()))?;
         let hierarchy = Hierarchy::detect().unwrap_or_default();
