@@ -504,11 +504,11 @@ fn sigkill_inside_requests_leaves_store_cgroups_processes_and_cpus_agreeing() {
             ask(&d, &["cpupool-create", "name=\"E\"", "sched=\"gang\""]);
             checker.check(&d, "phase 2 start");
         }
-        // About a minute in all (at least 100 kills), at most 90 s.
+        // About 35 s in all (at least 100 kills), at most 80 s.
         let (target, until, budget) = if phase == 1 {
-            (60, Duration::from_secs(35), Duration::from_secs(50))
+            (60, Duration::from_secs(20), Duration::from_secs(40))
         } else {
-            (110, Duration::from_secs(60), Duration::from_secs(90))
+            (110, Duration::from_secs(35), Duration::from_secs(80))
         };
         while (kills < target || began.elapsed() < until) && began.elapsed() < budget {
             // Two live domains at least, made outside the kills, so that
