@@ -125,25 +125,18 @@ pub struct BenchArgs {
     json: Option<PathBuf>,
 }
 
-/// Starts this binary as `gang workload spin-barrier`, for the gang-adopt
-/// phases.
-fn spawn_spinner(
-    threads: u32,
+/// Starts this binary as `gang workload KIND --json ARGS...` for `duration`
+/// with `work` per round, reporting every 20 ms on a pipe.
+fn spawn_workload(
+    kind_and_args: &[&str],
     work: gang_core::Nanos,
     duration: gang_core::Nanos,
 ) -> std::io::Result<std::process::Child> {
     std::process::Command::new(std::env::current_exe()?)
+        .arg("workload")
+        .args(kind_and_args)
+        .args(["--json", "--work", &format!("{work}ns")])
         .args([
-            "workload",
-            "spin-barrier",
-            "--json",
-            "--resume-gap",
-            "150us",
-        ])
-        .args(["--threads", &threads.to_string()])
-        .args([
-            "--work",
-            &format!("{work}ns"),
             "--duration",
             &format!("{duration}ns"),
             "--report-every",
@@ -154,27 +147,34 @@ fn spawn_spinner(
         .spawn()
 }
 
-/// Starts this binary as `gang workload program`, for the whole-program
-/// phases.
+/// `gang workload spin-barrier`, for the gang-adopt phases.
+fn spawn_spinner(
+    threads: u32,
+    work: gang_core::Nanos,
+    duration: gang_core::Nanos,
+) -> std::io::Result<std::process::Child> {
+    let threads = threads.to_string();
+    let args = [
+        "spin-barrier",
+        "--resume-gap",
+        "150us",
+        "--threads",
+        &threads,
+    ];
+    spawn_workload(&args, work, duration)
+}
+
+/// `gang workload program`, for the whole-program phases.
 fn spawn_program(
     workers: u32,
     work: gang_core::Nanos,
     duration: gang_core::Nanos,
 ) -> std::io::Result<std::process::Child> {
-    std::process::Command::new(std::env::current_exe()?)
-        .args(["workload", "program", "--json"])
-        .args(["--workers", &workers.to_string()])
-        .args([
-            "--work",
-            &format!("{work}ns"),
-            "--duration",
-            &format!("{duration}ns"),
-            "--report-every",
-            "20ms",
-        ])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
+    spawn_workload(
+        &["program", "--workers", &workers.to_string()],
+        work,
+        duration,
+    )
 }
 
 pub fn run(args: &BenchArgs) -> Result<()> {
