@@ -721,14 +721,7 @@ fn adopt_phase(config: &BenchConfig, n: u32, spawn: SpawnSpinner) -> Result<Phas
     }
     Ok(Phase {
         skew_ns: Some(Spread::of(skews)),
-        switch_late_ns: Some(Spread::of(
-            report
-                .switches
-                .iter()
-                .filter(|s| s.at + epoch >= start && s.at + epoch < end)
-                .map(|s| s.late as f64)
-                .collect(),
-        )),
+        switch_late_ns: Some(switch_lateness(&report, epoch, start, end)),
         gate_violations: report.violations.len(),
         ..Phase::rates("gang-adopt", n, rates)
     })
@@ -909,17 +902,28 @@ fn program_phase(
         return Ok(Phase::rates(kind, n, rates));
     };
     Ok(Phase {
-        switch_late_ns: Some(Spread::of(
-            report
-                .switches
-                .iter()
-                .filter(|s| s.at + epoch >= start && s.at + epoch < end)
-                .map(|s| s.late as f64)
-                .collect(),
-        )),
+        switch_late_ns: Some(switch_lateness(&report, epoch, start, end)),
         gate_violations: report.violations.len(),
         ..Phase::rates(kind, n, rates)
     })
+}
+
+/// How late the runtime's switches were in the window [`start`, `end`)
+/// (times since `epoch`).
+fn switch_lateness(
+    report: &crate::runtime::RuntimeReport,
+    epoch: Nanos,
+    start: Nanos,
+    end: Nanos,
+) -> Spread {
+    Spread::of(
+        report
+            .switches
+            .iter()
+            .filter(|s| s.at + epoch >= start && s.at + epoch < end)
+            .map(|s| s.late as f64)
+            .collect(),
+    )
 }
 
 /// Co-start skews of an adopted domain, from its threads' own resumption

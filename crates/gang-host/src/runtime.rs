@@ -759,12 +759,7 @@ impl Runtime {
     /// domain stays admitted, without threads. As with [`Runtime::add_gates`],
     /// admit the domain paused and unpause it after.
     pub fn adopt_threads(&self, id: DomainId, tids: &[sys::Tid]) -> Result<(), HostError> {
-        let dir = self
-            .shared
-            .config
-            .state_dir
-            .clone()
-            .ok_or(HostError::NoStateDir)?;
+        let dir = self.state_dir()?;
         let map = self.cpu_map(id).ok_or(HostError::UnknownDomain(id))?;
         if tids.len() != map.len() {
             return Err(HostError::Sys {
@@ -864,12 +859,7 @@ impl Runtime {
         id: DomainId,
         freezer: (crate::cgroup::Controller, std::path::PathBuf),
     ) -> Result<(), HostError> {
-        let dir = self
-            .shared
-            .config
-            .state_dir
-            .clone()
-            .ok_or(HostError::NoStateDir)?;
+        let dir = self.state_dir()?;
         if self.shared.shield.is_some() {
             return Err(HostError::Sys {
                 what: format!(
@@ -906,6 +896,16 @@ impl Runtime {
             return Err(HostError::NoStateDir);
         }
         self.admit_then(spec, paused, |id| self.adopt_group(id, freezer))
+    }
+
+    /// The state directory adoptions record what they change in (for the
+    /// repair after a crash); adopting needs one.
+    fn state_dir(&self) -> Result<std::path::PathBuf, HostError> {
+        self.shared
+            .config
+            .state_dir
+            .clone()
+            .ok_or(HostError::NoStateDir)
     }
 
     /// The pool clock now (the time base of switches and traces).
