@@ -513,6 +513,37 @@ fn after_kill_9_running_domains_are_reattached_and_dead_ones_show_crashed() {
 }
 
 #[test]
+fn a_second_daemon_is_refused_where_one_answers_and_takes_over_a_dead_socket() {
+    if !can_run_domains() {
+        return;
+    }
+    let t = TestDir::new("second");
+    let d = start(&t.0);
+    let socket = t.0.join("gang.sock");
+    let second = std::process::Command::new(gang_bin())
+        .args(["daemon", "--state-dir"])
+        .arg(t.0.join("other-state"))
+        .arg("--socket")
+        .arg(&socket)
+        .output()
+        .unwrap();
+    assert_eq!(second.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert!(err.contains("another gang daemon answers on"), "{err}");
+    assert!(
+        d.ok(&["list"]).contains("Domain-0"),
+        "the first still serves"
+    );
+    drop(d);
+    // A socket whose listener accepts but never answers (what a killed
+    // daemon's not-yet-executed child holds for a moment): replaced.
+    let t2 = TestDir::new("dead-socket");
+    let _held = std::os::unix::net::UnixListener::bind(t2.0.join("gang.sock")).unwrap();
+    let d = start(&t2.0);
+    assert!(d.ok(&["list"]).contains("Domain-0"));
+}
+
+#[test]
 fn a_gang_pool_changes_cpus_under_a_running_domain() {
     if !can_run_domains() {
         return;

@@ -507,15 +507,29 @@ pub fn spawn_as(
                 .collect::<Vec<_>>(),
         )
     });
+    let parent = rustix::process::getpid();
     // SAFETY: the hook runs in the forked child before exec, where only
     // async-signal-safe operations are allowed. It only makes system calls
-    // (open, write, close, sched_setaffinity, setgroups, setgid, setuid)
-    // through rustix, on data prepared before the fork (C strings, a CPU
-    // set, ids); it allocates nothing and takes no lock. The child has one
-    // thread, so rustix's per-thread credential calls change the process.
+    // (prctl, getppid, open, write, close, sched_setaffinity, setgroups,
+    // setgid, setuid) through rustix, on data prepared before the fork (C
+    // strings, a CPU set, ids); it allocates nothing and takes no lock. The
+    // child has one thread, so rustix's per-thread credential calls change
+    // the process.
     unsafe {
         cmd.pre_exec(move || {
             use rustix::fs::{open, Mode, OFlags};
+            use rustix::process::{getppid, set_parent_process_death_signal, Signal};
+            // Until it executes its program the child holds copies of the
+            // daemon's descriptors (its listening socket, its state lock,
+            // its CPU claims), and joining a cgroup can take a while: if
+            // the daemon is killed meanwhile, the child ends with it
+            // rather than run a program nobody recorded, and keep the
+            // daemon's socket open for its successor to mistake for a
+            // live daemon.
+            set_parent_process_death_signal(Some(Signal::KILL))?;
+            if getppid() != Some(parent) {
+                return Err(std::io::ErrorKind::BrokenPipe.into());
+            }
             for procs in &cgroups {
                 let fd = open(procs.as_c_str(), OFlags::WRONLY, Mode::empty())?;
                 // "0": the writing process itself.
@@ -530,6 +544,8 @@ pub fn spawn_as(
                 rustix::thread::set_thread_gid(*gid)?;
                 rustix::thread::set_thread_uid(*uid)?;
             }
+            // The program outlives the daemon.
+            set_parent_process_death_signal(None)?;
             Ok(())
         });
     }
@@ -745,5 +761,31 @@ mod tests {
         open_start_gate(&gate, &id).unwrap();
         assert!(child.wait().unwrap().success());
         assert!(ran.exists() && !gate.exists());
+    }
+
+    #[test]
+    fn a_program_outlives_the_thread_that_started_it() {
+        // The daemon starts programs from a connection's thread, which ends
+        // with the connection; the child's guard against its parent's death
+        // (a parent-death signal while it prepares) must be gone by then.
+        let dir = tempfile::tempdir().unwrap();
+        let console = dir.path().join("c.log");
+        let mut child = std::thread::spawn(move || {
+            spawn(
+                &Program::Argv(vec!["sleep".into(), "30".into()]),
+                &console,
+                &[],
+                &CpuSet::new(),
+                None,
+            )
+            .unwrap()
+        })
+        .join()
+        .unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        let ended = child.try_wait().unwrap();
+        let _ = child.kill();
+        let _ = child.wait();
+        assert_eq!(ended, None, "the program ended with its starting thread");
     }
 }

@@ -51,7 +51,7 @@ pub fn start_with(dir: &Path, extra: &[&str]) -> Daemon {
     // Generous: other tests' gang pools may hold both CPUs at real-time
     // priority, leaving a starting daemon only the host's slot.
     let deadline = Instant::now() + Duration::from_secs(30);
-    while std::os::unix::net::UnixStream::connect(&socket).is_err() {
+    while !answers(&socket) {
         assert!(
             Instant::now() < deadline,
             "daemon did not listen; its log:\n{}",
@@ -65,6 +65,21 @@ pub fn start_with(dir: &Path, extra: &[&str]) -> Daemon {
         socket,
         clean_up: true,
     }
+}
+
+/// Whether a daemon answers a request on `socket` (accepting a connection
+/// is not enough: a child a killed daemon forked may hold its old listening
+/// socket for a moment).
+fn answers(socket: &Path) -> bool {
+    let Ok(stream) = std::os::unix::net::UnixStream::connect(socket) else {
+        return false;
+    };
+    stream
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .is_ok()
+        && gang_proto::Client::over(stream)
+            .and_then(|mut c| c.call(gang_proto::RequestBody::Info))
+            .is_ok()
 }
 
 impl Daemon {

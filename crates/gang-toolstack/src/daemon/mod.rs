@@ -38,11 +38,11 @@ mod domains;
 mod gang;
 
 use std::collections::{BTreeMap, VecDeque};
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt};
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use gang_core::{CpuSet, DomainId};
 use gang_host::cgroup::Hierarchy;
@@ -92,6 +92,21 @@ pub enum DaemonError {
     /// The socket's group does not exist.
     #[error("group '{0}' does not exist (see /etc/group)")]
     NoGroup(String),
+    /// Another daemon uses the state directory.
+    #[error(
+        "another gang daemon{} uses the state directory {path} (its lock {lock} is held)",
+        pid.map(|p| format!(" (pid {p})")).unwrap_or_default(),
+        lock = path.join(LOCK_FILE).display()
+    )]
+    Busy {
+        /// The state directory.
+        path: PathBuf,
+        /// The holder, as it wrote itself into the lock file.
+        pid: Option<u32>,
+    },
+    /// Another daemon answers on the socket.
+    #[error("another gang daemon answers on {0}: stop it first, or use another --socket")]
+    Answered(PathBuf),
 }
 
 /// How the daemon is set up.
@@ -146,8 +161,11 @@ pub struct Daemon {
     /// Who asked for the state change being handled now (its log lines
     /// name them).
     caller: Option<Caller>,
-    started: std::time::Instant,
+    started: Instant,
     lift_rt_limit: bool,
+    /// The exclusive lock on the state directory, held while the daemon
+    /// lives (see [`lock_state_dir`]).
+    _instance: std::fs::File,
 }
 
 impl std::fmt::Debug for Daemon {
@@ -202,6 +220,8 @@ impl Daemon {
             source,
         };
         let mut tightened = make_private(dir).map_err(state_dir_err)?;
+        // Before anything is read or repaired: one daemon per state.
+        let instance = lock_state_dir(dir, LOCK_WAIT)?;
         let path = dir.join("state.db");
         let store = Store::open(&path, &config.host_cpus)
             .map_err(|source| DaemonError::Store { path, source })?;
@@ -232,8 +252,9 @@ impl Daemon {
             live: BTreeMap::new(),
             dmesg: VecDeque::new(),
             caller: None,
-            started: std::time::Instant::now(),
+            started: Instant::now(),
             lift_rt_limit: config.lift_rt_limit,
+            _instance: instance,
         };
         daemon.log(format!(
             "gang daemon {} started, state in {}",
@@ -776,6 +797,82 @@ fn group_id(name: &str) -> Option<u32> {
     })
 }
 
+/// The lock file in the state directory.
+const LOCK_FILE: &str = "daemon.lock";
+
+/// How long a starting daemon waits for the state directory's lock: a
+/// killed daemon's children that had not yet executed their program still
+/// share its open lock until they end (a moment: see
+/// [`crate::process::spawn_as`]).
+const LOCK_WAIT: Duration = Duration::from_secs(10);
+
+/// Takes the daemon's exclusive `flock` on `<state>/daemon.lock` and writes
+/// its pid there. Two daemons on one state would repair, re-attach and
+/// schedule the same domains; the lock ends with the holder's process
+/// (and its not-yet-executed children), so a killed daemon never blocks
+/// the next one for long.
+fn lock_state_dir(dir: &Path, wait: Duration) -> Result<std::fs::File, DaemonError> {
+    use rustix::fs::{flock, FlockOperation};
+    use std::io::{Read, Seek, Write};
+    let path = dir.join(LOCK_FILE);
+    let io_err = |source| DaemonError::StateDir {
+        path: path.clone(),
+        source,
+    };
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(&path)
+        .map_err(io_err)?;
+    let deadline = Instant::now() + wait;
+    let mut said = false;
+    while flock(&file, FlockOperation::NonBlockingLockExclusive).is_err() {
+        let mut text = String::new();
+        let holder = file
+            .read_to_string(&mut text)
+            .ok()
+            .and_then(|_| text.trim().parse::<u32>().ok());
+        file.rewind().map_err(io_err)?;
+        if Instant::now() > deadline {
+            return Err(DaemonError::Busy {
+                path: dir.to_path_buf(),
+                pid: holder,
+            });
+        }
+        if !said {
+            tracing::info!(
+                "waiting for {} (held{})",
+                path.display(),
+                holder.map(|p| format!(" by pid {p}")).unwrap_or_default()
+            );
+            said = true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    file.set_len(0).map_err(io_err)?;
+    writeln!(file, "{}", std::process::id()).map_err(io_err)?;
+    Ok(file)
+}
+
+/// Whether a daemon answers a request on `socket` within a second.
+fn answers(socket: &Path) -> bool {
+    let Ok(stream) = std::os::unix::net::UnixStream::connect(socket) else {
+        return false;
+    };
+    if stream
+        .set_read_timeout(Some(Duration::from_secs(1)))
+        .is_err()
+    {
+        return false;
+    }
+    gang_proto::Client::over(stream)
+        .and_then(|mut c| c.call(RequestBody::Info))
+        .is_ok()
+}
+
 /// How the socket is shared.
 #[derive(Debug, Clone, Default)]
 pub struct SocketAccess {
@@ -799,7 +896,12 @@ pub fn run(
         std::fs::create_dir_all(dir).map_err(sock_err)?;
     }
     // A socket left by a killed daemon: nobody answers on it any more.
-    if socket.exists() && std::os::unix::net::UnixStream::connect(socket).is_err() {
+    // (Accepting a connection is not answering: a child the killed daemon
+    // forked may still hold its listening socket for a moment.)
+    if socket.exists() {
+        if answers(socket) {
+            return Err(DaemonError::Answered(socket.to_path_buf()));
+        }
         std::fs::remove_file(socket).map_err(sock_err)?;
     }
     let gid = match &access.group {
@@ -880,6 +982,37 @@ mod tests {
                 assert_eq!(mode(&dir.join(f)), 0o600, "{f}");
             }
         }
+    }
+
+    #[test]
+    fn one_daemon_holds_a_state_directory_and_the_next_takes_it_after() {
+        let t = tempfile::tempdir().expect("temp dir");
+        let first = lock_state_dir(t.path(), Duration::ZERO).expect("free");
+        let lock = std::fs::read_to_string(t.path().join(LOCK_FILE)).expect("lock file");
+        assert_eq!(lock.trim(), std::process::id().to_string());
+        let busy = lock_state_dir(t.path(), Duration::from_millis(100)).expect_err("held");
+        let text = busy.to_string();
+        assert!(
+            matches!(busy, DaemonError::Busy { pid: Some(p), .. } if p == std::process::id()),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("(pid {})", std::process::id())) && text.contains("daemon.lock"),
+            "{text}"
+        );
+        drop(first); // the holder ends
+        lock_state_dir(t.path(), Duration::ZERO).expect("free again");
+    }
+
+    #[test]
+    fn a_listener_that_does_not_answer_is_not_a_daemon() {
+        let t = tempfile::tempdir().expect("temp dir");
+        let path = t.path().join("gang.sock");
+        assert!(!answers(&path), "no socket");
+        // Accepts connections (the kernel queues them) but never answers:
+        // what a killed daemon's not-yet-executed child holds.
+        let _held = UnixListener::bind(&path).expect("bind");
+        assert!(!answers(&path));
     }
 
     #[test]
