@@ -13,8 +13,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use gang_proto::{
-    ApiError, DomainInfo, ErrorCode, PoolInfo, RequestBody, ResponseBody, SchedGangDomain,
-    SchedGangPool, TraceSlot, VcpuInfo,
+    ApiError, CpuList, DomainInfo, ErrorCode, PoolInfo, RequestBody, ResponseBody, RunState, Sched,
+    SchedGangDomain, SchedGangPool, TraceSlot, VcpuInfo,
 };
 
 type Handler = dyn Fn(RequestBody) -> Result<ResponseBody, ApiError> + Send + Sync;
@@ -102,17 +102,16 @@ fn domain(id: u32, name: &str, state: &str, pool: &str) -> DomainInfo {
         name: name.into(),
         memory_mb: if id == 0 { 4096 } else { 64 },
         vcpus: 2,
-        state: state.into(),
+        state: RunState::parse_xl_flags(state).expect("xl's six flags"),
         cpu_time_s: 12.25,
         pool: pool.into(),
         uuid: format!("00000000-0000-0000-0000-00000000000{id}"),
-        shutdown_code: None,
         reason: None,
-        config: if id == 0 {
-            serde_json::Value::Null
-        } else {
-            serde_json::json!({"name": name, "vcpus": 2})
-        },
+        config: (id != 0).then(|| {
+            let text = format!("name = {name:?}\nvcpus = 2\ncommand = \"true\"\n");
+            let cfg = gang_config::Config::parse("t.cfg", &text).expect("parses");
+            Box::new(gang_config::DomainConfig::from_config(&cfg).expect("a domain"))
+        }),
         threads: Vec::new(),
     }
 }
@@ -134,7 +133,7 @@ fn not_found(what: &str) -> ApiError {
 #[test]
 fn list_layouts_filters_and_errors() {
     let f = fake("list", |body| match body {
-        RequestBody::ListDomains => Ok(ResponseBody::Domains {
+        RequestBody::ListDomains { .. } => Ok(ResponseBody::Domains {
             domains: two_domains(),
         }),
         other => panic!("{other:?}"),
@@ -149,13 +148,20 @@ fn list_layouts_filters_and_errors() {
     assert!(vc.ends_with("-                -  GangSched-Pool\n"), "{vc}");
     // -l: a JSON array of domid and config, even with -v and -c.
     let long: serde_json::Value = serde_json::from_str(&f.ok(&["list", "-l", "-v", "-c"])).unwrap();
-    assert_eq!(
-        long,
-        serde_json::json!([
-            {"domid": 0, "config": null},
-            {"domid": 3, "config": {"name": "my-domain", "vcpus": 2}}
-        ])
-    );
+    assert_eq!(long[0], serde_json::json!({"domid": 0, "config": null}));
+    assert_eq!(long[1]["domid"], 3);
+    assert_eq!(long[1]["config"]["name"], "my-domain");
+    assert_eq!(long[1]["config"]["vcpus"], 2);
+    // Only -l asks for the configurations and threads.
+    let asked: Vec<_> = f
+        .requests()
+        .into_iter()
+        .filter_map(|r| match r {
+            RequestBody::ListDomains { detail } => Some(detail),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(asked, vec![false, false, true]);
     assert!(f
         .ok(&["list", "-l", "3"])
         .starts_with("[\n    {\n        \"domid\": 3,"));
@@ -227,7 +233,7 @@ fn vcpu_list_sends_the_domains_and_prints_xls_layout() {
 #[test]
 fn life_cycle_commands_send_their_request_and_print_the_daemons_refusal() {
     let f = fake("life", |body| match body {
-        RequestBody::ListDomains => Ok(ResponseBody::Domains {
+        RequestBody::ListDomains { .. } => Ok(ResponseBody::Domains {
             domains: two_domains(),
         }),
         RequestBody::Pause { domain }
@@ -300,13 +306,12 @@ fn shutdown_wait_polls_until_shut_down_or_times_out() {
     let polls = Arc::new(AtomicUsize::new(0));
     let p = Arc::clone(&polls);
     let f = fake("wait", move |body| match body {
-        RequestBody::ListDomains => {
+        RequestBody::ListDomains { .. } => {
             let n = p.fetch_add(1, Ordering::SeqCst);
             let mut domains = two_domains();
             domains.push(domain(4, "stubborn", "-b----", "Pool-0"));
             if n >= 3 {
-                domains[1].state = "---s--".into();
-                domains[1].shutdown_code = Some(0);
+                domains[1].state = RunState::parse_xl_flags("---s--").expect("flags");
             }
             Ok(ResponseBody::Domains { domains })
         }
@@ -341,16 +346,16 @@ fn gang_pools() -> Vec<SchedGangPool> {
             SchedGangDomain {
                 name: "my-domain".into(),
                 id: 3,
-                policy: "tt,100ms,40ms".into(),
-                cpu_map: "1-2".into(),
+                policy: Some("tt,100ms,40ms".parse().expect("a policy")),
+                cpu_map: Some(vec![1, 2]),
                 window_ns: 100_000_000,
                 received_ns: 80_000_000,
             },
             SchedGangDomain {
                 name: "other".into(),
                 id: 5,
-                policy: "be,256".into(),
-                cpu_map: "1".into(),
+                policy: Some("be,256".parse().expect("a policy")),
+                cpu_map: Some(vec![1]),
                 window_ns: 1_000_000_000,
                 received_ns: 250_500_000,
             },
@@ -364,14 +369,15 @@ fn sched_gang_shows_sets_and_prints_refusals() {
         RequestBody::SchedGangGet { .. } => Ok(ResponseBody::SchedGang {
             pools: gang_pools(),
         }),
-        RequestBody::SchedGangSet { policy, .. } if policy == "tt,100ms,90ms" => {
-            Err(ApiError::new(
-                ErrorCode::Refused,
-                "my-domain cannot be admitted: CPU 1 would be 130% reserved (at most 95%)",
-            ))
-        }
+        RequestBody::SchedGangSet {
+            policy: Some(policy),
+            ..
+        } if policy == "tt,100ms,90ms".parse().expect("a policy") => Err(ApiError::new(
+            ErrorCode::Refused,
+            "my-domain cannot be admitted: CPU 1 would be 130% reserved (at most 95%)",
+        )),
         RequestBody::SchedGangSet { .. } => Ok(ResponseBody::Done),
-        RequestBody::ListDomains => Ok(ResponseBody::Domains {
+        RequestBody::ListDomains { .. } => Ok(ResponseBody::Domains {
             domains: two_domains(),
         }),
         RequestBody::ListPools => Ok(ResponseBody::Pools {
@@ -379,7 +385,7 @@ fn sched_gang_shows_sets_and_prints_refusals() {
                 PoolInfo {
                     id: 0,
                     name: "Pool-0".into(),
-                    sched: "host".into(),
+                    sched: Sched::Host,
                     cpus: vec![0],
                     domains: 1,
                     shared: false,
@@ -387,7 +393,7 @@ fn sched_gang_shows_sets_and_prints_refusals() {
                 PoolInfo {
                     id: 1,
                     name: "GangSched-Pool".into(),
-                    sched: "gang".into(),
+                    sched: Sched::Gang,
                     cpus: vec![1, 2],
                     domains: 1,
                     shared: false,
@@ -401,13 +407,13 @@ fn sched_gang_shows_sets_and_prints_refusals() {
     assert_eq!(
         f.ok(&["sched-gang"]),
         format!(
-            "{table}my-domain                            3 tt,100ms,40ms          1-2        80.0ms/100ms\n\
+            "{table}my-domain                            3 tt,100ms,40ms          1,2        80.0ms/100ms\n\
              other                                5 be,256                 1          250.5ms/1s\n"
         )
     );
     assert_eq!(
         f.ok(&["sched-gang", "-d", "3"]),
-        format!("{table}my-domain                            3 tt,100ms,40ms          1-2        80.0ms/100ms\n")
+        format!("{table}my-domain                            3 tt,100ms,40ms          1,2        80.0ms/100ms\n")
     );
     assert_eq!(
         f.requests(),
@@ -446,17 +452,20 @@ fn sched_gang_shows_sets_and_prints_refusals() {
         sets,
         vec![RequestBody::SchedGangSet {
             domain: "my-domain".into(),
-            cpus: Some("1,2".into()),
-            policy: "tt,100,40".into()
+            cpus: Some(CpuList::parse("1,2").expect("a list")),
+            policy: Some("tt,100,40".parse().expect("a policy"))
         }]
     );
-    // -c alone keeps the policy.
+    // -c alone: one request, the daemon keeps the policy.
     f.ok(&["sched-gang", "-d", "my-domain", "-c", "2,1"]);
-    assert!(f.requests().contains(&RequestBody::SchedGangSet {
-        domain: "my-domain".into(),
-        cpus: Some("2,1".into()),
-        policy: "tt,100ms,40ms".into()
-    }));
+    assert_eq!(
+        f.requests(),
+        vec![RequestBody::SchedGangSet {
+            domain: "my-domain".into(),
+            cpus: Some(CpuList::parse("2,1").expect("a list")),
+            policy: None
+        }]
+    );
     // Admission refusals are printed as the daemon words them.
     assert_eq!(
         f.fails(&["sched-gang", "-d", "my-domain", "-t", "tt,100ms,90ms"]),
@@ -520,7 +529,7 @@ fn trace_groups_slots_and_prints_json_on_request() {
                 },
             ],
         }),
-        RequestBody::ListDomains => Ok(ResponseBody::Domains {
+        RequestBody::ListDomains { .. } => Ok(ResponseBody::Domains {
             domains: two_domains(),
         }),
         other => panic!("{other:?}"),

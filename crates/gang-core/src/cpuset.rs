@@ -159,13 +159,49 @@ impl CpuSet {
     /// is refused). An item starting with `^` removes CPUs; a list made only
     /// of exclusions starts from the universe, as xl does.
     pub fn parse(list: &str, universe: Option<&CpuSet>) -> Result<CpuSet, CpuListError> {
-        let items: Vec<&str> = list.split(',').map(str::trim).collect();
-        let only_exclusions = items.iter().all(|i| i.starts_with('^'));
-        let mut set = match (only_exclusions, universe) {
-            (true, Some(u)) => u.clone(),
-            _ => CpuSet::new(),
-        };
-        for item in items {
+        CpuList::parse(list)?.resolve(universe)
+    }
+}
+
+/// An xl CPU list as written (`1,5,10-16,^13`, `all`, `^0`), before `all`
+/// and a list of exclusions are given their meaning: the CPUs they stand
+/// for (the host's, a pool's) are known where the list is applied, so a
+/// client parses (and refuses bad syntax) and the daemon resolves.
+/// Serialised as its text (parsed again when read, so a malformed list is
+/// refused there); [`CpuList::default`] (no items, the empty text) is the
+/// empty set.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct CpuList {
+    items: Vec<CpuListItem>,
+}
+
+/// One item of a [`CpuList`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CpuListItem {
+    /// `all`: every CPU of the universe.
+    All,
+    /// `N` or `N-M`: these CPUs.
+    Add {
+        /// First CPU.
+        first: CpuId,
+        /// Last CPU (inclusive).
+        last: CpuId,
+    },
+    /// `^N` or `^N-M`: not these CPUs.
+    Remove {
+        /// First CPU.
+        first: CpuId,
+        /// Last CPU (inclusive).
+        last: CpuId,
+    },
+}
+
+impl CpuList {
+    /// Parses xl's syntax; only the syntax is checked here.
+    pub fn parse(list: &str) -> Result<CpuList, CpuListError> {
+        let mut items = Vec::new();
+        for item in list.split(',').map(str::trim) {
             let (exclude, body) = match item.strip_prefix('^') {
                 Some(rest) => (true, rest),
                 None => (false, item),
@@ -178,28 +214,108 @@ impl CpuSet {
                 if exclude {
                     return Err(CpuListError::ExcludeAll);
                 }
-                set.union_with(universe.ok_or(CpuListError::AllWithoutUniverse)?);
+                items.push(CpuListItem::All);
                 continue;
             }
-            let (lo, hi) = match body.split_once('-') {
+            let (first, last) = match body.split_once('-') {
                 Some((a, b)) => (parse_cpu(a, item)?, parse_cpu(b, item)?),
                 None => {
                     let n = parse_cpu(body, item)?;
                     (n, n)
                 }
             };
-            if lo > hi {
+            if first > last {
                 return Err(CpuListError::InvalidRange(item.to_string()));
             }
-            for cpu in lo..=hi {
-                if exclude {
-                    set.remove(cpu);
-                } else {
-                    set.insert(cpu);
+            items.push(if exclude {
+                CpuListItem::Remove { first, last }
+            } else {
+                CpuListItem::Add { first, last }
+            });
+        }
+        Ok(CpuList { items })
+    }
+
+    /// Exactly these CPUs.
+    pub fn only(cpus: &CpuSet) -> CpuList {
+        CpuList {
+            items: cpus
+                .iter()
+                .map(|c| CpuListItem::Add { first: c, last: c })
+                .collect(),
+        }
+    }
+
+    /// The CPUs the list names, `universe` being what `all` means and where
+    /// a list of exclusions starts (`None`: both are refused).
+    pub fn resolve(&self, universe: Option<&CpuSet>) -> Result<CpuSet, CpuListError> {
+        let only_exclusions = !self.items.is_empty()
+            && self
+                .items
+                .iter()
+                .all(|i| matches!(i, CpuListItem::Remove { .. }));
+        let mut set = match (only_exclusions, universe) {
+            (true, Some(u)) => u.clone(),
+            _ => CpuSet::new(),
+        };
+        for item in &self.items {
+            match *item {
+                CpuListItem::All => {
+                    set.union_with(universe.ok_or(CpuListError::AllWithoutUniverse)?);
+                }
+                CpuListItem::Add { first, last } => {
+                    for cpu in first..=last {
+                        set.insert(cpu);
+                    }
+                }
+                CpuListItem::Remove { first, last } => {
+                    for cpu in first..=last {
+                        set.remove(cpu);
+                    }
                 }
             }
         }
         Ok(set)
+    }
+
+    /// Whether it names no CPU whatever the universe.
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+}
+
+impl TryFrom<String> for CpuList {
+    type Error = CpuListError;
+    fn try_from(text: String) -> Result<CpuList, CpuListError> {
+        if text.is_empty() {
+            return Ok(CpuList::default());
+        }
+        CpuList::parse(&text)
+    }
+}
+
+impl From<CpuList> for String {
+    fn from(list: CpuList) -> String {
+        list.to_string()
+    }
+}
+
+impl fmt::Display for CpuList {
+    /// xl's syntax, item by item.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, item) in self.items.iter().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            match *item {
+                CpuListItem::All => f.write_str("all")?,
+                CpuListItem::Add { first, last } if first == last => write!(f, "{first}")?,
+                CpuListItem::Add { first, last } => write!(f, "{first}-{last}")?,
+                CpuListItem::Remove { first, last } if first == last => write!(f, "^{first}")?,
+                CpuListItem::Remove { first, last } => write!(f, "^{first}-{last}")?,
+            }
+        }
+        Ok(())
     }
 }
 
@@ -350,5 +466,75 @@ mod tests {
         d.insert(200);
         d.remove(200);
         assert_eq!(d, CpuSet::new());
+    }
+
+    #[test]
+    fn a_list_is_parsed_where_it_is_written_and_resolved_where_cpus_are_known() {
+        let host = CpuSet::parse("0-7", None).unwrap();
+        let pool = CpuSet::parse("2-3", None).unwrap();
+        let excl = CpuList::parse("^1").unwrap();
+        assert_eq!(excl.resolve(Some(&host)).unwrap().to_string(), "0,2-7");
+        assert_eq!(excl.resolve(Some(&pool)).unwrap().to_string(), "2-3");
+        let all = CpuList::parse("all,^3").unwrap();
+        assert_eq!(all.resolve(Some(&pool)).unwrap().to_string(), "2");
+        assert_eq!(all.resolve(None), Err(CpuListError::AllWithoutUniverse));
+        assert_eq!(
+            CpuList::default().resolve(Some(&host)).unwrap(),
+            CpuSet::new()
+        );
+        assert_eq!(
+            CpuList::parse("3-1"),
+            Err(CpuListError::InvalidRange("3-1".into()))
+        );
+        // On the wire it is its text, read back through the parser.
+        let json = serde_json::to_string(&CpuList::parse("1,5,10-16,^13").unwrap()).unwrap();
+        assert_eq!(json, "\"1,5,10-16,^13\"");
+        assert!(serde_json::from_str::<CpuList>("\"3-1\"").is_err());
+        assert_eq!(
+            serde_json::from_str::<CpuList>("\"\"").unwrap(),
+            CpuList::default()
+        );
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn a_list_reads_back_from_its_text_and_names_what_the_old_parser_named(
+            items in proptest::collection::vec(
+                (0u8..3, 0u32..70, 0u32..6),
+                1..6,
+            ),
+            universe in proptest::collection::btree_set(0u32..70, 0..20),
+        ) {
+            let text = items
+                .iter()
+                .map(|&(kind, first, len)| match kind {
+                    0 => "all".to_string(),
+                    1 => format!("{first}-{}", first + len),
+                    _ => format!("^{first}-{}", first + len),
+                })
+                .collect::<Vec<_>>()
+                .join(",");
+            let list = CpuList::parse(&text).unwrap();
+            let again = CpuList::parse(&list.to_string()).unwrap();
+            proptest::prop_assert_eq!(&again, &list);
+            let universe: CpuSet = universe.into_iter().collect();
+            let resolved = list.resolve(Some(&universe)).unwrap();
+            // The items applied in order, by hand.
+            let only_exclusions = items.iter().all(|&(k, _, _)| k == 2);
+            let mut expect = if only_exclusions { universe.clone() } else { CpuSet::new() };
+            for &(kind, first, len) in &items {
+                for cpu in first..=first + len {
+                    match kind {
+                        0 => {}
+                        1 => { expect.insert(cpu); }
+                        _ => { expect.remove(cpu); }
+                    }
+                }
+                if kind == 0 {
+                    expect.union_with(&universe);
+                }
+            }
+            proptest::prop_assert_eq!(resolved, expect);
+        }
     }
 }

@@ -33,7 +33,7 @@ pub mod table;
 pub mod time;
 
 pub use admission::AdmissionError;
-pub use cpuset::{CpuId, CpuSet};
+pub use cpuset::{CpuId, CpuList, CpuSet};
 pub use engine::{Decision, DomainStats, EngineError, Event, Scheduler};
 pub use model::{
     with_domain_names, Class, DomainId, DomainSpec, Periodic, Policy, PoolConfig, RunState, VcpuRef,

@@ -27,8 +27,14 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-/// The API version this crate speaks.
-pub const VERSION: u32 = 1;
+pub use gang_config::DomainConfig;
+pub use gang_core::{CpuId, CpuList, CpuSet, Policy};
+
+/// The API version this crate speaks. Version 2 made the values typed
+/// (policies, CPU lists, run states, domain configurations) where version 1
+/// sent display strings; a version-1 request is refused with both versions
+/// named (see ARCHITECTURE.md, "The API").
+pub const VERSION: u32 = 2;
 
 /// Longest accepted message line, in bytes.
 pub const MAX_LINE: usize = 4 << 20;
@@ -45,17 +51,22 @@ pub enum RequestBody {
     /// Host and toolstack facts (`gang info`).
     Info,
     /// All domains (`gang list`).
-    ListDomains,
+    ListDomains {
+        /// With each domain's configuration and the threads it holds
+        /// (`list -l`; reading every thread costs).
+        #[serde(default)]
+        detail: bool,
+    },
     /// All pools (`gang cpupool-list`).
     ListPools,
     /// A new pool.
     CreatePool {
         /// Its name.
         name: String,
-        /// `gang` or `host`.
-        sched: String,
-        /// Its CPUs (xl CPU list; empty for none).
-        cpus: String,
+        /// Its scheduler.
+        sched: Sched,
+        /// Its CPUs (`all` is the host's; empty for none).
+        cpus: CpuList,
         /// A gang pool that shares its CPUs with `Pool-0` (they stay in
         /// `Pool-0` too; the host keeps a slot of each): for hosts too small
         /// to give CPUs away.
@@ -78,15 +89,15 @@ pub enum RequestBody {
     PoolCpuAdd {
         /// Which.
         pool: PoolArg,
-        /// CPUs (xl CPU list).
-        cpus: String,
+        /// CPUs (`all` is the host's).
+        cpus: CpuList,
     },
     /// Free CPUs of a pool.
     PoolCpuRemove {
         /// Which.
         pool: PoolArg,
-        /// CPUs (xl CPU list).
-        cpus: String,
+        /// CPUs (`all` is the host's).
+        cpus: CpuList,
     },
     /// Move a domain to another pool, in any state.
     PoolMigrate {
@@ -95,10 +106,10 @@ pub enum RequestBody {
         /// The target pool.
         pool: PoolArg,
     },
-    /// Create a domain from a parsed xl config (as JSON).
+    /// Create a domain from a parsed xl config.
     CreateDomain {
         /// The domain configuration.
-        config: serde_json::Value,
+        config: Box<DomainConfig>,
         /// Leave it paused.
         paused: bool,
     },
@@ -137,14 +148,15 @@ pub enum RequestBody {
         #[serde(default)]
         domain: Option<DomainArg>,
     },
-    /// Set a domain's gang parameters (`gang sched-gang -d … -t …`).
+    /// Set a domain's gang parameters (`gang sched-gang -d … [-t …] [-c …]`).
     SchedGangSet {
         /// The domain.
         domain: DomainArg,
-        /// Its CPU map (xl CPU list), or keep / choose.
-        cpus: Option<String>,
-        /// The policy in the seed's syntax (`tt,100ms,40ms`).
-        policy: String,
+        /// Its CPU map (one CPU of its pool per vCPU, in CPU order; `all`
+        /// is the pool's), or `None`: keep it (or let the scheduler choose).
+        cpus: Option<CpuList>,
+        /// Its policy, or `None`: keep the one it has.
+        policy: Option<Policy>,
     },
     /// The vCPUs of some domains (`gang vcpu-list`); empty: all.
     VcpuList {
@@ -198,7 +210,7 @@ impl RequestBody {
             | RequestBody::Destroy { .. }
             | RequestBody::SchedGangSet { .. } => true,
             RequestBody::Info
-            | RequestBody::ListDomains
+            | RequestBody::ListDomains { .. }
             | RequestBody::ListPools
             | RequestBody::SchedGangGet { .. }
             | RequestBody::VcpuList { .. }
@@ -210,6 +222,168 @@ impl RequestBody {
     }
 }
 
+/// A pool's scheduler.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Sched {
+    /// The gang scheduler (the daemon's dispatchers).
+    Gang,
+    /// Linux's scheduler, domains pinned to the pool's CPUs.
+    Host,
+}
+
+impl Sched {
+    /// The name in configs and output (`sched="gang"`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Sched::Gang => "gang",
+            Sched::Host => "host",
+        }
+    }
+}
+
+impl std::fmt::Display for Sched {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+/// A scheduler name other than `gang` and `host`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("Unknown scheduler")]
+pub struct UnknownScheduler;
+
+impl std::str::FromStr for Sched {
+    type Err = UnknownScheduler;
+    fn from_str(s: &str) -> Result<Self, UnknownScheduler> {
+        match s {
+            "gang" => Ok(Sched::Gang),
+            "host" => Ok(Sched::Host),
+            _ => Err(UnknownScheduler),
+        }
+    }
+}
+
+/// A domain's run state: xl's six flags (`list` prints them as `r-----`,
+/// see [`RunState::xl_flags`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunState {
+    /// Running on a CPU now (`r`).
+    pub running: bool,
+    /// Runnable or blocked, not on a CPU now (`b`).
+    pub blocked: bool,
+    /// Paused (`p`).
+    pub paused: bool,
+    /// Shut down, and why (`s` and the reason's letter).
+    pub shutdown: Option<ShutdownReason>,
+    /// Being destroyed (`d`).
+    pub dying: bool,
+}
+
+/// Why a domain shut down: Xen's shutdown codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ShutdownReason {
+    /// Powered off (its program ended well).
+    Poweroff,
+    /// Rebooted.
+    Reboot,
+    /// Suspended.
+    Suspend,
+    /// Crashed.
+    Crash,
+    /// Its watchdog fired.
+    Watchdog,
+    /// Soft reset.
+    SoftReset,
+}
+
+impl ShutdownReason {
+    /// Xen's code (`list -v`'s Reason-Code).
+    pub fn code(self) -> u32 {
+        match self {
+            ShutdownReason::Poweroff => 0,
+            ShutdownReason::Reboot => 1,
+            ShutdownReason::Suspend => 2,
+            ShutdownReason::Crash => 3,
+            ShutdownReason::Watchdog => 4,
+            ShutdownReason::SoftReset => 5,
+        }
+    }
+
+    /// xl's letter in the state's fifth column.
+    pub fn letter(self) -> char {
+        match self {
+            ShutdownReason::Poweroff => '-',
+            ShutdownReason::Reboot => 'r',
+            ShutdownReason::Suspend => 's',
+            ShutdownReason::Crash => 'c',
+            ShutdownReason::Watchdog => 'w',
+            ShutdownReason::SoftReset => 'S',
+        }
+    }
+}
+
+impl RunState {
+    /// xl's six characters: `r` running, `b` blocked, `p` paused, `s` shut
+    /// down, the shutdown reason's letter (`-` poweroff, `r` reboot, `s`
+    /// suspend, `c` crash, `w` watchdog, `S` soft reset), `d` dying; `-`
+    /// where not set.
+    pub fn xl_flags(&self) -> String {
+        let flag = |on: bool, c: char| if on { c } else { '-' };
+        [
+            flag(self.running, 'r'),
+            flag(self.blocked, 'b'),
+            flag(self.paused, 'p'),
+            flag(self.shutdown.is_some(), 's'),
+            self.shutdown.map_or('-', ShutdownReason::letter),
+            flag(self.dying, 'd'),
+        ]
+        .iter()
+        .collect()
+    }
+
+    /// Shut down or crashed: its program no longer runs.
+    pub fn ended(&self) -> bool {
+        self.shutdown.is_some()
+    }
+
+    /// The state xl's six characters show ([`RunState::xl_flags`] read
+    /// back), for scripts and tests that read `list`; `None` if `text` is
+    /// not six such characters.
+    pub fn parse_xl_flags(text: &str) -> Option<RunState> {
+        let c: Vec<char> = text.chars().collect();
+        if c.len() != 6 {
+            return None;
+        }
+        let flag = |i: usize, on: char| match c[i] {
+            '-' => Some(false),
+            x if x == on => Some(true),
+            _ => None,
+        };
+        let reason = match c[4] {
+            '-' => ShutdownReason::Poweroff,
+            'r' => ShutdownReason::Reboot,
+            's' => ShutdownReason::Suspend,
+            'c' => ShutdownReason::Crash,
+            'w' => ShutdownReason::Watchdog,
+            'S' => ShutdownReason::SoftReset,
+            _ => return None,
+        };
+        let shut = flag(3, 's')?;
+        if !shut && c[4] != '-' {
+            return None;
+        }
+        Some(RunState {
+            running: flag(0, 'r')?,
+            blocked: flag(1, 'b')?,
+            paused: flag(2, 'p')?,
+            shutdown: shut.then_some(reason),
+            dying: flag(5, 'd')?,
+        })
+    }
+}
+
 /// A pool as the daemon reports it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PoolInfo {
@@ -217,10 +391,10 @@ pub struct PoolInfo {
     pub id: u32,
     /// Name.
     pub name: String,
-    /// Scheduler: `gang` or `host`.
-    pub sched: String,
+    /// Scheduler.
+    pub sched: Sched,
     /// Its CPUs.
-    pub cpus: Vec<gang_core::CpuId>,
+    pub cpus: Vec<CpuId>,
     /// Number of domains in it.
     pub domains: u32,
     /// A gang pool sharing its CPUs with `Pool-0`.
@@ -239,8 +413,8 @@ pub struct DomainInfo {
     pub memory_mb: u64,
     /// vCPUs.
     pub vcpus: u32,
-    /// xl's six-character state (`r-----`, `--p---`, `---s--`…).
-    pub state: String,
+    /// Its run state.
+    pub state: RunState,
     /// CPU time, seconds.
     pub cpu_time_s: f64,
     /// Its pool's name.
@@ -248,16 +422,14 @@ pub struct DomainInfo {
     /// Its UUID.
     #[serde(default)]
     pub uuid: String,
-    /// The shutdown reason code (`list -v`), when shut down.
-    #[serde(default)]
-    pub shutdown_code: Option<u32>,
     /// Why it crashed or shut down, for people.
     #[serde(default)]
     pub reason: Option<String>,
-    /// Its whole configuration (`list -l`).
+    /// Its whole configuration (asked with `detail`: `list -l`).
     #[serde(default)]
-    pub config: serde_json::Value,
-    /// The host threads it holds now, process by process (`list -l`).
+    pub config: Option<Box<DomainConfig>>,
+    /// The host threads it holds now, process by process (asked with
+    /// `detail`).
     #[serde(default)]
     pub threads: Vec<ThreadInfo>,
 }
@@ -277,7 +449,7 @@ pub struct ThreadInfo {
     /// Its state letter (`R` running or runnable, `S` sleeping, ...).
     pub state: String,
     /// The CPU it ran on last.
-    pub cpu: Option<gang_core::CpuId>,
+    pub cpu: Option<CpuId>,
 }
 
 /// One vCPU (`vcpu-list`).
@@ -290,7 +462,7 @@ pub struct VcpuInfo {
     /// vCPU number.
     pub vcpu: u32,
     /// The CPU it is on now, if running.
-    pub cpu: Option<gang_core::CpuId>,
+    pub cpu: Option<CpuId>,
     /// Running now.
     pub running: bool,
     /// Blocked (waiting for something).
@@ -312,10 +484,10 @@ pub struct SchedGangDomain {
     pub name: String,
     /// Id.
     pub id: u32,
-    /// The policy in the seed's syntax, `-` if none set.
-    pub policy: String,
-    /// The CPU map (vCPU i on the i-th CPU), xl list syntax, `-` if none.
-    pub cpu_map: String,
+    /// Its policy, if one is set.
+    pub policy: Option<Policy>,
+    /// The CPU map (vCPU i on the i-th CPU), if set.
+    pub cpu_map: Option<Vec<CpuId>>,
     /// The accounting window: the policy's period (1 s for `be`/`no`), ns.
     pub window_ns: u64,
     /// CPU time its vCPUs were given in the last window, ns (all vCPUs).
@@ -332,7 +504,7 @@ pub struct SchedGangPool {
     /// Scheduling grain, ns.
     pub grain_ns: u64,
     /// Its CPUs.
-    pub cpus: Vec<gang_core::CpuId>,
+    pub cpus: Vec<CpuId>,
     /// Shares its CPUs with `Pool-0`.
     pub shared: bool,
     /// The host's own slot per CPU in a shared pool, `(period, active)` ns.
@@ -372,7 +544,7 @@ pub struct TraceSlot {
     /// The vCPU.
     pub vcpu: u32,
     /// The CPU.
-    pub cpu: gang_core::CpuId,
+    pub cpu: CpuId,
     /// Start (pool time, ns).
     pub start_ns: u64,
     /// End (pool time, ns; `u64::MAX` if still running).
@@ -679,7 +851,7 @@ mod tests {
                 pools: vec![PoolInfo {
                     id: 0,
                     name: "Pool-0".into(),
-                    sched: "host".into(),
+                    sched: Sched::Host,
                     cpus: vec![0, 1],
                     domains: 0,
                     shared: false,
@@ -710,8 +882,8 @@ mod tests {
         let created = client
             .call(RequestBody::CreatePool {
                 name: "GangSched-Pool".into(),
-                sched: "gang".into(),
-                cpus: String::new(),
+                sched: Sched::Gang,
+                cpus: CpuList::default(),
                 shared: false,
             })
             .unwrap();
@@ -746,7 +918,7 @@ mod tests {
     fn malformed_lines_get_an_answer_not_silence() {
         let r = raw("this is not json");
         assert_eq!(r.result.unwrap_err().code, ErrorCode::BadRequest);
-        let r = raw(r#"{"version":1,"id":7,"op":"no-such-op"}"#);
+        let r = raw(r#"{"version":2,"id":7,"op":"no-such-op"}"#);
         assert_eq!(r.id, 7);
         assert_eq!(r.result.unwrap_err().code, ErrorCode::BadRequest);
         let r = raw(r#"{"id":3,"op":"info"}"#);
@@ -755,13 +927,13 @@ mod tests {
 
     #[test]
     fn another_version_is_refused_naming_both() {
-        let r = raw(r#"{"version":2,"id":5,"op":"info"}"#);
+        let r = raw(r#"{"version":1,"id":5,"op":"info"}"#);
         assert_eq!(r.id, 5);
         let e = r.result.unwrap_err();
         assert_eq!(e.code, ErrorCode::Version);
         assert_eq!(
             e.message,
-            "the client speaks API version 2, this daemon speaks version 1"
+            "the client speaks API version 1, this daemon speaks version 2"
         );
     }
 
@@ -772,14 +944,14 @@ mod tests {
             id: 9,
             body: RequestBody::SchedGangSet {
                 domain: "my-domain".into(),
-                cpus: Some("1-2".into()),
-                policy: "tt,100ms,40ms".into(),
+                cpus: Some(CpuList::parse("1-2").unwrap()),
+                policy: Some("tt,100ms,40ms".parse().unwrap()),
             },
         };
         let text = serde_json::to_string(&req).unwrap();
         assert_eq!(
             text,
-            r#"{"version":1,"id":9,"op":"sched-gang-set","domain":"my-domain","cpus":"1-2","policy":"tt,100ms,40ms"}"#
+            r#"{"version":2,"id":9,"op":"sched-gang-set","domain":"my-domain","cpus":"1-2","policy":{"policy":"time-triggered","timing":{"from":0,"period":100000000,"active":40000000},"space_filling":false}}"#
         );
         assert_eq!(serde_json::from_str::<Request>(&text).unwrap(), req);
     }
@@ -788,12 +960,12 @@ mod tests {
     fn changes_are_told_from_reads() {
         let pause = RequestBody::Pause { domain: "d".into() };
         assert!(pause.changes_state());
-        assert!(!RequestBody::ListDomains.changes_state());
+        assert!(!RequestBody::ListDomains { detail: true }.changes_state());
         assert!(!RequestBody::Dmesg { clear: false }.changes_state());
         assert!(RequestBody::SchedGangSet {
             domain: "d".into(),
             cpus: None,
-            policy: "be,1".into()
+            policy: None
         }
         .changes_state());
     }

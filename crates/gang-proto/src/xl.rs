@@ -57,12 +57,17 @@ pub fn list_domains(domains: &[DomainInfo], verbose: bool, cpupool: bool) -> Str
         let _ = write!(
             out,
             "{:<40} {:>5} {:>5} {:>5}     {}  {:>8.1}",
-            d.name, d.id, d.memory_mb, d.vcpus, d.state, d.cpu_time_s
+            d.name,
+            d.id,
+            d.memory_mb,
+            d.vcpus,
+            d.state.xl_flags(),
+            d.cpu_time_s
         );
         if verbose {
             let uuid = if d.uuid.is_empty() { "-" } else { &d.uuid };
             let _ = write!(out, " {uuid:<36}");
-            match d.shutdown_code {
+            match d.state.shutdown.map(crate::ShutdownReason::code) {
                 Some(code) => {
                     let _ = write!(out, " {code:>8x}");
                 }
@@ -87,7 +92,7 @@ pub fn list_long(domains: &[DomainInfo]) -> String {
     #[derive(serde::Serialize)]
     struct Entry<'a> {
         domid: u32,
-        config: &'a serde_json::Value,
+        config: &'a Option<Box<crate::DomainConfig>>,
         #[serde(skip_serializing_if = "<[_]>::is_empty")]
         threads: &'a [crate::ThreadInfo],
     }
@@ -167,28 +172,6 @@ pub fn cpupool_list(pools: &[PoolInfo], cpus: bool) -> String {
     out
 }
 
-/// xl's six-character domain state: `r` running, `b` blocked, `p` paused,
-/// `s` shut down, the shutdown reason (`-` poweroff, `r` reboot, `s`
-/// suspend, `c` crash, `w` watchdog, `S` soft reset), `d` dying; `-` where
-/// not set.
-pub fn state(
-    running: bool,
-    blocked: bool,
-    paused: bool,
-    shutdown: Option<char>,
-    dying: bool,
-) -> String {
-    let flag = |on: bool, c: char| if on { c } else { '-' };
-    let mut s = String::with_capacity(6);
-    s.push(flag(running, 'r'));
-    s.push(flag(blocked, 'b'));
-    s.push(flag(paused, 'p'));
-    s.push(flag(shutdown.is_some(), 's'));
-    s.push(shutdown.unwrap_or('-'));
-    s.push(flag(dying, 'd'));
-    s
-}
-
 /// A duration for people, with one decimal in the largest unit below it:
 /// `40.0ms`, `12.5us`, `1.250s`, `800ns`.
 pub fn human_duration(ns: u64) -> String {
@@ -251,10 +234,17 @@ pub fn sched_gang_row(d: &SchedGangDomain) -> String {
         human_duration(d.received_ns),
         gang_core::time::Duration(d.window_ns)
     );
-    format!(
-        "{:<33} {:>4} {:<22} {:<10} {recv}",
-        d.name, d.id, d.policy, d.cpu_map
-    )
+    let policy = d.policy.map_or_else(|| "-".to_string(), |p| p.to_string());
+    let map = d.cpu_map.as_ref().map_or_else(
+        || "-".to_string(),
+        |m| {
+            m.iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(",")
+        },
+    );
+    format!("{:<33} {:>4} {policy:<22} {map:<10} {recv}", d.name, d.id)
 }
 
 /// The line under a running pool's: `  dispatch (last 1s): 240 switches,
@@ -411,6 +401,14 @@ pub fn trace(slots: &[TraceSlot], vcpus: u32, now_ns: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{RunState, Sched, ShutdownReason};
+
+    /// A run state from xl's six characters.
+    fn flags(text: &str) -> RunState {
+        let state = RunState::parse_xl_flags(text).expect("six flags");
+        assert_eq!(state.xl_flags(), text, "round trip");
+        state
+    }
 
     fn dom(
         name: &str,
@@ -426,13 +424,12 @@ mod tests {
             name: name.into(),
             memory_mb: mem,
             vcpus,
-            state: state.into(),
+            state: flags(state),
             cpu_time_s: time,
             pool: pool.into(),
             uuid: String::new(),
-            shutdown_code: None,
             reason: None,
-            config: serde_json::Value::Null,
+            config: None,
             threads: Vec::new(),
         }
     }
@@ -467,7 +464,7 @@ mod tests {
             PoolInfo {
                 id: 0,
                 name: "Pool-0".into(),
-                sched: "credit2".into(),
+                sched: Sched::Host,
                 cpus: vec![0, 1, 2, 3],
                 domains: 1,
                 shared: false,
@@ -475,7 +472,7 @@ mod tests {
             PoolInfo {
                 id: 1,
                 name: "GangSched-Pool".into(),
-                sched: "gang".into(),
+                sched: Sched::Gang,
                 cpus: vec![],
                 domains: 0,
                 shared: false,
@@ -484,7 +481,7 @@ mod tests {
         assert_eq!(
             cpupool_list(&pools[..1], false),
             "Name               CPUs   Sched     Active   Domain count\n\
-             Pool-0               4   credit2       y          1\n"
+             Pool-0               4      host       y          1\n"
         );
         assert_eq!(
             cpupool_list(&pools, true),
@@ -508,10 +505,20 @@ mod tests {
 
     #[test]
     fn states_have_six_characters() {
-        assert_eq!(state(true, false, false, None, false), "r-----");
-        assert_eq!(state(false, false, false, Some('r'), false), "---sr-");
-        assert_eq!(state(false, false, true, None, false), "--p---");
-        assert_eq!(state(false, false, false, Some('c'), true), "---scd");
+        for text in [
+            "r-----", "-b----", "---sr-", "--p---", "---scd", "---s--", "---sS-",
+        ] {
+            assert_eq!(flags(text).xl_flags(), text);
+        }
+        let crashed = RunState {
+            shutdown: Some(ShutdownReason::Crash),
+            dying: true,
+            ..RunState::default()
+        };
+        assert_eq!(crashed.xl_flags(), "---scd");
+        for bad in ["", "r----", "x-----", "----r-", "r------"] {
+            assert_eq!(RunState::parse_xl_flags(bad), None, "{bad:?}");
+        }
     }
 
     fn verbose_dom() -> (DomainInfo, DomainInfo) {
@@ -519,7 +526,6 @@ mod tests {
         a.uuid = "00000000-0000-0000-0000-000000000000".into();
         let mut b = dom("guest1", 3, 2048, 2, "---sr-", 56.7, "GangSched-Pool");
         b.uuid = "5d2d7fd4-4e39-4b0c-9f3a-1b2c3d4e5f60".into();
-        b.shutdown_code = Some(1);
         (a, b)
     }
 
@@ -532,28 +538,36 @@ mod tests {
              Domain-0                                     0  4096     4     r-----    1234.5 00000000-0000-0000-0000-000000000000        -                -\n\
              guest1                                       3  2048     2     ---sr-      56.7 5d2d7fd4-4e39-4b0c-9f3a-1b2c3d4e5f60        1                -\n"
         );
-        // -v -c: the Cpupool column last; a reason code is hex.
+        // -v -c: the Cpupool column last; the reason code (xl's %8x).
         let mut c = b;
-        c.shutdown_code = Some(0x1f);
+        c.state.shutdown = Some(ShutdownReason::SoftReset);
         c.uuid = String::new();
         assert_eq!(
             list_domains(&[c], true, true),
             "Name                                        ID   Mem VCPUs\tState\tTime(s)   UUID                            Reason-Code\tSecurity Label         Cpupool\n\
-             guest1                                       3  2048     2     ---sr-      56.7 -                                          1f                -  GangSched-Pool\n"
+             guest1                                       3  2048     2     ---sS-      56.7 -                                           5                -  GangSched-Pool\n"
         );
         let _ = a;
     }
 
     #[test]
     fn list_long_is_a_pretty_json_array_of_domid_and_config() {
-        let (mut a, mut b) = verbose_dom();
-        a.config = serde_json::json!({"name": "Domain-0"});
-        b.config = serde_json::json!({"name": "guest1", "vcpus": 2});
-        assert_eq!(
-            list_long(&[a, b]),
-            "[\n    {\n        \"domid\": 0,\n        \"config\": {\n            \"name\": \"Domain-0\"\n        }\n    },\n    \
-             {\n        \"domid\": 3,\n        \"config\": {\n            \"name\": \"guest1\",\n            \"vcpus\": 2\n        }\n    }\n]\n"
+        let (a, mut b) = verbose_dom();
+        let text = "name = \"guest1\"\nvcpus = 2\ncommand = \"true\"\n";
+        let cfg = gang_config::Config::parse("guest1.cfg", text).expect("parses");
+        b.config = Some(Box::new(
+            gang_config::DomainConfig::from_config(&cfg).expect("a domain"),
+        ));
+        let out = list_long(&[a, b]);
+        assert!(
+            out.starts_with("[\n    {\n        \"domid\": 0,\n        \"config\": null\n    },"),
+            "{out}"
         );
+        assert!(out.ends_with("}\n]\n"), "{out}");
+        let v: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+        assert_eq!(v[1]["domid"], 3);
+        assert_eq!(v[1]["config"]["name"], "guest1");
+        assert_eq!(v[1]["config"]["vcpus"], 2);
         assert_eq!(list_long(&[]), "[]\n");
     }
 
@@ -611,16 +625,16 @@ mod tests {
                 SchedGangDomain {
                     name: "my-domain".into(),
                     id: 2,
-                    policy: "tt,100ms,40ms".into(),
-                    cpu_map: "1-2".into(),
+                    policy: Some("tt,100ms,40ms".parse().expect("a policy")),
+                    cpu_map: Some(vec![1, 2]),
                     window_ns: 100_000_000,
                     received_ns: 40_000_000,
                 },
                 SchedGangDomain {
                     name: "idle".into(),
                     id: 5,
-                    policy: "-".into(),
-                    cpu_map: "-".into(),
+                    policy: None,
+                    cpu_map: None,
                     window_ns: 1_000_000_000,
                     received_ns: 0,
                 },
@@ -634,7 +648,7 @@ mod tests {
             sched_gang(&[gang_pool()]),
             "Cpupool GangSched-Pool: sched=gang grain=1ms cpus=1-2 shared=no active=yes\n\
              Name                                ID Policy                 CPUs       Recv(last period)\n\
-             my-domain                            2 tt,100ms,40ms          1-2        40.0ms/100ms\n\
+             my-domain                            2 tt,100ms,40ms          1,2        40.0ms/100ms\n\
              idle                                 5 -                      -          0ns/1s\n"
         );
         let mut shared = gang_pool();

@@ -11,8 +11,8 @@
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use gang_config::{Config, DomainConfig};
-use gang_core::CpuSet;
-use gang_proto::{parse_request, Request, RequestBody, ResponseBody, VERSION};
+use gang_core::{CpuList, CpuSet, Policy};
+use gang_proto::{parse_request, Request, RequestBody, ResponseBody, Sched, VERSION};
 use gang_testkit::api::{FIELDS, OPS};
 use gang_testkit::fuzz;
 use gang_toolstack::daemon::{Daemon, DaemonConfig};
@@ -41,7 +41,7 @@ fn open_daemon() -> (tempfile::TempDir, Daemon) {
 fn snapshot(d: &mut Daemon) -> Vec<ResponseBody> {
     [
         RequestBody::ListPools,
-        RequestBody::ListDomains,
+        RequestBody::ListDomains { detail: true },
         RequestBody::SchedGangGet {
             pool: None,
             domain: None,
@@ -68,18 +68,14 @@ fn snapshot(d: &mut Daemon) -> Vec<ResponseBody> {
 /// whatever would start or adopt a process, a VM or a cgroup.
 fn defuse(body: RequestBody) -> RequestBody {
     match body {
-        RequestBody::CreateDomain { mut config, paused }
-            if serde_json::from_value::<DomainConfig>(config.clone()).is_ok() =>
-        {
-            let m = config
-                .as_object_mut()
-                .expect("a domain configuration is an object");
-            for key in ["command", "pid", "cgroup", "kernel", "ramdisk"] {
-                m.insert(key.into(), Value::Null);
-            }
-            for key in ["pids", "disks"] {
-                m.insert(key.into(), json!([]));
-            }
+        RequestBody::CreateDomain { mut config, paused } => {
+            config.command = None;
+            config.pid = None;
+            config.pids.clear();
+            config.cgroup = None;
+            config.kernel = None;
+            config.ramdisk = None;
+            config.disks.clear();
             RequestBody::CreateDomain { config, paused }
         }
         other => other,
@@ -90,10 +86,8 @@ fn defuse(body: RequestBody) -> RequestBody {
 fn send(d: &mut Daemon, body: RequestBody, refused: &AtomicU32) {
     let body = defuse(body);
     if let RequestBody::CreateDomain { config, .. } = &body {
-        if serde_json::from_value::<DomainConfig>(config.clone()).is_ok() {
-            // Belt and braces: such a request is refused by construction.
-            assert!(config["command"].is_null() && config["pids"] == json!([]));
-        }
+        // Belt and braces: such a request is refused by construction.
+        assert!(config.command.is_none() && config.pids.is_empty());
     }
     let before = snapshot(d);
     match d.handle(body.clone()) {
@@ -132,6 +126,16 @@ fn cpus() -> impl Strategy<Value = String> {
         4 => "(|0|1|2|3|0-1|2-3|0-3|all|\\^1|0-9|3-1|nodes:0|x|0,0|4)",
         1 => "[0-9,^ -]{0,8}",
     ]
+}
+
+/// A CPU list as a client parses it (text it refuses: the empty list).
+fn cpu_list() -> impl Strategy<Value = CpuList> {
+    cpus().prop_map(|text| CpuList::parse(&text).unwrap_or_default())
+}
+
+/// A policy as a client parses it (text it refuses: none).
+fn parsed_policy() -> impl Strategy<Value = Option<Policy>> {
+    policy().prop_map(|text| text.parse().ok())
 }
 
 fn policy() -> impl Strategy<Value = String> {
@@ -223,12 +227,12 @@ fn domain_config() -> impl Strategy<Value = Value> {
 fn request() -> impl Strategy<Value = RequestBody> {
     prop_oneof![
         Just(RequestBody::Info),
-        Just(RequestBody::ListDomains),
+        any::<bool>().prop_map(|detail| RequestBody::ListDomains { detail }),
         Just(RequestBody::ListPools),
         (
             pool_name(),
-            "(gang|credit|credit2|host|bogus|)",
-            cpus(),
+            prop_oneof![Just(Sched::Gang), Just(Sched::Host)],
+            cpu_list(),
             any::<bool>()
         )
             .prop_map(|(name, sched, cpus, shared)| RequestBody::CreatePool {
@@ -239,12 +243,22 @@ fn request() -> impl Strategy<Value = RequestBody> {
             }),
         pool_name().prop_map(|pool| RequestBody::DestroyPool { pool }),
         (pool_name(), pool_name()).prop_map(|(pool, name)| RequestBody::RenamePool { pool, name }),
-        (pool_name(), cpus()).prop_map(|(pool, cpus)| RequestBody::PoolCpuAdd { pool, cpus }),
-        (pool_name(), cpus()).prop_map(|(pool, cpus)| RequestBody::PoolCpuRemove { pool, cpus }),
+        (pool_name(), cpu_list()).prop_map(|(pool, cpus)| RequestBody::PoolCpuAdd { pool, cpus }),
+        (pool_name(), cpu_list())
+            .prop_map(|(pool, cpus)| RequestBody::PoolCpuRemove { pool, cpus }),
         (domain_name(), pool_name())
             .prop_map(|(domain, pool)| RequestBody::PoolMigrate { domain, pool }),
-        (prop_oneof![domain_config(), json_value()], any::<bool>())
-            .prop_map(|(config, paused)| RequestBody::CreateDomain { config, paused }),
+        (
+            prop_oneof![domain_config(), json_value()]
+                .prop_filter_map("not a domain configuration", |v| {
+                    serde_json::from_value::<DomainConfig>(v).ok()
+                }),
+            any::<bool>()
+        )
+            .prop_map(|(config, paused)| RequestBody::CreateDomain {
+                config: Box::new(config),
+                paused
+            }),
         domain_name().prop_map(|domain| RequestBody::Pause { domain }),
         domain_name().prop_map(|domain| RequestBody::Unpause { domain }),
         domain_name().prop_map(|domain| RequestBody::Shutdown { domain }),
@@ -255,13 +269,15 @@ fn request() -> impl Strategy<Value = RequestBody> {
             prop::option::of(domain_name())
         )
             .prop_map(|(pool, domain)| RequestBody::SchedGangGet { pool, domain }),
-        (domain_name(), prop::option::of(cpus()), policy()).prop_map(|(domain, cpus, policy)| {
-            RequestBody::SchedGangSet {
-                domain,
-                cpus,
-                policy,
+        (domain_name(), prop::option::of(cpu_list()), parsed_policy()).prop_map(
+            |(domain, cpus, policy)| {
+                RequestBody::SchedGangSet {
+                    domain,
+                    cpus,
+                    policy,
+                }
             }
-        }),
+        ),
         prop::collection::vec(domain_name(), 0..3)
             .prop_map(|domains| RequestBody::VcpuList { domains }),
         any::<bool>().prop_map(|clear| RequestBody::Dmesg { clear }),

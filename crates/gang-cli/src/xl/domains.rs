@@ -39,7 +39,7 @@ pub struct ListArgs {
 }
 
 pub fn list(args: &ListArgs) -> Result<()> {
-    let mut domains = super::domains()?;
+    let mut domains = super::domains_with(args.long)?;
     if let Some(d) = &args.domain {
         domains.retain(|x| super::names_domain(d, x.id, &x.name));
         if domains.is_empty() {
@@ -202,10 +202,10 @@ fn wait_for_shutdown(targets: &[(u32, String)], timeout: std::time::Duration) ->
                 eprintln!("Domain {id} has been destroyed.");
                 false
             }
-            Some(d) if d.state.as_bytes().get(3) == Some(&b's') => {
+            Some(d) if d.state.shutdown.is_some() => {
                 eprintln!(
                     "Domain {id} has been shut down, reason code {}",
-                    d.shutdown_code.unwrap_or(0)
+                    d.state.shutdown.map_or(0, gang_proto::ShutdownReason::code)
                 );
                 false
             }
@@ -415,16 +415,15 @@ pub fn create(args: &CreateArgs) -> Result<()> {
     for disk in &mut domain.disks {
         absolute(&mut disk.target);
     }
-    let json = serde_json::to_value(&domain).context("encoding the configuration")?;
     if args.dry_run {
         println!(
             "{}",
-            serde_json::to_string_pretty(&json).context("encoding the configuration")?
+            serde_json::to_string_pretty(&domain).context("encoding the configuration")?
         );
         return Ok(());
     }
     let ResponseBody::Created { id } = call(RequestBody::CreateDomain {
-        config: json,
+        config: Box::new(domain),
         paused: args.paused,
     })?
     else {

@@ -69,7 +69,12 @@ pub(crate) fn invalid_domain(arg: &str) -> anyhow::Error {
 
 /// All domains, as the daemon lists them.
 pub(crate) fn domains() -> Result<Vec<gang_proto::DomainInfo>> {
-    match call(RequestBody::ListDomains)? {
+    domains_with(false)
+}
+
+/// All domains; with `detail`, their configurations and threads too.
+pub(crate) fn domains_with(detail: bool) -> Result<Vec<gang_proto::DomainInfo>> {
+    match call(RequestBody::ListDomains { detail })? {
         ResponseBody::Domains { domains } => Ok(domains),
         other => bail!("unexpected answer from the daemon: {other:?}"),
     }

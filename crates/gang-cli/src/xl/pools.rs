@@ -64,21 +64,21 @@ pub fn cpupool_create(args: &CpupoolCreateArgs) -> Result<()> {
         eprintln!("{w}");
     }
     let pool = gang_config::CpupoolConfig::from_config(&config)?;
-    let sched = pool.sched.clone().unwrap_or_else(|| "gang".to_string());
-    let cpus = pool.cpus.clone().unwrap_or_default();
-    call(RequestBody::CreatePool {
-        name: pool.name.clone(),
-        sched: sched.clone(),
-        cpus: cpus.clone(),
-        shared: pool.shared,
-    })?;
-    let n = if cpus.is_empty() {
-        0
-    } else {
-        gang_core::CpuSet::parse(&cpus, None)
-            .map(|s| s.len())
-            .unwrap_or(0)
+    let sched: gang_proto::Sched = pool.sched.as_deref().unwrap_or("gang").parse()?;
+    let cpus = match pool.cpus.as_deref() {
+        None | Some("") => gang_core::CpuList::default(),
+        Some(text) => gang_core::CpuList::parse(text)?,
     };
+    let ResponseBody::Pools { pools } = call(RequestBody::CreatePool {
+        name: pool.name.clone(),
+        sched,
+        cpus,
+        shared: pool.shared,
+    })?
+    else {
+        bail!("unexpected answer from the daemon")
+    };
+    let n = pools.first().map_or(0, |p| p.cpus.len());
     println!("cpupool name:   {}", pool.name);
     println!("scheduler:      {sched}");
     println!("number of cpus: {n}");
@@ -130,7 +130,7 @@ pub struct CpupoolCpuArgs {
 pub fn cpupool_cpu_add(args: &CpupoolCpuArgs) -> Result<()> {
     call(RequestBody::PoolCpuAdd {
         pool: args.pool.clone(),
-        cpus: args.cpus.clone(),
+        cpus: gang_core::CpuList::parse(&args.cpus)?,
     })?;
     Ok(())
 }
@@ -138,7 +138,7 @@ pub fn cpupool_cpu_add(args: &CpupoolCpuArgs) -> Result<()> {
 pub fn cpupool_cpu_remove(args: &CpupoolCpuArgs) -> Result<()> {
     call(RequestBody::PoolCpuRemove {
         pool: args.pool.clone(),
-        cpus: args.cpus.clone(),
+        cpus: gang_core::CpuList::parse(&args.cpus)?,
     })?;
     Ok(())
 }

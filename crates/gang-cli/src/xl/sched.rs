@@ -66,20 +66,29 @@ fn get(pool: Option<String>, domain: Option<String>) -> Result<Vec<SchedGangPool
     }
 }
 
-/// Checks a policy and CPU list locally, for a clear message before the
-/// daemon is asked (it checks them too, and admission besides).
-fn check(policy: &str, cpus: Option<&str>) -> Result<()> {
-    policy
-        .parse::<gang_core::Policy>()
-        .map_err(|e| anyhow::anyhow!("Invalid policy: {e}"))?;
-    if let Some(cpus) = cpus {
-        match gang_core::CpuSet::parse(cpus, None) {
-            Ok(set) if set.is_empty() => bail!("Invalid pcpu range: {cpus}."),
-            Ok(_) | Err(gang_core::cpuset::CpuListError::AllWithoutUniverse) => {}
-            Err(e) => bail!("{e}"),
-        }
-    }
-    Ok(())
+/// Parses a policy and a CPU map here, for a clear message before the
+/// daemon is asked (it checks the CPUs against the pool, and admission).
+fn parse(
+    policy: Option<&str>,
+    cpus: Option<&str>,
+) -> Result<(Option<gang_core::Policy>, Option<gang_core::CpuList>)> {
+    let policy = policy
+        .map(|p| {
+            p.parse::<gang_core::Policy>()
+                .map_err(|e| anyhow::anyhow!("Invalid policy: {e}"))
+        })
+        .transpose()?;
+    let cpus = cpus
+        .map(|text| {
+            let list = gang_core::CpuList::parse(text)?;
+            match list.resolve(None) {
+                Ok(set) if set.is_empty() => bail!("Invalid pcpu range: {text}."),
+                Ok(_) | Err(gang_core::cpuset::CpuListError::AllWithoutUniverse) => Ok(list),
+                Err(e) => Err(e.into()),
+            }
+        })
+        .transpose()?;
+    Ok((policy, cpus))
 }
 
 /// The seed's `-p` with `-d`: the pool must be the domain's.
@@ -126,25 +135,11 @@ pub fn sched_gang(args: &SchedGangArgs) -> Result<()> {
         check_pool(p, domain)?;
     }
     if setting {
-        let policy = match &args.policy {
-            Some(p) => p.clone(),
-            None => {
-                // -c alone: keep the policy the domain has.
-                let current = get(None, Some(domain.clone()))?
-                    .iter()
-                    .flat_map(|p| &p.domains)
-                    .find(|d| names_domain(domain, d.id, &d.name))
-                    .map(|d| d.policy.clone());
-                match current {
-                    Some(p) if p != "-" => p,
-                    _ => bail!("Domain {domain} has no gang policy yet: give one with -t POLICY"),
-                }
-            }
-        };
-        check(&policy, args.cpus.as_deref())?;
+        // -c alone keeps the domain's policy (the daemon's rule).
+        let (policy, cpus) = parse(args.policy.as_deref(), args.cpus.as_deref())?;
         call(RequestBody::SchedGangSet {
             domain: domain.clone(),
-            cpus: args.cpus.clone(),
+            cpus,
             policy,
         })?;
         return Ok(());

@@ -31,7 +31,7 @@ pub struct TopArgs {
 }
 
 fn domains() -> Result<Vec<DomainInfo>> {
-    match call(RequestBody::ListDomains)? {
+    match call(RequestBody::ListDomains { detail: false })? {
         ResponseBody::Domains { domains } => Ok(domains),
         other => bail!("unexpected answer from the daemon: {other:?}"),
     }
@@ -50,7 +50,13 @@ pub fn table(now: &[DomainInfo], before: &BTreeMap<u32, f64>, secs: f64) -> Stri
         let pct = if secs > 0.0 { used / secs * 100.0 } else { 0.0 };
         out.push_str(&format!(
             "{:>20} {:>6} {:>10.1} {:>6.1} {:>8} {:>5} {:>16}\n",
-            d.name, d.state, d.cpu_time_s, pct, d.memory_mb, d.vcpus, d.pool
+            d.name,
+            d.state.xl_flags(),
+            d.cpu_time_s,
+            pct,
+            d.memory_mb,
+            d.vcpus,
+            d.pool
         ));
     }
     out
@@ -92,13 +98,15 @@ mod tests {
             name: "g".into(),
             memory_mb: 16,
             vcpus: 2,
-            state: "r-----".into(),
+            state: gang_proto::RunState {
+                running: true,
+                ..Default::default()
+            },
             cpu_time_s: 11.5,
             pool: "Wide".into(),
             uuid: String::new(),
-            shutdown_code: None,
             reason: None,
-            config: serde_json::Value::Null,
+            config: None,
             threads: Vec::new(),
         };
         let before = BTreeMap::from([(3, 10.0)]);

@@ -249,13 +249,7 @@ impl Daemon {
 
     /// `create`: checks the configuration, records the domain, brings it up;
     /// on any failure the record is removed again.
-    pub(super) fn create(
-        &mut self,
-        config: serde_json::Value,
-        paused: bool,
-    ) -> Result<DomainId, ApiError> {
-        let cfg: DomainConfig = serde_json::from_value(config.clone())
-            .map_err(|e| bad(format!("not a domain configuration: {e}")))?;
+    pub(super) fn create(&mut self, cfg: DomainConfig, paused: bool) -> Result<DomainId, ApiError> {
         let kind = kind_of(&cfg)?;
         match kind {
             Kind::Process => {}
@@ -326,7 +320,10 @@ impl Daemon {
             .pool(&PoolRef::parse(&pool_arg))
             .map_err(store_error)?;
         let cpu_map = match (&cfg.cpus, pool.sched) {
-            (Some(text), Sched::Gang) => Some(self.cpu_map_arg(text, cfg.vcpus, &pool, &cfg.name)?),
+            (Some(text), Sched::Gang) => {
+                let list = gang_core::CpuList::parse(text).map_err(|e| bad(e.to_string()))?;
+                Some(self.cpu_map_arg(&list, cfg.vcpus, &pool, &cfg.name)?)
+            }
             _ => None,
         };
         let new = NewDomain {
@@ -338,7 +335,8 @@ impl Daemon {
                 Kind::Qemu => DEFAULT_QEMU_MEMORY_MB,
                 Kind::Process => 0,
             }),
-            config_json: config.to_string(),
+            config_json: serde_json::to_string(&cfg)
+                .map_err(|e| internal(format!("domain '{}': its configuration: {e}", cfg.name)))?,
             policy,
             cpu_map,
             state: if paused {
@@ -393,12 +391,14 @@ impl Daemon {
     /// A CPU map argument: one CPU of the pool per vCPU, in CPU order.
     pub(super) fn cpu_map_arg(
         &self,
-        text: &str,
+        list: &gang_core::CpuList,
         vcpus: u32,
         pool: &PoolRecord,
         name: &str,
     ) -> Result<Vec<gang_core::CpuId>, ApiError> {
-        let set = CpuSet::parse(text, Some(&pool.cpus)).map_err(|e| bad(e.to_string()))?;
+        let set = list
+            .resolve(Some(&pool.cpus))
+            .map_err(|e| bad(e.to_string()))?;
         if set.len() != vcpus as usize {
             return Err(bad(format!(
                 "domain '{name}' has {vcpus} vcpu(s): its cpus in a gang pool name one cpu per \

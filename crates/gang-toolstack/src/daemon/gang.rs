@@ -236,16 +236,8 @@ impl Daemon {
                     SchedGangDomain {
                         name: d.name.clone(),
                         id: d.id.0,
-                        policy: d.policy.map_or_else(|| "-".into(), |p| p.to_string()),
-                        cpu_map: d.cpu_map.as_ref().map_or_else(
-                            || "-".into(),
-                            |m| {
-                                m.iter()
-                                    .map(ToString::to_string)
-                                    .collect::<Vec<_>>()
-                                    .join(",")
-                            },
-                        ),
+                        policy: d.policy,
+                        cpu_map: d.cpu_map.clone(),
                         window_ns: window,
                         received_ns: received,
                     }
@@ -269,15 +261,32 @@ impl Daemon {
         Ok(out)
     }
 
-    /// `sched-gang -d DOM [-c CPUS] -t POLICY`: admission control decides; a
-    /// refusal changes nothing.
+    /// `sched-gang -d DOM [-c CPUS] [-t POLICY]`: admission control
+    /// decides; a refusal changes nothing. Without a policy the domain's
+    /// own is kept (it must have one); without CPUs its map is kept (or
+    /// chosen).
     pub(super) fn sched_gang_set(
         &mut self,
         arg: &str,
-        cpus: Option<&str>,
-        policy: &str,
+        cpus: Option<&gang_core::CpuList>,
+        policy: Option<Policy>,
     ) -> Result<(), ApiError> {
         let rec = self.domain_ref(arg)?;
+        let policy = match (policy, rec.policy) {
+            (Some(p), _) | (None, Some(p)) => p,
+            (None, None) if cpus.is_none() => {
+                return Err(ApiError::new(
+                    ErrorCode::BadRequest,
+                    "nothing to set: give a policy, CPUs or both",
+                ))
+            }
+            (None, None) => {
+                return Err(refused(format!(
+                    "Domain {} has no gang policy yet: give one with -t POLICY",
+                    rec.name
+                )))
+            }
+        };
         let pool = self
             .store
             .pool(&PoolRef::Id(rec.pool))
@@ -289,11 +298,6 @@ impl Daemon {
                 rec.name, pool.name, pool.sched
             )));
         }
-        let policy: Policy = policy
-            .parse()
-            .map_err(|e: gang_core::model::PolicyParseError| {
-                ApiError::new(ErrorCode::BadRequest, e.to_string())
-            })?;
         let map = cpus
             .map(|c| self.cpu_map_arg(c, rec.vcpus, &pool, &rec.name))
             .transpose()?;

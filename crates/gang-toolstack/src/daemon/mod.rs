@@ -47,7 +47,7 @@ use std::time::{Duration, Instant};
 use gang_core::{CpuSet, DomainId};
 use gang_host::cgroup::Hierarchy;
 use gang_host::runtime::Runtime;
-use gang_proto::{ApiError, DomainInfo, ErrorCode, PoolInfo, RequestBody, ResponseBody};
+use gang_proto::{ApiError, DomainInfo, ErrorCode, PoolInfo, RequestBody, ResponseBody, RunState};
 
 use crate::store::{DomainRef, DomainState, PoolId, PoolRef, ShutdownReason, Store, StoreError};
 
@@ -202,12 +202,41 @@ fn internal(message: impl Into<String>) -> ApiError {
     ApiError::new(ErrorCode::Internal, message)
 }
 
-fn cpus_arg(text: &str, universe: &CpuSet) -> Result<CpuSet, ApiError> {
-    if text.trim().is_empty() {
-        return Ok(CpuSet::new());
+/// The CPUs a list names, `all` being the host's.
+fn cpus_of(list: &gang_core::CpuList, universe: &CpuSet) -> Result<CpuSet, ApiError> {
+    list.resolve(Some(universe)).map_err(|e| bad(e.to_string()))
+}
+
+/// The API's name for a pool's scheduler.
+fn sched_of(sched: crate::store::Sched) -> gang_proto::Sched {
+    match sched {
+        crate::store::Sched::Gang => gang_proto::Sched::Gang,
+        crate::store::Sched::Host => gang_proto::Sched::Host,
     }
-    CpuSet::parse(text, Some(universe))
-        .map_err(|e| ApiError::new(ErrorCode::BadRequest, e.to_string()))
+}
+
+/// A stored domain state as the API's run state; `on_cpu`: a vCPU of a
+/// running domain is on a CPU now.
+fn run_state(state: &DomainState, on_cpu: bool) -> RunState {
+    match state {
+        DomainState::Running => RunState {
+            running: on_cpu,
+            blocked: !on_cpu,
+            ..RunState::default()
+        },
+        DomainState::Paused => RunState {
+            paused: true,
+            ..RunState::default()
+        },
+        DomainState::Shutdown { reason } => RunState {
+            shutdown: Some(shutdown_reason(*reason)),
+            ..RunState::default()
+        },
+        DomainState::Crashed { .. } => RunState {
+            shutdown: Some(gang_proto::ShutdownReason::Crash),
+            ..RunState::default()
+        },
+    }
 }
 
 impl Daemon {
@@ -345,8 +374,8 @@ impl Daemon {
             RequestBody::ListPools => Ok(ResponseBody::Pools {
                 pools: self.pools()?,
             }),
-            RequestBody::ListDomains => Ok(ResponseBody::Domains {
-                domains: self.domain_infos()?,
+            RequestBody::ListDomains { detail } => Ok(ResponseBody::Domains {
+                domains: self.domain_infos(detail)?,
             }),
             RequestBody::CreatePool {
                 name,
@@ -354,15 +383,16 @@ impl Daemon {
                 cpus,
                 shared,
             } => {
-                let cpus = cpus_arg(&cpus, &self.host_cpus)?;
+                let cpus = cpus_of(&cpus, &self.host_cpus)?;
                 let id = self
                     .store
-                    .create_pool(&name, &sched, &cpus, shared)
+                    .create_pool(&name, sched.as_str(), &cpus, shared)
                     .map_err(store_error)?;
                 self.log(format!(
                     "cpupool {name} created (sched={sched}, cpus={cpus})"
                 ));
-                Ok(ResponseBody::Created { id: id.0 })
+                let pools = self.pools()?.into_iter().filter(|p| p.id == id.0).collect();
+                Ok(ResponseBody::Pools { pools })
             }
             RequestBody::DestroyPool { pool } => {
                 let p = self
@@ -380,16 +410,16 @@ impl Daemon {
                 Ok(ResponseBody::Done)
             }
             RequestBody::PoolCpuAdd { pool, cpus } => {
-                let cpus = cpus_arg(&cpus, &self.host_cpus)?;
+                let cpus = cpus_of(&cpus, &self.host_cpus)?;
                 done(self.change_pool_cpus(&pool, &cpus, true))
             }
             RequestBody::PoolCpuRemove { pool, cpus } => {
-                let cpus = cpus_arg(&cpus, &self.host_cpus)?;
+                let cpus = cpus_of(&cpus, &self.host_cpus)?;
                 done(self.change_pool_cpus(&pool, &cpus, false))
             }
             RequestBody::PoolMigrate { domain, pool } => done(self.migrate(&domain, &pool)),
             RequestBody::CreateDomain { config, paused } => {
-                let id = self.create(config, paused)?;
+                let id = self.create(*config, paused)?;
                 Ok(ResponseBody::Created { id: id.0 })
             }
             RequestBody::Pause { domain } => done(self.pause(&domain)),
@@ -408,7 +438,7 @@ impl Daemon {
                 domain,
                 cpus,
                 policy,
-            } => done(self.sched_gang_set(&domain, cpus.as_deref(), &policy)),
+            } => done(self.sched_gang_set(&domain, cpus.as_ref(), policy)),
             RequestBody::VcpuList { domains } => Ok(ResponseBody::Vcpus {
                 vcpus: self.vcpu_list(&domains)?,
             }),
@@ -523,7 +553,7 @@ impl Daemon {
             .map(|p| PoolInfo {
                 id: p.id.0,
                 name: p.name,
-                sched: p.sched.as_str().to_string(),
+                sched: sched_of(p.sched),
                 cpus: p.cpus.iter().collect(),
                 domains: p.domain_count,
                 shared: p.shared,
@@ -531,7 +561,9 @@ impl Daemon {
             .collect())
     }
 
-    fn domain_infos(&self) -> Result<Vec<DomainInfo>, ApiError> {
+    /// Every domain, Domain-0 first; with `detail`, each one's
+    /// configuration and the host threads it holds (`list -l`).
+    fn domain_infos(&self, detail: bool) -> Result<Vec<DomainInfo>, ApiError> {
         let pools = self.store.pools().map_err(store_error)?;
         let (total_mb, _) = meminfo();
         let mut out = vec![DomainInfo {
@@ -539,66 +571,58 @@ impl Daemon {
             name: "Domain-0".into(),
             memory_mb: total_mb,
             vcpus: self.host_cpus.len() as u32,
-            state: gang_proto::xl::state(true, false, false, None, false),
+            state: RunState {
+                running: true,
+                ..RunState::default()
+            },
             cpu_time_s: host_cpu_seconds(),
             pool: crate::store::POOL0_NAME.into(),
             uuid: "00000000-0000-0000-0000-000000000000".into(),
-            shutdown_code: None,
             reason: None,
-            config: serde_json::Value::Null,
+            config: None,
             threads: Vec::new(),
         }];
         for d in self.store.domains().map_err(store_error)? {
             let live = self.live.get(&d.id);
-            let (state, code, reason) = match &d.state {
-                DomainState::Running => {
-                    let running = live.is_some_and(domains::Live::any_vcpu_running);
-                    (
-                        gang_proto::xl::state(running, !running, false, None, false),
-                        None,
-                        None,
-                    )
-                }
-                DomainState::Paused => (
-                    gang_proto::xl::state(false, false, true, None, false),
-                    None,
-                    None,
-                ),
-                DomainState::Shutdown { reason } => {
-                    let (c, code) = reason_letter(*reason);
-                    (
-                        gang_proto::xl::state(false, false, false, Some(c), false),
-                        Some(code),
-                        None,
-                    )
-                }
-                DomainState::Crashed { reason } => (
-                    gang_proto::xl::state(false, false, false, Some('c'), false),
-                    Some(3),
-                    Some(reason.clone()),
-                ),
+            let on_cpu = live.is_some_and(domains::Live::any_vcpu_running);
+            let reason = match &d.state {
+                DomainState::Crashed { reason } => Some(reason.clone()),
+                _ => None,
             };
             let pool = pools
                 .iter()
                 .find(|p| p.id == d.pool)
                 .map_or_else(String::new, |p| p.name.clone());
+            let config = if detail {
+                match serde_json::from_str(&d.config_json) {
+                    Ok(c) => Some(Box::new(c)),
+                    Err(e) => {
+                        tracing::warn!("domain {} ({}): stored configuration: {e}", d.id.0, d.name);
+                        None
+                    }
+                }
+            } else {
+                None
+            };
             out.push(DomainInfo {
                 id: d.id.0,
-                name: d.name,
                 // The configured limit, else what the process uses.
                 memory_mb: match (d.memory_mb, live) {
                     (0, Some(l)) => l.rss_mb(),
                     (m, _) => m,
                 },
                 vcpus: d.vcpus,
-                state,
+                state: run_state(&d.state, on_cpu),
                 cpu_time_s: live.map_or(0.0, |l| l.cpu_time_ns() as f64 / 1e9),
                 pool,
                 uuid: d.uuid,
-                shutdown_code: code,
                 reason,
-                config: serde_json::from_str(&d.config_json).unwrap_or_default(),
-                threads: live.map(domains::Live::threads).unwrap_or_default(),
+                config,
+                threads: match (detail, live) {
+                    (true, Some(l)) => l.threads(),
+                    _ => Vec::new(),
+                },
+                name: d.name,
             });
         }
         Ok(out)
@@ -645,14 +669,16 @@ impl Daemon {
 }
 
 /// xl's shutdown reason letter and code.
-fn reason_letter(reason: ShutdownReason) -> (char, u32) {
+/// The API's shutdown reason for a stored one.
+fn shutdown_reason(reason: ShutdownReason) -> gang_proto::ShutdownReason {
+    use gang_proto::ShutdownReason as Api;
     match reason {
-        ShutdownReason::Poweroff => ('-', 0),
-        ShutdownReason::Reboot => ('r', 1),
-        ShutdownReason::Suspend => ('s', 2),
-        ShutdownReason::Crash => ('c', 3),
-        ShutdownReason::Watchdog => ('w', 4),
-        ShutdownReason::SoftReset => ('S', 5),
+        ShutdownReason::Poweroff => Api::Poweroff,
+        ShutdownReason::Reboot => Api::Reboot,
+        ShutdownReason::Suspend => Api::Suspend,
+        ShutdownReason::Crash => Api::Crash,
+        ShutdownReason::Watchdog => Api::Watchdog,
+        ShutdownReason::SoftReset => Api::SoftReset,
     }
 }
 
