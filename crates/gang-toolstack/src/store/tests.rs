@@ -9,6 +9,7 @@ use rusqlite::types::Value;
 use rusqlite::Connection;
 use tempfile::TempDir;
 
+use super::schema::migrate_0_to_1;
 use super::*;
 
 /// A temporary directory (kept alive by the caller) and a database path in it.
