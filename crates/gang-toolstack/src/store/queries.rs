@@ -31,6 +31,8 @@ pub(super) fn sql_u64(v: u64) -> Result<i64> {
     i64::try_from(v).map_err(|_| StoreError::Corrupt(format!("value {v} too large to store")))
 }
 
+/// Allocates the next id of `kind` (`pool` or `domain`) from `counters`:
+/// ids only grow, so a destroyed pool's or domain's id is never given again.
 pub(super) fn next_id(tx: &Transaction<'_>, kind: &str) -> Result<u32> {
     let next: u32 = tx.query_row(
         "SELECT next FROM counters WHERE kind = ?1",
@@ -47,6 +49,7 @@ pub(super) fn next_id(tx: &Transaction<'_>, kind: &str) -> Result<u32> {
     Ok(next)
 }
 
+/// The CPUs that `sql` selects (its first column).
 pub(super) fn cpu_query<P: rusqlite::Params>(
     tx: &Transaction<'_>,
     sql: &str,
@@ -75,6 +78,8 @@ pub(super) fn pool_cpus(tx: &Transaction<'_>, pool: PoolId) -> Result<CpuSet> {
     )
 }
 
+/// Whether the pool is a shared gang pool; a pool that does not exist is
+/// not (callers resolve the pool first).
 pub(super) fn pool_is_shared(tx: &Transaction<'_>, pool: PoolId) -> Result<bool> {
     Ok(tx
         .query_row(
@@ -133,6 +138,7 @@ pub(super) fn add_to_pool(
     Ok(())
 }
 
+/// The host CPUs that are in no pool (lent CPUs stay in `Pool-0`).
 pub(super) fn free_cpus(tx: &Transaction<'_>) -> Result<CpuSet> {
     cpu_query(
         tx,
@@ -150,6 +156,8 @@ pub(super) fn check_free(tx: &Transaction<'_>, cpus: &CpuSet) -> Result<()> {
     }
 }
 
+/// Puts `cpus` into the `pool_cpus` of `pool`; the primary key refuses a
+/// CPU that is in a pool already (callers check first, for xl's message).
 pub(super) fn insert_cpus(tx: &Transaction<'_>, pool: u32, cpus: &CpuSet) -> Result<()> {
     for cpu in cpus.iter() {
         tx.execute(
@@ -160,6 +168,7 @@ pub(super) fn insert_cpus(tx: &Transaction<'_>, pool: u32, cpus: &CpuSet) -> Res
     Ok(())
 }
 
+/// The id of the pool named `name`, if there is one.
 pub(super) fn find_pool_by_name(tx: &Transaction<'_>, name: &str) -> Result<Option<PoolId>> {
     Ok(tx
         .query_row("SELECT id FROM pools WHERE name = ?1", params![name], |r| {
@@ -192,6 +201,7 @@ pub(super) fn resolve_pool(tx: &Transaction<'_>, pool: &PoolRef) -> Result<(Pool
         .ok_or_else(|| StoreError::PoolNotFound(pool.to_string()))
 }
 
+/// How many domains are in the pool.
 pub(super) fn domain_count(tx: &Transaction<'_>, pool: PoolId) -> Result<u32> {
     Ok(tx.query_row(
         "SELECT COUNT(*) FROM domains WHERE pool = ?1",
@@ -200,6 +210,7 @@ pub(super) fn domain_count(tx: &Transaction<'_>, pool: PoolId) -> Result<u32> {
     )?)
 }
 
+/// The whole record of a pool that exists (callers resolve it first).
 pub(super) fn load_pool(tx: &Transaction<'_>, id: PoolId) -> Result<PoolRecord> {
     let (name, sched): (String, String) = tx.query_row(
         "SELECT name, sched FROM pools WHERE id = ?1",
@@ -219,6 +230,7 @@ pub(super) fn load_pool(tx: &Transaction<'_>, id: PoolId) -> Result<PoolRecord> 
     })
 }
 
+/// The id of the domain named `name`, if there is one.
 pub(super) fn find_domain_by_name(tx: &Transaction<'_>, name: &str) -> Result<Option<DomainId>> {
     Ok(tx
         .query_row(
@@ -244,6 +256,8 @@ pub(super) fn resolve_domain(tx: &Transaction<'_>, domain: &DomainRef) -> Result
     found.ok_or_else(|| StoreError::DomainNotFound(domain.to_string()))
 }
 
+/// The columns of `domains` that make a [`DomainRecord`], in [`DomainRow`]'s
+/// order.
 const DOMAIN_COLUMNS: &str = "id, name, pool, vcpus, memory_mb, config_json, policy_json, \
                               cpu_map_json, state_json, pid, start_time, created_at, uuid, \
                               live_json";
@@ -266,6 +280,7 @@ struct DomainRow {
     live_json: Option<String>,
 }
 
+/// Reads the columns of [`DOMAIN_COLUMNS`], in that order.
 fn domain_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<DomainRow> {
     Ok(DomainRow {
         id: r.get(0)?,
@@ -286,6 +301,8 @@ fn domain_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<DomainRow> {
 }
 
 impl DomainRow {
+    /// The record, or [`StoreError::Corrupt`] naming the column that cannot
+    /// be read back.
     fn decode(self) -> Result<DomainRecord> {
         let id = self.id;
         let corrupt = |what: &str, e: &dyn fmt::Display| {
@@ -328,6 +345,7 @@ impl DomainRow {
     }
 }
 
+/// One domain's record, or `<id> is an invalid domain identifier (rc=-6)`.
 pub(super) fn load_domain(tx: &Transaction<'_>, id: DomainId) -> Result<DomainRecord> {
     let row = tx
         .query_row(
