@@ -423,12 +423,19 @@ impl Store {
             .transpose()?;
         let state_json = serde_json::to_string(&new.state)?;
         let memory_mb = sql_u64(new.memory_mb)?;
-        let created_at = sql_u64(
-            SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or(0),
-        )?;
+        // Nothing decides on the creation time: a clock set before the epoch
+        // records 0 rather than refusing the domain, and says so.
+        let created_at = sql_u64(match SystemTime::now().duration_since(UNIX_EPOCH) {
+            Ok(since_epoch) => since_epoch.as_secs(),
+            Err(e) => {
+                tracing::warn!(
+                    "domain '{}': the clock is before the Unix epoch ({e}); \
+                     recording creation time 0",
+                    new.name
+                );
+                0
+            }
+        })?;
         self.write(|tx| {
             if find_domain_by_name(tx, &new.name)?.is_some() {
                 return Err(StoreError::DomainExists(new.name.clone()));
