@@ -44,19 +44,43 @@
 //!
 //! The `meta` table holds `schema_version`; [`Store::open`] applies the
 //! migrations from the file's version up to [`SCHEMA_VERSION`] (version 0 is
-//! an empty file). See `MIGRATIONS` for the tables.
+//! an empty file). See the `schema` module for the tables.
+//!
+//! # Layout
+//!
+//! This file holds [`Store`], its operations (each one transaction, checking
+//! every rule above) and [`StoreError`]; the submodules hold what the
+//! operations are made of, and everything public is re-exported here, so
+//! `store::X` is the one path to each item:
+//!
+//! * `records`: the record, id and argument types ([`PoolRecord`],
+//!   [`DomainRecord`], [`NewDomain`], [`PoolRef`], ...) and the checks of
+//!   names and CPU maps;
+//! * `schema`: [`SCHEMA_VERSION`], the migrations and the version check;
+//! * `queries`: the row-level reads and writes that run inside an
+//!   operation's transaction.
 
-use std::fmt;
+mod queries;
+mod records;
+mod schema;
+
 use std::path::Path;
-use std::str::FromStr;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use gang_core::{CpuId, CpuSet, DomainId, Policy};
-use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
-use serde::{Deserialize, Serialize};
+use rusqlite::{params, Connection, Transaction, TransactionBehavior};
 
-/// The schema version this code writes (the number of migrations).
-pub const SCHEMA_VERSION: u32 = 2;
+use queries::{
+    add_to_pool, cpu_query, domain_count, find_domain_by_name, find_pool_by_name, first_lent,
+    insert_cpus, load_domain, load_domains, load_pool, next_id, pool_cpus, pool_is_shared,
+    resolve_domain, resolve_pool, sql_u64,
+};
+use records::{check_cpu_map, check_name};
+pub use records::{
+    DomainRecord, DomainRef, DomainState, NewDomain, PoolId, PoolRecord, PoolRef, ProcessIdentity,
+    RawId, Ref, Sched, ShutdownReason,
+};
+pub use schema::SCHEMA_VERSION;
 
 /// The name of the host pool, id 0.
 pub const POOL0_NAME: &str = "Pool-0";
@@ -162,329 +186,6 @@ pub enum StoreError {
 
 /// Result of the store's operations.
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
-
-/// A pool's identifier; `Pool-0` is 0.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct PoolId(pub u32);
-
-impl PoolId {
-    /// `Pool-0`.
-    pub const POOL0: PoolId = PoolId(0);
-}
-
-impl fmt::Display for PoolId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.0)
-    }
-}
-
-/// An argument naming a pool or a domain, as xl takes it: all digits = an
-/// id, else a name.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum Ref<I> {
-    /// By id.
-    Id(I),
-    /// By name.
-    Name(String),
-}
-
-/// A pool argument.
-pub type PoolRef = Ref<PoolId>;
-/// A domain argument.
-pub type DomainRef = Ref<DomainId>;
-
-/// Ids that an argument of all digits names.
-pub trait RawId: Sized {
-    /// The id with this number.
-    fn from_raw(raw: u32) -> Self;
-}
-
-impl RawId for PoolId {
-    fn from_raw(raw: u32) -> Self {
-        PoolId(raw)
-    }
-}
-
-impl RawId for DomainId {
-    fn from_raw(raw: u32) -> Self {
-        DomainId(raw)
-    }
-}
-
-impl<I: RawId> Ref<I> {
-    /// `xl`'s rule: all digits = an id, else a name.
-    pub fn parse(arg: &str) -> Ref<I> {
-        match parse_id(arg) {
-            Some(id) => Ref::Id(I::from_raw(id)),
-            None => Ref::Name(arg.to_owned()),
-        }
-    }
-}
-
-impl<I: fmt::Display> fmt::Display for Ref<I> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Ref::Id(id) => write!(f, "{id}"),
-            Ref::Name(name) => f.write_str(name),
-        }
-    }
-}
-
-impl From<PoolId> for PoolRef {
-    fn from(id: PoolId) -> Self {
-        Ref::Id(id)
-    }
-}
-
-impl From<DomainId> for DomainRef {
-    fn from(id: DomainId) -> Self {
-        Ref::Id(id)
-    }
-}
-
-impl<I: RawId> From<&str> for Ref<I> {
-    fn from(arg: &str) -> Self {
-        Ref::parse(arg)
-    }
-}
-
-impl<I: Clone> From<&Ref<I>> for Ref<I> {
-    fn from(r: &Ref<I>) -> Self {
-        r.clone()
-    }
-}
-
-/// All digits (and at least one) = an id. Digits that overflow `u32` name
-/// nothing, so they are kept as an id that cannot exist.
-fn parse_id(arg: &str) -> Option<u32> {
-    if arg.is_empty() || !arg.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    Some(arg.parse::<u32>().unwrap_or(u32::MAX))
-}
-
-/// A pool's scheduler.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Sched {
-    /// The gang scheduler (the daemon's dispatchers).
-    Gang,
-    /// Linux's scheduler, domains pinned to the pool's CPUs.
-    Host,
-}
-
-impl Sched {
-    /// The name used in configs and output.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Sched::Gang => "gang",
-            Sched::Host => "host",
-        }
-    }
-}
-
-impl fmt::Display for Sched {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for Sched {
-    type Err = StoreError;
-    fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "gang" => Ok(Sched::Gang),
-            "host" => Ok(Sched::Host),
-            _ => Err(StoreError::UnknownScheduler),
-        }
-    }
-}
-
-/// One pool as stored.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PoolRecord {
-    /// Its id.
-    pub id: PoolId,
-    /// Its unique name.
-    pub name: String,
-    /// Its scheduler.
-    pub sched: Sched,
-    /// The host CPUs it owns (a shared pool: the CPUs `Pool-0` lends it).
-    pub cpus: CpuSet,
-    /// How many domains are in it.
-    pub domain_count: u32,
-    /// A gang pool sharing its CPUs with `Pool-0`.
-    pub shared: bool,
-}
-
-/// Why a domain shut down (the reason letter of `xl list`'s state).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum ShutdownReason {
-    /// `-`
-    Poweroff,
-    /// `r`
-    Reboot,
-    /// `s`
-    Suspend,
-    /// `c`
-    Crash,
-    /// `w`
-    Watchdog,
-    /// `S`
-    SoftReset,
-}
-
-/// A domain's lifecycle state.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(tag = "state", rename_all = "kebab-case")]
-pub enum DomainState {
-    /// Running (its vCPUs may be blocked).
-    Running,
-    /// Paused by the toolstack.
-    Paused,
-    /// Shut down, not yet destroyed.
-    Shutdown {
-        /// Why.
-        reason: ShutdownReason,
-    },
-    /// Crashed (its process died unexpectedly), not yet destroyed.
-    Crashed {
-        /// What happened, for people.
-        reason: String,
-    },
-}
-
-/// Identifies the host process of a domain across pid reuse: a pid and the
-/// process's start time (e.g. field 22 of `/proc/PID/stat`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct ProcessIdentity {
-    /// The process id.
-    pub pid: u32,
-    /// The process's start time (clock ticks since boot).
-    pub start_time: u64,
-}
-
-/// What [`Store::create_domain`] needs.
-#[derive(Debug, Clone, PartialEq)]
-pub struct NewDomain {
-    /// Unique name (not all digits).
-    pub name: String,
-    /// The pool to create it in (must have CPUs).
-    pub pool: PoolRef,
-    /// Number of vCPUs (≥ 1).
-    pub vcpus: u32,
-    /// Memory in MB.
-    pub memory_mb: u64,
-    /// The whole xl configuration as JSON (opaque to the store).
-    pub config_json: String,
-    /// Gang policy, if any.
-    pub policy: Option<Policy>,
-    /// CPU map (one distinct pool CPU per vCPU), if any.
-    pub cpu_map: Option<Vec<CpuId>>,
-    /// Initial state (`Running`, or `Paused` for `create -p`).
-    pub state: DomainState,
-    /// Its UUID.
-    pub uuid: String,
-}
-
-/// One domain as stored.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DomainRecord {
-    /// Its id (≥ 1; 0 is the host).
-    pub id: DomainId,
-    /// Its unique name.
-    pub name: String,
-    /// Its pool.
-    pub pool: PoolId,
-    /// Number of vCPUs.
-    pub vcpus: u32,
-    /// Memory in MB.
-    pub memory_mb: u64,
-    /// The whole xl configuration as JSON.
-    pub config_json: String,
-    /// Gang policy, if set.
-    pub policy: Option<Policy>,
-    /// CPU map, if set: vCPU i runs on `cpu_map[i]`.
-    pub cpu_map: Option<Vec<CpuId>>,
-    /// Lifecycle state.
-    pub state: DomainState,
-    /// Its host process, once started.
-    pub process: Option<ProcessIdentity>,
-    /// Creation time, seconds since the Unix epoch.
-    pub created_at: u64,
-    /// Its UUID (given at creation).
-    pub uuid: String,
-    /// The daemon's live facts about the running domain (JSON, opaque here).
-    pub live_json: Option<String>,
-}
-
-/// A migration takes the file from version `i` to `i + 1`.
-type Migration = fn(&Transaction<'_>) -> rusqlite::Result<()>;
-
-/// `MIGRATIONS[i]` upgrades version `i` to `i + 1`.
-const MIGRATIONS: [Migration; SCHEMA_VERSION as usize] = [migrate_0_to_1, migrate_1_to_2];
-
-/// Version 1: the first schema.
-fn migrate_0_to_1(tx: &Transaction<'_>) -> rusqlite::Result<()> {
-    tx.execute_batch(
-        "CREATE TABLE meta (
-             key   TEXT PRIMARY KEY,
-             value TEXT NOT NULL
-         );
-         -- next id to allocate, per kind ('pool', 'domain'): ids never reused
-         CREATE TABLE counters (
-             kind TEXT PRIMARY KEY,
-             next INTEGER NOT NULL
-         );
-         -- the host's CPUs, as given to the last open
-         CREATE TABLE host_cpus (
-             cpu INTEGER PRIMARY KEY
-         );
-         CREATE TABLE pools (
-             id    INTEGER PRIMARY KEY,
-             name  TEXT NOT NULL UNIQUE,
-             sched TEXT NOT NULL CHECK (sched IN ('gang', 'host'))
-         );
-         -- cpu is the key: a CPU is in at most one pool
-         CREATE TABLE pool_cpus (
-             cpu  INTEGER PRIMARY KEY,
-             pool INTEGER NOT NULL REFERENCES pools(id)
-         );
-         CREATE INDEX pool_cpus_pool ON pool_cpus(pool);
-         CREATE TABLE domains (
-             id            INTEGER PRIMARY KEY,
-             name          TEXT NOT NULL UNIQUE,
-             pool          INTEGER NOT NULL REFERENCES pools(id),
-             vcpus         INTEGER NOT NULL CHECK (vcpus >= 1),
-             memory_mb     INTEGER NOT NULL,
-             config_json   TEXT NOT NULL,
-             policy_json   TEXT,
-             cpu_map_json  TEXT,
-             state_json    TEXT NOT NULL,
-             pid           INTEGER,
-             start_time    INTEGER,
-             created_at    INTEGER NOT NULL
-         );
-         CREATE INDEX domains_pool ON domains(pool);
-         INSERT INTO counters (kind, next) VALUES ('pool', 1), ('domain', 1);",
-    )
-}
-
-/// Version 2: shared gang pools (CPUs lent by `Pool-0`), domain UUIDs, and
-/// the live facts of a running domain (its vCPU threads, console file).
-fn migrate_1_to_2(tx: &Transaction<'_>) -> rusqlite::Result<()> {
-    tx.execute_batch(
-        "ALTER TABLE pools ADD COLUMN shared INTEGER NOT NULL DEFAULT 0;
-         -- CPUs of Pool-0 lent to a shared gang pool: at most one pool each
-         CREATE TABLE lent_cpus (
-             cpu  INTEGER PRIMARY KEY,
-             pool INTEGER NOT NULL REFERENCES pools(id)
-         );
-         ALTER TABLE domains ADD COLUMN uuid TEXT NOT NULL DEFAULT '';
-         ALTER TABLE domains ADD COLUMN live_json TEXT;",
-    )
-}
 
 /// The daemon's state database. See the module documentation.
 #[derive(Debug)]
@@ -696,7 +397,7 @@ impl Store {
 
     /// The host CPUs that are in no pool.
     pub fn free_cpus(&self) -> Result<CpuSet> {
-        self.read(free_cpus)
+        self.read(queries::free_cpus)
     }
 
     /// The host CPUs recorded by the last [`Store::open`].
@@ -722,12 +423,19 @@ impl Store {
             .transpose()?;
         let state_json = serde_json::to_string(&new.state)?;
         let memory_mb = sql_u64(new.memory_mb)?;
-        let created_at = sql_u64(
-            SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or(0),
-        )?;
+        // Nothing decides on the creation time: a clock set before the epoch
+        // records 0 rather than refusing the domain, and says so.
+        let created_at = sql_u64(match SystemTime::now().duration_since(UNIX_EPOCH) {
+            Ok(since_epoch) => since_epoch.as_secs(),
+            Err(e) => {
+                tracing::warn!(
+                    "domain '{}': the clock is before the Unix epoch ({e}); \
+                     recording creation time 0",
+                    new.name
+                );
+                0
+            }
+        })?;
         self.write(|tx| {
             if find_domain_by_name(tx, &new.name)?.is_some() {
                 return Err(StoreError::DomainExists(new.name.clone()));
@@ -886,21 +594,7 @@ fn setup(conn: &mut Connection, host_cpus: &CpuSet) -> Result<()> {
     conn.execute_batch("PRAGMA foreign_keys = ON; PRAGMA synchronous = FULL;")?;
 
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let version = schema_version(&tx)?;
-    if version > SCHEMA_VERSION {
-        return Err(StoreError::SchemaTooNew {
-            found: version,
-            supported: SCHEMA_VERSION,
-        });
-    }
-    for migration in &MIGRATIONS[version as usize..] {
-        migration(&tx)?;
-    }
-    tx.execute(
-        "INSERT INTO meta (key, value) VALUES ('schema_version', ?1)
-         ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-        params![SCHEMA_VERSION.to_string()],
-    )?;
+    schema::migrate(&tx)?;
     tx.execute("DELETE FROM host_cpus", [])?;
     for cpu in host_cpus.iter() {
         tx.execute("INSERT INTO host_cpus (cpu) VALUES (?1)", params![cpu])?;
@@ -919,380 +613,6 @@ fn setup(conn: &mut Connection, host_cpus: &CpuSet) -> Result<()> {
     }
     tx.commit()?;
     Ok(())
-}
-
-// ----- helpers (all run inside the caller's transaction) ----------------
-
-/// The file's schema version: 0 when it has no `meta` table yet.
-fn schema_version(tx: &Transaction<'_>) -> Result<u32> {
-    let has_meta: bool = tx.query_row(
-        "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta')",
-        [],
-        |r| r.get(0),
-    )?;
-    if !has_meta {
-        return Ok(0);
-    }
-    let value: Option<String> = tx
-        .query_row(
-            "SELECT value FROM meta WHERE key = 'schema_version'",
-            [],
-            |r| r.get(0),
-        )
-        .optional()?;
-    match value {
-        None => Ok(0),
-        Some(v) => v
-            .parse()
-            .map_err(|_| StoreError::Corrupt(format!("schema_version '{v}'"))),
-    }
-}
-
-/// Names are non-empty, not all digits (those are ids) and printable.
-fn check_name(name: &str) -> Result<()> {
-    if name.is_empty() || parse_id(name).is_some() || name.chars().any(char::is_control) {
-        return Err(StoreError::InvalidName(name.to_owned()));
-    }
-    Ok(())
-}
-
-/// SQLite integers are i64.
-fn sql_u64(v: u64) -> Result<i64> {
-    i64::try_from(v).map_err(|_| StoreError::Corrupt(format!("value {v} too large to store")))
-}
-
-fn next_id(tx: &Transaction<'_>, kind: &str) -> Result<u32> {
-    let next: u32 = tx.query_row(
-        "SELECT next FROM counters WHERE kind = ?1",
-        params![kind],
-        |r| r.get(0),
-    )?;
-    let after = next
-        .checked_add(1)
-        .ok_or_else(|| StoreError::Corrupt(format!("{kind} ids exhausted")))?;
-    tx.execute(
-        "UPDATE counters SET next = ?1 WHERE kind = ?2",
-        params![after, kind],
-    )?;
-    Ok(next)
-}
-
-fn cpu_query<P: rusqlite::Params>(tx: &Transaction<'_>, sql: &str, p: P) -> Result<CpuSet> {
-    let mut stmt = tx.prepare(sql)?;
-    let rows = stmt.query_map(p, |r| r.get::<_, CpuId>(0))?;
-    let mut set = CpuSet::new();
-    for cpu in rows {
-        set.insert(cpu?);
-    }
-    Ok(set)
-}
-
-/// A pool's CPUs: its own, or for a shared pool those `Pool-0` lends it.
-fn pool_cpus(tx: &Transaction<'_>, pool: PoolId) -> Result<CpuSet> {
-    let table = if pool_is_shared(tx, pool)? {
-        "lent_cpus"
-    } else {
-        "pool_cpus"
-    };
-    cpu_query(
-        tx,
-        &format!("SELECT cpu FROM {table} WHERE pool = ?1"),
-        params![pool.0],
-    )
-}
-
-fn pool_is_shared(tx: &Transaction<'_>, pool: PoolId) -> Result<bool> {
-    Ok(tx
-        .query_row(
-            "SELECT shared FROM pools WHERE id = ?1",
-            params![pool.0],
-            |r| r.get(0),
-        )
-        .optional()?
-        .unwrap_or(false))
-}
-
-/// The first of `cpus` that `Pool-0` lends to a shared pool, with that
-/// pool's name.
-fn first_lent(tx: &Transaction<'_>, cpus: &CpuSet) -> Result<Option<(CpuId, String)>> {
-    for cpu in cpus.iter() {
-        let pool: Option<String> = tx
-            .query_row(
-                "SELECT p.name FROM lent_cpus l JOIN pools p ON p.id = l.pool WHERE l.cpu = ?1",
-                params![cpu],
-                |r| r.get(0),
-            )
-            .optional()?;
-        if let Some(pool) = pool {
-            return Ok(Some((cpu, pool)));
-        }
-    }
-    Ok(None)
-}
-
-/// Puts `cpus` into a pool: free CPUs into an ordinary pool, CPUs of
-/// `Pool-0` that nobody shares yet into a shared one.
-fn add_to_pool(tx: &Transaction<'_>, pool: PoolId, shared: bool, cpus: &CpuSet) -> Result<()> {
-    if !shared {
-        check_free(tx, cpus)?;
-        return insert_cpus(tx, pool.0, cpus);
-    }
-    let pool0 = pool_cpus(tx, PoolId::POOL0)?;
-    let lent = cpu_query(tx, "SELECT cpu FROM lent_cpus", [])?;
-    if let Some(cpu) = cpus
-        .iter()
-        .find(|&c| !pool0.contains(c) || lent.contains(c))
-    {
-        return Err(StoreError::CpuNotLendable(cpu));
-    }
-    for cpu in cpus.iter() {
-        tx.execute(
-            "INSERT INTO lent_cpus (cpu, pool) VALUES (?1, ?2)",
-            params![cpu, pool.0],
-        )?;
-    }
-    Ok(())
-}
-
-fn free_cpus(tx: &Transaction<'_>) -> Result<CpuSet> {
-    cpu_query(
-        tx,
-        "SELECT cpu FROM host_cpus WHERE cpu NOT IN (SELECT cpu FROM pool_cpus)",
-        [],
-    )
-}
-
-/// Every CPU must be a host CPU in no pool; the first that is not is named.
-fn check_free(tx: &Transaction<'_>, cpus: &CpuSet) -> Result<()> {
-    let free = free_cpus(tx)?;
-    match cpus.iter().find(|&c| !free.contains(c)) {
-        Some(cpu) => Err(StoreError::CpuNotFree(cpu)),
-        None => Ok(()),
-    }
-}
-
-fn insert_cpus(tx: &Transaction<'_>, pool: u32, cpus: &CpuSet) -> Result<()> {
-    for cpu in cpus.iter() {
-        tx.execute(
-            "INSERT INTO pool_cpus (cpu, pool) VALUES (?1, ?2)",
-            params![cpu, pool],
-        )?;
-    }
-    Ok(())
-}
-
-fn find_pool_by_name(tx: &Transaction<'_>, name: &str) -> Result<Option<PoolId>> {
-    Ok(tx
-        .query_row("SELECT id FROM pools WHERE name = ?1", params![name], |r| {
-            r.get(0)
-        })
-        .optional()?
-        .map(PoolId))
-}
-
-/// The pool's id and name, or `Pool 'x' does not exist`.
-fn resolve_pool(tx: &Transaction<'_>, pool: &PoolRef) -> Result<(PoolId, String)> {
-    let found: Option<(u32, String)> = match pool {
-        PoolRef::Id(id) => tx
-            .query_row(
-                "SELECT id, name FROM pools WHERE id = ?1",
-                params![id.0],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()?,
-        PoolRef::Name(name) => tx
-            .query_row(
-                "SELECT id, name FROM pools WHERE name = ?1",
-                params![name],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()?,
-    };
-    found
-        .map(|(id, name)| (PoolId(id), name))
-        .ok_or_else(|| StoreError::PoolNotFound(pool.to_string()))
-}
-
-fn domain_count(tx: &Transaction<'_>, pool: PoolId) -> Result<u32> {
-    Ok(tx.query_row(
-        "SELECT COUNT(*) FROM domains WHERE pool = ?1",
-        params![pool.0],
-        |r| r.get(0),
-    )?)
-}
-
-fn load_pool(tx: &Transaction<'_>, id: PoolId) -> Result<PoolRecord> {
-    let (name, sched): (String, String) = tx.query_row(
-        "SELECT name, sched FROM pools WHERE id = ?1",
-        params![id.0],
-        |r| Ok((r.get(0)?, r.get(1)?)),
-    )?;
-    let sched = sched
-        .parse()
-        .map_err(|_| StoreError::Corrupt(format!("pool {id}: scheduler '{sched}'")))?;
-    Ok(PoolRecord {
-        id,
-        name,
-        sched,
-        cpus: pool_cpus(tx, id)?,
-        domain_count: domain_count(tx, id)?,
-        shared: pool_is_shared(tx, id)?,
-    })
-}
-
-fn find_domain_by_name(tx: &Transaction<'_>, name: &str) -> Result<Option<DomainId>> {
-    Ok(tx
-        .query_row(
-            "SELECT id FROM domains WHERE name = ?1",
-            params![name],
-            |r| r.get(0),
-        )
-        .optional()?
-        .map(DomainId))
-}
-
-/// The domain's id, or `<arg> is an invalid domain identifier (rc=-6)`.
-fn resolve_domain(tx: &Transaction<'_>, domain: &DomainRef) -> Result<DomainId> {
-    let found = match domain {
-        DomainRef::Id(id) => tx
-            .query_row("SELECT id FROM domains WHERE id = ?1", params![id.0], |r| {
-                r.get(0)
-            })
-            .optional()?
-            .map(DomainId),
-        DomainRef::Name(name) => find_domain_by_name(tx, name)?,
-    };
-    found.ok_or_else(|| StoreError::DomainNotFound(domain.to_string()))
-}
-
-/// One distinct CPU of the pool per vCPU.
-fn check_cpu_map(domain: &str, vcpus: u32, map: &[CpuId], pool_cpus: &CpuSet) -> Result<()> {
-    let bad = |reason: String| StoreError::InvalidCpuMap {
-        domain: domain.to_owned(),
-        reason,
-    };
-    if map.len() != vcpus as usize {
-        return Err(bad(format!(
-            "{} cpus for {vcpus} vcpus (need one per vcpu)",
-            map.len()
-        )));
-    }
-    let mut seen = CpuSet::new();
-    for &cpu in map {
-        if !pool_cpus.contains(cpu) {
-            return Err(bad(format!("cpu {cpu} is not in the domain's cpupool")));
-        }
-        if !seen.insert(cpu) {
-            return Err(bad(format!("cpu {cpu} appears twice")));
-        }
-    }
-    Ok(())
-}
-
-const DOMAIN_COLUMNS: &str = "id, name, pool, vcpus, memory_mb, config_json, policy_json, \
-                              cpu_map_json, state_json, pid, start_time, created_at, uuid, \
-                              live_json";
-
-/// The raw columns of a domain row.
-struct DomainRow {
-    id: u32,
-    name: String,
-    pool: u32,
-    vcpus: u32,
-    memory_mb: i64,
-    config_json: String,
-    policy_json: Option<String>,
-    cpu_map_json: Option<String>,
-    state_json: String,
-    pid: Option<u32>,
-    start_time: Option<i64>,
-    created_at: i64,
-    uuid: String,
-    live_json: Option<String>,
-}
-
-fn domain_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<DomainRow> {
-    Ok(DomainRow {
-        id: r.get(0)?,
-        name: r.get(1)?,
-        pool: r.get(2)?,
-        vcpus: r.get(3)?,
-        memory_mb: r.get(4)?,
-        config_json: r.get(5)?,
-        policy_json: r.get(6)?,
-        cpu_map_json: r.get(7)?,
-        state_json: r.get(8)?,
-        pid: r.get(9)?,
-        start_time: r.get(10)?,
-        created_at: r.get(11)?,
-        uuid: r.get(12)?,
-        live_json: r.get(13)?,
-    })
-}
-
-impl DomainRow {
-    fn decode(self) -> Result<DomainRecord> {
-        let id = self.id;
-        let corrupt = |what: &str, e: &dyn fmt::Display| {
-            StoreError::Corrupt(format!("domain {id}: {what}: {e}"))
-        };
-        let policy = self
-            .policy_json
-            .map(|j| serde_json::from_str::<Policy>(&j))
-            .transpose()
-            .map_err(|e| corrupt("policy", &e))?;
-        let cpu_map = self
-            .cpu_map_json
-            .map(|j| serde_json::from_str::<Vec<CpuId>>(&j))
-            .transpose()
-            .map_err(|e| corrupt("cpu map", &e))?;
-        let state = serde_json::from_str::<DomainState>(&self.state_json)
-            .map_err(|e| corrupt("state", &e))?;
-        let process = match (self.pid, self.start_time) {
-            (Some(pid), Some(start)) => Some(ProcessIdentity {
-                pid,
-                start_time: u64::try_from(start).map_err(|e| corrupt("start time", &e))?,
-            }),
-            _ => None,
-        };
-        Ok(DomainRecord {
-            id: DomainId(id),
-            name: self.name,
-            pool: PoolId(self.pool),
-            vcpus: self.vcpus,
-            memory_mb: u64::try_from(self.memory_mb).map_err(|e| corrupt("memory", &e))?,
-            config_json: self.config_json,
-            policy,
-            cpu_map,
-            state,
-            process,
-            created_at: u64::try_from(self.created_at).map_err(|e| corrupt("created_at", &e))?,
-            uuid: self.uuid,
-            live_json: self.live_json,
-        })
-    }
-}
-
-fn load_domain(tx: &Transaction<'_>, id: DomainId) -> Result<DomainRecord> {
-    let row = tx
-        .query_row(
-            &format!("SELECT {DOMAIN_COLUMNS} FROM domains WHERE id = ?1"),
-            params![id.0],
-            domain_row,
-        )
-        .optional()?
-        .ok_or_else(|| StoreError::DomainNotFound(id.to_string()))?;
-    row.decode()
-}
-
-/// Every domain (of `pool`, if given), by id.
-fn load_domains(tx: &Transaction<'_>, pool: Option<PoolId>) -> Result<Vec<DomainRecord>> {
-    let mut stmt = tx.prepare(&format!(
-        "SELECT {DOMAIN_COLUMNS} FROM domains WHERE ?1 IS NULL OR pool = ?1 ORDER BY id"
-    ))?;
-    let rows = stmt.query_map(params![pool.map(|p| p.0)], domain_row)?;
-    let rows: Vec<DomainRow> = rows.collect::<rusqlite::Result<_>>()?;
-    rows.into_iter().map(DomainRow::decode).collect()
 }
 
 #[cfg(test)]
