@@ -207,14 +207,6 @@ fn cpus_of(list: &gang_core::CpuList, universe: &CpuSet) -> Result<CpuSet, ApiEr
     list.resolve(Some(universe)).map_err(|e| bad(e.to_string()))
 }
 
-/// The API's name for a pool's scheduler.
-fn sched_of(sched: crate::store::Sched) -> gang_proto::Sched {
-    match sched {
-        crate::store::Sched::Gang => gang_proto::Sched::Gang,
-        crate::store::Sched::Host => gang_proto::Sched::Host,
-    }
-}
-
 /// A stored domain state as the API's run state; `on_cpu`: a vCPU of a
 /// running domain is on a CPU now.
 fn run_state(state: &DomainState, on_cpu: bool) -> RunState {
@@ -386,7 +378,7 @@ impl Daemon {
                 let cpus = cpus_of(&cpus, &self.host_cpus)?;
                 let id = self
                     .store
-                    .create_pool(&name, sched.as_str(), &cpus, shared)
+                    .create_pool(&name, sched, &cpus, shared)
                     .map_err(store_error)?;
                 self.log(format!(
                     "cpupool {name} created (sched={sched}, cpus={cpus})"
@@ -553,7 +545,7 @@ impl Daemon {
             .map(|p| PoolInfo {
                 id: p.id.0,
                 name: p.name,
-                sched: sched_of(p.sched),
+                sched: p.sched,
                 cpus: p.cpus.iter().collect(),
                 domains: p.domain_count,
                 shared: p.shared,

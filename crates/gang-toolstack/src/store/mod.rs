@@ -91,9 +91,6 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
 /// Everything that can go wrong. Messages that `xl` has are `xl`'s, exactly.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// `sched` is neither `gang` nor `host`.
-    #[error("Unknown scheduler")]
-    UnknownScheduler,
     /// A pool of that name exists already.
     #[error("Pool name \"{0}\" already exists")]
     PoolExists(String),
@@ -245,11 +242,10 @@ impl Store {
     pub fn create_pool(
         &mut self,
         name: &str,
-        sched: &str,
+        sched: Sched,
         cpus: &CpuSet,
         shared: bool,
     ) -> Result<PoolId> {
-        let sched: Sched = sched.parse()?;
         if shared && sched != Sched::Gang {
             return Err(StoreError::SharedNeedsGang);
         }

@@ -22,7 +22,6 @@
 //! fields changes the file format.
 
 use std::fmt;
-use std::str::FromStr;
 
 use gang_core::{CpuId, CpuSet, DomainId, Policy};
 use serde::{Deserialize, Serialize};
@@ -129,42 +128,9 @@ fn parse_id(arg: &str) -> Option<u32> {
     Some(arg.parse::<u32>().unwrap_or(u32::MAX))
 }
 
-/// A pool's scheduler.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Sched {
-    /// The gang scheduler (the daemon's dispatchers).
-    Gang,
-    /// Linux's scheduler, domains pinned to the pool's CPUs.
-    Host,
-}
-
-impl Sched {
-    /// The name used in configs and output.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Sched::Gang => "gang",
-            Sched::Host => "host",
-        }
-    }
-}
-
-impl fmt::Display for Sched {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for Sched {
-    type Err = StoreError;
-    fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "gang" => Ok(Sched::Gang),
-            "host" => Ok(Sched::Host),
-            _ => Err(StoreError::UnknownScheduler),
-        }
-    }
-}
+/// A pool's scheduler: the API's type (stored as its name, `gang` or
+/// `host`).
+pub use gang_proto::Sched;
 
 /// One pool as stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

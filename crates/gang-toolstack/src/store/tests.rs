@@ -183,11 +183,11 @@ fn create_pool_rules_and_messages() {
     assert_eq!(store.free_cpus().unwrap(), cpus(&[2, 3]));
 
     let p1 = store
-        .create_pool("gang1", "gang", &cpus(&[2]), false)
+        .create_pool("gang1", Sched::Gang, &cpus(&[2]), false)
         .unwrap();
     assert_eq!(p1, PoolId(1));
     let p2 = store
-        .create_pool("empty", "host", &CpuSet::new(), false)
+        .create_pool("empty", Sched::Host, &CpuSet::new(), false)
         .unwrap();
     assert_eq!(p2, PoolId(2));
     let rec = store.pool(&"gang1".into()).unwrap();
@@ -195,36 +195,33 @@ fn create_pool_rules_and_messages() {
     assert!(store.pool(&"empty".into()).unwrap().cpus.is_empty());
 
     let free3 = cpus(&[3]);
-    assert_refused(&mut store, &path, "Unknown scheduler", |s| {
-        s.create_pool("x", "credit2", &free3, false)
-    });
     assert_refused(
         &mut store,
         &path,
         "Pool name \"gang1\" already exists",
-        |s| s.create_pool("gang1", "gang", &free3, false),
+        |s| s.create_pool("gang1", Sched::Gang, &free3, false),
     );
     assert_refused(
         &mut store,
         &path,
         "Pool name \"Pool-0\" already exists",
-        |s| s.create_pool("Pool-0", "host", &CpuSet::new(), false),
+        |s| s.create_pool("Pool-0", Sched::Host, &CpuSet::new(), false),
     );
     // In Pool-0, in another pool, not a host CPU; one bad CPU refuses all.
     assert_refused(&mut store, &path, "cpu 0 illegal or not free", |s| {
-        s.create_pool("x", "gang", &cpus(&[0, 3]), false)
+        s.create_pool("x", Sched::Gang, &cpus(&[0, 3]), false)
     });
     assert_refused(&mut store, &path, "cpu 2 illegal or not free", |s| {
-        s.create_pool("x", "gang", &cpus(&[2, 3]), false)
+        s.create_pool("x", Sched::Gang, &cpus(&[2, 3]), false)
     });
     assert_refused(&mut store, &path, "cpu 9 illegal or not free", |s| {
-        s.create_pool("x", "gang", &cpus(&[3, 9]), false)
+        s.create_pool("x", Sched::Gang, &cpus(&[3, 9]), false)
     });
     assert_refused(&mut store, &path, "invalid name '12'", |s| {
-        s.create_pool("12", "gang", &free3, false)
+        s.create_pool("12", Sched::Gang, &free3, false)
     });
     assert_refused(&mut store, &path, "invalid name ''", |s| {
-        s.create_pool("", "gang", &free3, false)
+        s.create_pool("", Sched::Gang, &free3, false)
     });
     assert_eq!(store.free_cpus().unwrap(), cpus(&[3]));
 }
@@ -235,9 +232,11 @@ fn destroy_pool_rules_and_ids_never_reused() {
     let mut store = open4(&path);
     store.remove_cpus(PoolId(0), &cpus(&[1, 2, 3])).unwrap();
     let a = store
-        .create_pool("a", "gang", &cpus(&[1, 2]), false)
+        .create_pool("a", Sched::Gang, &cpus(&[1, 2]), false)
         .unwrap();
-    let b = store.create_pool("b", "gang", &cpus(&[3]), false).unwrap();
+    let b = store
+        .create_pool("b", Sched::Gang, &cpus(&[3]), false)
+        .unwrap();
     store.create_domain(&new_domain("d", "b")).unwrap();
 
     assert_refused(&mut store, &path, "Can't destroy cpupool 'Pool-0'", |s| {
@@ -263,7 +262,9 @@ fn destroy_pool_rules_and_ids_never_reused() {
         vec![(0, "Pool-0".into()), (b.0, "b".into())]
     );
     // A new pool, even of the same name, gets a new id.
-    let a2 = store.create_pool("a", "host", &cpus(&[1]), false).unwrap();
+    let a2 = store
+        .create_pool("a", Sched::Host, &cpus(&[1]), false)
+        .unwrap();
     assert_eq!((a, b, a2), (PoolId(1), PoolId(2), PoolId(3)));
     // Ids survive reopening too.
     store.destroy_pool(a2).unwrap();
@@ -271,7 +272,7 @@ fn destroy_pool_rules_and_ids_never_reused() {
     let mut store = open4(&path);
     assert_eq!(
         store
-            .create_pool("c", "gang", &CpuSet::new(), false)
+            .create_pool("c", Sched::Gang, &CpuSet::new(), false)
             .unwrap(),
         PoolId(4)
     );
@@ -282,10 +283,10 @@ fn rename_pool_rules() {
     let (_dir, path) = temp_db();
     let mut store = open4(&path);
     let p = store
-        .create_pool("old", "gang", &CpuSet::new(), false)
+        .create_pool("old", Sched::Gang, &CpuSet::new(), false)
         .unwrap();
     store
-        .create_pool("other", "gang", &CpuSet::new(), false)
+        .create_pool("other", Sched::Gang, &CpuSet::new(), false)
         .unwrap();
     store.rename_pool("old", "new").unwrap();
     assert_eq!(store.pool(&p.into()).unwrap().name, "new");
@@ -309,7 +310,9 @@ fn add_cpus_takes_only_free_cpus_for_every_pool_including_pool0() {
     let (_dir, path) = temp_db();
     let mut store = open4(&path);
     store.remove_cpus("Pool-0", &cpus(&[2, 3])).unwrap();
-    let g = store.create_pool("g", "gang", &cpus(&[2]), false).unwrap();
+    let g = store
+        .create_pool("g", Sched::Gang, &cpus(&[2]), false)
+        .unwrap();
 
     assert_refused(&mut store, &path, "cpu 2 illegal or not free", |s| {
         s.add_cpus("Pool-0", &cpus(&[2, 3]))
@@ -338,10 +341,10 @@ fn remove_cpus_rules_and_messages() {
     let mut store = open4(&path);
     store.remove_cpus("Pool-0", &cpus(&[1, 2, 3])).unwrap();
     let busy = store
-        .create_pool("busy", "gang", &cpus(&[1, 2]), false)
+        .create_pool("busy", Sched::Gang, &cpus(&[1, 2]), false)
         .unwrap();
     let idle = store
-        .create_pool("idle", "gang", &cpus(&[3]), false)
+        .create_pool("idle", Sched::Gang, &cpus(&[3]), false)
         .unwrap();
     let d = store.create_domain(&new_domain("d", "busy")).unwrap();
 
@@ -386,7 +389,7 @@ fn create_domain_rules_and_lookups() {
     let mut store = open4(&path);
     store.remove_cpus("Pool-0", &cpus(&[3])).unwrap();
     store
-        .create_pool("empty", "gang", &CpuSet::new(), false)
+        .create_pool("empty", Sched::Gang, &CpuSet::new(), false)
         .unwrap();
 
     let d1 = store
@@ -564,10 +567,10 @@ fn migrate_rules() {
     let mut store = open4(&path);
     store.remove_cpus("Pool-0", &cpus(&[2, 3])).unwrap();
     let g = store
-        .create_pool("g", "gang", &cpus(&[2, 3]), false)
+        .create_pool("g", Sched::Gang, &cpus(&[2, 3]), false)
         .unwrap();
     store
-        .create_pool("empty", "gang", &CpuSet::new(), false)
+        .create_pool("empty", Sched::Gang, &CpuSet::new(), false)
         .unwrap();
     let d = store.create_domain(&new_domain("d", "Pool-0")).unwrap();
     store
@@ -608,10 +611,10 @@ fn reopening_gives_back_everything() {
         let mut store = open4(&path);
         store.remove_cpus("Pool-0", &cpus(&[1, 2, 3])).unwrap();
         let g = store
-            .create_pool("gang", "gang", &cpus(&[1, 2]), false)
+            .create_pool("gang", Sched::Gang, &cpus(&[1, 2]), false)
             .unwrap();
         store
-            .create_pool("spare", "host", &CpuSet::new(), false)
+            .create_pool("spare", Sched::Host, &CpuSet::new(), false)
             .unwrap();
         let mut spec = new_domain("web", "gang");
         spec.policy = Some(tt_policy());
@@ -738,7 +741,7 @@ fn concurrent_handles_lose_no_update() {
                         // Interleave pool operations, each a transaction.
                         let name = format!("pool-{tag}{i}");
                         let p = store
-                            .create_pool(&name, "gang", &CpuSet::new(), false)
+                            .create_pool(&name, Sched::Gang, &CpuSet::new(), false)
                             .unwrap();
                         store.destroy_pool(p).unwrap();
                     }
@@ -862,7 +865,7 @@ fn shared_pools_borrow_cpus_of_pool0_which_keeps_them() {
     let (_dir, path) = temp_db();
     let mut store = open4(&path);
     let s = store
-        .create_pool("s", "gang", &cpus(&[0, 1]), true)
+        .create_pool("s", Sched::Gang, &cpus(&[0, 1]), true)
         .unwrap();
     let pools = store.pools().unwrap();
     assert_eq!(pools[0].cpus, cpus(&[0, 1, 2, 3]), "Pool-0 keeps lent cpus");
@@ -875,7 +878,7 @@ fn shared_pools_borrow_cpus_of_pool0_which_keeps_them() {
         .unwrap();
     for (cpu, set) in [(1, cpus(&[1])), (3, cpus(&[3]))] {
         let before = store.pools().unwrap();
-        let e = store.create_pool("t", "gang", &set, true).unwrap_err();
+        let e = store.create_pool("t", Sched::Gang, &set, true).unwrap_err();
         assert_eq!(
             e.to_string().split(' ').nth(1),
             Some(cpu.to_string().as_str())
@@ -891,7 +894,7 @@ fn shared_pools_borrow_cpus_of_pool0_which_keeps_them() {
     store.add_cpus(PoolRef::Id(s), &cpus(&[2])).unwrap();
     assert_eq!(store.pool(&PoolRef::Id(s)).unwrap().cpus, cpus(&[0, 2]));
     assert!(matches!(
-        store.create_pool("h", "host", &CpuSet::new(), true),
+        store.create_pool("h", Sched::Host, &CpuSet::new(), true),
         Err(StoreError::SharedNeedsGang)
     ));
     // Domains can live in it; destroying the empty pool returns nothing to
