@@ -338,6 +338,21 @@ pub const UNSUPPORTED_DOMAIN_KEYS: &[&str] = &[
 /// Keys understood by [`CpupoolConfig::from_config`].
 pub const CPUPOOL_KEYS: &[&str] = &["name", "sched", "cpus", "nodes", "shared"];
 
+/// `vcpu_threads`: a shell pattern (`*`, `?`, `[...]`), checked here.
+fn vcpu_threads(cfg: &Config) -> Result<Option<String>, ConfigError> {
+    let Some(pattern) = cfg.get_str("vcpu_threads") else {
+        return Ok(None);
+    };
+    glob::Pattern::new(&pattern).map_err(|e| {
+        invalid(
+            cfg,
+            "vcpu_threads",
+            &format!("not a thread-name pattern: {e}"),
+        )
+    })?;
+    Ok(Some(pattern))
+}
+
 fn invalid(cfg: &Config, key: &str, message: &str) -> ConfigError {
     let (file, line) = cfg
         .get(key)
@@ -651,7 +666,7 @@ impl DomainConfig {
             cgroup: cfg.get_str("cgroup"),
             user,
             group,
-            vcpu_threads: cfg.get_str("vcpu_threads"),
+            vcpu_threads: vcpu_threads(cfg)?,
             device_model: device_model(cfg)?,
             device_model_override: cfg.get_str("device_model_override"),
             device_model_version: cfg.get_str("device_model_version"),

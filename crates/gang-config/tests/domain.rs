@@ -299,3 +299,17 @@ fn cpupool_configs() {
         "Missing cpupool name!"
     );
 }
+
+#[test]
+fn vcpu_threads_is_a_shell_pattern_checked_when_parsed() {
+    let ok = domain("name = \"q\"\npid = 1\nvcpus = 2\nvcpu_threads = \"CPU [0-9]*/KVM\"\n")
+        .expect("a pattern");
+    assert_eq!(ok.vcpu_threads.as_deref(), Some("CPU [0-9]*/KVM"));
+    let e = domain("name = \"q\"\npid = 1\nvcpu_threads = \"CPU [0-9/KVM\"\n")
+        .expect_err("an unclosed class");
+    let text = e.to_string();
+    assert!(
+        text.starts_with("vm.cfg:3:") && text.contains("vcpu_threads") && text.contains("pattern"),
+        "{text}"
+    );
+}

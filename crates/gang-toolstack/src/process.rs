@@ -181,29 +181,11 @@ pub fn cpu_time_ns(pid: i32, tid: Option<Tid>) -> u64 {
     }
 }
 
-/// Shell-style name matching: `*` any run, `?` one character, anything else
-/// itself.
+/// Shell-style name matching (the `glob` crate's patterns: `*` any run,
+/// `?` one character, `[...]` a class, anything else itself). A malformed
+/// pattern matches nothing (the config parser refuses one).
 pub fn glob_match(pattern: &str, name: &str) -> bool {
-    let (p, n): (Vec<char>, Vec<char>) = (pattern.chars().collect(), name.chars().collect());
-    // Iterative matcher with one backtrack point for the last `*`.
-    let (mut pi, mut ni, mut star, mut mark) = (0, 0, None, 0);
-    while ni < n.len() {
-        if pi < p.len() && (p[pi] == '?' || p[pi] == n[ni]) {
-            pi += 1;
-            ni += 1;
-        } else if pi < p.len() && p[pi] == '*' {
-            star = Some(pi);
-            mark = ni;
-            pi += 1;
-        } else if let Some(s) = star {
-            pi = s + 1;
-            mark += 1;
-            ni = mark;
-        } else {
-            return false;
-        }
-    }
-    p[pi..].iter().all(|&c| c == '*')
+    glob::Pattern::new(pattern).is_ok_and(|p| p.matches(name))
 }
 
 /// The vCPU threads of `pid` now: the first `vcpus` threads whose name
@@ -604,6 +586,9 @@ mod tests {
         assert!(!glob_match("a*b*c", "aXXbYY"));
         assert!(!glob_match("vcpu?", "vcpu10"));
         assert!(!glob_match("vcpu", "vcpu0"));
+        assert!(glob_match("CPU [0-3]/KVM", "CPU 2/KVM"));
+        assert!(!glob_match("CPU [0-3]/KVM", "CPU 7/KVM"));
+        assert!(!glob_match("[", "["), "malformed: nothing");
     }
 
     #[test]
