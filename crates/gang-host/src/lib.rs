@@ -13,8 +13,9 @@
 //! log), [`proc`] (the one reader of `/proc/PID` files), [`runtime`]
 //! (dispatchers and the control API), [`adopt`] (another process's threads
 //! as vCPUs), [`group`] (every task of a cgroup, a whole
-//! program, as one gang), [`workload`] (the simulator's workloads on real
-//! threads).
+//! program, as one gang), [`wallclock`] (pools on a clock shared with other
+//! hosts, and the host's clock status), [`workload`] (the simulator's
+//! workloads on real threads).
 
 #[allow(unsafe_code)]
 pub mod sys;
@@ -30,4 +31,5 @@ pub mod log;
 pub mod proc;
 pub mod rtlimit;
 pub mod runtime;
+pub mod wallclock;
 pub mod workload;

@@ -1,9 +1,10 @@
 //! The few system calls the host runtime makes, behind safe functions.
 //!
 //! Everything here is a thin adapter: threads' CPU affinity and scheduling
-//! policy, the monotonic clock, absolute sleeps, futexes, timer slack. Only
-//! `sched_setscheduler`/`sched_getscheduler` need `unsafe` (rustix has no
-//! wrapper for them); each such block has its `// SAFETY:` comment.
+//! policy, the monotonic clock, absolute sleeps, futexes, timer slack, the
+//! kernel's clock-discipline state. Only `sched_setscheduler`/
+//! `sched_getscheduler` and `adjtimex` need `unsafe` (rustix has no wrapper
+//! for them); each such block has its `// SAFETY:` comment.
 
 use std::io;
 use std::num::NonZeroU64;
@@ -84,6 +85,49 @@ pub fn policy(tid: Tid) -> io::Result<SchedPolicy> {
         libc::SCHED_IDLE => SchedPolicy::Idle,
         _ => SchedPolicy::Other,
     })
+}
+
+/// What `adjtimex` reports of the system clock's discipline (read only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timex {
+    /// The clock state (`TIME_OK`, `TIME_INS`, ..., `TIME_ERROR`).
+    pub state: i32,
+    /// Status bits (`STA_UNSYNC`, `STA_NANO`, ...).
+    pub status: i32,
+    /// Estimated error, µs.
+    pub esterror_us: i64,
+    /// Maximum error, µs.
+    pub maxerror_us: i64,
+    /// TAI - UTC, seconds, as the kernel was told (0 if nobody set it).
+    pub tai_s: i32,
+}
+
+/// Reads the kernel's clock-discipline state (`adjtimex` with no modes:
+/// changes nothing).
+pub fn adjtimex_read() -> io::Result<Timex> {
+    // SAFETY: `timex` is plain old data for which all-zero bytes are a
+    // valid value; `modes == 0` asks the kernel only to fill it in; the
+    // pointer is to a live local for the length of the call.
+    let mut tx: libc::timex = unsafe { std::mem::zeroed() };
+    tx.modes = 0;
+    // SAFETY: see above; `adjtimex` writes only into `tx`.
+    let state = unsafe { libc::adjtimex(&mut tx) };
+    if state < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(Timex {
+        state,
+        status: tx.status,
+        esterror_us: tx.esterror,
+        maxerror_us: tx.maxerror,
+        tai_s: tx.tai,
+    })
+}
+
+/// A clock's time in nanoseconds (signed: REALTIME and TAI count from 1970).
+pub fn clock_ns(clock: rustix::time::ClockId) -> i128 {
+    let ts = rustix::time::clock_gettime(clock);
+    i128::from(ts.tv_sec) * 1_000_000_000 + i128::from(ts.tv_nsec)
 }
 
 /// CLOCK_MONOTONIC in nanoseconds.

@@ -1,0 +1,349 @@
+//! Pools on a shared clock: a gang pool whose time is a wall clock (TAI or
+//! REALTIME) minus a base instant, so that every host with the same settings
+//! puts the pool's slot boundaries on the same absolute instants (as Linux's
+//! `taprio` shaper does with its cycle and base time), and the host's clock
+//! status from the kernel's discipline state that chrony and ptp4l keep.
+//!
+//! **How a shared clock becomes pool time.** The runtime keeps its time on
+//! CLOCK_MONOTONIC (its sleeps are absolute on it). A wall clock differs
+//! from CLOCK_MONOTONIC by an offset that only a *step* changes: NTP's and
+//! PTP's frequency and slew corrections change the rate of the one
+//! timekeeper both clocks read, so they move both alike; `settimeofday`,
+//! `clock_settime` and `adjtimex(ADJ_SETOFFSET)` move the wall clock alone
+//! (and TAI - UTC moves TAI at a leap second). So [`SharedClock::epoch`]
+//! measures the offset once and turns the base into a CLOCK_MONOTONIC
+//! epoch; a disciplined wall clock is then followed exactly, and a step is
+//! what [`StepWatch`] detects and reports (the pool keeps its epoch meanwhile:
+//! it never splits a local gang to chase the wall clock).
+//!
+//! **The base** is written as RFC 3339 UTC (`2026-12-01T00:00:00Z`) and is
+//! read in the chosen clock's own count of seconds since 1970: for TAI the
+//! same text names an instant 37 s (TAI - UTC) earlier in UTC terms, on every
+//! host alike, which is all that alignment needs.
+//!
+//! Invariants: a base is never in the future (a pool's time starts at its
+//! base); an epoch is computed from one offset sample, the tightest of a few
+//! (the reads of MONOTONIC around the wall clock's read bound its error).
+
+use std::fmt;
+use std::str::FromStr;
+
+use rustix::time::ClockId;
+use serde::{Deserialize, Serialize};
+
+use crate::sys;
+
+/// Why a clock setting was refused or could not be read.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ClockError {
+    /// Not one of `monotonic`, `tai`, `realtime`.
+    #[error("unknown clock '{0}' (expected monotonic, tai or realtime)")]
+    UnknownClock(String),
+    /// Not an RFC 3339 UTC time.
+    #[error("base '{text}' is not an RFC 3339 UTC time such as 2026-12-01T00:00:00Z: {reason}")]
+    BadBase {
+        /// What was given.
+        text: String,
+        /// Why it was refused.
+        reason: String,
+    },
+    /// After now on the pool's clock.
+    #[error("base {text} is {ahead_s:.3} s in the future on the {clock} clock: a pool's time starts at its base")]
+    FutureBase {
+        /// What was given.
+        text: String,
+        /// The clock.
+        clock: PoolClock,
+        /// How far ahead.
+        ahead_s: f64,
+    },
+    /// A base on CLOCK_MONOTONIC (no host shares it).
+    #[error("a base needs a shared clock (tai or realtime); monotonic is this host's own")]
+    BaseOnMonotonic,
+    /// The kernel refused `adjtimex`.
+    #[error("reading the clock state: {0}")]
+    Adjtimex(String),
+}
+
+/// The clock a gang pool's time runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PoolClock {
+    /// This host's CLOCK_MONOTONIC, from when the pool's runtime starts
+    /// (the default: no other host shares it).
+    #[default]
+    Monotonic,
+    /// CLOCK_TAI: no leap seconds; what PTP distributes.
+    Tai,
+    /// CLOCK_REALTIME (UTC).
+    Realtime,
+}
+
+impl PoolClock {
+    fn id(self) -> ClockId {
+        match self {
+            PoolClock::Monotonic => ClockId::Monotonic,
+            PoolClock::Tai => ClockId::Tai,
+            PoolClock::Realtime => ClockId::Realtime,
+        }
+    }
+
+    /// Its name in configs and output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PoolClock::Monotonic => "monotonic",
+            PoolClock::Tai => "tai",
+            PoolClock::Realtime => "realtime",
+        }
+    }
+}
+
+impl fmt::Display for PoolClock {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+impl FromStr for PoolClock {
+    type Err = ClockError;
+    fn from_str(s: &str) -> Result<Self, ClockError> {
+        match s {
+            "monotonic" => Ok(PoolClock::Monotonic),
+            "tai" => Ok(PoolClock::Tai),
+            "realtime" => Ok(PoolClock::Realtime),
+            other => Err(ClockError::UnknownClock(other.to_string())),
+        }
+    }
+}
+
+/// A pool's shared time: a wall clock and the base instant its time
+/// counts from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SharedClock {
+    /// TAI or REALTIME.
+    pub clock: PoolClock,
+    /// The base, nanoseconds since 1970 on `clock`.
+    pub base_ns: i128,
+}
+
+impl SharedClock {
+    /// Parses `clock` and `base` (RFC 3339 UTC), refusing a base after now
+    /// on that clock.
+    pub fn parse(clock: &str, base: &str) -> Result<SharedClock, ClockError> {
+        let clock: PoolClock = clock.parse()?;
+        if clock == PoolClock::Monotonic {
+            return Err(ClockError::BaseOnMonotonic);
+        }
+        let at = humantime::parse_rfc3339(base).map_err(|e| ClockError::BadBase {
+            text: base.to_string(),
+            reason: e.to_string(),
+        })?;
+        let since_1970 =
+            at.duration_since(std::time::UNIX_EPOCH)
+                .map_err(|_| ClockError::BadBase {
+                    text: base.to_string(),
+                    reason: "before 1970".into(),
+                })?;
+        let shared = SharedClock {
+            clock,
+            base_ns: since_1970.as_nanos() as i128,
+        };
+        let now = sys::clock_ns(clock.id());
+        if shared.base_ns > now {
+            return Err(ClockError::FutureBase {
+                text: base.to_string(),
+                clock,
+                ahead_s: (shared.base_ns - now) as f64 / 1e9,
+            });
+        }
+        Ok(shared)
+    }
+
+    /// The base as RFC 3339 text (whole seconds unless it has a fraction).
+    pub fn base_text(&self) -> String {
+        let secs = self.base_ns.div_euclid(1_000_000_000) as u64;
+        let nanos = self.base_ns.rem_euclid(1_000_000_000) as u32;
+        let at = std::time::UNIX_EPOCH + std::time::Duration::new(secs, nanos);
+        if nanos == 0 {
+            humantime::format_rfc3339_seconds(at).to_string()
+        } else {
+            humantime::format_rfc3339_nanos(at).to_string()
+        }
+    }
+
+    /// The pool's epoch on CLOCK_MONOTONIC (negative when the base is
+    /// before this host booted): pool time is CLOCK_MONOTONIC minus it.
+    pub fn epoch(&self) -> i128 {
+        self.base_ns - offset_ns(self.clock)
+    }
+
+    /// Pool time now, read from the wall clock itself (for checks).
+    pub fn now(&self) -> i128 {
+        sys::clock_ns(self.clock.id()) - self.base_ns
+    }
+}
+
+/// `clock - CLOCK_MONOTONIC` now, in ns: of a few samples, the one whose
+/// two MONOTONIC reads around the wall clock's were closest (its error is
+/// at most half their distance).
+pub fn offset_ns(clock: PoolClock) -> i128 {
+    let mut best: Option<(i128, i128)> = None;
+    for _ in 0..8 {
+        let before = sys::clock_ns(ClockId::Monotonic);
+        let wall = sys::clock_ns(clock.id());
+        let after = sys::clock_ns(ClockId::Monotonic);
+        let width = after - before;
+        let offset = wall - (before + width / 2);
+        if best.is_none_or(|(w, _)| width < w) {
+            best = Some((width, offset));
+        }
+    }
+    best.map_or(0, |(_, o)| o)
+}
+
+/// How well this host's wall clock is disciplined, as the kernel says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClockStatus {
+    /// Some daemon (chrony, ptp4l's phc2sys, ntpd) keeps the clock
+    /// synchronised: `adjtimex` reports neither `TIME_ERROR` nor
+    /// `STA_UNSYNC`.
+    pub synchronised: bool,
+    /// The estimated error, µs (meaningful while synchronised).
+    pub est_error_us: i64,
+    /// The maximum error, µs.
+    pub max_error_us: i64,
+    /// TAI - UTC in seconds as the kernel was told (0: nobody told it, and
+    /// CLOCK_TAI equals CLOCK_REALTIME on this host).
+    pub tai_offset_s: i32,
+}
+
+impl ClockStatus {
+    /// Reads the kernel's state now.
+    pub fn read() -> Result<ClockStatus, ClockError> {
+        let tx = sys::adjtimex_read().map_err(|e| ClockError::Adjtimex(e.to_string()))?;
+        Ok(ClockStatus {
+            synchronised: tx.state != libc::TIME_ERROR && tx.status & libc::STA_UNSYNC == 0,
+            est_error_us: tx.esterror_us,
+            max_error_us: tx.maxerror_us,
+            tai_offset_s: tx.tai_s,
+        })
+    }
+}
+
+impl fmt::Display for ClockStatus {
+    /// `synchronised (est. error 12us, max 150us, TAI-UTC 37s)` or
+    /// `not synchronised (...)`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} (est. error {}us, max {}us, TAI-UTC {}s)",
+            if self.synchronised {
+                "synchronised"
+            } else {
+                "not synchronised"
+            },
+            self.est_error_us,
+            self.max_error_us,
+            self.tai_offset_s
+        )
+    }
+}
+
+/// Watches a shared clock for steps: the wall clock moved against
+/// CLOCK_MONOTONIC by more than a threshold since the epoch was taken.
+#[derive(Debug, Clone)]
+pub struct StepWatch {
+    clock: PoolClock,
+    offset: i128,
+    threshold_ns: i128,
+}
+
+impl StepWatch {
+    /// Steps below this are reading noise (a preempted sample), not steps.
+    pub const DEFAULT_THRESHOLD_NS: i128 = 100_000;
+
+    /// A watch from the offset now.
+    pub fn new(clock: PoolClock, threshold_ns: i128) -> StepWatch {
+        StepWatch {
+            clock,
+            offset: offset_ns(clock),
+            threshold_ns,
+        }
+    }
+
+    /// How far the wall clock stepped since the watch began (ns, signed),
+    /// if beyond the threshold.
+    pub fn step(&self) -> Option<i128> {
+        let moved = offset_ns(self.clock) - self.offset;
+        (moved.abs() > self.threshold_ns).then_some(moved)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clocks_parse_and_print() {
+        for c in [PoolClock::Monotonic, PoolClock::Tai, PoolClock::Realtime] {
+            assert_eq!(c.as_str().parse::<PoolClock>(), Ok(c));
+        }
+        assert_eq!(
+            "utc".parse::<PoolClock>().unwrap_err().to_string(),
+            "unknown clock 'utc' (expected monotonic, tai or realtime)"
+        );
+    }
+
+    #[test]
+    fn a_base_is_an_rfc3339_utc_time_not_in_the_future() {
+        let s = SharedClock::parse("tai", "2026-01-01T00:00:00Z").expect("a past base");
+        assert_eq!(s.base_ns, 1_767_225_600 * 1_000_000_000);
+        assert_eq!(s.base_text(), "2026-01-01T00:00:00Z");
+        let frac = SharedClock::parse("realtime", "2026-01-01T00:00:00.25Z").expect("a fraction");
+        assert_eq!(frac.base_ns % 1_000_000_000, 250_000_000);
+        assert!(matches!(
+            SharedClock::parse("tai", "2999-01-01T00:00:00Z"),
+            Err(ClockError::FutureBase { .. })
+        ));
+        assert!(matches!(
+            SharedClock::parse("tai", "yesterday"),
+            Err(ClockError::BadBase { .. })
+        ));
+        assert_eq!(
+            SharedClock::parse("monotonic", "2026-01-01T00:00:00Z"),
+            Err(ClockError::BaseOnMonotonic)
+        );
+        assert!(matches!(
+            SharedClock::parse("gps", "2026-01-01T00:00:00Z"),
+            Err(ClockError::UnknownClock(_))
+        ));
+    }
+
+    #[test]
+    fn two_readers_of_one_base_agree_on_the_epoch_and_on_pool_time() {
+        // Two "hosts" here read the same clock: their epochs agree within
+        // the offset's reading error.
+        for clock in ["tai", "realtime"] {
+            let a = SharedClock::parse(clock, "2026-01-01T00:00:00Z").unwrap();
+            let b = SharedClock::parse(clock, "2026-01-01T00:00:00Z").unwrap();
+            let (ea, eb) = (a.epoch(), b.epoch());
+            assert!((ea - eb).abs() < 50_000, "{clock}: epochs {ea} and {eb}");
+            // Pool time from MONOTONIC and the epoch is the wall clock's.
+            let from_mono = sys::clock_ns(ClockId::Monotonic) - ea;
+            let from_wall = a.now();
+            assert!(
+                (from_wall - from_mono).abs() < 1_000_000,
+                "{clock}: {from_wall} vs {from_mono}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_steady_clock_shows_no_step_and_the_status_reads() {
+        let watch = StepWatch::new(PoolClock::Realtime, 5_000_000);
+        assert_eq!(watch.step(), None);
+        let status = ClockStatus::read().expect("adjtimex reads");
+        let text = status.to_string();
+        assert!(text.contains("synchronised (est. error"), "{text}");
+    }
+}
