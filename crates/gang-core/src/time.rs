@@ -17,6 +17,61 @@ pub const MS: Nanos = 1_000_000;
 /// One second in [`Nanos`].
 pub const SEC: Nanos = 1_000_000_000;
 
+/// A wall clock that hosts share (a pool's time can be one, see
+/// [`SharedTime`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WallClock {
+    /// CLOCK_TAI: no leap seconds; what PTP distributes.
+    Tai,
+    /// CLOCK_REALTIME (UTC).
+    Realtime,
+}
+
+impl WallClock {
+    /// Its name in configs and output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WallClock::Tai => "tai",
+            WallClock::Realtime => "realtime",
+        }
+    }
+}
+
+impl fmt::Display for WallClock {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+/// A name that is not a shared clock's.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown clock '{0}' (expected tai or realtime)")]
+pub struct UnknownClock(pub String);
+
+impl std::str::FromStr for WallClock {
+    type Err = UnknownClock;
+    fn from_str(s: &str) -> Result<Self, UnknownClock> {
+        match s {
+            "tai" => Ok(WallClock::Tai),
+            "realtime" => Ok(WallClock::Realtime),
+            other => Err(UnknownClock(other.to_string())),
+        }
+    }
+}
+
+/// A pool's time taken from a wall clock shared with other hosts: the
+/// clock, and the base instant (nanoseconds since 1970 on that clock) the
+/// pool's time counts from. Hosts with the same setting and the same table
+/// run the same slot at the same instant, within their clocks' error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub struct SharedTime {
+    /// The clock.
+    pub clock: WallClock,
+    /// The base, ns since 1970 on `clock`.
+    pub base_ns: i64,
+}
+
 /// Why a duration string was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ParseDurationError {

@@ -10,7 +10,7 @@
 //! PTP's frequency and slew corrections change the rate of the one
 //! timekeeper both clocks read, so they move both alike; `settimeofday`,
 //! `clock_settime` and `adjtimex(ADJ_SETOFFSET)` move the wall clock alone
-//! (and TAI - UTC moves TAI at a leap second). So [`SharedClock::epoch`]
+//! (and TAI - UTC moves TAI at a leap second). So [`epoch`]
 //! measures the offset once and turns the base into a CLOCK_MONOTONIC
 //! epoch; a disciplined wall clock is then followed exactly, and a step is
 //! what [`StepWatch`] detects and reports (the pool keeps its epoch meanwhile:
@@ -26,8 +26,8 @@
 //! (the reads of MONOTONIC around the wall clock's read bound its error).
 
 use std::fmt;
-use std::str::FromStr;
 
+use gang_core::time::{SharedTime, UnknownClock, WallClock};
 use rustix::time::ClockId;
 use serde::{Deserialize, Serialize};
 
@@ -36,9 +36,9 @@ use crate::sys;
 /// Why a clock setting was refused or could not be read.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ClockError {
-    /// Not one of `monotonic`, `tai`, `realtime`.
-    #[error("unknown clock '{0}' (expected monotonic, tai or realtime)")]
-    UnknownClock(String),
+    /// Not `tai` or `realtime`.
+    #[error(transparent)]
+    UnknownClock(#[from] UnknownClock),
     /// Not an RFC 3339 UTC time.
     #[error("base '{text}' is not an RFC 3339 UTC time such as 2026-12-01T00:00:00Z: {reason}")]
     BadBase {
@@ -50,147 +50,88 @@ pub enum ClockError {
     /// After now on the pool's clock.
     #[error("base {text} is {ahead_s:.3} s in the future on the {clock} clock: a pool's time starts at its base")]
     FutureBase {
-        /// What was given.
+        /// The base.
         text: String,
         /// The clock.
-        clock: PoolClock,
+        clock: WallClock,
         /// How far ahead.
         ahead_s: f64,
     },
-    /// A base on CLOCK_MONOTONIC (no host shares it).
-    #[error("a base needs a shared clock (tai or realtime); monotonic is this host's own")]
-    BaseOnMonotonic,
     /// The kernel refused `adjtimex`.
     #[error("reading the clock state: {0}")]
     Adjtimex(String),
 }
 
-/// The clock a gang pool's time runs on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum PoolClock {
-    /// This host's CLOCK_MONOTONIC, from when the pool's runtime starts
-    /// (the default: no other host shares it).
-    #[default]
-    Monotonic,
-    /// CLOCK_TAI: no leap seconds; what PTP distributes.
-    Tai,
-    /// CLOCK_REALTIME (UTC).
-    Realtime,
-}
-
-impl PoolClock {
-    fn id(self) -> ClockId {
-        match self {
-            PoolClock::Monotonic => ClockId::Monotonic,
-            PoolClock::Tai => ClockId::Tai,
-            PoolClock::Realtime => ClockId::Realtime,
-        }
-    }
-
-    /// Its name in configs and output.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            PoolClock::Monotonic => "monotonic",
-            PoolClock::Tai => "tai",
-            PoolClock::Realtime => "realtime",
-        }
+fn id(clock: WallClock) -> ClockId {
+    match clock {
+        WallClock::Tai => ClockId::Tai,
+        WallClock::Realtime => ClockId::Realtime,
     }
 }
 
-impl fmt::Display for PoolClock {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.pad(self.as_str())
+/// Parses a shared clock setting: `clock` (`tai`, `realtime`) and `base`
+/// (RFC 3339 UTC). Whether the base is in the past is [`check_started`]'s
+/// question, asked where the pool runs.
+pub fn parse(clock: &str, base: &str) -> Result<SharedTime, ClockError> {
+    let clock: WallClock = clock.parse()?;
+    let bad = |reason: String| ClockError::BadBase {
+        text: base.to_string(),
+        reason,
+    };
+    let at = humantime::parse_rfc3339(base).map_err(|e| bad(e.to_string()))?;
+    let since_1970 = at
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_err(|_| bad("before 1970".into()))?;
+    let base_ns = i64::try_from(since_1970.as_nanos()).map_err(|_| bad("after 2262".into()))?;
+    Ok(SharedTime { clock, base_ns })
+}
+
+/// The base as RFC 3339 text (whole seconds unless it has a fraction).
+pub fn base_text(shared: &SharedTime) -> String {
+    let secs = shared.base_ns.div_euclid(1_000_000_000) as u64;
+    let nanos = shared.base_ns.rem_euclid(1_000_000_000) as u32;
+    let at = std::time::UNIX_EPOCH + std::time::Duration::new(secs, nanos);
+    if nanos == 0 {
+        humantime::format_rfc3339_seconds(at).to_string()
+    } else {
+        humantime::format_rfc3339_nanos(at).to_string()
     }
 }
 
-impl FromStr for PoolClock {
-    type Err = ClockError;
-    fn from_str(s: &str) -> Result<Self, ClockError> {
-        match s {
-            "monotonic" => Ok(PoolClock::Monotonic),
-            "tai" => Ok(PoolClock::Tai),
-            "realtime" => Ok(PoolClock::Realtime),
-            other => Err(ClockError::UnknownClock(other.to_string())),
-        }
+/// Refuses a base after now on its clock (a pool's time starts at its
+/// base).
+pub fn check_started(shared: &SharedTime) -> Result<(), ClockError> {
+    let now = sys::clock_ns(id(shared.clock));
+    let base = i128::from(shared.base_ns);
+    if base > now {
+        return Err(ClockError::FutureBase {
+            text: base_text(shared),
+            clock: shared.clock,
+            ahead_s: (base - now) as f64 / 1e9,
+        });
     }
+    Ok(())
 }
 
-/// A pool's shared time: a wall clock and the base instant its time
-/// counts from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SharedClock {
-    /// TAI or REALTIME.
-    pub clock: PoolClock,
-    /// The base, nanoseconds since 1970 on `clock`.
-    pub base_ns: i128,
+/// The pool's epoch on CLOCK_MONOTONIC (negative when the base is before
+/// this host booted): pool time is CLOCK_MONOTONIC minus it.
+pub fn epoch(shared: &SharedTime) -> i128 {
+    i128::from(shared.base_ns) - offset_ns(shared.clock)
 }
 
-impl SharedClock {
-    /// Parses `clock` and `base` (RFC 3339 UTC), refusing a base after now
-    /// on that clock.
-    pub fn parse(clock: &str, base: &str) -> Result<SharedClock, ClockError> {
-        let clock: PoolClock = clock.parse()?;
-        if clock == PoolClock::Monotonic {
-            return Err(ClockError::BaseOnMonotonic);
-        }
-        let at = humantime::parse_rfc3339(base).map_err(|e| ClockError::BadBase {
-            text: base.to_string(),
-            reason: e.to_string(),
-        })?;
-        let since_1970 =
-            at.duration_since(std::time::UNIX_EPOCH)
-                .map_err(|_| ClockError::BadBase {
-                    text: base.to_string(),
-                    reason: "before 1970".into(),
-                })?;
-        let shared = SharedClock {
-            clock,
-            base_ns: since_1970.as_nanos() as i128,
-        };
-        let now = sys::clock_ns(clock.id());
-        if shared.base_ns > now {
-            return Err(ClockError::FutureBase {
-                text: base.to_string(),
-                clock,
-                ahead_s: (shared.base_ns - now) as f64 / 1e9,
-            });
-        }
-        Ok(shared)
-    }
-
-    /// The base as RFC 3339 text (whole seconds unless it has a fraction).
-    pub fn base_text(&self) -> String {
-        let secs = self.base_ns.div_euclid(1_000_000_000) as u64;
-        let nanos = self.base_ns.rem_euclid(1_000_000_000) as u32;
-        let at = std::time::UNIX_EPOCH + std::time::Duration::new(secs, nanos);
-        if nanos == 0 {
-            humantime::format_rfc3339_seconds(at).to_string()
-        } else {
-            humantime::format_rfc3339_nanos(at).to_string()
-        }
-    }
-
-    /// The pool's epoch on CLOCK_MONOTONIC (negative when the base is
-    /// before this host booted): pool time is CLOCK_MONOTONIC minus it.
-    pub fn epoch(&self) -> i128 {
-        self.base_ns - offset_ns(self.clock)
-    }
-
-    /// Pool time now, read from the wall clock itself (for checks).
-    pub fn now(&self) -> i128 {
-        sys::clock_ns(self.clock.id()) - self.base_ns
-    }
+/// Pool time now, read from the wall clock itself (for checks).
+pub fn now(shared: &SharedTime) -> i128 {
+    sys::clock_ns(id(shared.clock)) - i128::from(shared.base_ns)
 }
 
 /// `clock - CLOCK_MONOTONIC` now, in ns: of a few samples, the one whose
 /// two MONOTONIC reads around the wall clock's were closest (its error is
 /// at most half their distance).
-pub fn offset_ns(clock: PoolClock) -> i128 {
+pub fn offset_ns(clock: WallClock) -> i128 {
     let mut best: Option<(i128, i128)> = None;
     for _ in 0..8 {
         let before = sys::clock_ns(ClockId::Monotonic);
-        let wall = sys::clock_ns(clock.id());
+        let wall = sys::clock_ns(id(clock));
         let after = sys::clock_ns(ClockId::Monotonic);
         let width = after - before;
         let offset = wall - (before + width / 2);
@@ -253,7 +194,7 @@ impl fmt::Display for ClockStatus {
 /// CLOCK_MONOTONIC by more than a threshold since the epoch was taken.
 #[derive(Debug, Clone)]
 pub struct StepWatch {
-    clock: PoolClock,
+    clock: WallClock,
     offset: i128,
     threshold_ns: i128,
 }
@@ -263,7 +204,7 @@ impl StepWatch {
     pub const DEFAULT_THRESHOLD_NS: i128 = 100_000;
 
     /// A watch from the offset now.
-    pub fn new(clock: PoolClock, threshold_ns: i128) -> StepWatch {
+    pub fn new(clock: WallClock, threshold_ns: i128) -> StepWatch {
         StepWatch {
             clock,
             offset: offset_ns(clock),
@@ -284,39 +225,35 @@ mod tests {
     use super::*;
 
     #[test]
-    fn clocks_parse_and_print() {
-        for c in [PoolClock::Monotonic, PoolClock::Tai, PoolClock::Realtime] {
-            assert_eq!(c.as_str().parse::<PoolClock>(), Ok(c));
-        }
-        assert_eq!(
-            "utc".parse::<PoolClock>().unwrap_err().to_string(),
-            "unknown clock 'utc' (expected monotonic, tai or realtime)"
-        );
-    }
-
-    #[test]
-    fn a_base_is_an_rfc3339_utc_time_not_in_the_future() {
-        let s = SharedClock::parse("tai", "2026-01-01T00:00:00Z").expect("a past base");
+    fn a_setting_is_a_clock_and_an_rfc3339_utc_base() {
+        let s = parse("tai", "2026-01-01T00:00:00Z").expect("a base");
+        assert_eq!(s.clock, WallClock::Tai);
         assert_eq!(s.base_ns, 1_767_225_600 * 1_000_000_000);
-        assert_eq!(s.base_text(), "2026-01-01T00:00:00Z");
-        let frac = SharedClock::parse("realtime", "2026-01-01T00:00:00.25Z").expect("a fraction");
+        assert_eq!(base_text(&s), "2026-01-01T00:00:00Z");
+        let frac = parse("realtime", "2026-01-01T00:00:00.25Z").expect("a fraction");
         assert_eq!(frac.base_ns % 1_000_000_000, 250_000_000);
+        assert_eq!(base_text(&frac), "2026-01-01T00:00:00.250000000Z");
         assert!(matches!(
-            SharedClock::parse("tai", "2999-01-01T00:00:00Z"),
-            Err(ClockError::FutureBase { .. })
-        ));
-        assert!(matches!(
-            SharedClock::parse("tai", "yesterday"),
+            parse("tai", "yesterday"),
             Err(ClockError::BadBase { .. })
         ));
         assert_eq!(
-            SharedClock::parse("monotonic", "2026-01-01T00:00:00Z"),
-            Err(ClockError::BaseOnMonotonic)
+            parse("gps", "2026-01-01T00:00:00Z")
+                .unwrap_err()
+                .to_string(),
+            "unknown clock 'gps' (expected tai or realtime)"
         );
+        assert!(check_started(&s).is_ok());
         assert!(matches!(
-            SharedClock::parse("gps", "2026-01-01T00:00:00Z"),
-            Err(ClockError::UnknownClock(_))
+            parse("tai", "2999-01-01T00:00:00Z"),
+            Err(ClockError::BadBase { .. })
         ));
+        let future = parse("tai", "2199-01-01T00:00:00Z").expect("parses");
+        let e = check_started(&future).unwrap_err();
+        assert!(
+            e.to_string().contains("in the future on the tai clock"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -324,13 +261,13 @@ mod tests {
         // Two "hosts" here read the same clock: their epochs agree within
         // the offset's reading error.
         for clock in ["tai", "realtime"] {
-            let a = SharedClock::parse(clock, "2026-01-01T00:00:00Z").unwrap();
-            let b = SharedClock::parse(clock, "2026-01-01T00:00:00Z").unwrap();
-            let (ea, eb) = (a.epoch(), b.epoch());
+            let a = parse(clock, "2026-01-01T00:00:00Z").unwrap();
+            let b = parse(clock, "2026-01-01T00:00:00Z").unwrap();
+            let (ea, eb) = (epoch(&a), epoch(&b));
             assert!((ea - eb).abs() < 50_000, "{clock}: epochs {ea} and {eb}");
             // Pool time from MONOTONIC and the epoch is the wall clock's.
             let from_mono = sys::clock_ns(ClockId::Monotonic) - ea;
-            let from_wall = a.now();
+            let from_wall = now(&a);
             assert!(
                 (from_wall - from_mono).abs() < 1_000_000,
                 "{clock}: {from_wall} vs {from_mono}"
@@ -340,7 +277,7 @@ mod tests {
 
     #[test]
     fn a_steady_clock_shows_no_step_and_the_status_reads() {
-        let watch = StepWatch::new(PoolClock::Realtime, 5_000_000);
+        let watch = StepWatch::new(WallClock::Realtime, 5_000_000);
         assert_eq!(watch.step(), None);
         let status = ClockStatus::read().expect("adjtimex reads");
         let text = status.to_string();
