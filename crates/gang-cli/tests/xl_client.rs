@@ -335,6 +335,8 @@ fn shutdown_wait_polls_until_shut_down_or_times_out() {
 fn gang_pools() -> Vec<SchedGangPool> {
     vec![SchedGangPool {
         dispatch: None,
+        time: None,
+        clock: None,
         name: "GangSched-Pool".into(),
         id: 1,
         grain_ns: 1_000_000,

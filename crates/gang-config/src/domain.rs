@@ -336,7 +336,7 @@ pub const UNSUPPORTED_DOMAIN_KEYS: &[&str] = &[
 ];
 
 /// Keys understood by [`CpupoolConfig::from_config`].
-pub const CPUPOOL_KEYS: &[&str] = &["name", "sched", "cpus", "nodes", "shared"];
+pub const CPUPOOL_KEYS: &[&str] = &["name", "sched", "cpus", "nodes", "shared", "clock", "base"];
 
 /// `vcpu_threads`: a shell pattern (`*`, `?`, `[...]`), checked here.
 fn vcpu_threads(cfg: &Config) -> Result<Option<String>, ConfigError> {
@@ -707,6 +707,14 @@ pub struct CpupoolConfig {
     /// `Pool-0` too, the host keeping a slot of each.
     #[serde(default)]
     pub shared: bool,
+    /// `clock` (gang's own): `tai` or `realtime`, a clock shared with other
+    /// hosts that the pool's time is taken from (with `base`).
+    #[serde(default)]
+    pub clock: Option<String>,
+    /// `base` (gang's own): the instant, RFC 3339 UTC, the pool's time
+    /// counts from on `clock`.
+    #[serde(default)]
+    pub base: Option<String>,
 }
 
 impl CpupoolConfig {
@@ -729,6 +737,8 @@ impl CpupoolConfig {
             cpus: get_cpu_list(cfg, "cpus"),
             nodes: get_cpu_list(cfg, "nodes"),
             shared: cfg.get_num("shared").is_some_and(|n| n != 0),
+            clock: cfg.get_str("clock"),
+            base: cfg.get_str("base"),
         })
     }
 }

@@ -72,6 +72,52 @@ pub struct SharedTime {
     pub base_ns: i64,
 }
 
+/// Why a shared-time setting was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SharedTimeError {
+    /// Not `tai` or `realtime`.
+    #[error(transparent)]
+    UnknownClock(#[from] UnknownClock),
+    /// Not an RFC 3339 UTC time from 1970 to 2262.
+    #[error("base '{text}' is not an RFC 3339 UTC time such as 2026-12-01T00:00:00Z: {reason}")]
+    BadBase {
+        /// What was given.
+        text: String,
+        /// Why it was refused.
+        reason: String,
+    },
+}
+
+impl SharedTime {
+    /// Parses a setting: `clock` (`tai`, `realtime`) and `base` (RFC 3339
+    /// UTC, read in that clock's own count of seconds since 1970).
+    pub fn parse(clock: &str, base: &str) -> Result<SharedTime, SharedTimeError> {
+        let clock: WallClock = clock.parse()?;
+        let bad = |reason: String| SharedTimeError::BadBase {
+            text: base.to_string(),
+            reason,
+        };
+        let at = humantime::parse_rfc3339(base).map_err(|e| bad(e.to_string()))?;
+        let since_1970 = at
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_err(|_| bad("before 1970".into()))?;
+        let base_ns = i64::try_from(since_1970.as_nanos()).map_err(|_| bad("after 2262".into()))?;
+        Ok(SharedTime { clock, base_ns })
+    }
+
+    /// The base as RFC 3339 text (whole seconds unless it has a fraction).
+    pub fn base_text(&self) -> String {
+        let secs = self.base_ns.div_euclid(1_000_000_000) as u64;
+        let nanos = self.base_ns.rem_euclid(1_000_000_000) as u32;
+        let at = std::time::UNIX_EPOCH + std::time::Duration::new(secs, nanos);
+        if nanos == 0 {
+            humantime::format_rfc3339_seconds(at).to_string()
+        } else {
+            humantime::format_rfc3339_nanos(at).to_string()
+        }
+    }
+}
+
 /// Why a duration string was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ParseDurationError {
@@ -237,5 +283,36 @@ mod tests {
         assert_eq!(Duration(2 * SEC).to_string(), "2s");
         assert_eq!(Duration(0).to_string(), "0");
         assert_eq!(Duration(7).to_string(), "7ns");
+    }
+
+    #[test]
+    fn a_shared_time_is_a_clock_and_an_rfc3339_utc_base() {
+        let s = SharedTime::parse("tai", "2026-01-01T00:00:00Z").expect("a base");
+        assert_eq!(s.clock, WallClock::Tai);
+        assert_eq!(s.base_ns, 1_767_225_600 * 1_000_000_000);
+        assert_eq!(s.base_text(), "2026-01-01T00:00:00Z");
+        let frac = SharedTime::parse("realtime", "2026-01-01T00:00:00.25Z").expect("a fraction");
+        assert_eq!(frac.base_ns % 1_000_000_000, 250_000_000);
+        assert_eq!(frac.base_text(), "2026-01-01T00:00:00.250000000Z");
+        for bad in [
+            "yesterday",
+            "2026-01-01 00:00:00",
+            "2999-01-01T00:00:00Z",
+            "",
+        ] {
+            assert!(
+                matches!(
+                    SharedTime::parse("tai", bad),
+                    Err(SharedTimeError::BadBase { .. })
+                ),
+                "{bad:?}"
+            );
+        }
+        assert_eq!(
+            SharedTime::parse("gps", "2026-01-01T00:00:00Z")
+                .unwrap_err()
+                .to_string(),
+            "unknown clock 'gps' (expected tai or realtime)"
+        );
     }
 }

@@ -16,7 +16,7 @@
 //! what [`StepWatch`] detects and reports (the pool keeps its epoch meanwhile:
 //! it never splits a local gang to chase the wall clock).
 //!
-//! **The base** is written as RFC 3339 UTC (`2026-12-01T00:00:00Z`) and is
+//! **The base** (parsed by `gang_core::time::SharedTime::parse`) is written as RFC 3339 UTC (`2026-12-01T00:00:00Z`) and is
 //! read in the chosen clock's own count of seconds since 1970: for TAI the
 //! same text names an instant 37 s (TAI - UTC) earlier in UTC terms, on every
 //! host alike, which is all that alignment needs.
@@ -27,26 +27,15 @@
 
 use std::fmt;
 
-use gang_core::time::{SharedTime, UnknownClock, WallClock};
+use gang_core::time::{SharedTime, WallClock};
 use rustix::time::ClockId;
 use serde::{Deserialize, Serialize};
 
 use crate::sys;
 
-/// Why a clock setting was refused or could not be read.
+/// Why a clock setting was refused or its state could not be read.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ClockError {
-    /// Not `tai` or `realtime`.
-    #[error(transparent)]
-    UnknownClock(#[from] UnknownClock),
-    /// Not an RFC 3339 UTC time.
-    #[error("base '{text}' is not an RFC 3339 UTC time such as 2026-12-01T00:00:00Z: {reason}")]
-    BadBase {
-        /// What was given.
-        text: String,
-        /// Why it was refused.
-        reason: String,
-    },
     /// After now on the pool's clock.
     #[error("base {text} is {ahead_s:.3} s in the future on the {clock} clock: a pool's time starts at its base")]
     FutureBase {
@@ -69,35 +58,6 @@ fn id(clock: WallClock) -> ClockId {
     }
 }
 
-/// Parses a shared clock setting: `clock` (`tai`, `realtime`) and `base`
-/// (RFC 3339 UTC). Whether the base is in the past is [`check_started`]'s
-/// question, asked where the pool runs.
-pub fn parse(clock: &str, base: &str) -> Result<SharedTime, ClockError> {
-    let clock: WallClock = clock.parse()?;
-    let bad = |reason: String| ClockError::BadBase {
-        text: base.to_string(),
-        reason,
-    };
-    let at = humantime::parse_rfc3339(base).map_err(|e| bad(e.to_string()))?;
-    let since_1970 = at
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_err(|_| bad("before 1970".into()))?;
-    let base_ns = i64::try_from(since_1970.as_nanos()).map_err(|_| bad("after 2262".into()))?;
-    Ok(SharedTime { clock, base_ns })
-}
-
-/// The base as RFC 3339 text (whole seconds unless it has a fraction).
-pub fn base_text(shared: &SharedTime) -> String {
-    let secs = shared.base_ns.div_euclid(1_000_000_000) as u64;
-    let nanos = shared.base_ns.rem_euclid(1_000_000_000) as u32;
-    let at = std::time::UNIX_EPOCH + std::time::Duration::new(secs, nanos);
-    if nanos == 0 {
-        humantime::format_rfc3339_seconds(at).to_string()
-    } else {
-        humantime::format_rfc3339_nanos(at).to_string()
-    }
-}
-
 /// Refuses a base after now on its clock (a pool's time starts at its
 /// base).
 pub fn check_started(shared: &SharedTime) -> Result<(), ClockError> {
@@ -105,7 +65,7 @@ pub fn check_started(shared: &SharedTime) -> Result<(), ClockError> {
     let base = i128::from(shared.base_ns);
     if base > now {
         return Err(ClockError::FutureBase {
-            text: base_text(shared),
+            text: shared.base_text(),
             clock: shared.clock,
             ahead_s: (base - now) as f64 / 1e9,
         });
@@ -224,32 +184,14 @@ impl StepWatch {
 mod tests {
     use super::*;
 
+    fn parse(clock: &str, base: &str) -> SharedTime {
+        SharedTime::parse(clock, base).expect("a setting")
+    }
+
     #[test]
-    fn a_setting_is_a_clock_and_an_rfc3339_utc_base() {
-        let s = parse("tai", "2026-01-01T00:00:00Z").expect("a base");
-        assert_eq!(s.clock, WallClock::Tai);
-        assert_eq!(s.base_ns, 1_767_225_600 * 1_000_000_000);
-        assert_eq!(base_text(&s), "2026-01-01T00:00:00Z");
-        let frac = parse("realtime", "2026-01-01T00:00:00.25Z").expect("a fraction");
-        assert_eq!(frac.base_ns % 1_000_000_000, 250_000_000);
-        assert_eq!(base_text(&frac), "2026-01-01T00:00:00.250000000Z");
-        assert!(matches!(
-            parse("tai", "yesterday"),
-            Err(ClockError::BadBase { .. })
-        ));
-        assert_eq!(
-            parse("gps", "2026-01-01T00:00:00Z")
-                .unwrap_err()
-                .to_string(),
-            "unknown clock 'gps' (expected tai or realtime)"
-        );
-        assert!(check_started(&s).is_ok());
-        assert!(matches!(
-            parse("tai", "2999-01-01T00:00:00Z"),
-            Err(ClockError::BadBase { .. })
-        ));
-        let future = parse("tai", "2199-01-01T00:00:00Z").expect("parses");
-        let e = check_started(&future).unwrap_err();
+    fn a_base_in_the_future_is_refused() {
+        assert!(check_started(&parse("tai", "2026-01-01T00:00:00Z")).is_ok());
+        let e = check_started(&parse("tai", "2199-01-01T00:00:00Z")).unwrap_err();
         assert!(
             e.to_string().contains("in the future on the tai clock"),
             "{e}"
@@ -261,8 +203,8 @@ mod tests {
         // Two "hosts" here read the same clock: their epochs agree within
         // the offset's reading error.
         for clock in ["tai", "realtime"] {
-            let a = parse(clock, "2026-01-01T00:00:00Z").unwrap();
-            let b = parse(clock, "2026-01-01T00:00:00Z").unwrap();
+            let a = parse(clock, "2026-01-01T00:00:00Z");
+            let b = parse(clock, "2026-01-01T00:00:00Z");
             let (ea, eb) = (epoch(&a), epoch(&b));
             assert!((ea - eb).abs() < 50_000, "{clock}: epochs {ea} and {eb}");
             // Pool time from MONOTONIC and the epoch is the wall clock's.

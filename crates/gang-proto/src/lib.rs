@@ -28,6 +28,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 pub use gang_config::DomainConfig;
+pub use gang_core::time::{SharedTime, WallClock};
 pub use gang_core::{CpuId, CpuList, CpuSet, Policy};
 
 /// The API version this crate speaks. Version 2 made the values typed
@@ -72,6 +73,9 @@ pub enum RequestBody {
         /// to give CPUs away.
         #[serde(default)]
         shared: bool,
+        /// Its time from a clock shared with other hosts (gang pools).
+        #[serde(default)]
+        time: Option<SharedTime>,
     },
     /// Remove a pool.
     DestroyPool {
@@ -517,6 +521,31 @@ pub struct SchedGangPool {
     /// How its dispatchers kept time lately (running pools with switches).
     #[serde(default)]
     pub dispatch: Option<DispatchHealth>,
+    /// Its time from a clock shared with other hosts, if so.
+    #[serde(default)]
+    pub time: Option<SharedTime>,
+    /// That clock's state on this host (pools on a shared clock).
+    #[serde(default)]
+    pub clock: Option<ClockInfo>,
+}
+
+/// How well this host's wall clock is disciplined (the kernel's `adjtimex`
+/// state that chrony or ptp4l keep), and whether it stepped under a
+/// running pool.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClockInfo {
+    /// Synchronised (neither `TIME_ERROR` nor `STA_UNSYNC`).
+    pub synchronised: bool,
+    /// Estimated error, µs.
+    pub est_error_us: i64,
+    /// Maximum error, µs.
+    pub max_error_us: i64,
+    /// TAI - UTC as the kernel was told, s (0: CLOCK_TAI equals REALTIME).
+    pub tai_offset_s: i32,
+    /// How far the clock stepped against the running pool's epoch, ns
+    /// (beyond the noise): the pool keeps its epoch and is out of phase
+    /// with other hosts by this much until it restarts.
+    pub stepped_ns: Option<i64>,
 }
 
 /// How a running gang pool's dispatchers kept time in a recent window
@@ -885,6 +914,7 @@ mod tests {
                 sched: Sched::Gang,
                 cpus: CpuList::default(),
                 shared: false,
+                time: None,
             })
             .unwrap();
         assert_eq!(created, ResponseBody::Created { id: 1 });

@@ -217,7 +217,36 @@ pub fn sched_gang_pool_line(pool: &SchedGangPool) -> String {
             gang_core::time::Duration(period)
         );
     }
+    if let Some(t) = &pool.time {
+        let _ = write!(line, " clock={} base={}", t.clock, t.base_text());
+    }
     let _ = write!(line, " active={}", yes_no(pool.active));
+    line
+}
+
+/// The line under a pool on a shared clock: `  clock: synchronised (est.
+/// error 12us, max 150us, TAI-UTC 37s)`, and a step if the clock stepped
+/// under the running pool.
+pub fn clock_line(c: &crate::ClockInfo) -> String {
+    let mut line = format!(
+        "  clock: {} (est. error {}us, max {}us, TAI-UTC {}s)",
+        if c.synchronised {
+            "synchronised"
+        } else {
+            "NOT synchronised"
+        },
+        c.est_error_us,
+        c.max_error_us,
+        c.tai_offset_s
+    );
+    if let Some(step) = c.stepped_ns {
+        let _ = write!(
+            line,
+            "; stepped {}{} since the pool started: out of phase with other hosts until it restarts",
+            if step < 0 { "-" } else { "+" },
+            human_duration(step.unsigned_abs())
+        );
+    }
     line
 }
 
@@ -268,6 +297,9 @@ pub fn sched_gang(pools: &[SchedGangPool]) -> String {
     let mut out = String::new();
     for pool in pools {
         let _ = writeln!(out, "{}", sched_gang_pool_line(pool));
+        if let Some(c) = &pool.clock {
+            let _ = writeln!(out, "{}", clock_line(c));
+        }
         if let Some(d) = &pool.dispatch {
             let _ = writeln!(out, "{}", dispatch_line(d));
         }
@@ -614,6 +646,8 @@ mod tests {
     fn gang_pool() -> SchedGangPool {
         SchedGangPool {
             dispatch: None,
+            time: None,
+            clock: None,
             name: "GangSched-Pool".into(),
             id: 1,
             grain_ns: 1_000_000,
@@ -661,6 +695,36 @@ mod tests {
             "Cpupool GangSched-Pool: sched=gang grain=1ms cpus=none shared=yes host-slot=10ms/100ms active=no"
         );
         assert_eq!(sched_gang(&[]), "");
+    }
+
+    #[test]
+    fn a_pool_on_a_shared_clock_shows_it_and_the_clocks_state() {
+        let mut pool = gang_pool();
+        pool.domains.clear();
+        pool.time =
+            Some(crate::SharedTime::parse("tai", "2026-12-01T00:00:00Z").expect("a setting"));
+        pool.clock = Some(crate::ClockInfo {
+            synchronised: true,
+            est_error_us: 12,
+            max_error_us: 150,
+            tai_offset_s: 37,
+            stepped_ns: None,
+        });
+        assert_eq!(
+            sched_gang(&[pool.clone()]),
+            "Cpupool GangSched-Pool: sched=gang grain=1ms cpus=1-2 shared=no \
+             clock=tai base=2026-12-01T00:00:00Z active=yes\n\
+             \x20 clock: synchronised (est. error 12us, max 150us, TAI-UTC 37s)\n\
+             Name                                ID Policy                 CPUs       Recv(last period)\n"
+        );
+        let clock = pool.clock.as_mut().expect("set");
+        clock.synchronised = false;
+        clock.stepped_ns = Some(-2_500_000);
+        assert_eq!(
+            clock_line(clock),
+            "  clock: NOT synchronised (est. error 12us, max 150us, TAI-UTC 37s); stepped -2.5ms \
+             since the pool started: out of phase with other hosts until it restarts"
+        );
     }
 
     #[test]

@@ -11,6 +11,7 @@
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use gang_config::{Config, DomainConfig};
+use gang_core::time::{SharedTime, WallClock};
 use gang_core::{CpuList, CpuSet, Policy};
 use gang_proto::{parse_request, Request, RequestBody, ResponseBody, Sched, VERSION};
 use gang_testkit::api::{FIELDS, OPS};
@@ -133,6 +134,20 @@ fn cpu_list() -> impl Strategy<Value = CpuList> {
     cpus().prop_map(|text| CpuList::parse(&text).unwrap_or_default())
 }
 
+/// A shared clock setting, its base in the past or (refused) the future.
+fn shared_time() -> impl Strategy<Value = SharedTime> {
+    (
+        prop_oneof![Just(WallClock::Tai), Just(WallClock::Realtime)],
+        prop_oneof![
+            Just(0i64),
+            Just(1_767_225_600_000_000_000i64),
+            Just(i64::MAX),
+            any::<i64>()
+        ],
+    )
+        .prop_map(|(clock, base_ns)| SharedTime { clock, base_ns })
+}
+
 /// A policy as a client parses it (text it refuses: none).
 fn parsed_policy() -> impl Strategy<Value = Option<Policy>> {
     policy().prop_map(|text| text.parse().ok())
@@ -233,14 +248,18 @@ fn request() -> impl Strategy<Value = RequestBody> {
             pool_name(),
             prop_oneof![Just(Sched::Gang), Just(Sched::Host)],
             cpu_list(),
-            any::<bool>()
+            any::<bool>(),
+            prop::option::of(shared_time())
         )
-            .prop_map(|(name, sched, cpus, shared)| RequestBody::CreatePool {
-                name,
-                sched,
-                cpus,
-                shared
-            }),
+            .prop_map(
+                |(name, sched, cpus, shared, time)| RequestBody::CreatePool {
+                    name,
+                    sched,
+                    cpus,
+                    shared,
+                    time
+                }
+            ),
         pool_name().prop_map(|pool| RequestBody::DestroyPool { pool }),
         (pool_name(), pool_name()).prop_map(|(pool, name)| RequestBody::RenamePool { pool, name }),
         (pool_name(), cpu_list()).prop_map(|(pool, cpus)| RequestBody::PoolCpuAdd { pool, cpus }),

@@ -69,11 +69,18 @@ pub fn cpupool_create(args: &CpupoolCreateArgs) -> Result<()> {
         None | Some("") => gang_core::CpuList::default(),
         Some(text) => gang_core::CpuList::parse(text)?,
     };
+    let time = match (pool.clock.as_deref(), pool.base.as_deref()) {
+        (None, None) => None,
+        (Some(clock), Some(base)) => Some(gang_core::time::SharedTime::parse(clock, base)?),
+        (Some(_), None) => bail!("clock= needs base= (the instant the pool's time counts from, e.g. base=\"2026-12-01T00:00:00Z\")"),
+        (None, Some(_)) => bail!("base= needs clock= (tai or realtime)"),
+    };
     let ResponseBody::Pools { pools } = call(RequestBody::CreatePool {
         name: pool.name.clone(),
         sched,
         cpus,
         shared: pool.shared,
+        time,
     })?
     else {
         bail!("unexpected answer from the daemon")

@@ -256,6 +256,8 @@ impl Daemon {
                 active: rt.is_some(),
                 domains: rows,
                 dispatch: dispatch_health(&switches, now),
+                time: p.time,
+                clock: p.time.map(|_| clock_info()),
             });
         }
         Ok(out)
@@ -478,6 +480,22 @@ fn group_vcpus(rec: &DomainRecord, live: &super::domains::Live) -> Vec<VcpuInfo>
             }
         })
         .collect()
+}
+
+/// This host's wall-clock state, for a pool on a shared clock.
+fn clock_info() -> gang_proto::ClockInfo {
+    let status = gang_host::wallclock::ClockStatus::read();
+    if let Err(e) = &status {
+        tracing::warn!("{e}");
+    }
+    let status = status.ok();
+    gang_proto::ClockInfo {
+        synchronised: status.is_some_and(|s| s.synchronised),
+        est_error_us: status.map_or(0, |s| s.est_error_us),
+        max_error_us: status.map_or(0, |s| s.max_error_us),
+        tai_offset_s: status.map_or(0, |s| s.tai_offset_s),
+        stepped_ns: None,
+    }
 }
 
 #[cfg(test)]

@@ -374,14 +374,21 @@ impl Daemon {
                 sched,
                 cpus,
                 shared,
+                time,
             } => {
                 let cpus = cpus_of(&cpus, &self.host_cpus)?;
+                if let Some(t) = &time {
+                    gang_host::wallclock::check_started(t).map_err(|e| bad(e.to_string()))?;
+                }
                 let id = self
                     .store
-                    .create_pool(&name, sched, &cpus, shared)
+                    .create_pool_on(&name, sched, &cpus, shared, time)
                     .map_err(store_error)?;
+                let on = time.map_or_else(String::new, |t| {
+                    format!(", clock={} base={}", t.clock, t.base_text())
+                });
                 self.log(format!(
-                    "cpupool {name} created (sched={sched}, cpus={cpus})"
+                    "cpupool {name} created (sched={sched}, cpus={cpus}{on})"
                 ));
                 let pools = self.pools()?.into_iter().filter(|p| p.id == id.0).collect();
                 Ok(ResponseBody::Pools { pools })

@@ -67,6 +67,7 @@ mod schema;
 use std::path::Path;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use gang_core::time::SharedTime;
 use gang_core::{CpuId, CpuSet, DomainId, Policy};
 use rusqlite::{params, Connection, Transaction, TransactionBehavior};
 
@@ -117,6 +118,9 @@ pub enum StoreError {
     /// A shared pool must use the gang scheduler.
     #[error("a shared cpupool must use the gang scheduler")]
     SharedNeedsGang,
+    /// A pool on a shared clock must use the gang scheduler.
+    #[error("a cpupool on a shared clock must use the gang scheduler (its time is its table's)")]
+    ClockNeedsGang,
     /// A CPU to lend to a shared pool is not in `Pool-0` or is lent already.
     #[error("cpu {0} illegal or not free (a shared cpupool takes cpus of Pool-0 that no other pool shares)")]
     CpuNotLendable(CpuId),
@@ -246,18 +250,35 @@ impl Store {
         cpus: &CpuSet,
         shared: bool,
     ) -> Result<PoolId> {
+        self.create_pool_on(name, sched, cpus, shared, None)
+    }
+
+    /// [`Store::create_pool`], its time taken from a shared clock (`time`;
+    /// gang pools only).
+    pub fn create_pool_on(
+        &mut self,
+        name: &str,
+        sched: Sched,
+        cpus: &CpuSet,
+        shared: bool,
+        time: Option<SharedTime>,
+    ) -> Result<PoolId> {
         if shared && sched != Sched::Gang {
             return Err(StoreError::SharedNeedsGang);
         }
+        if time.is_some() && sched != Sched::Gang {
+            return Err(StoreError::ClockNeedsGang);
+        }
         check_name(name)?;
+        let time_json = time.map(|t| serde_json::to_string(&t)).transpose()?;
         self.write(|tx| {
             if find_pool_by_name(tx, name)?.is_some() {
                 return Err(StoreError::PoolExists(name.to_owned()));
             }
             let id = next_id(tx, "pool")?;
             tx.execute(
-                "INSERT INTO pools (id, name, sched, shared) VALUES (?1, ?2, ?3, ?4)",
-                params![id, name, sched.as_str(), shared],
+                "INSERT INTO pools (id, name, sched, shared, time_json) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![id, name, sched.as_str(), shared, time_json],
             )?;
             add_to_pool(tx, PoolId(id), shared, cpus)?;
             Ok(PoolId(id))

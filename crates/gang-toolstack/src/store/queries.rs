@@ -212,14 +212,18 @@ pub(super) fn domain_count(tx: &Transaction<'_>, pool: PoolId) -> Result<u32> {
 
 /// The whole record of a pool that exists (callers resolve it first).
 pub(super) fn load_pool(tx: &Transaction<'_>, id: PoolId) -> Result<PoolRecord> {
-    let (name, sched): (String, String) = tx.query_row(
-        "SELECT name, sched FROM pools WHERE id = ?1",
+    let (name, sched, time_json): (String, String, Option<String>) = tx.query_row(
+        "SELECT name, sched, time_json FROM pools WHERE id = ?1",
         params![id.0],
-        |r| Ok((r.get(0)?, r.get(1)?)),
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
     )?;
     let sched = sched
         .parse()
         .map_err(|_| StoreError::Corrupt(format!("pool {id}: scheduler '{sched}'")))?;
+    let time = time_json
+        .map(|j| serde_json::from_str(&j))
+        .transpose()
+        .map_err(|e| StoreError::Corrupt(format!("pool {id}: clock: {e}")))?;
     Ok(PoolRecord {
         id,
         name,
@@ -227,6 +231,7 @@ pub(super) fn load_pool(tx: &Transaction<'_>, id: PoolId) -> Result<PoolRecord> 
         cpus: pool_cpus(tx, id)?,
         domain_count: domain_count(tx, id)?,
         shared: pool_is_shared(tx, id)?,
+        time,
     })
 }
 

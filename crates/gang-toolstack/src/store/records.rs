@@ -23,6 +23,7 @@
 
 use std::fmt;
 
+use gang_core::time::SharedTime;
 use gang_core::{CpuId, CpuSet, DomainId, Policy};
 use serde::{Deserialize, Serialize};
 
@@ -147,6 +148,10 @@ pub struct PoolRecord {
     pub domain_count: u32,
     /// A gang pool sharing its CPUs with `Pool-0`.
     pub shared: bool,
+    /// Its time from a clock shared with other hosts (`None`: this host's
+    /// monotonic clock from when its runtime starts).
+    #[serde(default)]
+    pub time: Option<SharedTime>,
 }
 
 /// Why a domain shut down (the reason letter of `xl list`'s state).

@@ -21,7 +21,7 @@ use rusqlite::{params, OptionalExtension, Transaction};
 use super::{Result, StoreError};
 
 /// The schema version this code writes (the number of migrations).
-pub const SCHEMA_VERSION: u32 = 2;
+pub const SCHEMA_VERSION: u32 = 3;
 
 /// Brings the file's schema up to [`SCHEMA_VERSION`] and records that
 /// version, inside the caller's transaction. A file written by a newer
@@ -74,7 +74,8 @@ fn schema_version(tx: &Transaction<'_>) -> Result<u32> {
 type Migration = fn(&Transaction<'_>) -> rusqlite::Result<()>;
 
 /// `MIGRATIONS[i]` upgrades version `i` to `i + 1`.
-const MIGRATIONS: [Migration; SCHEMA_VERSION as usize] = [migrate_0_to_1, migrate_1_to_2];
+const MIGRATIONS: [Migration; SCHEMA_VERSION as usize] =
+    [migrate_0_to_1, migrate_1_to_2, migrate_2_to_3];
 
 /// Version 1: the first schema.
 pub(super) fn migrate_0_to_1(tx: &Transaction<'_>) -> rusqlite::Result<()> {
@@ -135,4 +136,10 @@ fn migrate_1_to_2(tx: &Transaction<'_>) -> rusqlite::Result<()> {
          ALTER TABLE domains ADD COLUMN uuid TEXT NOT NULL DEFAULT '';
          ALTER TABLE domains ADD COLUMN live_json TEXT;",
     )
+}
+
+/// Version 3: a gang pool's time from a shared clock (`time_json`: a
+/// `gang_core::time::SharedTime`, NULL for this host's monotonic clock).
+fn migrate_2_to_3(tx: &Transaction<'_>) -> rusqlite::Result<()> {
+    tx.execute_batch("ALTER TABLE pools ADD COLUMN time_json TEXT;")
 }

@@ -11,6 +11,7 @@ use tempfile::TempDir;
 
 use super::schema::migrate_0_to_1;
 use super::*;
+use gang_core::time::{SharedTime, WallClock};
 
 /// A temporary directory (kept alive by the caller) and a database path in it.
 fn temp_db() -> (TempDir, PathBuf) {
@@ -125,6 +126,7 @@ fn first_open_creates_pool0_with_all_host_cpus() {
             cpus: CpuSet::first_n(4),
             domain_count: 0,
             shared: false,
+            time: None,
         }]
     );
     assert!(store.free_cpus().unwrap().is_empty());
@@ -717,6 +719,7 @@ fn a_version_1_file_is_migrated_keeping_its_pools_and_domains() {
     let d = store.domain(&DomainRef::parse("d")).unwrap();
     assert_eq!(d.state, DomainState::Paused);
     assert_eq!((d.uuid.as_str(), d.live_json), ("", None));
+    assert_eq!(pools[1].time, None, "version 3 added no clock to old pools");
 }
 
 #[test]
@@ -925,11 +928,11 @@ fn schema_text(path: &Path) -> String {
     rows.collect::<rusqlite::Result<String>>().unwrap()
 }
 
-/// The schema that version 2 files have. A file written by any earlier
+/// The schema that version 3 files have. A file written by any earlier
 /// build of this version must open unchanged, so moving or reformatting the
 /// migrations must leave this text as it is; a schema change is a new
 /// migration and a new [`SCHEMA_VERSION`].
-const SCHEMA_V2: &str = "\
+const SCHEMA_V3: &str = "\
 index domains_pool: CREATE INDEX domains_pool ON domains(pool)
 index pool_cpus_pool: CREATE INDEX pool_cpus_pool ON pool_cpus(pool)
 table counters: CREATE TABLE counters ( kind TEXT PRIMARY KEY, next INTEGER NOT NULL )
@@ -943,16 +946,41 @@ table lent_cpus: CREATE TABLE lent_cpus ( cpu INTEGER PRIMARY KEY, pool INTEGER 
 table meta: CREATE TABLE meta ( key TEXT PRIMARY KEY, value TEXT NOT NULL )
 table pool_cpus: CREATE TABLE pool_cpus ( cpu INTEGER PRIMARY KEY, pool INTEGER NOT NULL REFERENCES pools(id) )
 table pools: CREATE TABLE pools ( id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, \
-sched TEXT NOT NULL CHECK (sched IN ('gang', 'host')) , shared INTEGER NOT NULL DEFAULT 0)
+sched TEXT NOT NULL CHECK (sched IN ('gang', 'host')) , shared INTEGER NOT NULL DEFAULT 0, \
+time_json TEXT)
 ";
 
 #[test]
-fn the_schema_of_version_2_is_pinned() {
-    assert_eq!(SCHEMA_VERSION, 2, "a new version needs a new pinned schema");
+fn the_schema_of_version_3_is_pinned() {
+    assert_eq!(SCHEMA_VERSION, 3, "a new version needs a new pinned schema");
     let (_dir, path) = temp_db();
     drop(open4(&path));
-    assert_eq!(schema_text(&path), SCHEMA_V2);
+    assert_eq!(schema_text(&path), SCHEMA_V3);
     // Reopening an existing file migrates nothing and changes no table.
     drop(open4(&path));
-    assert_eq!(schema_text(&path), SCHEMA_V2);
+    assert_eq!(schema_text(&path), SCHEMA_V3);
+}
+
+#[test]
+fn a_gang_pool_keeps_its_shared_clock_and_a_host_pool_has_none() {
+    let (_dir, path) = temp_db();
+    let mut store = open4(&path);
+    store.remove_cpus("Pool-0", &cpus(&[2, 3])).unwrap();
+    let time = SharedTime {
+        clock: WallClock::Tai,
+        base_ns: 1_767_225_600_000_000_000,
+    };
+    let g = store
+        .create_pool_on("g", Sched::Gang, &cpus(&[2]), false, Some(time))
+        .unwrap();
+    assert_refused(
+        &mut store,
+        &path,
+        "a cpupool on a shared clock must use the gang scheduler (its time is its table's)",
+        |s| s.create_pool_on("h", Sched::Host, &cpus(&[3]), false, Some(time)),
+    );
+    drop(store);
+    let store = open4(&path);
+    assert_eq!(store.pool(&PoolRef::Id(g)).unwrap().time, Some(time));
+    assert_eq!(store.pool(&"Pool-0".into()).unwrap().time, None);
 }
