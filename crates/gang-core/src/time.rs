@@ -105,8 +105,12 @@ impl SharedTime {
         Ok(SharedTime { clock, base_ns })
     }
 
-    /// The base as RFC 3339 text (whole seconds unless it has a fraction).
+    /// The base as RFC 3339 text (whole seconds unless it has a fraction;
+    /// a base before 1970, which [`SharedTime::parse`] never makes, in ns).
     pub fn base_text(&self) -> String {
+        if self.base_ns < 0 {
+            return format!("{}ns", self.base_ns);
+        }
         let secs = self.base_ns.div_euclid(1_000_000_000) as u64;
         let nanos = self.base_ns.rem_euclid(1_000_000_000) as u32;
         let at = std::time::UNIX_EPOCH + std::time::Duration::new(secs, nanos);
@@ -294,6 +298,13 @@ mod tests {
         let frac = SharedTime::parse("realtime", "2026-01-01T00:00:00.25Z").expect("a fraction");
         assert_eq!(frac.base_ns % 1_000_000_000, 250_000_000);
         assert_eq!(frac.base_text(), "2026-01-01T00:00:00.250000000Z");
+        for base_ns in [i64::MIN, -1, 0, i64::MAX] {
+            let t = SharedTime {
+                clock: WallClock::Tai,
+                base_ns,
+            };
+            assert!(!t.base_text().is_empty(), "any base prints");
+        }
         for bad in [
             "yesterday",
             "2026-01-01 00:00:00",

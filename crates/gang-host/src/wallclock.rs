@@ -46,6 +46,9 @@ pub enum ClockError {
         /// How far ahead.
         ahead_s: f64,
     },
+    /// Before 1970 (only a hand-made request carries one).
+    #[error("base {0} is before 1970")]
+    BeforeEpoch(String),
     /// The kernel refused `adjtimex`.
     #[error("reading the clock state: {0}")]
     Adjtimex(String),
@@ -61,6 +64,9 @@ fn id(clock: WallClock) -> ClockId {
 /// Refuses a base after now on its clock (a pool's time starts at its
 /// base).
 pub fn check_started(shared: &SharedTime) -> Result<(), ClockError> {
+    if shared.base_ns < 0 {
+        return Err(ClockError::BeforeEpoch(shared.base_text()));
+    }
     let now = sys::clock_ns(id(shared.clock));
     let base = i128::from(shared.base_ns);
     if base > now {
@@ -195,6 +201,14 @@ mod tests {
         assert!(
             e.to_string().contains("in the future on the tai clock"),
             "{e}"
+        );
+        let before = SharedTime {
+            clock: WallClock::Realtime,
+            base_ns: -5,
+        };
+        assert_eq!(
+            check_started(&before).unwrap_err().to_string(),
+            "base -5ns is before 1970"
         );
     }
 
