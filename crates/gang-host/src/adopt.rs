@@ -36,7 +36,7 @@ use std::sync::Mutex;
 
 use gang_core::{CpuId, VcpuRef};
 
-use crate::cgroup::{CgroupError, Freezer, Owner};
+use crate::cgroup::{CgroupError, Cgroups, Freezer, Owner};
 use crate::sys::{self, SchedPolicy, Tid};
 
 /// Why a thread could not be adopted.
@@ -215,9 +215,10 @@ impl Adopted {
         // Named after the thread, not the vCPU: unique on the host even when
         // several runtimes (daemons with their own state) adopt at once. On
         // cgroup v2 it is a threaded cgroup inside the thread's own (the
-        // pool's, when a shield has attached it): see `Freezer::for_thread`.
-        let prefix = crate::cgroup::prefix_for(state_dir);
-        let freezer = match Freezer::for_thread(&prefix, &format!("t{tid}"), tid, state_dir) {
+        // pool's, when a shield has attached it): see `Cgroups::thread_freezer`.
+        let freezer = match Cgroups::detect(state_dir)
+            .and_then(|cgroups| cgroups.thread_freezer(&format!("t{tid}"), tid))
+        {
             Ok(f) => f,
             Err(e) => {
                 let _ = std::fs::remove_file(&record_file);

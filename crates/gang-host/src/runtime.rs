@@ -83,7 +83,7 @@ pub struct RuntimeConfig {
     /// Record per-thread slot traces.
     pub trace: bool,
     /// The isolation mode (recorded in reports; exclusive CPU taking is done
-    /// by the caller with `cgroup::CpuShield`).
+    /// by the caller with `cgroup::Cgroups::shield`).
     pub isolation: Isolation,
     /// The host's own time-triggered slot on every pool CPU, `(period,
     /// active)` (Domain-0). Host tasks run in it (in exclusive mode only the
@@ -426,7 +426,7 @@ impl Runtime {
         let shield = match config.isolation {
             Isolation::Exclusive => {
                 let dir = config.state_dir.as_ref().ok_or(HostError::NoStateDir)?;
-                Some(crate::cgroup::CpuShield::take(&config.pool.cpus, dir)?)
+                Some(crate::cgroup::Cgroups::detect(dir)?.shield(&config.pool.cpus)?)
             }
             Isolation::Shared => None,
         };

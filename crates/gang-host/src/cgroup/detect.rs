@@ -142,6 +142,15 @@ impl Hierarchy {
         h
     }
 
+    /// A hierarchy offering `freezer` alone: for an owner that already
+    /// knows its freezer controller (see [`super::Cgroups::new`]).
+    pub fn of_freezer(freezer: Controller) -> Hierarchy {
+        Hierarchy {
+            freezer: Some(freezer),
+            ..Hierarchy::default()
+        }
+    }
+
     /// The cpuset controller, or a clear error.
     pub fn cpuset(&self) -> Result<&Controller> {
         self.cpuset.as_ref().ok_or(CgroupError::NoController {

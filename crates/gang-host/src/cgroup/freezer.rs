@@ -20,11 +20,12 @@ use super::state::{
     freezer_state_path, remove_file, write_state, FrozenThread, Owner, StateRecord,
 };
 use super::{
-    check_name, io_err, prefix_for, read_str, write_str, CgroupError, CgroupVersion, Controller,
-    Hierarchy, MoveCount, Result, DEFAULT_FREEZE_TIMEOUT, STATE_VERSION,
+    check_name, io_err, read_str, write_str, CgroupError, CgroupVersion, Cgroups, Controller,
+    MoveCount, Result, DEFAULT_FREEZE_TIMEOUT, STATE_VERSION,
 };
 
-/// A per-domain freezer cgroup holding adopted threads.
+/// A per-domain freezer cgroup holding adopted threads, made by
+/// [`Cgroups::freezer`] or [`Cgroups::thread_freezer`].
 ///
 /// Threads return to the cgroup they came from on [`Freezer::remove`] or drop
 /// (thawed first).
@@ -48,28 +49,45 @@ pub struct Freezer {
     control: std::sync::OnceLock<fs::File>,
 }
 
+impl Cgroups {
+    /// Creates the freezer cgroup `<prefix>.<name>` (at the freezer
+    /// hierarchy's root), for threads added by [`Freezer::add_thread`].
+    pub fn freezer(&self, name: &str) -> Result<Freezer> {
+        let controller = self.hierarchy.freezer()?;
+        Freezer::create(
+            controller,
+            &controller.mount,
+            &self.prefix,
+            name,
+            &self.state_dir,
+        )
+    }
+
+    /// A freezer `<prefix>.<name>` holding thread `tid` alone (an adopted
+    /// thread): [`Cgroups::freezer`] and [`Freezer::add_thread`] on v1.
+    ///
+    /// On v2 a single thread can only move within its process's threaded
+    /// domain, and a thread is in one cgroup only (the pool's cpuset too).
+    /// So the freezer is made a threaded child of the cgroup the thread is
+    /// in now (the root, a pool, a domain's own cgroup): the thread keeps
+    /// its cpuset, and freezing an ancestor (a paused domain) still
+    /// freezes it.
+    pub fn thread_freezer(&self, name: &str, tid: i32) -> Result<Freezer> {
+        let controller = self.hierarchy.freezer()?;
+        let parent = match controller.version {
+            CgroupVersion::V1 => controller.mount.clone(),
+            CgroupVersion::V2 => thread_cgroup(controller, "freezer", tid)?,
+        };
+        let mut f = Freezer::create(controller, &parent, &self.prefix, name, &self.state_dir)?;
+        if controller.version == CgroupVersion::V2 {
+            make_threaded(&f.path);
+        }
+        f.add_thread(tid)?; // on error, dropping `f` removes it
+        Ok(f)
+    }
+}
+
 impl Freezer {
-    /// Creates the freezer cgroup `gang.<name>`.
-    pub fn new(name: &str, state_dir: &Path) -> Result<Freezer> {
-        Self::new_named(&prefix_for(state_dir), name, state_dir)
-    }
-
-    /// Creates the freezer cgroup `<prefix>.<name>`.
-    pub fn new_named(prefix: &str, name: &str, state_dir: &Path) -> Result<Freezer> {
-        let h = Hierarchy::detect()?;
-        Self::new_in(h.freezer()?, prefix, name, state_dir)
-    }
-
-    /// As [`Freezer::new_named`] on a given freezer controller.
-    pub fn new_in(
-        controller: &Controller,
-        prefix: &str,
-        name: &str,
-        state_dir: &Path,
-    ) -> Result<Freezer> {
-        Self::create(controller, &controller.mount, prefix, name, state_dir)
-    }
-
     /// Creates `<parent>/<prefix>.<name>` (a keeper beside it on v1).
     fn create(
         controller: &Controller,
@@ -111,41 +129,6 @@ impl Freezer {
                 let _ = fs::remove_dir(k);
             }
         }
-        Ok(f)
-    }
-
-    /// A freezer `<prefix>.<name>` holding thread `tid` alone (an adopted
-    /// thread): [`Freezer::new_named`] and [`Freezer::add_thread`] on v1.
-    ///
-    /// On v2 a single thread can only move within its process's threaded
-    /// domain, and a thread is in one cgroup only (the pool's cpuset too).
-    /// So the freezer is made a threaded child of the cgroup the thread is
-    /// in now (the root, a pool, a domain's own cgroup): the thread keeps
-    /// its cpuset, and freezing an ancestor (a paused domain) still
-    /// freezes it.
-    pub fn for_thread(prefix: &str, name: &str, tid: i32, state_dir: &Path) -> Result<Freezer> {
-        let h = Hierarchy::detect()?;
-        Self::for_thread_in(h.freezer()?, prefix, name, tid, state_dir)
-    }
-
-    /// As [`Freezer::for_thread`] on a given freezer controller.
-    pub fn for_thread_in(
-        controller: &Controller,
-        prefix: &str,
-        name: &str,
-        tid: i32,
-        state_dir: &Path,
-    ) -> Result<Freezer> {
-        let mut f = match controller.version {
-            CgroupVersion::V1 => Self::new_in(controller, prefix, name, state_dir)?,
-            CgroupVersion::V2 => {
-                let parent = thread_cgroup(controller, "freezer", tid)?;
-                let f = Self::create(controller, &parent, prefix, name, state_dir)?;
-                make_threaded(&f.path);
-                f
-            }
-        };
-        f.add_thread(tid)?; // on error, dropping `f` removes it
         Ok(f)
     }
 
@@ -445,7 +428,7 @@ pub(super) fn undo_freezer(
         .into_iter()
         .collect();
     // v1: the root. v2: the parent, in the threads' own threaded domain
-    // (a freezer made by `Freezer::for_thread` sits in the thread's cgroup).
+    // (a freezer made by `Cgroups::thread_freezer` sits in the thread's cgroup).
     let fallback = match controller.version {
         CgroupVersion::V1 => controller.mount.clone(),
         CgroupVersion::V2 => cgroup

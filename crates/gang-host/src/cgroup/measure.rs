@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use gang_core::CpuId;
 
-use super::{io_err, CgroupError, Freezer, Result};
+use super::{io_err, CgroupError, Cgroups, Hierarchy, Result};
 
 /// Latency percentiles of a sample.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -218,12 +218,8 @@ pub fn measure_freezer(iterations: usize) -> Result<FreezeStats> {
     let lifetime = Duration::from_millis(50) * (iterations as u32).max(1) + Duration::from_secs(2);
     // Declared before the freezer so that it is dropped after it (thawed).
     let spinner = Spinner::spawn(base, None, lifetime).map_err(io_err(Path::new("spawn")))?;
-    let freezer = Freezer::for_thread(
-        "gangmeasure",
-        &format!("{pid}-{n}"),
-        spinner.tid(),
-        &state_dir,
-    )?;
+    let freezer = Cgroups::new(Hierarchy::detect()?, &state_dir, "gangmeasure")
+        .thread_freezer(&format!("{pid}-{n}"), spinner.tid())?;
     let (mut fr, mut st, mut th, mut re) = (vec![], vec![], vec![], vec![]);
     for _ in 0..iterations {
         // Well inside the spinner's lifetime: fewer samples on a busy host.

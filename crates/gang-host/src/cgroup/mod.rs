@@ -6,7 +6,10 @@
 //! * [`Hierarchy::detect`] finds the cpuset and freezer controllers, on a
 //!   cgroup v1 mount (one hierarchy per controller) or on the cgroup v2
 //!   unified hierarchy, by reading `/proc/self/mountinfo`.
-//! * [`CpuShield::take`] makes a set of CPUs unavailable to every other host
+//! * [`Cgroups`] is one instance's view of the host's cgroups: the
+//!   controllers, the directory its state files go into, and the prefix of
+//!   its cgroups' names. Shields and freezers are made from it.
+//! * [`Cgroups::shield`] makes a set of CPUs unavailable to every other host
 //!   task and gives them back on [`CpuShield::release`] or drop.
 //!   - v1: the root cpuset cannot be restricted, so, as `cset shield` does, a
 //!     cpuset `<prefix>.host` gets all online CPUs minus the taken ones, every
@@ -29,7 +32,7 @@
 //!   other processes; [`Freezer::freeze`] and [`Freezer::thaw`] wait until the
 //!   kernel reports the state. On v1 a single thread of a multi-threaded
 //!   process can be moved alone (measured on the development machine). On
-//!   v2 ([`Freezer::for_thread`]) an adopted thread's freezer is a threaded
+//!   v2 ([`Cgroups::thread_freezer`]) an adopted thread's freezer is a threaded
 //!   child of the cgroup the thread is in (the root, the pool, a domain's
 //!   own cgroup), since a thread is in one v2 cgroup only and moves alone
 //!   only within its threaded domain.
@@ -62,8 +65,8 @@
 //!
 //! # Where things are
 //!
-//! This file holds the shared vocabulary: [`CgroupError`] (the one error
-//! type of every submodule) and the small file helpers.
+//! This file holds the shared vocabulary: [`Cgroups`], [`CgroupError`]
+//! (the one error type of every submodule) and the small file helpers.
 //! `detect` finds the controllers, `moves` moves tasks between cgroups and
 //! removes them, `state` keeps the state files and their owners, `shield`
 //! is the CPU shield, `freezer` the freezers, `repair` the crash repair and
@@ -327,5 +330,62 @@ pub(super) fn check_name(name: &str) -> Result<()> {
         Ok(())
     } else {
         Err(CgroupError::InvalidName(name.to_string()))
+    }
+}
+
+/// One instance's cgroups: where the controllers are, where its state files
+/// go, and the prefix of its cgroups' names (`<prefix>.<something>`).
+///
+/// The instance whose state is in a directory is [`Cgroups::detect`]ed;
+/// [`Cgroups::new`] gives the parts explicitly (tests use unique prefixes,
+/// owners that already know their freezer controller use
+/// [`Hierarchy::of_freezer`]). It creates the instance's
+/// [`CpuShield`] ([`Cgroups::shield`]) and [`Freezer`]s
+/// ([`Cgroups::freezer`], [`Cgroups::thread_freezer`]).
+///
+/// It holds no cgroup itself and changes nothing until asked; the prefix
+/// is checked when a cgroup is made, so a bad one is reported as
+/// [`CgroupError::InvalidName`] by the first shield or freezer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cgroups {
+    pub(super) hierarchy: Hierarchy,
+    pub(super) state_dir: PathBuf,
+    pub(super) prefix: String,
+}
+
+impl Cgroups {
+    /// The instance whose state is in `state_dir`, with its own prefix
+    /// ([`prefix_for`]), on the controllers mounted now.
+    pub fn detect(state_dir: &Path) -> Result<Cgroups> {
+        Ok(Cgroups::new(
+            Hierarchy::detect()?,
+            state_dir,
+            &prefix_for(state_dir),
+        ))
+    }
+
+    /// The cgroups named `<prefix>.*` on `hierarchy`'s controllers, with
+    /// state files in `state_dir`.
+    pub fn new(hierarchy: Hierarchy, state_dir: &Path, prefix: &str) -> Cgroups {
+        Cgroups {
+            hierarchy,
+            state_dir: state_dir.to_path_buf(),
+            prefix: prefix.to_string(),
+        }
+    }
+
+    /// The controllers.
+    pub fn hierarchy(&self) -> &Hierarchy {
+        &self.hierarchy
+    }
+
+    /// The directory of the state files.
+    pub fn state_dir(&self) -> &Path {
+        &self.state_dir
+    }
+
+    /// The prefix of the cgroups' names.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
     }
 }

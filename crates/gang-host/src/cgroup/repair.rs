@@ -182,7 +182,7 @@ pub fn repair_named(state_dir: &Path, prefix: &str) -> Result<RepairReport> {
 ///
 /// On v2 the names of systemd units (`gang.service`, `gang.slice`: the
 /// system daemon's own cgroups on a systemd host) are never ours, and below
-/// the root only threaded cgroups are (what [`Freezer::for_thread`] makes).
+/// the root only threaded cgroups are (what [`super::Cgroups::thread_freezer`] makes).
 fn find_named(ctl: &Controller, dir: &Path, want: &str, depth: usize, out: &mut Vec<PathBuf>) {
     const UNITS: [&str; 6] = [".service", ".slice", ".scope", ".socket", ".mount", ".swap"];
     let v2 = ctl.version == CgroupVersion::V2;

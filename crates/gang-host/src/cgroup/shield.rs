@@ -18,8 +18,8 @@ use super::freezer::thread_cgroup;
 use super::moves::{child_cgroups, drain_and_remove, is_threaded, mkdir, move_all, read_ids};
 use super::state::{remove_file, shield_state_path, write_state, Owner, ShieldMode, StateRecord};
 use super::{
-    check_name, io_err, online_cpus, prefix_for, read_cpus, read_str, write_str, CgroupError,
-    CgroupVersion, Controller, Hierarchy, MoveCount, Result, STATE_VERSION,
+    check_name, io_err, online_cpus, read_cpus, read_str, write_str, CgroupError, CgroupVersion,
+    Cgroups, Controller, MoveCount, Result, STATE_VERSION,
 };
 
 /// Undoes a shield record. Idempotent.
@@ -81,7 +81,8 @@ pub struct ShieldReport {
     pub partition_refused: Option<String>,
 }
 
-/// CPUs taken from the host. Released by [`CpuShield::release`] or drop.
+/// CPUs taken from the host ([`Cgroups::shield`]). Released by
+/// [`CpuShield::release`] or drop.
 #[derive(Debug)]
 pub struct CpuShield {
     controller: Controller,
@@ -95,22 +96,23 @@ pub struct CpuShield {
     released: bool,
 }
 
+impl Cgroups {
+    /// Takes `cpus` from the host, with cgroups `<prefix>.host` and
+    /// `<prefix>.pool` on the cpuset controller and the state file in the
+    /// state directory.
+    pub fn shield(&self, cpus: &CpuSet) -> Result<CpuShield> {
+        CpuShield::take(
+            self.hierarchy.cpuset()?,
+            cpus,
+            &self.state_dir,
+            &self.prefix,
+        )
+    }
+}
+
 impl CpuShield {
-    /// Takes `cpus` from the host with the default cgroup names
-    /// (`gang.host`, `gang.pool`); the state file goes into `state_dir`.
-    pub fn take(cpus: &CpuSet, state_dir: &Path) -> Result<CpuShield> {
-        Self::take_named(cpus, state_dir, &prefix_for(state_dir))
-    }
-
-    /// As [`CpuShield::take`], with cgroups named `<prefix>.host` and
-    /// `<prefix>.pool` (tests use unique prefixes).
-    pub fn take_named(cpus: &CpuSet, state_dir: &Path, prefix: &str) -> Result<CpuShield> {
-        let h = Hierarchy::detect()?;
-        Self::take_in(h.cpuset()?, cpus, state_dir, prefix)
-    }
-
-    /// As [`CpuShield::take_named`] on a given cpuset controller.
-    pub fn take_in(
+    /// Takes `cpus` on `controller` (see [`Cgroups::shield`]).
+    fn take(
         controller: &Controller,
         cpus: &CpuSet,
         state_dir: &Path,
