@@ -13,7 +13,7 @@
 //! threaded cgroup inside the one the thread is in (the pool's, in an
 //! exclusive pool), so the thread keeps the pool's CPUs.
 //!
-//! **Why the freezer and not priority flips.** Measured here (cgroup.rs):
+//! **Why the freezer and not priority flips.** Measured here (`cgroup/measure.rs`):
 //! a flip to SCHED_IDLE stops a spinning thread in 7–9 µs p50, the freezer in
 //! 16–20 µs p50, and both restart it in 12–50 µs. But a SCHED_IDLE thread
 //! still runs whenever its CPU has nothing else to do (the next gang's vCPU
