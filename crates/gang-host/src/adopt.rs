@@ -13,7 +13,7 @@
 //! threaded cgroup inside the one the thread is in (the pool's, in an
 //! exclusive pool), so the thread keeps the pool's CPUs.
 //!
-//! **Why the freezer and not priority flips.** Measured here (cgroup.rs):
+//! **Why the freezer and not priority flips.** Measured here (`cgroup/measure.rs`):
 //! a flip to SCHED_IDLE stops a spinning thread in 7–9 µs p50, the freezer in
 //! 16–20 µs p50, and both restart it in 12–50 µs. But a SCHED_IDLE thread
 //! still runs whenever its CPU has nothing else to do (the next gang's vCPU
@@ -36,7 +36,7 @@ use std::sync::Mutex;
 
 use gang_core::{CpuId, VcpuRef};
 
-use crate::cgroup::{CgroupError, Freezer, Owner};
+use crate::cgroup::{CgroupError, Cgroups, Freezer, Owner};
 use crate::sys::{self, SchedPolicy, Tid};
 
 /// Why a thread could not be adopted.
@@ -215,9 +215,10 @@ impl Adopted {
         // Named after the thread, not the vCPU: unique on the host even when
         // several runtimes (daemons with their own state) adopt at once. On
         // cgroup v2 it is a threaded cgroup inside the thread's own (the
-        // pool's, when a shield has attached it): see `Freezer::for_thread`.
-        let prefix = crate::cgroup::prefix_for(state_dir);
-        let freezer = match Freezer::for_thread(&prefix, &format!("t{tid}"), tid, state_dir) {
+        // pool's, when a shield has attached it): see `Cgroups::thread_freezer`.
+        let freezer = match Cgroups::detect(state_dir)
+            .and_then(|cgroups| cgroups.thread_freezer(&format!("t{tid}"), tid))
+        {
             Ok(f) => f,
             Err(e) => {
                 let _ = std::fs::remove_file(&record_file);

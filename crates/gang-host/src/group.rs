@@ -68,7 +68,7 @@ use std::time::Duration;
 
 use gang_core::{CpuId, DomainId};
 
-use crate::cgroup::{self, CgroupError, Controller, Freezer, Owner};
+use crate::cgroup::{self, CgroupError, Cgroups, Controller, Freezer, Hierarchy, Owner};
 use crate::sys::{self, SchedPolicy, Tid};
 
 /// How often a group's tasks are checked and given the map's affinity.
@@ -423,13 +423,10 @@ impl AdoptedGroup {
         let keeper = (controller.version == cgroup::CgroupVersion::V1)
             .then(|| {
                 let name = record_file.file_stem()?.to_string_lossy().replace('-', "_");
-                Freezer::new_in(
-                    &controller,
-                    &cgroup::prefix_for(state_dir),
-                    &name,
-                    state_dir,
-                )
-                .ok()
+                let hierarchy = Hierarchy::of_freezer(controller.clone());
+                Cgroups::new(hierarchy, state_dir, &cgroup::prefix_for(state_dir))
+                    .freezer(&name)
+                    .ok()
             })
             .flatten();
         let inner = Arc::new(Inner {

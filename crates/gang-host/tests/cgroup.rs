@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use gang_core::CpuSet;
 use gang_host::cgroup::{
-    self, CgroupError, CgroupVersion, CpuShield, Freezer, Hierarchy, LatencyStats, ShieldMode,
+    self, CgroupError, CgroupVersion, Cgroups, Hierarchy, LatencyStats, ShieldMode,
 };
 
 static HOST_LOCK: Mutex<()> = Mutex::new(());
@@ -46,6 +46,11 @@ impl Scratch {
         let dir = std::env::temp_dir().join(&prefix);
         std::fs::create_dir_all(&dir).unwrap();
         Scratch { prefix, dir }
+    }
+
+    /// This scratch instance's cgroups, on the controllers mounted now.
+    fn cgroups(&self) -> Cgroups {
+        Cgroups::new(Hierarchy::detect().unwrap(), &self.dir, &self.prefix)
     }
 }
 
@@ -220,13 +225,18 @@ fn shield_refuses_bad_requests() {
     };
     let sc = Scratch::new();
     let online = cgroup::online_cpus().unwrap();
-    let e = CpuShield::take_named(&online, &sc.dir, &sc.prefix).unwrap_err();
+    let e = sc.cgroups().shield(&online).unwrap_err();
     assert!(matches!(e, CgroupError::WouldTakeAll { .. }), "{e}");
-    let e = CpuShield::take_named(&[999].into_iter().collect(), &sc.dir, &sc.prefix).unwrap_err();
+    let e = sc
+        .cgroups()
+        .shield(&[999].into_iter().collect())
+        .unwrap_err();
     assert_eq!(e.to_string(), "cpu 999 illegal or not free: no such cpu");
-    let e = CpuShield::take_named(&CpuSet::new(), &sc.dir, &sc.prefix).unwrap_err();
+    let e = sc.cgroups().shield(&CpuSet::new()).unwrap_err();
     assert!(matches!(e, CgroupError::NoCpus), "{e}");
-    let e = CpuShield::take_named(&online, &sc.dir, "../etc").unwrap_err();
+    let e = Cgroups::new(Hierarchy::detect().unwrap(), &sc.dir, "../etc")
+        .shield(&online)
+        .unwrap_err();
     assert!(matches!(e, CgroupError::InvalidName(_)), "{e}");
     // Nothing was changed: no state file.
     assert_eq!(std::fs::read_dir(&sc.dir).unwrap().count(), 0);
@@ -254,7 +264,7 @@ fn shield_takes_and_gives_back_cpu() {
     let pinned_before = affinity(pinned.tid);
     let free_before = affinity(free.tid);
 
-    let shield = CpuShield::take_named(&taken, &sc.dir, &sc.prefix).unwrap();
+    let shield = sc.cgroups().shield(&taken).unwrap();
     let r = shield.report().clone();
     eprintln!(
         "shield {:?}: moved {} ({} kernel threads), refused {} ({} user tasks), vanished {}; \
@@ -283,7 +293,7 @@ fn shield_takes_and_gives_back_cpu() {
 
     // A second shield on the same CPU is refused.
     let sc2 = Scratch::new();
-    let e = CpuShield::take_named(&taken, &sc2.dir, &sc2.prefix).unwrap_err();
+    let e = sc2.cgroups().shield(&taken).unwrap_err();
     assert!(
         matches!(e, CgroupError::CpuInUse { cpu: c, .. } if c == cpu),
         "{e}"
@@ -343,7 +353,7 @@ fn shield_drop_gives_back() {
         .mount
         .join(format!("{}.pool", sc.prefix));
     let r = std::panic::catch_unwind(|| {
-        let _shield = CpuShield::take_named(&taken, &sc.dir, &sc.prefix).unwrap();
+        let _shield = sc.cgroups().shield(&taken).unwrap();
         assert!(pool.exists());
         panic!("deliberate");
     });
@@ -369,7 +379,7 @@ fn freezer_stops_single_thread_of_process() {
     let sc = Scratch::new();
     let spinner = TestThread::spawn(true, None);
     let origin = cgroup_line(spinner.tid, "freezer");
-    let mut fz = Freezer::new_named(&sc.prefix, "dom1", &sc.dir).unwrap();
+    let mut fz = sc.cgroups().freezer("dom1").unwrap();
     fz.add_thread(spinner.tid).unwrap();
     let name = format!("/{}.dom1", sc.prefix);
     assert_eq!(cgroup_line(spinner.tid, "freezer"), name);
@@ -408,7 +418,7 @@ fn freezer_drop_thaws_and_restores() {
     let spinner = TestThread::spawn(true, None);
     let path;
     {
-        let mut fz = Freezer::new_named(&sc.prefix, "drop", &sc.dir).unwrap();
+        let mut fz = sc.cgroups().freezer("drop").unwrap();
         path = fz.path().to_path_buf();
         fz.add_thread(spinner.tid).unwrap();
         fz.freeze().unwrap();
@@ -497,9 +507,10 @@ fn crash_child() {
     let dir = Path::new(dir);
     let online = cgroup::online_cpus().unwrap();
     let taken: CpuSet = [online.iter().last().unwrap()].into_iter().collect();
-    let shield = CpuShield::take_named(&taken, dir, prefix).unwrap();
+    let cgroups = Cgroups::new(Hierarchy::detect().unwrap(), dir, prefix);
+    let shield = cgroups.shield(&taken).unwrap();
     let spinner = TestThread::spawn(false, None);
-    let mut fz = Freezer::new_named(prefix, "crash", dir).unwrap();
+    let mut fz = cgroups.freezer("crash").unwrap();
     fz.add_thread(spinner.tid).unwrap();
     fz.freeze().unwrap();
     println!("\n{READY}");
@@ -605,7 +616,7 @@ fn repair_removes_orphan_cgroups_without_state() {
     let orphan = ctl.mount.join(format!("{}.orphan", sc.prefix));
     std::fs::create_dir(&orphan).unwrap();
     // A live owner's state is left alone.
-    let live = Freezer::new_named(&sc.prefix, "live", &sc.dir).unwrap();
+    let live = sc.cgroups().freezer("live").unwrap();
     let rep = cgroup::repair_named(&sc.dir, &sc.prefix).unwrap();
     assert_eq!(rep.cgroups_removed, vec![orphan.clone()]);
     assert_eq!(rep.live.len(), 1);
@@ -644,7 +655,7 @@ fn v2_freezer_moves_single_threaded_process_not_single_thread() {
         mount,
     };
     let sc = Scratch::new();
-    let mut fz = match Freezer::new_in(&ctl, &sc.prefix, "v2", &sc.dir) {
+    let mut fz = match Cgroups::new(Hierarchy::of_freezer(ctl), &sc.dir, &sc.prefix).freezer("v2") {
         Ok(f) => f,
         Err(e) => {
             // Strict: root and a mounted cgroup2 should allow it.
@@ -692,7 +703,7 @@ fn a_repair_leaves_other_instances_cgroups_alone() {
     // Two instances (a daemon, a `gang bench`), each with its state.
     let (a, b) = (Scratch::new(), Scratch::new());
     assert_ne!(cgroup::prefix_for(&a.dir), cgroup::prefix_for(&b.dir));
-    let theirs = Freezer::new("t1", &a.dir).unwrap();
+    let theirs = Cgroups::detect(&a.dir).unwrap().freezer("t1").unwrap();
     // b starts and repairs: a's fresh (still empty) freezer must survive.
     let rep = cgroup::repair(&b.dir).unwrap();
     assert!(

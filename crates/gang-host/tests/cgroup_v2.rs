@@ -48,7 +48,7 @@ use std::time::{Duration, Instant};
 use gang_core::{CpuSet, DomainId, DomainSpec, Policy, PoolConfig, VcpuRef};
 use gang_host::adopt::Adopted;
 use gang_host::cgroup::{
-    self, CgroupError, CgroupVersion, CpuShield, Freezer, Hierarchy, ShieldMode, LAYOUT_LOCK,
+    self, CgroupError, CgroupVersion, Cgroups, Hierarchy, ShieldMode, LAYOUT_LOCK,
 };
 use gang_host::runtime::{allowed_cpus, Isolation, Runtime, RuntimeConfig};
 
@@ -276,6 +276,11 @@ impl Scratch {
         let prefix = cgroup::prefix_for(&dir);
         layout.note(&format!("prefix {prefix} {}", dir.display()));
         Scratch { prefix, dir }
+    }
+
+    /// This scratch instance's cgroups, on the controllers mounted now.
+    fn cgroups(&self) -> Cgroups {
+        Cgroups::new(Hierarchy::detect().unwrap(), &self.dir, &self.prefix)
     }
 
     fn state_files(&self) -> usize {
@@ -790,7 +795,7 @@ fn partition_takes_and_gives_back(layout: &Layout, u: &Path, online: &CpuSet, cp
     let free = Spinner::spawn(None);
     let (pinned_before, free_before) = (affinity(pinned.tid), affinity(free.tid));
 
-    let shield = CpuShield::take_named(&taken, &sc.dir, &sc.prefix).unwrap();
+    let shield = sc.cgroups().shield(&taken).unwrap();
     let r = shield.report().clone();
     eprintln!("v2 shield: {r:?}");
     assert_eq!(shield.mode(), ShieldMode::V2Partition);
@@ -818,12 +823,12 @@ fn partition_takes_and_gives_back(layout: &Layout, u: &Path, online: &CpuSet, cp
     // The CPU is refused to a second instance, by name; the host's last CPU
     // too.
     let sc2 = Scratch::new(layout);
-    let e = CpuShield::take_named(&taken, &sc2.dir, &sc2.prefix).unwrap_err();
+    let e = sc2.cgroups().shield(&taken).unwrap_err();
     assert!(
         matches!(e, CgroupError::CpuInUse { cpu: c, .. } if c == cpu),
         "{e}"
     );
-    let e = CpuShield::take_named(&rest, &sc2.dir, &sc2.prefix).unwrap_err();
+    let e = sc2.cgroups().shield(&rest).unwrap_err();
     assert!(matches!(e, CgroupError::WouldTakeAll { .. }), "{e}");
     assert_eq!(sc2.state_files(), 0);
 
@@ -837,7 +842,7 @@ fn partition_takes_and_gives_back(layout: &Layout, u: &Path, online: &CpuSet, cp
 
     // Its freezer (an adopted thread's) is a threaded cgroup inside the
     // pool: the thread keeps the pool's CPU, frozen and thawed.
-    let fz = Freezer::for_thread(&sc.prefix, "w", worker.tid, &sc.dir).unwrap();
+    let fz = sc.cgroups().thread_freezer("w", worker.tid).unwrap();
     assert_eq!(fz.path(), pool.join(format!("{}.w", sc.prefix)));
     assert_eq!(read(fz.path().join("cgroup.type")), "threaded");
     assert_eq!(v2_cgroup(worker.tid), format!("/{0}.pool/{0}.w", sc.prefix));
@@ -888,7 +893,7 @@ fn fallback_when_the_partition_is_refused(layout: &Layout, u: &Path, online: &Cp
     fs::write(blocker.join("cpuset.cpus"), taken.to_string()).unwrap();
 
     let pinned = Spinner::spawn(Some(cpu as usize));
-    let shield = CpuShield::take_named(&taken, &sc.dir, &sc.prefix).unwrap();
+    let shield = sc.cgroups().shield(&taken).unwrap();
     let r = shield.report().clone();
     eprintln!(
         "v2 fallback: mode {:?}, refused partition: {:?}; moved {} ({} kernel threads), \
@@ -950,7 +955,7 @@ fn drop_on_panic_gives_back(layout: &Layout, u: &Path, online: &CpuSet, cpu: u32
     let hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(|_| {})); // the panic below is expected
     let r = std::panic::catch_unwind(|| {
-        let _shield = CpuShield::take_named(&taken, &sc.dir, &sc.prefix).unwrap();
+        let _shield = sc.cgroups().shield(&taken).unwrap();
         assert!(pool.exists());
         panic!("deliberate");
     });
@@ -1218,10 +1223,11 @@ fn v2_child() {
         ["crash", cpu, prefix, dir] => {
             let dir = Path::new(dir);
             let taken: CpuSet = [cpu.parse().unwrap()].into_iter().collect();
-            let shield = CpuShield::take_named(&taken, dir, prefix).unwrap();
+            let cgroups = Cgroups::new(Hierarchy::detect().unwrap(), dir, prefix);
+            let shield = cgroups.shield(&taken).unwrap();
             let t = Spinner::spawn(None);
             shield.attach(t.tid).unwrap();
-            let fz = Freezer::for_thread(prefix, "crash", t.tid, dir).unwrap();
+            let fz = cgroups.thread_freezer("crash", t.tid).unwrap();
             fz.freeze().unwrap();
             println!(
                 "\n{READY} mode {:?}, frozen thread {}",
