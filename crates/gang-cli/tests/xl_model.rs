@@ -11,10 +11,10 @@
 //! (Pool-0 too), `cpupool-cpu-add`/`-remove`, `create` (a `sleep` process of
 //! 1 or 2 vCPUs as a whole program, or with 1 vCPU as an adopted vCPU
 //! thread; in any pool, sometimes paused, sometimes with a `gang_policy`),
-//! `pause`, `unpause`, `destroy`, `cpupool-migrate`, `sched-gang -d D -t P`
-//! with valid policies, over-committing ones and malformed ones. Names are
-//! drawn from small sets, so that requests often name something that exists
-//! already, or does not.
+//! `pause`, `unpause`, `destroy`, `cpupool-migrate`, `sched-gang -d D [-c
+//! CPUS] -t P` with valid policies, over-committing ones and malformed ones,
+//! with or without an explicit CPU map. Names are drawn from small sets, so
+//! that requests often name something that exists already, or does not.
 //!
 //! The model follows the documented rules (README, ARCHITECTURE, the store's
 //! and the daemon's docs): xl's pool rules (Pool-0 keeps a CPU and is never
@@ -44,20 +44,33 @@
 //! * otherwise not predicted: either outcome is accepted, a refusal must
 //!   change nothing, and an acceptance is read back into the model.
 //!
-//! The CPU map the scheduler chooses is predicted when it is forced (as many
-//! vCPUs as pool CPUs) and otherwise read back (one distinct pool CPU per
-//! vCPU); the model then holds it, and uses it (a CPU in a domain's map
-//! cannot leave the pool). Domain ids are read back too (a create refused
-//! after the record was made uses an id): each new one must be above every
-//! id seen before.
+//! The CPU map is predicted when it is given (`-c`, one pool CPU per vCPU,
+//! kept in CPU order) or forced (as many vCPUs as pool CPUs), and otherwise
+//! read back (one distinct pool CPU per vCPU); the model then holds it, and
+//! uses it (a CPU in a domain's map cannot leave the pool). Domain ids are
+//! read back too (a create refused after the record was made uses an id):
+//! each new one must be above every id seen before.
 //!
-//! Sequences are short and each starts from the clean state (every domain
-//! destroyed, every pool but Pool-0 destroyed, Pool-0 on all CPUs under its
-//! own name), reached through the same checked requests. Seeded:
-//! `GANG_MODEL_SEED=N` replays the requests (not the timing);
-//! `GANG_MODEL_SECONDS` sets the time budget (default 55). The seed and the
-//! totals are printed past the harness's capture; a mismatch names the
-//! seed, the sequence so far, the expected and the actual state.
+//! Sequences are short (10-30 requests, most of them starting with a shared
+//! gang pool on both CPUs or an exclusive one on CPU 1) and each starts from
+//! the clean state (every domain destroyed, every pool but Pool-0 destroyed,
+//! Pool-0 on all CPUs under its own name), reached through the same checked
+//! requests. A request with its four listings takes 35-55 ms here (2 CPUs
+//! shared with other work): 1,000-1,500 requests in 40-65 sequences in the
+//! default 55 s. Seeded: `GANG_MODEL_SEED=N` replays the requests (not the
+//! timing); `GANG_MODEL_SECONDS` sets the time budget (default 55);
+//! `GANG_MODEL_VERBOSE=1` prints every request and its answer. The seed and
+//! the totals are printed past the harness's capture; a mismatch names the
+//! seed, the sequence so far, the model before and after the last request
+//! and what the daemon shows.
+//!
+//! Found with it (not fixed here, so the test fails on it when a sequence
+//! gets there: after 30-38 sequences, 38-47 s, in three runs here):
+//! `cpupool-migrate` of a running whole program (no `vcpu_threads`) into an
+//! exclusive gang pool exits 1 (its threads cannot be adopted there) but the
+//! domain has moved: `list` shows it in the new pool, whose dispatchers run.
+//! `Daemon::migrate` records the move before it attaches the threads and
+//! does not undo it when that fails.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -155,6 +168,7 @@ const POLICIES: &[PolicyCase] = &[
     reserved("tt,10ms,5ms,sf", "tt,10ms,5ms,sf", 10, 5),
     reserved("et,20ms,4ms", "et,20ms,4ms", 20, 4),
     reserved("tt,100ms,30ms", "tt,100ms,30ms", 100, 30),
+    reserved("tt,20ms,10ms", "tt,20ms,10ms", 20, 10),
     // Over-committing: with the host slot over the 90% cap on their own.
     reserved("tt,20ms,19ms", "tt,20ms,19ms", 20, 19),
     reserved("tt,10ms,10ms", "tt,10ms,10ms", 10, 10),
@@ -284,7 +298,8 @@ enum Req {
     Unpause(String),
     Destroy(String),
     Migrate(String, String),
-    SchedGang(String, usize),
+    /// `sched-gang -d D [-c CPUS] -t POLICY`.
+    SchedGang(String, Option<&'static str>, usize),
 }
 
 fn cpu_arg(text: &str) -> BTreeSet<u32> {
@@ -359,7 +374,14 @@ impl Req {
             Req::Unpause(d) => s(&["unpause", d]),
             Req::Destroy(d) => s(&["destroy", d]),
             Req::Migrate(d, p) => s(&["cpupool-migrate", d, p]),
-            Req::SchedGang(d, p) => s(&["sched-gang", "-d", d, "-t", POLICIES[*p].input]),
+            Req::SchedGang(d, cpus, p) => {
+                let mut a = s(&["sched-gang", "-d", d]);
+                if let Some(c) = cpus {
+                    a.extend(s(&["-c", c]));
+                }
+                a.extend(s(&["-t", POLICIES[*p].input]));
+                a
+            }
         }
     }
 }
@@ -698,7 +720,7 @@ impl Model {
                     },
                 )
             }
-            Req::SchedGang(name, policy) => {
+            Req::SchedGang(name, cpus, policy) => {
                 let Some(d) = self.dom(name) else {
                     return Refuse;
                 };
@@ -707,7 +729,19 @@ impl Model {
                     return Refuse;
                 }
                 next.doms[d].policy = Some(*policy);
-                next.doms[d].map = self.new_map(self.doms[d].vcpus, p);
+                next.doms[d].map = match cpus.map(cpu_arg) {
+                    // An explicit map: one CPU of the pool per vCPU, in CPU
+                    // order.
+                    Some(set) => {
+                        if set.len() != self.doms[d].vcpus as usize
+                            || !set.is_subset(&self.pools[p].cpus)
+                        {
+                            return Refuse;
+                        }
+                        Map::Known(set.into_iter().collect())
+                    }
+                    None => self.new_map(self.doms[d].vcpus, p),
+                };
                 next.admission(p)
             }
         }
@@ -1024,7 +1058,7 @@ fn random_request(rng: &mut Rng, m: &Model) -> Req {
     // Mostly the policies a pool can admit, now and then any.
     let policy = |rng: &mut Rng| {
         if rng.chance(70) {
-            rng.below(8) as usize
+            rng.below(9) as usize
         } else {
             rng.below(POLICIES.len() as u64) as usize
         }
@@ -1085,7 +1119,15 @@ fn random_request(rng: &mut Rng, m: &Model) -> Req {
             };
             Req::Migrate(name, to)
         }
-        _ => Req::SchedGang(gang_dom(rng), policy(rng)),
+        _ => Req::SchedGang(
+            gang_dom(rng),
+            if rng.chance(30) {
+                Some(rng.copy_of(CPU_ARGS))
+            } else {
+                None
+            },
+            policy(rng),
+        ),
     }
 }
 
