@@ -797,6 +797,24 @@ impl Daemon {
             self.store.migrate(rec.id, target.id).map_err(store_error)?;
             return Ok(());
         };
+        // What the target cannot run is refused before anything moves: an
+        // exclusive gang pool cannot run a whole program (its runtime would
+        // have to move every task of the program into its cpuset). A paused
+        // one may go there, as it may be created there paused: it stays
+        // paused, and `unpause` says why it cannot run.
+        if live.record.group
+            && rec.state != DomainState::Paused
+            && target.sched == Sched::Gang
+            && !target.shared
+        {
+            self.live.insert(rec.id, live);
+            return Err(refused(format!(
+                "domain '{}' is a whole program (no vcpu_threads): cpupool '{}' is an exclusive \
+                 gang pool, which runs named vCPU threads only; use a shared gang pool \
+                 (shared=1) or name its vCPU threads",
+                rec.name, target.name
+            )));
+        }
         // The target's admission first, with the scheduler choosing CPUs.
         let mut moved = rec.clone();
         moved.pool = target.id;
@@ -855,6 +873,12 @@ impl Daemon {
         }
         let cpus = self.process_cpus(&target);
         process::set_process_affinity(live.pid(), &cpus);
+        // A paused whole program entering an exclusive gang pool is not
+        // attached (it could not be): it stays paused there, as one created
+        // there paused does, and `unpause` attaches it, or says why not.
+        if live.record.group && admitted.is_some() && !target.shared {
+            live.record.vcpu_threads = None;
+        }
         let mut result = Ok(());
         if live.record.vcpu_threads.is_some() {
             let cfg = config_of(&rec)?;
