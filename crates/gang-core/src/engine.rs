@@ -43,7 +43,9 @@ use serde::Serialize;
 
 use crate::admission::{self, AdmissionError, Placed};
 use crate::cpuset::{CpuId, CpuSet};
-use crate::model::{Class, DomainId, DomainSpec, Periodic, Policy, PoolConfig, RunState, VcpuRef};
+use crate::model::{Class, DomainId, DomainSpec, Policy, PoolConfig, RunState, VcpuRef};
+use crate::pool_state::{CohortState, DomainState};
+pub use crate::pool_state::{Dispatch, DomainStats};
 use crate::table::Table;
 use crate::time::{ceil_to, floor_to, Duration, Nanos};
 
@@ -100,36 +102,6 @@ pub struct Decision {
     pub next: Nanos,
 }
 
-/// How a domain holds its CPUs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-pub enum Dispatch {
-    /// A no-mux domain on its own CPUs.
-    NoMux,
-    /// A TT or ET domain in its table slot.
-    Reserved,
-    /// An ET domain running early, on an event, outside its slot.
-    EventTriggered,
-    /// A BE domain in its share.
-    BestEffort,
-    /// Any space-filling domain in a hole.
-    Filler,
-}
-
-/// Per-domain accounting.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
-pub struct DomainStats {
-    /// Wall time the domain was dispatched (all its vCPUs together).
-    pub held_ns: Nanos,
-    /// CPU time given: held time × vCPU count.
-    pub cpu_ns: Nanos,
-    /// Held time as a space filler.
-    pub filler_ns: Nanos,
-    /// TT/ET: time held in the last completed window of its period.
-    pub last_window_ns: Nanos,
-    /// Number of times it was dispatched (slot starts).
-    pub dispatches: u64,
-}
-
 /// Engine errors. A failed event changes nothing.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EngineError {
@@ -165,154 +137,13 @@ pub enum EngineError {
     },
 }
 
-/// Run-time state of one domain.
-#[derive(Debug, Clone)]
-struct Domain {
-    placed: Placed,
-    paused: bool,
-    runnable: Vec<bool>,
-    n_runnable: usize,
-    /// TT/ET: start of the current budget window, and budget used in it.
-    window_start: Nanos,
-    used: Nanos,
-    /// Held time in the current window (any kind), for `last_window_ns`.
-    window_held: Nanos,
-    /// BE: virtual time, CPU-ns × 2^16 / weight.
-    vruntime: u128,
-    how: Option<Dispatch>,
-    cohort: usize,
-    stats: DomainStats,
-}
-
-impl Domain {
-    fn id(&self) -> DomainId {
-        self.placed.id
-    }
-
-    fn width(&self) -> u64 {
-        self.placed.map.len() as u64
-    }
-
-    fn runnable(&self) -> bool {
-        !self.paused && self.n_runnable > 0
-    }
-
-    fn active(&self, t: Nanos) -> bool {
-        t >= self.placed.policy.from()
-    }
-
-    /// The budget window containing `t` (the first window before `from`).
-    fn window_of(timing: Periodic, t: Nanos) -> Nanos {
-        if t < timing.from {
-            timing.from
-        } else {
-            t - (t - timing.from) % timing.period
-        }
-    }
-
-    /// Moves the budget window forward to the one containing `t`.
-    fn roll(&mut self, t: Nanos) {
-        let Some(timing) = self.placed.policy.timing() else {
-            return;
-        };
-        let start = Self::window_of(timing, t);
-        if start != self.window_start {
-            self.stats.last_window_ns = if start == self.window_start + timing.period {
-                self.window_held
-            } else {
-                0
-            };
-            self.window_start = start;
-            self.used = 0;
-            self.window_held = 0;
-        }
-    }
-
-    /// Budget left at `t` in the current window (0 for other classes).
-    fn budget_left(&mut self, t: Nanos) -> Nanos {
-        match self.placed.policy.timing() {
-            Some(timing) => {
-                self.roll(t);
-                timing.active.saturating_sub(self.used)
-            }
-            None => 0,
-        }
-    }
-
-    /// Charges `[a, b)` of holding under `how`.
-    fn charge(&mut self, how: Dispatch, a: Nanos, b: Nanos) {
-        if b <= a {
-            return;
-        }
-        let dt = b - a;
-        self.stats.held_ns += dt;
-        self.stats.cpu_ns += dt * self.width();
-        match how {
-            Dispatch::Filler => self.stats.filler_ns += dt,
-            Dispatch::BestEffort => {
-                if let Policy::BestEffort { weight, .. } = self.placed.policy {
-                    self.vruntime +=
-                        ((u128::from(dt) * u128::from(self.width())) << 16) / u128::from(weight);
-                }
-            }
-            Dispatch::Reserved | Dispatch::EventTriggered => {
-                if let Some(timing) = self.placed.policy.timing() {
-                    self.roll(a);
-                    let end = self.window_start.max(timing.from) + timing.period;
-                    if b <= end {
-                        self.used += dt;
-                    } else {
-                        self.used += end.saturating_sub(a);
-                        self.window_held += end.saturating_sub(a);
-                        self.roll(b);
-                        self.used += b - self.window_start;
-                        self.window_held += b - self.window_start;
-                        return;
-                    }
-                }
-            }
-            Dispatch::NoMux => {}
-        }
-        if self.placed.policy.timing().is_some() {
-            self.roll(a);
-            self.window_held += dt;
-        }
-    }
-}
-
-/// Run-time state of one cohort.
-#[derive(Debug, Clone)]
-struct Cohort {
-    cpus: CpuSet,
-    members: Vec<DomainId>,
-    /// The members' indices into `Scheduler::domains`.
-    idx: Vec<usize>,
-    table: Option<Arc<Table>>,
-    /// When this cohort must be decided next.
-    next: Nanos,
-    /// Holding is charged up to here.
-    charged_to: Nanos,
-    /// At the last decision: CPUs held and CPUs reserved by the table
-    /// segment.
-    taken: CpuSet,
-    reserved: CpuSet,
-    /// Which classes and flags its members have (passes with nothing to do
-    /// are skipped).
-    has_nomux: bool,
-    has_et: bool,
-    has_filler: bool,
-    /// Member positions of the BE members, and of the space fillers.
-    be_order: Vec<usize>,
-    filler_order: Vec<usize>,
-}
-
 /// A pool's gang scheduler.
 #[derive(Debug, Clone)]
 pub struct Scheduler {
     config: PoolConfig,
     /// Sorted by id; cohorts refer to domains by index into this vector.
-    domains: Vec<Domain>,
-    cohorts: Vec<Cohort>,
+    domains: Vec<DomainState>,
+    cohorts: Vec<CohortState>,
     /// Indexed by CPU number.
     dispatched: Vec<Option<VcpuRef>>,
     /// Changes made outside a boundary (removals, remaps), reported with the
@@ -461,7 +292,7 @@ impl Scheduler {
     pub fn budget_left(&self, id: DomainId, t: Nanos) -> Option<Nanos> {
         let d = self.find(id)?;
         let timing = d.placed.policy.timing()?;
-        if Domain::window_of(timing, t) != d.window_start {
+        if DomainState::window_of(timing, t) != d.window_start {
             return Some(timing.active);
         }
         Some(timing.active.saturating_sub(d.used))
@@ -474,7 +305,7 @@ impl Scheduler {
 
     /// Domains in id order.
     pub fn domains(&self) -> Vec<DomainId> {
-        self.domains.iter().map(Domain::id).collect()
+        self.domains.iter().map(DomainState::id).collect()
     }
 
     /// The cohorts: their CPUs and members.
@@ -578,18 +409,18 @@ impl Scheduler {
     // ----- run-state events -------------------------------------------------
 
     fn position(&self, id: DomainId) -> Result<usize, usize> {
-        self.domains.binary_search_by_key(&id, Domain::id)
+        self.domains.binary_search_by_key(&id, DomainState::id)
     }
 
-    fn find(&self, id: DomainId) -> Option<&Domain> {
+    fn find(&self, id: DomainId) -> Option<&DomainState> {
         self.position(id).ok().map(|i| &self.domains[i])
     }
 
-    fn find_mut(&mut self, id: DomainId) -> Option<&mut Domain> {
+    fn find_mut(&mut self, id: DomainId) -> Option<&mut DomainState> {
         self.position(id).ok().map(|i| &mut self.domains[i])
     }
 
-    fn domain_mut(&mut self, id: DomainId) -> Result<&mut Domain, EngineError> {
+    fn domain_mut(&mut self, id: DomainId) -> Result<&mut DomainState, EngineError> {
         self.find_mut(id).ok_or(EngineError::UnknownDomain(id))
     }
 
@@ -778,43 +609,7 @@ impl Scheduler {
         self.cohorts = plan
             .into_iter()
             .enumerate()
-            .map(|(i, p)| {
-                let idx: Vec<usize> = p
-                    .members
-                    .iter()
-                    .filter_map(|&id| self.position(id).ok())
-                    .collect();
-                let (mut has_nomux, mut has_et, mut has_filler) = (false, false, false);
-                let (mut be_order, mut filler_order) = (Vec::new(), Vec::new());
-                for (pos, &j) in idx.iter().enumerate() {
-                    let d = &mut self.domains[j];
-                    if d.placed.policy.class() == Class::BestEffort {
-                        be_order.push(pos);
-                    }
-                    if d.placed.policy.space_filling() {
-                        filler_order.push(pos);
-                    }
-                    d.cohort = i;
-                    has_nomux |= d.placed.policy.class() == Class::NoMux;
-                    has_et |= d.placed.policy.class() == Class::EventTriggered;
-                    has_filler |= d.placed.policy.space_filling();
-                }
-                Cohort {
-                    cpus: p.cpus,
-                    members: p.members,
-                    idx,
-                    table: p.table,
-                    next: at,
-                    charged_to: now,
-                    taken: CpuSet::new(),
-                    reserved: CpuSet::new(),
-                    has_nomux,
-                    has_et,
-                    has_filler,
-                    be_order,
-                    filler_order,
-                }
-            })
+            .map(|(i, p)| CohortState::new(i, p, &mut self.domains, now, at))
             .collect();
         self.sweep = true;
     }
@@ -975,8 +770,8 @@ impl Scheduler {
         let window_start = placed
             .policy
             .timing()
-            .map_or(0, |timing| Domain::window_of(timing, now));
-        let d = Domain {
+            .map_or(0, |timing| DomainState::window_of(timing, now));
+        let d = DomainState {
             placed,
             paused: state.paused,
             runnable: state.runnable,
@@ -1098,7 +893,7 @@ impl Scheduler {
         };
         d.placed = placed;
         if let Some(timing) = policy.timing() {
-            d.window_start = Domain::window_of(timing, now);
+            d.window_start = DomainState::window_of(timing, now);
             d.used = used.min(timing.active);
         }
         self.install(now, plan);

@@ -21,14 +21,16 @@
 //!   TT is exact by construction: dispatch is a lookup in the verified table).
 //! - [`admission`]: parameter checks, CPU-map choice, utilisation caps, table
 //!   building, with refusals that name the domain, CPU and time window.
-//! - [`engine`]: run-time state (budgets, virtual times, pause and block
-//!   states) and the per-boundary decision.
+//! - [`engine`]: the scheduler: events in, decisions out. Its run-time state
+//!   (budgets, virtual times, pause and block states) is in `pool_state`
+//!   (private), and the per-boundary decision.
 
 pub mod admission;
 pub mod cohort;
 pub mod cpuset;
 pub mod engine;
 pub mod model;
+mod pool_state;
 pub mod table;
 pub mod time;
 
