@@ -19,9 +19,9 @@
 //!    event triggering, ahead of best-effort;
 //! 4. *BE* domains take free, unreserved CPUs by lowest virtual time (CPU time
 //!    ÷ weight); the reservations of the pool's *lending* domain (the host's
-//!    slot, [`PoolConfig::lending`]) count as unreserved while it cannot run. BE slices are aligned on the pool's `be_slice` grid: between
-//!    grid points a running BE gang keeps its CPUs unless a higher class takes
-//!    one;
+//!    slot, [`PoolConfig::lending`]) count as unreserved while it cannot run.
+//!    BE slices are aligned on the pool's `be_slice` grid: between grid points
+//!    a running BE gang keeps its CPUs unless a higher class takes one;
 //! 5. *space fillers* (any class with `sf`) take what is left, holes included,
 //!    by least filler time. Every boundary is at or before the end of the
 //!    current table segment, so a filler never runs past its hole's end.
@@ -32,6 +32,11 @@
 //! is replenished at each window start (a deferrable server aligned on its
 //! table windows; ARCHITECTURE.md says why this replaced a pure sporadic
 //! server).
+//!
+//! **Where.** This module handles the events, keeps the domains and cohorts in
+//! step with admission, and applies each decision to the per-CPU dispatch;
+//! the run-time state of a domain and a cohort (budget windows, charging) is
+//! in `pool_state`, and the five passes of a cohort's decision in `passes`.
 //!
 //! **Determinism.** All state is in ordered maps and vectors, ties break on
 //! domain id, arithmetic is integer: two schedulers fed the same events at the
@@ -44,10 +49,11 @@ use serde::Serialize;
 use crate::admission::{self, AdmissionError, Placed};
 use crate::cpuset::{CpuId, CpuSet};
 use crate::model::{Class, DomainId, DomainSpec, Policy, PoolConfig, RunState, VcpuRef};
+use crate::passes;
 use crate::pool_state::{CohortState, DomainState};
 pub use crate::pool_state::{Dispatch, DomainStats};
 use crate::table::Table;
-use crate::time::{ceil_to, floor_to, Duration, Nanos};
+use crate::time::{ceil_to, Duration, Nanos};
 
 /// Inputs to the scheduler.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -158,19 +164,7 @@ pub struct Scheduler {
     /// A per-CPU buffer reused by every decision.
     scratch: Vec<Option<VcpuRef>>,
     /// Buffers reused by every decision (no allocation on the hot path).
-    buffers: Buffers,
-}
-
-/// Vectors and sets a decision needs, kept between decisions so that a
-/// decision does not allocate.
-#[derive(Debug, Clone, Default)]
-struct Buffers {
-    how: Vec<Option<Dispatch>>,
-    ranked_ns: Vec<(Nanos, DomainId, usize)>,
-    ranked_vt: Vec<(u128, DomainId, usize)>,
-    taken: CpuSet,
-    reserved: CpuSet,
-    blocked: CpuSet,
+    buffers: passes::Buffers,
 }
 
 impl Scheduler {
@@ -187,7 +181,7 @@ impl Scheduler {
             last_now: 0,
             decisions: 0,
             scratch: Vec::new(),
-            buffers: Buffers::default(),
+            buffers: passes::Buffers::default(),
         })
     }
 
@@ -1000,190 +994,23 @@ impl Scheduler {
         }
     }
 
+    /// Decides cohort `ci` at boundary `t` ([`passes::decide_cohort`]) and
+    /// applies the decision: every CPU of the cohort whose dispatched vCPU
+    /// changes is reported with the next decision returned.
     fn decide_cohort(&mut self, ci: usize, t: Nanos) {
         self.decisions += 1;
         self.charge(ci, t);
-        let grain = self.config.grain;
-        let be_slice = self.config.be_slice;
-        let lending = self.config.lending;
-        let idx = std::mem::take(&mut self.cohorts[ci].idx);
-        let table = self.cohorts[ci].table.clone();
-        let be_order = std::mem::take(&mut self.cohorts[ci].be_order);
-        let filler_order = std::mem::take(&mut self.cohorts[ci].filler_order);
-        let members = &self.cohorts[ci].members;
-        let (has_nomux, has_et, has_filler) = (
-            self.cohorts[ci].has_nomux,
-            self.cohorts[ci].has_et,
-            self.cohorts[ci].has_filler,
+        let cohort = &self.cohorts[ci];
+        let next = passes::decide_cohort(
+            &self.config,
+            cohort,
+            &mut self.domains,
+            &mut self.buffers,
+            t,
         );
-        let domains = &mut self.domains;
-        let mut buf = std::mem::take(&mut self.buffers);
-        // `how[j]`: how member `idx[j]` holds its CPUs after this decision.
-        let how = &mut buf.how;
-        how.clear();
-        how.resize(idx.len(), None);
-        let taken = &mut buf.taken;
-        let reserved = &mut buf.reserved;
-        taken.clear();
-        reserved.clear();
-        let mut next = Nanos::MAX;
-
-        // 1. no-mux.
-        for (j, &i) in idx.iter().enumerate().filter(|_| has_nomux) {
-            let d = &domains[i];
-            if d.placed.policy.class() == Class::NoMux && d.runnable() && d.active(t) {
-                taken.union_with(&d.placed.mask);
-                how[j] = Some(Dispatch::NoMux);
-            }
-        }
-        // 2. table slots.
-        if let Some(table) = &table {
-            let pos = (t / grain) % table.length();
-            let seg = table.segment_at(pos);
-            next = next.min(t + (seg.end - pos) * grain);
-            for &e in &seg.entries {
-                let r = &table.reservations()[e as usize];
-                let Ok(j) = members.binary_search(&r.owner) else {
-                    reserved.union_with(&r.cpus);
-                    continue;
-                };
-                let d = &mut domains[idx[j]];
-                if d.runnable() && d.active(t) && d.budget_left(t) >= grain {
-                    taken.union_with(&d.placed.mask);
-                    how[j] = Some(Dispatch::Reserved);
-                }
-                // A lending owner that cannot run leaves free CPUs, not holes.
-                if lending != Some(r.owner) || d.runnable() {
-                    reserved.union_with(&r.cpus);
-                }
-            }
-        }
-        // 3. ET early, by earliest window end.
-        let early = &mut buf.ranked_ns;
-        early.clear();
-        for (j, &i) in idx.iter().enumerate().filter(|_| has_et) {
-            let d = &mut domains[i];
-            if d.placed.policy.class() == Class::EventTriggered
-                && how[j].is_none()
-                && d.runnable()
-                && d.active(t)
-                && d.budget_left(t) >= grain
-            {
-                let period = d.placed.policy.timing().map_or(0, |p| p.period);
-                early.push((d.window_start + period, d.id(), j));
-            }
-        }
-        early.sort_unstable();
-        for &(_, _, j) in early.iter() {
-            let d = &domains[idx[j]];
-            if !d.placed.mask.intersects(taken) {
-                taken.union_with(&d.placed.mask);
-                how[j] = Some(Dispatch::EventTriggered);
-            }
-        }
-        // 4. best-effort: keep running gangs mid-slice, then lowest virtual time.
-        let blocked = &mut buf.blocked;
-        blocked.clear();
-        blocked.union_with(taken);
-        blocked.union_with(reserved);
-        let mut be_waiting = false;
-        if !t.is_multiple_of(be_slice) {
-            for (j, &i) in idx.iter().enumerate() {
-                let d = &domains[i];
-                if d.how == Some(Dispatch::BestEffort)
-                    && d.runnable()
-                    && !d.placed.mask.intersects(blocked)
-                {
-                    blocked.union_with(&d.placed.mask);
-                    taken.union_with(&d.placed.mask);
-                    how[j] = Some(Dispatch::BestEffort);
-                }
-            }
-        }
-        // Blocked CPUs only grow during the pass, so a gang that does not
-        // fit now never will: rank only those that fit (few, mid-slice).
-        let fit = &mut buf.ranked_vt;
-        fit.clear();
-        for &j in &be_order {
-            let d = &domains[idx[j]];
-            if how[j].is_some() || !d.runnable() {
-                continue;
-            }
-            if d.placed.mask.intersects(blocked) {
-                be_waiting = true;
-            } else {
-                fit.push((d.vruntime, d.id(), j));
-            }
-        }
-        // Lowest virtual time first (ties: domain id): a total order.
-        fit.sort_unstable();
-        for &(_, _, j) in fit.iter() {
-            let d = &domains[idx[j]];
-            if d.placed.mask.intersects(blocked) {
-                be_waiting = true;
-                continue;
-            }
-            blocked.union_with(&d.placed.mask);
-            taken.union_with(&d.placed.mask);
-            how[j] = Some(Dispatch::BestEffort);
-        }
-        // 5. space fillers, by least filler time (ranked as above).
-        let mut fillers_waiting = false;
-        let fit = &mut buf.ranked_ns;
-        fit.clear();
-        for &j in filler_order.iter().filter(|_| has_filler) {
-            let d = &domains[idx[j]];
-            if how[j].is_some() || !d.runnable() || !d.active(t) {
-                continue;
-            }
-            if d.placed.mask.intersects(taken) {
-                fillers_waiting = true;
-            } else {
-                fit.push((d.stats.filler_ns, d.id(), j));
-            }
-        }
-        fit.sort_unstable();
-        for &(_, _, j) in fit.iter() {
-            let d = &domains[idx[j]];
-            if d.placed.mask.intersects(taken) {
-                fillers_waiting = true;
-                continue;
-            }
-            taken.union_with(&d.placed.mask);
-            how[j] = Some(Dispatch::Filler);
-        }
-
-        // Record how each member holds its CPUs, and find the next boundary.
-        for (j, &i) in idx.iter().enumerate() {
-            let d = &mut domains[i];
-            if how[j].is_some() && how[j] != d.how {
-                d.stats.dispatches += 1;
-            }
-            d.how = how[j];
-            let from = d.placed.policy.from();
-            if from > t {
-                next = next.min(from);
-            }
-            if let Some(timing) = d.placed.policy.timing() {
-                let left = d.budget_left(t);
-                match how[j] {
-                    Some(Dispatch::Reserved | Dispatch::EventTriggered) => {
-                        next = next.min(t + floor_to(left, grain));
-                    }
-                    _ if d.runnable() && left < grain => {
-                        next = next.min(d.window_start.max(timing.from) + timing.period);
-                    }
-                    _ => {}
-                }
-            }
-        }
-        if be_waiting || fillers_waiting {
-            next = next.min(t - t % be_slice + be_slice);
-        }
-        next = next.max(t + grain);
+        let how = &self.buffers.how;
 
         // Apply: the cohort's new per-CPU dispatch, reporting what changed.
-        let cohort = &mut self.cohorts[ci];
         if let Some(max) = cohort.cpus.iter().last() {
             if self.dispatched.len() <= max as usize {
                 self.dispatched.resize(max as usize + 1, None);
@@ -1192,7 +1019,7 @@ impl Scheduler {
         let scratch = &mut self.scratch;
         scratch.clear();
         scratch.resize(self.dispatched.len(), None);
-        for (j, &i) in idx.iter().enumerate() {
+        for (j, &i) in cohort.idx.iter().enumerate() {
             if how[j].is_some() {
                 let d = &self.domains[i];
                 for (vcpu, &cpu) in d.placed.map.iter().enumerate() {
@@ -1210,12 +1037,9 @@ impl Scheduler {
                 self.pending.push((cpu, v));
             }
         }
+        let cohort = &mut self.cohorts[ci];
         cohort.next = next;
-        cohort.idx = idx;
-        cohort.be_order = be_order;
-        cohort.filler_order = filler_order;
-        cohort.taken.clone_from(&buf.taken);
-        cohort.reserved.clone_from(&buf.reserved);
-        self.buffers = buf;
+        cohort.taken.clone_from(&self.buffers.taken);
+        cohort.reserved.clone_from(&self.buffers.reserved);
     }
 }
