@@ -19,9 +19,9 @@
 //!    event triggering, ahead of best-effort;
 //! 4. *BE* domains take free, unreserved CPUs by lowest virtual time (CPU time
 //!    ÷ weight); the reservations of the pool's *lending* domain (the host's
-//!    slot, [`PoolConfig::lending`]) count as unreserved while it cannot run. BE slices are aligned on the pool's `be_slice` grid: between
-//!    grid points a running BE gang keeps its CPUs unless a higher class takes
-//!    one;
+//!    slot, [`PoolConfig::lending`]) count as unreserved while it cannot run.
+//!    BE slices are aligned on the pool's `be_slice` grid: between grid points
+//!    a running BE gang keeps its CPUs unless a higher class takes one;
 //! 5. *space fillers* (any class with `sf`) take what is left, holes included,
 //!    by least filler time. Every boundary is at or before the end of the
 //!    current table segment, so a filler never runs past its hole's end.
@@ -33,6 +33,11 @@
 //! table windows; ARCHITECTURE.md says why this replaced a pure sporadic
 //! server).
 //!
+//! **Where.** This module handles the events, keeps the domains and cohorts in
+//! step with admission, and applies each decision to the per-CPU dispatch;
+//! the run-time state of a domain and a cohort (budget windows, charging) is
+//! in `pool_state`, and the five passes of a cohort's decision in `passes`.
+//!
 //! **Determinism.** All state is in ordered maps and vectors, ties break on
 //! domain id, arithmetic is integer: two schedulers fed the same events at the
 //! same times make identical decisions.
@@ -43,9 +48,12 @@ use serde::Serialize;
 
 use crate::admission::{self, AdmissionError, Placed};
 use crate::cpuset::{CpuId, CpuSet};
-use crate::model::{Class, DomainId, DomainSpec, Periodic, Policy, PoolConfig, RunState, VcpuRef};
+use crate::model::{Class, DomainId, DomainSpec, Policy, PoolConfig, RunState, VcpuRef};
+use crate::passes;
+use crate::pool_state::{CohortState, DomainState};
+pub use crate::pool_state::{Dispatch, DomainStats};
 use crate::table::Table;
-use crate::time::{ceil_to, floor_to, Duration, Nanos};
+use crate::time::{ceil_to, Duration, Nanos};
 
 /// Inputs to the scheduler.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -100,36 +108,6 @@ pub struct Decision {
     pub next: Nanos,
 }
 
-/// How a domain holds its CPUs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-pub enum Dispatch {
-    /// A no-mux domain on its own CPUs.
-    NoMux,
-    /// A TT or ET domain in its table slot.
-    Reserved,
-    /// An ET domain running early, on an event, outside its slot.
-    EventTriggered,
-    /// A BE domain in its share.
-    BestEffort,
-    /// Any space-filling domain in a hole.
-    Filler,
-}
-
-/// Per-domain accounting.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
-pub struct DomainStats {
-    /// Wall time the domain was dispatched (all its vCPUs together).
-    pub held_ns: Nanos,
-    /// CPU time given: held time × vCPU count.
-    pub cpu_ns: Nanos,
-    /// Held time as a space filler.
-    pub filler_ns: Nanos,
-    /// TT/ET: time held in the last completed window of its period.
-    pub last_window_ns: Nanos,
-    /// Number of times it was dispatched (slot starts).
-    pub dispatches: u64,
-}
-
 /// Engine errors. A failed event changes nothing.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EngineError {
@@ -165,154 +143,13 @@ pub enum EngineError {
     },
 }
 
-/// Run-time state of one domain.
-#[derive(Debug, Clone)]
-struct Domain {
-    placed: Placed,
-    paused: bool,
-    runnable: Vec<bool>,
-    n_runnable: usize,
-    /// TT/ET: start of the current budget window, and budget used in it.
-    window_start: Nanos,
-    used: Nanos,
-    /// Held time in the current window (any kind), for `last_window_ns`.
-    window_held: Nanos,
-    /// BE: virtual time, CPU-ns × 2^16 / weight.
-    vruntime: u128,
-    how: Option<Dispatch>,
-    cohort: usize,
-    stats: DomainStats,
-}
-
-impl Domain {
-    fn id(&self) -> DomainId {
-        self.placed.id
-    }
-
-    fn width(&self) -> u64 {
-        self.placed.map.len() as u64
-    }
-
-    fn runnable(&self) -> bool {
-        !self.paused && self.n_runnable > 0
-    }
-
-    fn active(&self, t: Nanos) -> bool {
-        t >= self.placed.policy.from()
-    }
-
-    /// The budget window containing `t` (the first window before `from`).
-    fn window_of(timing: Periodic, t: Nanos) -> Nanos {
-        if t < timing.from {
-            timing.from
-        } else {
-            t - (t - timing.from) % timing.period
-        }
-    }
-
-    /// Moves the budget window forward to the one containing `t`.
-    fn roll(&mut self, t: Nanos) {
-        let Some(timing) = self.placed.policy.timing() else {
-            return;
-        };
-        let start = Self::window_of(timing, t);
-        if start != self.window_start {
-            self.stats.last_window_ns = if start == self.window_start + timing.period {
-                self.window_held
-            } else {
-                0
-            };
-            self.window_start = start;
-            self.used = 0;
-            self.window_held = 0;
-        }
-    }
-
-    /// Budget left at `t` in the current window (0 for other classes).
-    fn budget_left(&mut self, t: Nanos) -> Nanos {
-        match self.placed.policy.timing() {
-            Some(timing) => {
-                self.roll(t);
-                timing.active.saturating_sub(self.used)
-            }
-            None => 0,
-        }
-    }
-
-    /// Charges `[a, b)` of holding under `how`.
-    fn charge(&mut self, how: Dispatch, a: Nanos, b: Nanos) {
-        if b <= a {
-            return;
-        }
-        let dt = b - a;
-        self.stats.held_ns += dt;
-        self.stats.cpu_ns += dt * self.width();
-        match how {
-            Dispatch::Filler => self.stats.filler_ns += dt,
-            Dispatch::BestEffort => {
-                if let Policy::BestEffort { weight, .. } = self.placed.policy {
-                    self.vruntime +=
-                        ((u128::from(dt) * u128::from(self.width())) << 16) / u128::from(weight);
-                }
-            }
-            Dispatch::Reserved | Dispatch::EventTriggered => {
-                if let Some(timing) = self.placed.policy.timing() {
-                    self.roll(a);
-                    let end = self.window_start.max(timing.from) + timing.period;
-                    if b <= end {
-                        self.used += dt;
-                    } else {
-                        self.used += end.saturating_sub(a);
-                        self.window_held += end.saturating_sub(a);
-                        self.roll(b);
-                        self.used += b - self.window_start;
-                        self.window_held += b - self.window_start;
-                        return;
-                    }
-                }
-            }
-            Dispatch::NoMux => {}
-        }
-        if self.placed.policy.timing().is_some() {
-            self.roll(a);
-            self.window_held += dt;
-        }
-    }
-}
-
-/// Run-time state of one cohort.
-#[derive(Debug, Clone)]
-struct Cohort {
-    cpus: CpuSet,
-    members: Vec<DomainId>,
-    /// The members' indices into `Scheduler::domains`.
-    idx: Vec<usize>,
-    table: Option<Arc<Table>>,
-    /// When this cohort must be decided next.
-    next: Nanos,
-    /// Holding is charged up to here.
-    charged_to: Nanos,
-    /// At the last decision: CPUs held and CPUs reserved by the table
-    /// segment.
-    taken: CpuSet,
-    reserved: CpuSet,
-    /// Which classes and flags its members have (passes with nothing to do
-    /// are skipped).
-    has_nomux: bool,
-    has_et: bool,
-    has_filler: bool,
-    /// Member positions of the BE members, and of the space fillers.
-    be_order: Vec<usize>,
-    filler_order: Vec<usize>,
-}
-
 /// A pool's gang scheduler.
 #[derive(Debug, Clone)]
 pub struct Scheduler {
     config: PoolConfig,
     /// Sorted by id; cohorts refer to domains by index into this vector.
-    domains: Vec<Domain>,
-    cohorts: Vec<Cohort>,
+    domains: Vec<DomainState>,
+    cohorts: Vec<CohortState>,
     /// Indexed by CPU number.
     dispatched: Vec<Option<VcpuRef>>,
     /// Changes made outside a boundary (removals, remaps), reported with the
@@ -327,19 +164,7 @@ pub struct Scheduler {
     /// A per-CPU buffer reused by every decision.
     scratch: Vec<Option<VcpuRef>>,
     /// Buffers reused by every decision (no allocation on the hot path).
-    buffers: Buffers,
-}
-
-/// Vectors and sets a decision needs, kept between decisions so that a
-/// decision does not allocate.
-#[derive(Debug, Clone, Default)]
-struct Buffers {
-    how: Vec<Option<Dispatch>>,
-    ranked_ns: Vec<(Nanos, DomainId, usize)>,
-    ranked_vt: Vec<(u128, DomainId, usize)>,
-    taken: CpuSet,
-    reserved: CpuSet,
-    blocked: CpuSet,
+    buffers: passes::Buffers,
 }
 
 impl Scheduler {
@@ -356,7 +181,7 @@ impl Scheduler {
             last_now: 0,
             decisions: 0,
             scratch: Vec::new(),
-            buffers: Buffers::default(),
+            buffers: passes::Buffers::default(),
         })
     }
 
@@ -461,7 +286,7 @@ impl Scheduler {
     pub fn budget_left(&self, id: DomainId, t: Nanos) -> Option<Nanos> {
         let d = self.find(id)?;
         let timing = d.placed.policy.timing()?;
-        if Domain::window_of(timing, t) != d.window_start {
+        if DomainState::window_of(timing, t) != d.window_start {
             return Some(timing.active);
         }
         Some(timing.active.saturating_sub(d.used))
@@ -474,7 +299,7 @@ impl Scheduler {
 
     /// Domains in id order.
     pub fn domains(&self) -> Vec<DomainId> {
-        self.domains.iter().map(Domain::id).collect()
+        self.domains.iter().map(DomainState::id).collect()
     }
 
     /// The cohorts: their CPUs and members.
@@ -578,18 +403,18 @@ impl Scheduler {
     // ----- run-state events -------------------------------------------------
 
     fn position(&self, id: DomainId) -> Result<usize, usize> {
-        self.domains.binary_search_by_key(&id, Domain::id)
+        self.domains.binary_search_by_key(&id, DomainState::id)
     }
 
-    fn find(&self, id: DomainId) -> Option<&Domain> {
+    fn find(&self, id: DomainId) -> Option<&DomainState> {
         self.position(id).ok().map(|i| &self.domains[i])
     }
 
-    fn find_mut(&mut self, id: DomainId) -> Option<&mut Domain> {
+    fn find_mut(&mut self, id: DomainId) -> Option<&mut DomainState> {
         self.position(id).ok().map(|i| &mut self.domains[i])
     }
 
-    fn domain_mut(&mut self, id: DomainId) -> Result<&mut Domain, EngineError> {
+    fn domain_mut(&mut self, id: DomainId) -> Result<&mut DomainState, EngineError> {
         self.find_mut(id).ok_or(EngineError::UnknownDomain(id))
     }
 
@@ -778,43 +603,7 @@ impl Scheduler {
         self.cohorts = plan
             .into_iter()
             .enumerate()
-            .map(|(i, p)| {
-                let idx: Vec<usize> = p
-                    .members
-                    .iter()
-                    .filter_map(|&id| self.position(id).ok())
-                    .collect();
-                let (mut has_nomux, mut has_et, mut has_filler) = (false, false, false);
-                let (mut be_order, mut filler_order) = (Vec::new(), Vec::new());
-                for (pos, &j) in idx.iter().enumerate() {
-                    let d = &mut self.domains[j];
-                    if d.placed.policy.class() == Class::BestEffort {
-                        be_order.push(pos);
-                    }
-                    if d.placed.policy.space_filling() {
-                        filler_order.push(pos);
-                    }
-                    d.cohort = i;
-                    has_nomux |= d.placed.policy.class() == Class::NoMux;
-                    has_et |= d.placed.policy.class() == Class::EventTriggered;
-                    has_filler |= d.placed.policy.space_filling();
-                }
-                Cohort {
-                    cpus: p.cpus,
-                    members: p.members,
-                    idx,
-                    table: p.table,
-                    next: at,
-                    charged_to: now,
-                    taken: CpuSet::new(),
-                    reserved: CpuSet::new(),
-                    has_nomux,
-                    has_et,
-                    has_filler,
-                    be_order,
-                    filler_order,
-                }
-            })
+            .map(|(i, p)| CohortState::new(i, p, &mut self.domains, now, at))
             .collect();
         self.sweep = true;
     }
@@ -975,8 +764,8 @@ impl Scheduler {
         let window_start = placed
             .policy
             .timing()
-            .map_or(0, |timing| Domain::window_of(timing, now));
-        let d = Domain {
+            .map_or(0, |timing| DomainState::window_of(timing, now));
+        let d = DomainState {
             placed,
             paused: state.paused,
             runnable: state.runnable,
@@ -1098,7 +887,7 @@ impl Scheduler {
         };
         d.placed = placed;
         if let Some(timing) = policy.timing() {
-            d.window_start = Domain::window_of(timing, now);
+            d.window_start = DomainState::window_of(timing, now);
             d.used = used.min(timing.active);
         }
         self.install(now, plan);
@@ -1205,190 +994,23 @@ impl Scheduler {
         }
     }
 
+    /// Decides cohort `ci` at boundary `t` ([`passes::decide_cohort`]) and
+    /// applies the decision: every CPU of the cohort whose dispatched vCPU
+    /// changes is reported with the next decision returned.
     fn decide_cohort(&mut self, ci: usize, t: Nanos) {
         self.decisions += 1;
         self.charge(ci, t);
-        let grain = self.config.grain;
-        let be_slice = self.config.be_slice;
-        let lending = self.config.lending;
-        let idx = std::mem::take(&mut self.cohorts[ci].idx);
-        let table = self.cohorts[ci].table.clone();
-        let be_order = std::mem::take(&mut self.cohorts[ci].be_order);
-        let filler_order = std::mem::take(&mut self.cohorts[ci].filler_order);
-        let members = &self.cohorts[ci].members;
-        let (has_nomux, has_et, has_filler) = (
-            self.cohorts[ci].has_nomux,
-            self.cohorts[ci].has_et,
-            self.cohorts[ci].has_filler,
+        let cohort = &self.cohorts[ci];
+        let next = passes::decide_cohort(
+            &self.config,
+            cohort,
+            &mut self.domains,
+            &mut self.buffers,
+            t,
         );
-        let domains = &mut self.domains;
-        let mut buf = std::mem::take(&mut self.buffers);
-        // `how[j]`: how member `idx[j]` holds its CPUs after this decision.
-        let how = &mut buf.how;
-        how.clear();
-        how.resize(idx.len(), None);
-        let taken = &mut buf.taken;
-        let reserved = &mut buf.reserved;
-        taken.clear();
-        reserved.clear();
-        let mut next = Nanos::MAX;
-
-        // 1. no-mux.
-        for (j, &i) in idx.iter().enumerate().filter(|_| has_nomux) {
-            let d = &domains[i];
-            if d.placed.policy.class() == Class::NoMux && d.runnable() && d.active(t) {
-                taken.union_with(&d.placed.mask);
-                how[j] = Some(Dispatch::NoMux);
-            }
-        }
-        // 2. table slots.
-        if let Some(table) = &table {
-            let pos = (t / grain) % table.length();
-            let seg = table.segment_at(pos);
-            next = next.min(t + (seg.end - pos) * grain);
-            for &e in &seg.entries {
-                let r = &table.reservations()[e as usize];
-                let Ok(j) = members.binary_search(&r.owner) else {
-                    reserved.union_with(&r.cpus);
-                    continue;
-                };
-                let d = &mut domains[idx[j]];
-                if d.runnable() && d.active(t) && d.budget_left(t) >= grain {
-                    taken.union_with(&d.placed.mask);
-                    how[j] = Some(Dispatch::Reserved);
-                }
-                // A lending owner that cannot run leaves free CPUs, not holes.
-                if lending != Some(r.owner) || d.runnable() {
-                    reserved.union_with(&r.cpus);
-                }
-            }
-        }
-        // 3. ET early, by earliest window end.
-        let early = &mut buf.ranked_ns;
-        early.clear();
-        for (j, &i) in idx.iter().enumerate().filter(|_| has_et) {
-            let d = &mut domains[i];
-            if d.placed.policy.class() == Class::EventTriggered
-                && how[j].is_none()
-                && d.runnable()
-                && d.active(t)
-                && d.budget_left(t) >= grain
-            {
-                let period = d.placed.policy.timing().map_or(0, |p| p.period);
-                early.push((d.window_start + period, d.id(), j));
-            }
-        }
-        early.sort_unstable();
-        for &(_, _, j) in early.iter() {
-            let d = &domains[idx[j]];
-            if !d.placed.mask.intersects(taken) {
-                taken.union_with(&d.placed.mask);
-                how[j] = Some(Dispatch::EventTriggered);
-            }
-        }
-        // 4. best-effort: keep running gangs mid-slice, then lowest virtual time.
-        let blocked = &mut buf.blocked;
-        blocked.clear();
-        blocked.union_with(taken);
-        blocked.union_with(reserved);
-        let mut be_waiting = false;
-        if !t.is_multiple_of(be_slice) {
-            for (j, &i) in idx.iter().enumerate() {
-                let d = &domains[i];
-                if d.how == Some(Dispatch::BestEffort)
-                    && d.runnable()
-                    && !d.placed.mask.intersects(blocked)
-                {
-                    blocked.union_with(&d.placed.mask);
-                    taken.union_with(&d.placed.mask);
-                    how[j] = Some(Dispatch::BestEffort);
-                }
-            }
-        }
-        // Blocked CPUs only grow during the pass, so a gang that does not
-        // fit now never will: rank only those that fit (few, mid-slice).
-        let fit = &mut buf.ranked_vt;
-        fit.clear();
-        for &j in &be_order {
-            let d = &domains[idx[j]];
-            if how[j].is_some() || !d.runnable() {
-                continue;
-            }
-            if d.placed.mask.intersects(blocked) {
-                be_waiting = true;
-            } else {
-                fit.push((d.vruntime, d.id(), j));
-            }
-        }
-        // Lowest virtual time first (ties: domain id): a total order.
-        fit.sort_unstable();
-        for &(_, _, j) in fit.iter() {
-            let d = &domains[idx[j]];
-            if d.placed.mask.intersects(blocked) {
-                be_waiting = true;
-                continue;
-            }
-            blocked.union_with(&d.placed.mask);
-            taken.union_with(&d.placed.mask);
-            how[j] = Some(Dispatch::BestEffort);
-        }
-        // 5. space fillers, by least filler time (ranked as above).
-        let mut fillers_waiting = false;
-        let fit = &mut buf.ranked_ns;
-        fit.clear();
-        for &j in filler_order.iter().filter(|_| has_filler) {
-            let d = &domains[idx[j]];
-            if how[j].is_some() || !d.runnable() || !d.active(t) {
-                continue;
-            }
-            if d.placed.mask.intersects(taken) {
-                fillers_waiting = true;
-            } else {
-                fit.push((d.stats.filler_ns, d.id(), j));
-            }
-        }
-        fit.sort_unstable();
-        for &(_, _, j) in fit.iter() {
-            let d = &domains[idx[j]];
-            if d.placed.mask.intersects(taken) {
-                fillers_waiting = true;
-                continue;
-            }
-            taken.union_with(&d.placed.mask);
-            how[j] = Some(Dispatch::Filler);
-        }
-
-        // Record how each member holds its CPUs, and find the next boundary.
-        for (j, &i) in idx.iter().enumerate() {
-            let d = &mut domains[i];
-            if how[j].is_some() && how[j] != d.how {
-                d.stats.dispatches += 1;
-            }
-            d.how = how[j];
-            let from = d.placed.policy.from();
-            if from > t {
-                next = next.min(from);
-            }
-            if let Some(timing) = d.placed.policy.timing() {
-                let left = d.budget_left(t);
-                match how[j] {
-                    Some(Dispatch::Reserved | Dispatch::EventTriggered) => {
-                        next = next.min(t + floor_to(left, grain));
-                    }
-                    _ if d.runnable() && left < grain => {
-                        next = next.min(d.window_start.max(timing.from) + timing.period);
-                    }
-                    _ => {}
-                }
-            }
-        }
-        if be_waiting || fillers_waiting {
-            next = next.min(t - t % be_slice + be_slice);
-        }
-        next = next.max(t + grain);
+        let how = &self.buffers.how;
 
         // Apply: the cohort's new per-CPU dispatch, reporting what changed.
-        let cohort = &mut self.cohorts[ci];
         if let Some(max) = cohort.cpus.iter().last() {
             if self.dispatched.len() <= max as usize {
                 self.dispatched.resize(max as usize + 1, None);
@@ -1397,7 +1019,7 @@ impl Scheduler {
         let scratch = &mut self.scratch;
         scratch.clear();
         scratch.resize(self.dispatched.len(), None);
-        for (j, &i) in idx.iter().enumerate() {
+        for (j, &i) in cohort.idx.iter().enumerate() {
             if how[j].is_some() {
                 let d = &self.domains[i];
                 for (vcpu, &cpu) in d.placed.map.iter().enumerate() {
@@ -1415,12 +1037,9 @@ impl Scheduler {
                 self.pending.push((cpu, v));
             }
         }
+        let cohort = &mut self.cohorts[ci];
         cohort.next = next;
-        cohort.idx = idx;
-        cohort.be_order = be_order;
-        cohort.filler_order = filler_order;
-        cohort.taken.clone_from(&buf.taken);
-        cohort.reserved.clone_from(&buf.reserved);
-        self.buffers = buf;
+        cohort.taken.clone_from(&self.buffers.taken);
+        cohort.reserved.clone_from(&self.buffers.reserved);
     }
 }

@@ -21,14 +21,17 @@
 //!   TT is exact by construction: dispatch is a lookup in the verified table).
 //! - [`admission`]: parameter checks, CPU-map choice, utilisation caps, table
 //!   building, with refusals that name the domain, CPU and time window.
-//! - [`engine`]: run-time state (budgets, virtual times, pause and block
-//!   states) and the per-boundary decision.
+//! - [`engine`]: the scheduler: events in, decisions out. Its run-time state
+//!   (budgets, virtual times, pause and block states) is in `pool_state`, the
+//!   five passes of the per-boundary decision in `passes` (both private).
 
 pub mod admission;
 pub mod cohort;
 pub mod cpuset;
 pub mod engine;
 pub mod model;
+mod passes;
+mod pool_state;
 pub mod table;
 pub mod time;
 
