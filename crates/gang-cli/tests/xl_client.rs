@@ -504,26 +504,32 @@ fn trace_groups_slots_and_prints_json_on_request() {
         RequestBody::Trace { domain } if domain == "nope" => Err(not_found("nope")),
         RequestBody::Trace { .. } => Ok(ResponseBody::Trace {
             now_ns: 250 * ms,
+            since_base_ns: None,
+            epoch_mono_ns: 0,
             slots: vec![
                 TraceSlot {
+                    late_ns: 0,
                     vcpu: 0,
                     cpu: 1,
                     start_ns: 100 * ms,
                     end_ns: 140 * ms,
                 },
                 TraceSlot {
+                    late_ns: 0,
                     vcpu: 1,
                     cpu: 2,
                     start_ns: 100 * ms + 20_000,
                     end_ns: 140 * ms,
                 },
                 TraceSlot {
+                    late_ns: 0,
                     vcpu: 0,
                     cpu: 1,
                     start_ns: 200 * ms,
                     end_ns: 240 * ms,
                 },
                 TraceSlot {
+                    late_ns: 0,
                     vcpu: 1,
                     cpu: 2,
                     start_ns: 200 * ms + 5_000,

@@ -53,12 +53,6 @@ impl Rng {
     }
 }
 
-/// A line past the harness's capture (the seed, the totals).
-fn note(line: &str) {
-    use std::io::Write as _;
-    let _ = std::io::stderr().write_all(format!("{line}\n").as_bytes());
-}
-
 /// A domain's row in `gang list -c`.
 #[derive(Debug, Clone)]
 struct Dom {

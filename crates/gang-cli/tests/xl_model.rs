@@ -110,12 +110,6 @@ impl Rng {
     }
 }
 
-/// A line past the harness's capture (the seed, the totals).
-fn note(line: &str) {
-    use std::io::Write as _;
-    let _ = std::io::stderr().write_all(format!("{line}\n").as_bytes());
-}
-
 /// What a policy string is to the daemon.
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Kind {

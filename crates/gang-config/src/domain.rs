@@ -336,7 +336,9 @@ pub const UNSUPPORTED_DOMAIN_KEYS: &[&str] = &[
 ];
 
 /// Keys understood by [`CpupoolConfig::from_config`].
-pub const CPUPOOL_KEYS: &[&str] = &["name", "sched", "cpus", "nodes", "shared", "clock", "base"];
+pub const CPUPOOL_KEYS: &[&str] = &[
+    "name", "sched", "cpus", "nodes", "shared", "clock", "base", "cycle",
+];
 
 /// `vcpu_threads`: a shell pattern (`*`, `?`, `[...]`), checked here.
 fn vcpu_threads(cfg: &Config) -> Result<Option<String>, ConfigError> {
@@ -715,6 +717,10 @@ pub struct CpupoolConfig {
     /// counts from on `clock`.
     #[serde(default)]
     pub base: Option<String>,
+    /// `cycle` (gang's own): how often the schedule of a pool on a shared
+    /// clock repeats (a duration; every period must divide it).
+    #[serde(default)]
+    pub cycle: Option<String>,
 }
 
 impl CpupoolConfig {
@@ -739,6 +745,7 @@ impl CpupoolConfig {
             shared: cfg.get_num("shared").is_some_and(|n| n != 0),
             clock: cfg.get_str("clock"),
             base: cfg.get_str("base"),
+            cycle: cfg.get_str("cycle"),
         })
     }
 }

@@ -61,15 +61,25 @@ impl std::str::FromStr for WallClock {
 }
 
 /// A pool's time taken from a wall clock shared with other hosts: the
-/// clock, and the base instant (nanoseconds since 1970 on that clock) the
-/// pool's time counts from. Hosts with the same setting and the same table
-/// run the same slot at the same instant, within their clocks' error.
+/// clock, the base instant (nanoseconds since 1970 on that clock) the
+/// pool's time counts from, and the cycle its schedule repeats in (as
+/// `taprio`'s cycle time): every period of the pool divides the cycle, so
+/// a host may start its pool at any cycle boundary after the base and still
+/// run the same slot at the same instant as the others, within their
+/// clocks' error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct SharedTime {
     /// The clock.
     pub clock: WallClock,
     /// The base, ns since 1970 on `clock`.
     pub base_ns: i64,
+    /// The cycle, ns (default one second).
+    #[serde(default = "default_cycle")]
+    pub cycle_ns: Nanos,
+}
+
+fn default_cycle() -> Nanos {
+    SEC
 }
 
 /// Why a shared-time setting was refused.
@@ -102,7 +112,16 @@ impl SharedTime {
             .duration_since(std::time::UNIX_EPOCH)
             .map_err(|_| bad("before 1970".into()))?;
         let base_ns = i64::try_from(since_1970.as_nanos()).map_err(|_| bad("after 2262".into()))?;
-        Ok(SharedTime { clock, base_ns })
+        Ok(SharedTime {
+            clock,
+            base_ns,
+            cycle_ns: SEC,
+        })
+    }
+
+    /// Whether a period fits the cycle (divides it).
+    pub fn fits(&self, period: Nanos) -> bool {
+        period > 0 && self.cycle_ns.is_multiple_of(period)
     }
 
     /// The base as RFC 3339 text (whole seconds unless it has a fraction;
@@ -302,6 +321,7 @@ mod tests {
             let t = SharedTime {
                 clock: WallClock::Tai,
                 base_ns,
+                cycle_ns: SEC,
             };
             assert!(!t.base_text().is_empty(), "any base prints");
         }

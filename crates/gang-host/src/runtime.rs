@@ -102,6 +102,11 @@ pub struct RuntimeConfig {
     /// `rtlimit`; needs a state directory). With it, a host slot of
     /// [`unlimited_host_slot_for`] is enough.
     pub lift_rt_limit: bool,
+    /// The pool's time from a clock shared with other hosts (see
+    /// `wallclock`): the runtime's epoch is then the latest cycle boundary
+    /// after the base, not a moment of its own choosing. `None`: this
+    /// host's monotonic clock from the start.
+    pub shared_time: Option<gang_core::time::SharedTime>,
 }
 
 /// The default host slot for a pool grain: about 8% of every CPU, as
@@ -154,6 +159,7 @@ impl RuntimeConfig {
             name: "gang".into(),
             state_dir: None,
             lift_rt_limit: false,
+            shared_time: None,
         }
     }
 }
@@ -367,6 +373,10 @@ pub struct Runtime {
     rt_limit: Option<crate::rtlimit::RtLimitLift>,
     reference: Mutex<Scheduler>,
     dispatchers: Vec<JoinHandle<DispatcherReport>>,
+    /// On a shared clock: how far after the base the epoch is (whole
+    /// cycles), and the base as a CLOCK_MONOTONIC instant when the runtime
+    /// started (a later reading that differs is a step of the wall clock).
+    shared_start: Option<(u64, i128)>,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -450,7 +460,20 @@ impl Runtime {
             reference.handle(0, Event::DomainAdded { spec, state })?;
         }
         let cpus: Vec<CpuId> = config.pool.cpus.iter().collect();
-        let clock = Clock::new(config.pool.grain);
+        let (clock, shared_start) = match &config.shared_time {
+            None => (Clock::new(config.pool.grain), None),
+            Some(t) => {
+                let (epoch, since_base) =
+                    crate::wallclock::aligned_epoch(t).map_err(|e| HostError::Sys {
+                        what: format!("taking the pool's time from the {} clock", t.clock),
+                        source: std::io::Error::other(e.to_string()),
+                    })?;
+                (
+                    Clock::with_epoch(epoch),
+                    Some((since_base, crate::wallclock::epoch(t))),
+                )
+            }
+        };
         let shared = Arc::new(Shared {
             clock,
             log: Arc::new(EventLog::new(cpus.len(), config.lead, clock)),
@@ -469,6 +492,7 @@ impl Runtime {
             rt_limit,
             reference: Mutex::new(reference),
             dispatchers: Vec::new(),
+            shared_start,
         };
         for (replica, &cpu) in cpus.iter().enumerate() {
             let shared = Arc::clone(&runtime.shared);
@@ -512,6 +536,23 @@ impl Runtime {
     /// The pool clock (time since the epoch).
     pub fn clock(&self) -> Clock {
         self.shared.clock
+    }
+
+    /// On a shared clock: pool time 0 is this long after the base (whole
+    /// cycles), so a slot at pool time `t` is at `base + since_base + t` on
+    /// the shared clock, on every host alike.
+    pub fn since_base(&self) -> Option<u64> {
+        self.shared_start.map(|(k, _)| k)
+    }
+
+    /// On a shared clock: how far the wall clock stepped since the runtime
+    /// started (ns, signed; `None` on this host's own clock). The runtime
+    /// keeps its epoch: a local gang is never split to follow a step.
+    pub fn clock_step(&self) -> Option<i64> {
+        let (_, base_then) = self.shared_start?;
+        let t = self.shared.config.shared_time?;
+        let moved = base_then - crate::wallclock::epoch(&t);
+        Some(i64::try_from(moved).unwrap_or(i64::MAX))
     }
 
     /// The configuration.

@@ -28,6 +28,7 @@
 use std::fmt;
 
 use gang_core::time::{SharedTime, WallClock};
+use gang_core::Nanos;
 use rustix::time::ClockId;
 use serde::{Deserialize, Serialize};
 
@@ -83,6 +84,24 @@ pub fn check_started(shared: &SharedTime) -> Result<(), ClockError> {
 /// this host booted): pool time is CLOCK_MONOTONIC minus it.
 pub fn epoch(shared: &SharedTime) -> i128 {
     i128::from(shared.base_ns) - offset_ns(shared.clock)
+}
+
+/// Where a pool on `shared` time starts now: the latest cycle boundary
+/// (base + k·cycle) not after now, as a CLOCK_MONOTONIC epoch, and how far
+/// after the base that boundary is (k·cycle). Every host that starts the
+/// pool within one cycle gets the same epoch; a host that starts later is
+/// whole cycles ahead, in which every slot is where the others have it.
+pub fn aligned_epoch(shared: &SharedTime) -> Result<(Nanos, u64), ClockError> {
+    check_started(shared)?;
+    let cycle = i128::from(shared.cycle_ns.max(1));
+    let base_mono = epoch(shared);
+    let now = i128::from(sys::monotonic_ns());
+    let cycles = (now - base_mono).div_euclid(cycle);
+    let start = base_mono + cycles * cycle;
+    let since_base =
+        u64::try_from(cycles * cycle).map_err(|_| ClockError::BeforeEpoch(shared.base_text()))?;
+    let epoch = Nanos::try_from(start).map_err(|_| ClockError::BeforeEpoch(shared.base_text()))?;
+    Ok((epoch, since_base))
 }
 
 /// Pool time now, read from the wall clock itself (for checks).
@@ -205,6 +224,7 @@ mod tests {
         let before = SharedTime {
             clock: WallClock::Realtime,
             base_ns: -5,
+            cycle_ns: gang_core::SEC,
         };
         assert_eq!(
             check_started(&before).unwrap_err().to_string(),
@@ -229,6 +249,31 @@ mod tests {
                 "{clock}: {from_wall} vs {from_mono}"
             );
         }
+    }
+
+    #[test]
+    fn a_pool_starts_on_the_latest_cycle_boundary_after_the_base() {
+        let mut t = parse("realtime", "2026-01-01T00:00:00Z");
+        t.cycle_ns = 100_000_000;
+        let (e1, k1) = aligned_epoch(&t).expect("aligned");
+        let (e2, k2) = aligned_epoch(&t).expect("aligned");
+        assert_eq!(k1 % t.cycle_ns, 0, "whole cycles after the base");
+        // Two starts a moment apart land on the same boundary (or the next).
+        assert!(k2 == k1 || k2 == k1 + t.cycle_ns, "{k1} {k2}");
+        assert!(
+            e2.abs_diff(e1) % t.cycle_ns < 100_000
+                || e2.abs_diff(e1) % t.cycle_ns > t.cycle_ns - 100_000
+        );
+        // The boundary is at most a cycle ago.
+        let now = sys::monotonic_ns();
+        assert!(e1 <= now && now - e1 < t.cycle_ns + 1_000_000, "{e1} {now}");
+        // And on the wall clock it is base + k·cycle.
+        let wall_of_epoch = i128::from(e1) + offset_ns(t.clock);
+        let expect = i128::from(t.base_ns) + i128::from(k1);
+        assert!(
+            (wall_of_epoch - expect).abs() < 100_000,
+            "{wall_of_epoch} {expect}"
+        );
     }
 
     #[test]

@@ -578,6 +578,10 @@ pub struct TraceSlot {
     pub start_ns: u64,
     /// End (pool time, ns; `u64::MAX` if still running).
     pub end_ns: u64,
+    /// How late the dispatcher made the switch that started it, ns: the
+    /// slot really began at `start_ns + late_ns`.
+    #[serde(default)]
+    pub late_ns: u64,
 }
 
 /// What the daemon answers.
@@ -634,6 +638,15 @@ pub enum ResponseBody {
         now_ns: u64,
         /// The slots, oldest first, at most the last few thousand.
         slots: Vec<TraceSlot>,
+        /// On a shared clock: pool time 0 is this long after the pool's
+        /// base (whole cycles), so a slot's start on the shared clock is
+        /// `base + since_base_ns + start_ns`, comparable across hosts.
+        #[serde(default)]
+        since_base_ns: Option<u64>,
+        /// Pool time 0 on this host's CLOCK_MONOTONIC, ns (to compare
+        /// pools of two daemons on one host).
+        #[serde(default)]
+        epoch_mono_ns: u64,
     },
 }
 

@@ -218,7 +218,13 @@ pub fn sched_gang_pool_line(pool: &SchedGangPool) -> String {
         );
     }
     if let Some(t) = &pool.time {
-        let _ = write!(line, " clock={} base={}", t.clock, t.base_text());
+        let _ = write!(
+            line,
+            " clock={} base={} cycle={}",
+            t.clock,
+            t.base_text(),
+            gang_core::time::Duration(t.cycle_ns)
+        );
     }
     let _ = write!(line, " active={}", yes_no(pool.active));
     line
@@ -713,7 +719,7 @@ mod tests {
         assert_eq!(
             sched_gang(&[pool.clone()]),
             "Cpupool GangSched-Pool: sched=gang grain=1ms cpus=1-2 shared=no \
-             clock=tai base=2026-12-01T00:00:00Z active=yes\n\
+             clock=tai base=2026-12-01T00:00:00Z cycle=1s active=yes\n\
              \x20 clock: synchronised (est. error 12us, max 150us, TAI-UTC 37s)\n\
              Name                                ID Policy                 CPUs       Recv(last period)\n"
         );
@@ -758,6 +764,7 @@ mod tests {
 
     fn slot(vcpu: u32, cpu: u32, start_ns: u64, end_ns: u64) -> TraceSlot {
         TraceSlot {
+            late_ns: 0,
             vcpu,
             cpu,
             start_ns,

@@ -145,7 +145,11 @@ fn shared_time() -> impl Strategy<Value = SharedTime> {
             any::<i64>()
         ],
     )
-        .prop_map(|(clock, base_ns)| SharedTime { clock, base_ns })
+        .prop_map(|(clock, base_ns)| SharedTime {
+            clock,
+            base_ns,
+            cycle_ns: gang_core::SEC,
+        })
 }
 
 /// A policy as a client parses it (text it refuses: none).

@@ -70,8 +70,16 @@ pub fn cpupool_create(args: &CpupoolCreateArgs) -> Result<()> {
         Some(text) => gang_core::CpuList::parse(text)?,
     };
     let time = match (pool.clock.as_deref(), pool.base.as_deref()) {
+        (None, None) if pool.cycle.is_some() => bail!("cycle= needs clock= and base="),
         (None, None) => None,
-        (Some(clock), Some(base)) => Some(gang_core::time::SharedTime::parse(clock, base)?),
+        (Some(clock), Some(base)) => {
+            let mut t = gang_core::time::SharedTime::parse(clock, base)?;
+            if let Some(cycle) = pool.cycle.as_deref() {
+                t.cycle_ns = gang_core::time::parse_duration(cycle, gang_core::MS)
+                    .map_err(|e| anyhow::anyhow!("cycle: {e}"))?;
+            }
+            Some(t)
+        }
         (Some(_), None) => bail!("clock= needs base= (the instant the pool's time counts from, e.g. base=\"2026-12-01T00:00:00Z\")"),
         (None, Some(_)) => bail!("base= needs clock= (tai or realtime)"),
     };

@@ -192,7 +192,7 @@ pub fn trace(args: &TraceArgs) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&answer)?);
         return Ok(());
     }
-    let ResponseBody::Trace { now_ns, slots } = answer else {
+    let ResponseBody::Trace { now_ns, slots, .. } = answer else {
         bail!("unexpected answer from the daemon")
     };
     let domain = find_domain(&args.domain)?;

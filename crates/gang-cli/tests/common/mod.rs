@@ -256,6 +256,14 @@ impl Drop for TestDir {
     }
 }
 
+/// A line for the person running the tests, past the harness's capture
+/// (figures a test measured, the seed it used).
+pub fn note(line: &str) {
+    use std::io::Write as _;
+    // Nothing to do if stderr is gone.
+    let _ = std::io::stderr().write_all(format!("{line}\n").as_bytes());
+}
+
 /// Waits (up to 20 s) until `f` holds; fails the test naming `what`.
 pub fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(20);

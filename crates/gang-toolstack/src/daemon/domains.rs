@@ -430,8 +430,9 @@ impl Daemon {
             .store
             .pool(&PoolRef::Id(rec.pool))
             .map_err(store_error)?;
-        let rt = self.ensure_runtime(&pool)?;
         let policy = rec.policy.unwrap_or_default();
+        Self::check_cycle(&pool, &policy)?;
+        let rt = self.ensure_runtime(&pool)?;
         // Paused until its threads are attached (see `Runtime::add_gates`).
         let map = match rt.admit(Self::spec_of(rec), true) {
             Ok(map) => map,

@@ -8,6 +8,7 @@
 
 use gang_core::{CpuId, CpuSet, DomainId, Nanos, Policy, PoolConfig, SEC};
 use gang_host::runtime::{held_intervals, Isolation, Runtime, RuntimeConfig, Switch};
+use gang_host::wallclock::StepWatch;
 use gang_proto::{
     ApiError, DispatchHealth, ErrorCode, ResponseBody, SchedGangDomain, SchedGangPool, TraceSlot,
     VcpuInfo,
@@ -86,6 +87,7 @@ impl Daemon {
             }
             config.name = pool.name.clone();
             config.state_dir = Some(self.state_dir.clone());
+            config.shared_time = pool.time;
             // Per-thread gate traces grow without bound; the switch log is
             // the daemon's record.
             config.trace = false;
@@ -257,10 +259,28 @@ impl Daemon {
                 domains: rows,
                 dispatch: dispatch_health(&switches, now),
                 time: p.time,
-                clock: p.time.map(|_| clock_info()),
+                clock: p.time.map(|_| clock_info(rt.and_then(|r| r.clock_step()))),
             });
         }
         Ok(out)
+    }
+
+    /// A pool on a shared clock takes periods that divide its cycle only
+    /// (its schedule repeats every cycle on every host).
+    pub(super) fn check_cycle(pool: &PoolRecord, policy: &Policy) -> Result<(), ApiError> {
+        let (Some(t), Some(timing)) = (pool.time, policy.timing()) else {
+            return Ok(());
+        };
+        if t.fits(timing.period) {
+            return Ok(());
+        }
+        Err(refused(format!(
+            "policy {policy}: its period {} does not divide cpupool '{}''s cycle {} (a pool on \
+             a shared clock repeats its schedule every cycle on every host)",
+            gang_core::time::Duration(timing.period),
+            pool.name,
+            gang_core::time::Duration(t.cycle_ns)
+        )))
     }
 
     /// `sched-gang -d DOM [-c CPUS] [-t POLICY]`: admission control
@@ -300,6 +320,7 @@ impl Daemon {
                 rec.name, pool.name, pool.sched
             )));
         }
+        Self::check_cycle(&pool, &policy)?;
         let map = cpus
             .map(|c| self.cpu_map_arg(c, rec.vcpus, &pool, &rec.name))
             .transpose()?;
@@ -430,13 +451,17 @@ impl Daemon {
                     rec.name
                 ))
             })?;
-        let mut slots: Vec<TraceSlot> = held_intervals(&rt.recent_switches(), rec.id)
+        let switches = rt.recent_switches();
+        let late: std::collections::HashMap<(CpuId, u64), u64> =
+            switches.iter().map(|s| ((s.cpu, s.at), s.late)).collect();
+        let mut slots: Vec<TraceSlot> = held_intervals(&switches, rec.id)
             .into_iter()
             .map(|(vcpu, cpu, start_ns, end_ns)| TraceSlot {
                 vcpu,
                 cpu,
                 start_ns,
                 end_ns,
+                late_ns: late.get(&(cpu, start_ns)).copied().unwrap_or(0),
             })
             .collect();
         slots.sort_by_key(|s| (s.start_ns, s.vcpu));
@@ -444,6 +469,8 @@ impl Daemon {
         Ok(ResponseBody::Trace {
             now_ns: rt.now(),
             slots: slots.split_off(skip),
+            since_base_ns: rt.since_base(),
+            epoch_mono_ns: rt.clock().epoch(),
         })
     }
 }
@@ -482,8 +509,10 @@ fn group_vcpus(rec: &DomainRecord, live: &super::domains::Live) -> Vec<VcpuInfo>
         .collect()
 }
 
-/// This host's wall-clock state, for a pool on a shared clock.
-fn clock_info() -> gang_proto::ClockInfo {
+/// This host's wall-clock state, for a pool on a shared clock; `step`: how
+/// far the clock moved under the pool's running runtime (reported beyond
+/// reading noise).
+fn clock_info(step: Option<i64>) -> gang_proto::ClockInfo {
     let status = gang_host::wallclock::ClockStatus::read();
     if let Err(e) = &status {
         tracing::warn!("{e}");
@@ -494,7 +523,7 @@ fn clock_info() -> gang_proto::ClockInfo {
         est_error_us: status.map_or(0, |s| s.est_error_us),
         max_error_us: status.map_or(0, |s| s.max_error_us),
         tai_offset_s: status.map_or(0, |s| s.tai_offset_s),
-        stepped_ns: None,
+        stepped_ns: step.filter(|s| i128::from(*s).abs() > StepWatch::DEFAULT_THRESHOLD_NS),
     }
 }
 

@@ -379,13 +379,28 @@ impl Daemon {
                 let cpus = cpus_of(&cpus, &self.host_cpus)?;
                 if let Some(t) = &time {
                     gang_host::wallclock::check_started(t).map_err(|e| bad(e.to_string()))?;
+                    // The host's own slot is in every running gang pool.
+                    let (host_period, _) = gang_host::runtime::host_slot_for(gang_core::MS);
+                    if !t.fits(host_period) {
+                        return Err(bad(format!(
+                            "cycle {} is not a multiple of the host slot's period {}: the \
+                             pool's schedule would not repeat every cycle",
+                            gang_core::time::Duration(t.cycle_ns),
+                            gang_core::time::Duration(host_period)
+                        )));
+                    }
                 }
                 let id = self
                     .store
                     .create_pool_on(&name, sched, &cpus, shared, time)
                     .map_err(store_error)?;
                 let on = time.map_or_else(String::new, |t| {
-                    format!(", clock={} base={}", t.clock, t.base_text())
+                    format!(
+                        ", clock={} base={} cycle={}",
+                        t.clock,
+                        t.base_text(),
+                        gang_core::time::Duration(t.cycle_ns)
+                    )
                 });
                 self.log(format!(
                     "cpupool {name} created (sched={sched}, cpus={cpus}{on})"
