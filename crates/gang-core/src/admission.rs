@@ -511,6 +511,11 @@ pub fn plan(
                     period: t.period / config.grain,
                     active: t.active / config.grain,
                     phase: (t.from / config.grain) % (t.period / config.grain),
+                    window: if d.policy.exact() {
+                        t.active / config.grain
+                    } else {
+                        t.period / config.grain
+                    },
                 })
             })
             .collect();
@@ -619,6 +624,7 @@ mod tests {
                 active: active * MS,
             },
             space_filling: false,
+            exact: false,
         }
     }
 
@@ -636,6 +642,7 @@ mod tests {
                 active: MS,
             },
             space_filling: false,
+            exact: false,
         };
         assert!(matches!(
             validate_policy(&c, DomainId(1), &p),

@@ -127,6 +127,12 @@ pub enum Policy {
         timing: Periodic,
         /// May also run in holes, beyond its reservation.
         space_filling: bool,
+        /// Its slot is exactly `[from + k·period, from + k·period + active)`,
+        /// not anywhere in its window: what a cluster gang needs, whose
+        /// parts on other hosts must run at the same instants whatever else
+        /// each host's table holds (refused where that slot is not free).
+        #[serde(default)]
+        exact: bool,
     },
     /// Event-triggered: dispatched as soon as it becomes runnable while it has
     /// budget left in its current period, ahead of best-effort; its table
@@ -200,6 +206,11 @@ impl Policy {
         }
     }
 
+    /// A time-triggered policy whose slot is at its phase exactly.
+    pub fn exact(&self) -> bool {
+        matches!(self, Policy::TimeTriggered { exact: true, .. })
+    }
+
     /// When the policy starts to apply (0 for best-effort).
     pub fn from(&self) -> Nanos {
         match *self {
@@ -213,10 +224,17 @@ impl Policy {
 }
 
 impl fmt::Display for Policy {
-    /// The `sched-gang -t` syntax: `no`, `tt,150ms,15ms[,sf]`, `et,…`,
-    /// `be,256[,sf]`. `from` is printed only when not zero (`@from`).
+    /// The `sched-gang -t` syntax: `no`, `tt,150ms,15ms[,exact][,sf]`,
+    /// `et,…`, `be,256[,sf]`. `from` is printed only when not zero
+    /// (`@from`).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let sf = if self.space_filling() { ",sf" } else { "" };
+        let exact = matches!(self, Policy::TimeTriggered { exact: true, .. });
+        let sf = match (exact, self.space_filling()) {
+            (false, false) => "",
+            (false, true) => ",sf",
+            (true, false) => ",exact",
+            (true, true) => ",exact,sf",
+        };
         match *self {
             Policy::NoMux { from } => {
                 f.write_str("no")?;
@@ -305,14 +323,22 @@ impl std::str::FromStr for Policy {
             None => 0,
         };
         let fields: Vec<&str> = body.split(',').map(str::trim).collect();
+        let bad_flag = |flag: &str| PolicyParseError::BadFlag {
+            input: input.to_string(),
+            flag: flag.to_string(),
+        };
         let flag = |rest: &[&str]| -> Result<bool, PolicyParseError> {
             match rest {
                 [] => Ok(false),
                 ["sf"] => Ok(true),
-                [other, ..] => Err(PolicyParseError::BadFlag {
-                    input: input.to_string(),
-                    flag: (*other).to_string(),
-                }),
+                [other, ..] => Err(bad_flag(other)),
+            }
+        };
+        // tt takes `exact` too, before `sf`.
+        let tt_flags = |rest: &[&str]| -> Result<(bool, bool), PolicyParseError> {
+            match rest {
+                ["exact", more @ ..] => Ok((true, flag(more)?)),
+                more => Ok((false, flag(more)?)),
             }
         };
         let time = |text: &str, field: &'static str| {
@@ -333,10 +359,10 @@ impl std::str::FromStr for Policy {
                 Ok(Policy::NoMux { from })
             }
             tag @ ("tt" | "et") => {
-                if !(3..=4).contains(&fields.len()) {
+                if !(3..=5).contains(&fields.len()) {
                     return Err(PolicyParseError::WrongFields {
                         input: input.to_string(),
-                        expected: "expected tt|et,PERIOD,ACTIVE[,sf]",
+                        expected: "expected tt,PERIOD,ACTIVE[,exact][,sf] or et,PERIOD,ACTIVE[,sf]",
                     });
                 }
                 let timing = Periodic {
@@ -344,16 +370,17 @@ impl std::str::FromStr for Policy {
                     period: time(fields[1], "period")?,
                     active: time(fields[2], "active")?,
                 };
-                let space_filling = flag(&fields[3..])?;
                 Ok(if tag == "tt" {
+                    let (exact, space_filling) = tt_flags(&fields[3..])?;
                     Policy::TimeTriggered {
                         timing,
                         space_filling,
+                        exact,
                     }
                 } else {
                     Policy::EventTriggered {
                         timing,
-                        space_filling,
+                        space_filling: flag(&fields[3..])?,
                     }
                 })
             }
@@ -472,10 +499,23 @@ mod tests {
                     period: 150 * MS,
                     active: 15 * MS
                 },
-                space_filling: false
+                space_filling: false,
+                exact: false,
             }
         );
         assert_eq!(tt.to_string(), "tt,150ms,15ms");
+        let exact: Policy = "tt,100ms,20ms,exact,sf@10ms".parse().unwrap();
+        assert!(exact.exact() && exact.space_filling());
+        assert_eq!(exact.to_string(), "tt,100ms,20ms,exact,sf@10ms");
+        assert_eq!(
+            "tt,100ms,20ms,exact".parse::<Policy>().unwrap().to_string(),
+            "tt,100ms,20ms,exact"
+        );
+        assert!("et,100ms,20ms,exact".parse::<Policy>().is_err(), "tt only");
+        assert!(
+            "tt,100ms,20ms,sf,exact".parse::<Policy>().is_err(),
+            "exact first"
+        );
         let et: Policy = "et,100ms,10ms,sf@1s".parse().unwrap();
         assert_eq!(et.to_string(), "et,100ms,10ms,sf@1s");
         assert_eq!("be,7,sf".parse::<Policy>().unwrap().to_string(), "be,7,sf");

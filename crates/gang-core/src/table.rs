@@ -1,9 +1,10 @@
 //! The static table of a cohort's periodic reservations (TT and ET domains).
 //!
 //! **Problem.** Every TT (and ET) domain must get `active` grains in every
-//! window `[phase + k·period, phase + (k+1)·period)`, with all of its CPUs at
-//! once, and the check must be exact: summing utilisations per CPU is
-//! necessary but not sufficient for gangs.
+//! window `[phase + k·period, phase + k·period + window)` (the window is the
+//! period, or `active` for an exact slot), with all of its CPUs at once, and
+//! the check must be exact: summing utilisations per CPU is necessary but
+//! not sufficient for gangs.
 //!
 //! **Approach.** Build, at admission, the cyclic schedule of all reservations
 //! of a cohort over the hyperperiod `H = lcm(periods)` (in grains), then
@@ -45,6 +46,10 @@ pub struct Reservation {
     pub active: u64,
     /// First window start modulo the period, in grains (< period).
     pub phase: u64,
+    /// How long each window lasts from its start, in grains
+    /// (`active..=period`): the period for a slot anywhere in it, `active`
+    /// for a slot at the phase exactly (an exact TT policy).
+    pub window: u64,
 }
 
 /// A run of grains `[start, end)` of the cycle during which the same
@@ -249,7 +254,7 @@ impl Table {
             };
             let mut start = r.phase;
             while start < self.length + r.phase {
-                let (a, b) = (start % self.length, start % self.length + r.period);
+                let (a, b) = (start % self.length, start % self.length + r.window);
                 let got = if b <= self.length {
                     owned_before(b) - owned_before(a)
                 } else {
@@ -341,6 +346,7 @@ impl<'a> Builder<'a> {
             let before = self.snapshot(base);
             let mut segments: Vec<Segment> = Vec::new();
             for t in base..base + self.length {
+                self.check_deadlines(t)?;
                 self.release_due(t)?;
                 busy.clear();
                 placed.clear();
@@ -389,6 +395,30 @@ impl<'a> Builder<'a> {
         Err(TableError::NoSteadyState { cycles: MAX_CYCLES })
     }
 
+    /// A job still holding work at its deadline (before its next release,
+    /// for a window shorter than the period) is a miss.
+    fn check_deadlines(&self, t: u64) -> Result<(), TableError> {
+        // `ready` is in deadline order: the first is the most urgent.
+        let Some(&i) = self.ready.first() else {
+            return Ok(());
+        };
+        if self.deadline[i] > t {
+            return Ok(());
+        }
+        let r = &self.res[i];
+        let (cpu, blocker) = self.blocked_by[i].unwrap_or((r.cpus.first().unwrap_or(0), r.owner));
+        let start = (self.deadline[i] - r.window) % self.length;
+        Err(TableError::Missed {
+            owner: r.owner,
+            window_start: start,
+            window_end: start + r.window,
+            got: r.active - self.remaining[i],
+            needed: r.active,
+            cpu,
+            blocker,
+        })
+    }
+
     /// Releases the jobs whose window starts at `t`; a job still holding work
     /// at its deadline is a miss.
     fn release_due(&mut self, t: u64) -> Result<(), TableError> {
@@ -413,7 +443,7 @@ impl<'a> Builder<'a> {
                 });
             }
             self.remaining[i] = r.active;
-            self.deadline[i] = t + r.period;
+            self.deadline[i] = t + r.window;
             self.blocked_by[i] = None;
             let key = self.key(i);
             let pos = self.ready.partition_point(|&j| self.key(j) < key);
@@ -435,7 +465,74 @@ mod tests {
             period,
             active,
             phase,
+            window: period,
         }
+    }
+
+    /// An exact reservation: its slot at `phase` exactly.
+    fn exact(owner: u32, cpus: &str, period: u64, active: u64, phase: u64) -> Reservation {
+        Reservation {
+            window: active,
+            ..res(owner, cpus, period, active, phase)
+        }
+    }
+
+    /// The grains of the cycle `owner` holds.
+    fn held(t: &Table, owner: u32) -> Vec<u64> {
+        (0..t.length())
+            .filter(|&g| {
+                t.segment_at(g)
+                    .entries
+                    .iter()
+                    .any(|&e| t.reservations()[e as usize].owner == DomainId(owner))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn an_exact_slot_is_at_its_phase_whatever_else_the_table_holds() {
+        // Alone, and with others whose windows cover its slot: always the
+        // grains [phase, phase + active) of every period.
+        for others in [
+            vec![],
+            vec![res(2, "0-1", 10, 4, 0)],
+            vec![res(2, "0", 10, 4, 0), res(3, "1", 20, 9, 5)],
+        ] {
+            let mut all = vec![exact(1, "0-1", 10, 3, 6)];
+            all.extend(others.clone());
+            let t = Table::build(all, 10_000).expect("fits");
+            let expect: Vec<u64> = (0..t.length())
+                .filter(|g| (6..9).contains(&(g % 10)))
+                .collect();
+            assert_eq!(held(&t, 1), expect, "with {others:?}");
+        }
+    }
+
+    #[test]
+    fn two_exact_slots_that_overlap_on_a_cpu_are_refused_naming_the_window() {
+        let e = Table::build(
+            vec![exact(1, "0-1", 10, 3, 6), exact(2, "1", 20, 4, 5)],
+            10_000,
+        )
+        .unwrap_err();
+        match e {
+            TableError::Missed { owner, needed, .. } => {
+                assert!(owner == DomainId(1) || owner == DomainId(2), "{e}");
+                assert!(needed == 3 || needed == 4);
+            }
+            other => panic!("{other}"),
+        }
+        // On other CPUs, or at other phases: both fit.
+        Table::build(
+            vec![exact(1, "0", 10, 3, 6), exact(2, "1", 20, 4, 5)],
+            10_000,
+        )
+        .expect("disjoint CPUs");
+        Table::build(
+            vec![exact(1, "0-1", 10, 3, 6), exact(2, "1", 20, 4, 0)],
+            10_000,
+        )
+        .expect("disjoint times");
     }
 
     #[test]

@@ -102,6 +102,7 @@ fn policy_of(g: &DomainGen) -> Policy {
         1..=3 => Policy::TimeTriggered {
             timing,
             space_filling: g.sf,
+            exact: false,
         },
         4..=5 => Policy::EventTriggered {
             timing,

@@ -526,6 +526,7 @@ fn gang_phase(config: &BenchConfig, n: u32, tt: bool) -> Result<Phase, HostError
                     active,
                 },
                 space_filling: false,
+                exact: false,
             }
         } else {
             Policy::BestEffort {

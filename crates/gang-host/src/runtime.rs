@@ -454,6 +454,7 @@ impl Runtime {
                         active,
                     },
                     space_filling: false,
+                    exact: false,
                 },
             };
             let state = RunState::all_runnable(spec.vcpus, false);

@@ -51,6 +51,7 @@ fn tt_policy() -> Policy {
             active: 30 * MS,
         },
         space_filling: true,
+        exact: false,
     }
 }
 
