@@ -36,9 +36,9 @@ use std::sync::Mutex;
 
 use gang_core::{CpuId, VcpuRef};
 
+use crate::best_effort;
 use crate::cgroup::{CgroupError, Cgroups, Freezer, Owner};
 use crate::sys::{self, SchedPolicy, Tid};
-use crate::best_effort;
 
 /// Why a thread could not be adopted.
 #[derive(Debug, thiserror::Error)]

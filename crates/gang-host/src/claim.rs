@@ -94,9 +94,12 @@ impl CpuClaims {
 impl Drop for CpuClaims {
     fn drop(&mut self) {
         for (cpu, file) in &self.files {
-            // Closing the file unlocks it too: the explicit unlock and the
-            // emptied holder are for whoever looks meanwhile.
-            best_effort(format_args!("emptying the claim of CPU {cpu}"), file.set_len(0));
+            // Closing the file would unlock it too; emptied first, it names
+            // no stale holder.
+            best_effort(
+                format_args!("emptying the claim of CPU {cpu}"),
+                file.set_len(0),
+            );
             best_effort(
                 format_args!("unlocking the claim of CPU {cpu}"),
                 flock(file, FlockOperation::Unlock),

@@ -68,9 +68,9 @@ use std::time::Duration;
 
 use gang_core::{CpuId, DomainId};
 
+use crate::best_effort;
 use crate::cgroup::{self, CgroupError, Cgroups, Controller, Freezer, Hierarchy, Owner};
 use crate::sys::{self, SchedPolicy, Tid};
-use crate::best_effort;
 
 /// How often a group's tasks are checked and given the map's affinity.
 pub const PLACEMENT_PERIOD: Duration = Duration::from_millis(50);
@@ -564,7 +564,12 @@ impl AdoptedGroup {
         record.restore();
         best_effort(
             format_args!("thawing {}", self.inner.cgroup.display()),
-            cgroup::set_frozen(&self.inner.controller, &self.inner.cgroup, false, FREEZE_WAIT),
+            cgroup::set_frozen(
+                &self.inner.controller,
+                &self.inner.cgroup,
+                false,
+                FREEZE_WAIT,
+            ),
         );
         best_effort(
             format_args!("removing {}", self.inner.record_file.display()),

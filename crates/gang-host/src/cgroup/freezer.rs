@@ -264,7 +264,10 @@ impl Freezer {
 impl Drop for Freezer {
     fn drop(&mut self) {
         let removed = self.remove_inner();
-        best_effort(format_args!("removing the freezer {}", self.path.display()), removed);
+        best_effort(
+            format_args!("removing the freezer {}", self.path.display()),
+            removed,
+        );
     }
 }
 

@@ -376,7 +376,10 @@ impl CpuShield {
 impl Drop for CpuShield {
     fn drop(&mut self) {
         let released = self.release_inner();
-        best_effort(format_args!("releasing the CPU shield {}", self.pool.display()), released);
+        best_effort(
+            format_args!("releasing the CPU shield {}", self.pool.display()),
+            released,
+        );
     }
 }
 
