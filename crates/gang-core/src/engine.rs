@@ -326,35 +326,40 @@ impl Scheduler {
     /// A human-readable dump of the whole state: pool, cohorts, tables,
     /// domains with budgets and dispatch (the seed's dumps were empty).
     pub fn dump(&self) -> String {
-        use std::fmt::Write;
         let g = self.config.grain;
         let mut out = String::new();
-        let _ = writeln!(
-            out,
-            "pool cpus={} grain={} be_slice={} be_reserve={}% domains={} cohorts={} now={}",
-            self.config.cpus,
-            Duration(g),
-            Duration(self.config.be_slice),
-            self.config.be_reserve_pct,
-            self.domains.len(),
-            self.cohorts.len(),
-            self.last_now
+        push_line(
+            &mut out,
+            format_args!(
+                "pool cpus={} grain={} be_slice={} be_reserve={}% domains={} cohorts={} now={}",
+                self.config.cpus,
+                Duration(g),
+                Duration(self.config.be_slice),
+                self.config.be_reserve_pct,
+                self.domains.len(),
+                self.cohorts.len(),
+                self.last_now
+            ),
         );
         for (i, c) in self.cohorts.iter().enumerate() {
             let members: Vec<String> = c.members.iter().map(|d| d.to_string()).collect();
-            let _ = writeln!(
-                out,
-                "cohort {i}: cpus={} members=[{}] next={}",
-                c.cpus,
-                members.join(","),
-                c.next
+            push_line(
+                &mut out,
+                format_args!(
+                    "cohort {i}: cpus={} members=[{}] next={}",
+                    c.cpus,
+                    members.join(","),
+                    c.next
+                ),
             );
             if let Some(t) = &c.table {
-                let _ = writeln!(
-                    out,
-                    "  table: {} grains, {} segments",
-                    t.length(),
-                    t.segments().len()
+                push_line(
+                    &mut out,
+                    format_args!(
+                        "  table: {} grains, {} segments",
+                        t.length(),
+                        t.segments().len()
+                    ),
                 );
                 for s in t.segments().iter().take(64) {
                     let owners: Vec<String> = s
@@ -362,28 +367,31 @@ impl Scheduler {
                         .iter()
                         .map(|&e| t.reservations()[e as usize].owner.to_string())
                         .collect();
-                    let _ = writeln!(
-                        out,
-                        "    [{}, {}) {}",
-                        Duration(s.start * g),
-                        Duration(s.end * g),
-                        if owners.is_empty() {
-                            "-".to_string()
-                        } else {
-                            owners.join(",")
-                        }
+                    push_line(
+                        &mut out,
+                        format_args!(
+                            "    [{}, {}) {}",
+                            Duration(s.start * g),
+                            Duration(s.end * g),
+                            if owners.is_empty() {
+                                "-".to_string()
+                            } else {
+                                owners.join(",")
+                            }
+                        ),
                     );
                 }
                 if t.segments().len() > 64 {
-                    let _ = writeln!(out, "    ... {} more segments", t.segments().len() - 64);
+                    push_line(
+                        &mut out,
+                        format_args!("    ... {} more segments", t.segments().len() - 64),
+                    );
                 }
             }
         }
         for d in self.domains.iter() {
             let map: Vec<String> = d.placed.map.iter().map(|c| c.to_string()).collect();
-            let _ = writeln!(
-                out,
-                "domain {}: policy={} map=[{}]{} paused={} runnable={}/{} how={:?} used={} held={} vruntime={}",
+            push_line(&mut out, format_args!("domain {}: policy={} map=[{}]{} paused={} runnable={}/{} how={:?} used={} held={} vruntime={}",
                 d.id(),
                 d.placed.policy,
                 map.join(","),
@@ -395,7 +403,7 @@ impl Scheduler {
                 Duration(d.used),
                 Duration(d.stats.held_ns),
                 d.vruntime
-            );
+            ));
         }
         out
     }
@@ -895,7 +903,7 @@ impl Scheduler {
         Ok(())
     }
 
-    fn add_cpus(&mut self, now: Nanos, cpus: CpuSet) -> Result<(), EngineError> {
+    fn add_cpus(&mut self, _now: Nanos, cpus: CpuSet) -> Result<(), EngineError> {
         if cpus.intersects(&self.config.cpus) {
             return Err(EngineError::CpuMembership(
                 cpus.intersection(&self.config.cpus),
@@ -903,7 +911,6 @@ impl Scheduler {
             ));
         }
         self.config.cpus.union_with(&cpus);
-        let _ = now;
         Ok(())
     }
 
@@ -1042,4 +1049,15 @@ impl Scheduler {
         cohort.taken.clone_from(&self.buffers.taken);
         cohort.reserved.clone_from(&self.buffers.reserved);
     }
+}
+
+/// Appends one line to a [`Scheduler::dump`]. Writing to a `String` cannot
+/// fail (`fmt::Write for String` never returns an error; only a broken
+/// `Display` could, and `format!` panics on that too), so no error is
+/// dropped here.
+fn push_line(out: &mut String, line: std::fmt::Arguments<'_>) {
+    use std::fmt::Write as _;
+    out.write_fmt(line)
+        .expect("a String takes any text; a Display returned an error");
+    out.push('\n');
 }

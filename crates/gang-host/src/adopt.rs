@@ -36,6 +36,7 @@ use std::sync::Mutex;
 
 use gang_core::{CpuId, VcpuRef};
 
+use crate::best_effort;
 use crate::cgroup::{CgroupError, Cgroups, Freezer, Owner};
 use crate::sys::{self, SchedPolicy, Tid};
 
@@ -85,6 +86,14 @@ struct Record {
     affinity: Vec<CpuId>,
 }
 
+/// Removes an adopted thread's record once there is nothing left to undo.
+fn remove_record(record: &Path) {
+    best_effort(
+        format_args!("removing {}", record.display()),
+        std::fs::remove_file(record),
+    );
+}
+
 fn record_path(state_dir: &Path, tid: Tid) -> PathBuf {
     state_dir.join(format!("adopted-{tid}.json"))
 }
@@ -107,7 +116,11 @@ pub fn repair(state_dir: &Path) -> Result<usize, AdoptError> {
             continue;
         };
         let Ok(record) = serde_json::from_str::<Record>(&text) else {
-            let _ = std::fs::remove_file(&path); // unreadable: nothing to undo
+            // Unreadable: nothing to undo.
+            best_effort(
+                format_args!("removing the unreadable record {}", path.display()),
+                std::fs::remove_file(&path),
+            );
             continue;
         };
         if record.owner.is_alive() {
@@ -120,10 +133,13 @@ pub fn repair(state_dir: &Path) -> Result<usize, AdoptError> {
                 what: "restoring its policy",
                 source,
             })?;
-            let _ = sys::set_affinity(tid, &record.affinity);
+            best_effort(
+                format_args!("giving thread {tid} its affinity back"),
+                sys::set_affinity(tid, &record.affinity),
+            );
             restored += 1;
         }
-        let _ = std::fs::remove_file(&path);
+        remove_record(&path);
     }
     Ok(restored)
 }
@@ -208,7 +224,7 @@ impl Adopted {
         // pool CPU fails while the thread's cpuset is the host's).
         if let Some(shield) = shield {
             if let Err(e) = shield.attach(tid) {
-                let _ = std::fs::remove_file(&record_file);
+                remove_record(&record_file);
                 return Err(e.into());
             }
         }
@@ -221,13 +237,13 @@ impl Adopted {
         {
             Ok(f) => f,
             Err(e) => {
-                let _ = std::fs::remove_file(&record_file);
+                remove_record(&record_file);
                 return Err(e.into());
             }
         };
         if let Err(e) = freezer.freeze() {
             drop(freezer); // thaws and moves the thread back
-            let _ = std::fs::remove_file(&record_file);
+            remove_record(&record_file);
             return Err(e.into());
         }
         let adopted = Adopted {
@@ -261,6 +277,8 @@ impl Adopted {
     fn request(&self, frozen: bool) {
         if let Ok(guard) = self.freezer.lock() {
             if let Some(f) = guard.as_ref() {
+                // The switch path, where nothing is logged: a request that
+                // failed leaves the thread as it was until the next one.
                 let _ = f.request(frozen);
             }
         }
@@ -291,17 +309,30 @@ impl Adopted {
         let Some(freezer) = freezer else { return };
         // Its own policy before it thaws: never an unscheduled thread at
         // real-time priority.
-        if thread_exists(self.tid) {
-            let _ = sys::set_policy(self.tid, self.saved_policy);
+        let tid = self.tid;
+        if thread_exists(tid) {
+            best_effort(
+                format_args!("giving thread {tid} its policy back"),
+                sys::set_policy(tid, self.saved_policy),
+            );
         }
-        let _ = freezer.remove();
+        best_effort(
+            format_args!("thawing thread {tid} and moving it back"),
+            freezer.remove(),
+        );
         if let Some(shield) = shield {
-            let _ = shield.detach(self.tid);
+            best_effort(
+                format_args!("taking thread {tid} out of the pool's cpuset"),
+                shield.detach(tid),
+            );
         }
-        if thread_exists(self.tid) {
-            let _ = sys::set_affinity(self.tid, &self.saved_affinity);
+        if thread_exists(tid) {
+            best_effort(
+                format_args!("giving thread {tid} its affinity back"),
+                sys::set_affinity(tid, &self.saved_affinity),
+            );
         }
-        let _ = std::fs::remove_file(&self.record);
+        remove_record(&self.record);
     }
 }
 

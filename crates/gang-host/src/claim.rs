@@ -6,11 +6,13 @@
 //! a crashed runtime never blocks the next one: there is nothing to repair.
 
 use std::fs::{File, OpenOptions};
-use std::io::{Read, Seek, Write};
+use std::io::{Seek, Write};
 use std::path::{Path, PathBuf};
 
 use gang_core::CpuId;
 use rustix::fs::{flock, FlockOperation};
+
+use crate::best_effort;
 
 /// Why a claim failed.
 #[derive(Debug, thiserror::Error)]
@@ -65,8 +67,9 @@ impl CpuClaims {
                 .open(&path)
                 .map_err(io)?;
             if flock(&file, FlockOperation::NonBlockingLockExclusive).is_err() {
-                let mut holder = String::new();
-                let _ = file.read_to_string(&mut holder);
+                // Who holds it is only for the message: unreadable, it is
+                // "another pool".
+                let holder = std::io::read_to_string(&file).unwrap_or_default();
                 let holder = if holder.trim().is_empty() {
                     "another pool".to_string()
                 } else {
@@ -90,9 +93,17 @@ impl CpuClaims {
 
 impl Drop for CpuClaims {
     fn drop(&mut self) {
-        for (_, file) in &self.files {
-            let _ = file.set_len(0);
-            let _ = flock(file, FlockOperation::Unlock);
+        for (cpu, file) in &self.files {
+            // Closing the file would unlock it too; emptied first, it names
+            // no stale holder.
+            best_effort(
+                format_args!("emptying the claim of CPU {cpu}"),
+                file.set_len(0),
+            );
+            best_effort(
+                format_args!("unlocking the claim of CPU {cpu}"),
+                flock(file, FlockOperation::Unlock),
+            );
         }
     }
 }
@@ -123,7 +134,7 @@ mod tests {
         drop(a);
         let b = CpuClaims::claim(&d, "later", [1, 2]).expect("released on drop");
         drop(b);
-        let _ = std::fs::remove_dir_all(&d);
+        best_effort("removing the test's claims", std::fs::remove_dir_all(&d));
     }
 
     #[test]

@@ -68,6 +68,7 @@ use std::time::Duration;
 
 use gang_core::{CpuId, DomainId};
 
+use crate::best_effort;
 use crate::cgroup::{self, CgroupError, Cgroups, Controller, Freezer, Hierarchy, Owner};
 use crate::sys::{self, SchedPolicy, Tid};
 
@@ -248,7 +249,11 @@ pub fn repair(state_dir: &Path) -> usize {
             continue;
         };
         let Ok(record) = serde_json::from_str::<Record>(&text) else {
-            let _ = fs::remove_file(&path); // unreadable: nothing to undo
+            // Unreadable: nothing to undo.
+            best_effort(
+                format_args!("removing the unreadable record {}", path.display()),
+                fs::remove_file(&path),
+            );
             continue;
         };
         if record.owner.is_alive() {
@@ -256,9 +261,15 @@ pub fn repair(state_dir: &Path) -> usize {
         }
         record.restore();
         if record.cgroup.exists() {
-            let _ = cgroup::set_frozen(&record.controller, &record.cgroup, false, FREEZE_WAIT);
+            best_effort(
+                format_args!("thawing {}", record.cgroup.display()),
+                cgroup::set_frozen(&record.controller, &record.cgroup, false, FREEZE_WAIT),
+            );
         }
-        let _ = fs::remove_file(&path);
+        best_effort(
+            format_args!("removing {}", path.display()),
+            fs::remove_file(&path),
+        );
         repaired += 1;
     }
     repaired
@@ -342,7 +353,10 @@ impl Inner {
         record.tasks = stay;
         for s in left {
             if Owner::of_pid(s.task.pid) == Some(s.task) {
-                let _ = sys::set_affinity(s.task.pid, &s.affinity);
+                best_effort(
+                    format_args!("giving task {} its affinity back", s.task.pid),
+                    sys::set_affinity(s.task.pid, &s.affinity),
+                );
             }
         }
         record
@@ -355,7 +369,13 @@ impl Inner {
         drop(record);
         for &tid in &tids {
             if crate::adopt::affinity_of(tid).is_ok_and(|a| a != cpus) {
-                let _ = sys::set_affinity(tid, &cpus); // an exited task: fine
+                match sys::set_affinity(tid, &cpus) {
+                    // It exited since it was listed: nothing to place.
+                    Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {}
+                    r => {
+                        best_effort(format_args!("pinning task {tid} to the group's CPUs"), r);
+                    }
+                }
             }
         }
         Ok(())
@@ -373,6 +393,8 @@ impl Inner {
         if let (true, Some(control)) = (write, s.control.as_ref()) {
             let (_, value) = cgroup::freeze_file(&self.controller, &self.cgroup, !start);
             use std::os::unix::fs::FileExt;
+            // The switch path, where nothing is logged: a write that failed
+            // leaves the group as it was until the next request.
             let _ = control.write_all_at(value.as_bytes(), 0);
         }
     }
@@ -462,9 +484,20 @@ impl AdoptedGroup {
             .spawn(move || {
                 // Never at the caller's real-time priority: placement is
                 // background work.
-                let _ = sys::set_policy(0, SchedPolicy::Other);
+                best_effort(
+                    "leaving real-time priority for group placement",
+                    sys::set_policy(0, SchedPolicy::Other),
+                );
+                // A failing pass is reported once, not every period, until
+                // one succeeds again.
+                let mut failing = false;
                 while let Err(RecvTimeoutError::Timeout) = rx.recv_timeout(PLACEMENT_PERIOD) {
-                    let _ = placer.place(false);
+                    let pass = placer.place(false);
+                    failing = if failing {
+                        pass.is_err()
+                    } else {
+                        best_effort("placing the group's tasks", pass).is_none()
+                    };
                 }
             })
             .map_err(inner.io("starting its placement thread"))?;
@@ -520,19 +553,28 @@ impl AdoptedGroup {
         }
         if let Some((tx, handle)) = lock(&self.helper).take() {
             drop(tx);
-            let _ = handle.join();
+            best_effort(
+                "stopping the placement thread",
+                handle.join().map_err(|_| "it panicked"),
+            );
         }
         // No dispatcher request from here on.
         lock(&self.inner.switching).control = None;
         let record = lock(&self.inner.record).clone();
         record.restore();
-        let _ = cgroup::set_frozen(
-            &self.inner.controller,
-            &self.inner.cgroup,
-            false,
-            FREEZE_WAIT,
+        best_effort(
+            format_args!("thawing {}", self.inner.cgroup.display()),
+            cgroup::set_frozen(
+                &self.inner.controller,
+                &self.inner.cgroup,
+                false,
+                FREEZE_WAIT,
+            ),
         );
-        let _ = fs::remove_file(&self.inner.record_file);
+        best_effort(
+            format_args!("removing {}", self.inner.record_file.display()),
+            fs::remove_file(&self.inner.record_file),
+        );
         drop(lock(&self.keeper).take());
     }
 }

@@ -16,6 +16,12 @@
 //! program, as one gang), [`wallclock`] (pools on a clock shared with other
 //! hosts, and the host's clock status), [`workload`] (the simulator's
 //! workloads on real threads).
+//!
+//! **Errors are returned or logged, never dropped.** An error that matters
+//! to the caller is returned; an operation that is best effort (cleanup,
+//! giving a thread its priority back, a thaw before a removal, a send to a
+//! receiver that may be gone) goes through [`best_effort`], which says so in
+//! the log. Logging is `tracing`; the real-time switch path never logs.
 
 #[allow(unsafe_code)]
 pub mod sys;
@@ -33,3 +39,37 @@ pub mod rtlimit;
 pub mod runtime;
 pub mod wallclock;
 pub mod workload;
+
+/// Best effort, but say so: the result of an operation whose failure the
+/// caller can go on without. Its error is logged at `warn`, after `what`
+/// was attempted, instead of being dropped; the value, if any, is returned.
+///
+/// `what` is only formatted when there is an error to log: pass
+/// `format_args!` for a message with values in it. Not for the real-time
+/// switch path.
+pub fn best_effort<T, E: std::fmt::Display>(
+    what: impl std::fmt::Display,
+    result: Result<T, E>,
+) -> Option<T> {
+    match result {
+        Ok(value) => Some(value),
+        Err(e) => {
+            tracing::warn!("{what}: {e} (best effort: going on)");
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::best_effort;
+
+    #[test]
+    fn best_effort_gives_the_value_or_nothing() {
+        assert_eq!(best_effort("adding", Ok::<_, String>(3)), Some(3));
+        assert_eq!(
+            best_effort(format_args!("removing {}", 7), Err::<u8, _>("gone")),
+            None
+        );
+    }
+}

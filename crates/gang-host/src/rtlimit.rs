@@ -34,6 +34,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::best_effort;
 use crate::cgroup::Owner;
 
 const SYSCTL: &str = "/proc/sys/kernel/sched_rt_runtime_us";
@@ -118,7 +119,7 @@ impl RtLimitLift {
             .map_err(|e| io(&record)(std::io::Error::other(e)))?;
         std::fs::write(&record, text).map_err(io(&record))?;
         if let Err(e) = write_limit(-1) {
-            let _ = std::fs::remove_file(&record);
+            remove_record(&record);
             return Err(e);
         }
         Ok(RtLimitLift {
@@ -133,10 +134,13 @@ impl Drop for RtLimitLift {
         let mine = std::fs::read_to_string(&self.record)
             .ok()
             .and_then(|t| serde_json::from_str::<Record>(&t).ok());
-        let _ = std::fs::remove_file(&self.record);
+        remove_record(&self.record);
         let others_alive = records(&self.dir).iter().any(|(_, r)| r.owner.is_alive());
         if let (Some(r), false) = (mine, others_alive) {
-            let _ = write_limit(r.previous);
+            best_effort(
+                format_args!("restoring {SYSCTL} to {}", r.previous),
+                write_limit(r.previous),
+            );
         }
     }
 }
@@ -154,9 +158,17 @@ pub fn repair(state_dir: &Path) -> Result<bool, RtLimitError> {
         }
     }
     for (path, _) in dead {
-        let _ = std::fs::remove_file(path);
+        remove_record(&path);
     }
     Ok(restored)
+}
+
+/// Removes a lifter's record once there is nothing left to undo.
+fn remove_record(record: &Path) {
+    best_effort(
+        format_args!("removing {}", record.display()),
+        std::fs::remove_file(record),
+    );
 }
 
 #[cfg(test)]
@@ -182,7 +194,7 @@ mod tests {
         struct Restore(i64);
         impl Drop for Restore {
             fn drop(&mut self) {
-                let _ = write_limit(self.0);
+                best_effort("restoring the limit after the test", write_limit(self.0));
             }
         }
         let _restore = Restore(before);
@@ -207,7 +219,7 @@ mod tests {
         assert!(repair(&dir).unwrap());
         assert_eq!(read_limit().unwrap(), before);
         assert!(records(&dir).is_empty());
-        let _ = std::fs::remove_dir_all(&dir);
+        best_effort("removing the test's records", std::fs::remove_dir_all(&dir));
     }
 
     fn tempfile_dir(name: &str) -> PathBuf {

@@ -162,11 +162,15 @@ pub fn futex_wait(word: &AtomicU32, expected: u32, timeout: Option<Nanos>) {
         tv_sec: (ns / 1_000_000_000) as i64,
         tv_nsec: (ns % 1_000_000_000) as _,
     });
+    // The switch path. Every outcome means "return and re-check": woken,
+    // the word already changed (EAGAIN), timed out, or interrupted.
     let _ = futex::wait(word, futex::Flags::PRIVATE, expected, ts.as_ref());
 }
 
 /// Wakes every waiter on `word`.
 pub fn futex_wake_all(word: &AtomicU32) {
+    // The switch path. How many woke is of no use; with a valid private
+    // futex word waking cannot fail.
     let _ = futex::wake(word, futex::Flags::PRIVATE, i32::MAX as u32);
 }
 

@@ -16,6 +16,7 @@ use std::sync::Arc;
 
 use gang_core::{Nanos, VcpuRef};
 
+use crate::best_effort;
 use crate::clock::Clock;
 use crate::gate::VcpuControl;
 use crate::log::EventLog;
@@ -405,7 +406,8 @@ impl Program {
         let t = std::thread::Builder::new()
             .name(self.name.chars().take(15).collect())
             .spawn(move || {
-                let _ = tx.send(sys::gettid());
+                // The receiver goes with the workload, which may be gone.
+                best_effort("reporting a worker's thread id", tx.send(sys::gettid()));
                 body(&env);
             })?;
         self.threads.push(t);
@@ -435,7 +437,7 @@ impl Program {
     pub fn stop(mut self) {
         self.halt.store(true, Ordering::Release);
         for t in self.threads.drain(..) {
-            let _ = t.join();
+            best_effort("stopping a worker", t.join().map_err(|_| "it panicked"));
         }
     }
 }

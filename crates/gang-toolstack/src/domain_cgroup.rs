@@ -30,6 +30,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use gang_core::DomainId;
+use gang_host::best_effort;
 use gang_host::cgroup::{CgroupVersion, Controller, Hierarchy};
 
 /// How long a freeze or thaw may take before it is an error.
@@ -321,6 +322,8 @@ pub fn kill_tasks(hierarchy: &Hierarchy, namespace: &str, id: DomainId) -> usize
             .collect()
     };
     let mut signalled = Vec::new();
+    // A thaw that fails is reported once, not every round.
+    let mut thaw_failed = false;
     let deadline = std::time::Instant::now() + Duration::from_secs(2);
     loop {
         let pids = procs();
@@ -337,7 +340,14 @@ pub fn kill_tasks(hierarchy: &Hierarchy, namespace: &str, id: DomainId) -> usize
                 signalled.push(pid);
             }
         }
-        let _ = gang_host::cgroup::set_frozen(ctl, &dir, false, FREEZE_TIMEOUT);
+        let thawed = gang_host::cgroup::set_frozen(ctl, &dir, false, FREEZE_TIMEOUT);
+        if !thaw_failed {
+            thaw_failed = best_effort(
+                format_args!("thawing {} to kill its tasks", dir.display()),
+                thawed,
+            )
+            .is_none();
+        }
         std::thread::sleep(Duration::from_millis(10));
     }
 }
@@ -365,10 +375,18 @@ pub fn sweep(hierarchy: &Hierarchy, namespace: &str, keep: &[DomainId]) -> usize
             }
             let path = entry.path();
             // Thaw first (a frozen task cannot leave on v1).
-            if ctl.version == CgroupVersion::V1 && path.join("freezer.state").exists() {
-                let _ = fs::write(path.join("freezer.state"), "THAWED");
+            let thaw = if ctl.version == CgroupVersion::V1 && path.join("freezer.state").exists() {
+                Some(fs::write(path.join("freezer.state"), "THAWED"))
             } else if ctl.version == CgroupVersion::V2 {
-                let _ = fs::write(path.join("cgroup.freeze"), "0");
+                Some(fs::write(path.join("cgroup.freeze"), "0"))
+            } else {
+                None
+            };
+            if let Some(thaw) = thaw {
+                best_effort(
+                    format_args!("thawing {} before removing it", path.display()),
+                    thaw,
+                );
             }
             if remove_dir(ctl, &path).is_ok() {
                 removed += 1;
@@ -432,8 +450,8 @@ mod tests {
         assert!(!dir.exists());
         let cgroups = fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
         assert!(!cgroups.contains("gang-test-a"), "moved back: {cgroups}");
-        let _ = child.kill();
-        let _ = child.wait();
+        best_effort("killing the test's program", child.kill());
+        best_effort("reaping the test's program", child.wait());
     }
 
     #[test]

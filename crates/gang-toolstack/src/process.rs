@@ -29,7 +29,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use gang_core::{CpuId, CpuSet};
-use gang_host::proc;
+use gang_host::{best_effort, proc};
 
 use crate::store::ProcessIdentity;
 
@@ -233,12 +233,23 @@ pub fn wait_vcpu_threads(
     }
 }
 
-/// Sets the CPU affinity of every thread of a process (best effort: a
-/// thread may exit meanwhile).
+/// Sets the CPU affinity of every thread of a process (best effort: see
+/// [`set_thread_affinity`]).
 pub fn set_process_affinity(pid: i32, cpus: &CpuSet) {
     let list: Vec<CpuId> = cpus.iter().collect();
     for (tid, _) in threads(pid) {
-        let _ = gang_host::sys::set_affinity(tid, &list);
+        set_thread_affinity(tid, &list);
+    }
+}
+
+/// Sets the CPU affinity of a thread, best effort: a thread that exited
+/// since it was listed is fine, any other failure is logged.
+pub fn set_thread_affinity(tid: i32, cpus: &[CpuId]) {
+    match gang_host::sys::set_affinity(tid, cpus) {
+        Err(e) if e.raw_os_error() == Some(rustix::io::Errno::SRCH.raw_os_error()) => {}
+        r => {
+            best_effort(format_args!("setting the CPUs of thread {tid}"), r);
+        }
     }
 }
 
@@ -367,7 +378,10 @@ impl RunAs {
 /// Opens (creating) a domain's console file for appending.
 pub fn open_console(path: &Path) -> Result<File> {
     if let Some(dir) = path.parent() {
-        let _ = std::fs::create_dir_all(dir);
+        std::fs::create_dir_all(dir).map_err(|source| ProcessError::Console {
+            path: dir.display().to_string(),
+            source,
+        })?;
     }
     OpenOptions::new()
         .create(true)
@@ -424,7 +438,16 @@ pub fn spawn_as(
     let argv = match start_gate {
         None => argv,
         Some(fifo) => {
-            let _ = std::fs::remove_file(fifo);
+            // A stale gate from an earlier start goes; none is the usual case.
+            match std::fs::remove_file(fifo) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(ProcessError::Spawn {
+                        command: program.describe(),
+                        source: e,
+                    })
+                }
+                _ => {}
+            }
             rustix::fs::mknodat(
                 rustix::fs::CWD,
                 fifo,
@@ -557,7 +580,10 @@ pub fn open_start_gate(fifo: &Path, id: &ProcessIdentity) -> std::io::Result<()>
             Err(e) => break Err(e.into()),
         }
     };
-    let _ = std::fs::remove_file(fifo);
+    best_effort(
+        format_args!("removing the start gate {}", fifo.display()),
+        std::fs::remove_file(fifo),
+    );
     result
 }
 
@@ -610,7 +636,9 @@ mod tests {
         let worker = std::thread::Builder::new()
             .name("vcpuX".into())
             .spawn(move || {
-                let _ = rx.recv();
+                // Parks until the test drops its sender: the error is the
+                // signal to end.
+                while rx.recv().is_ok() {}
             })
             .expect("thread");
         let me = identity(pid).expect("self");
@@ -769,8 +797,8 @@ mod tests {
         .unwrap();
         std::thread::sleep(Duration::from_millis(300));
         let ended = child.try_wait().unwrap();
-        let _ = child.kill();
-        let _ = child.wait();
+        best_effort("killing the test's program", child.kill());
+        best_effort("reaping the test's program", child.wait());
         assert_eq!(ended, None, "the program ended with its starting thread");
     }
 }

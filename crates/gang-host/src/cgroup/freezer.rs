@@ -14,6 +14,8 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use crate::best_effort;
+
 use super::moves::{drain_and_remove, mkdir, read_ids, write_id};
 use super::shield::make_threaded;
 use super::state::{
@@ -119,14 +121,20 @@ impl Freezer {
         f.save()?;
         if let Err(e) = mkdir(&f.path) {
             f.removed = true;
-            let _ = remove_file(&f.state_file);
+            best_effort(
+                "removing the record of a freezer never made",
+                remove_file(&f.state_file),
+            );
             return Err(e);
         }
         // The keeper is an optimisation: without it freezing still works.
         if let Some(k) = &f.keeper {
             let ok = mkdir(k).is_ok() && write_str(&k.join("freezer.state"), "FROZEN").is_ok();
-            if !ok {
-                let _ = fs::remove_dir(k);
+            if !ok && k.exists() {
+                best_effort(
+                    format_args!("removing the unusable keeper {}", k.display()),
+                    fs::remove_dir(k),
+                );
             }
         }
         Ok(f)
@@ -179,7 +187,10 @@ impl Freezer {
         let file = self.controller.threads_file(&self.path);
         if let Err(source) = move_thread(&self.controller, &self.path, tid) {
             self.threads.pop();
-            let _ = self.save();
+            best_effort(
+                format_args!("recording the freezer without thread {tid}"),
+                self.save(),
+            );
             return Err(CgroupError::Move {
                 tid,
                 path: file,
@@ -252,7 +263,11 @@ impl Freezer {
 
 impl Drop for Freezer {
     fn drop(&mut self) {
-        let _ = self.remove_inner();
+        let removed = self.remove_inner();
+        best_effort(
+            format_args!("removing the freezer {}", self.path.display()),
+            removed,
+        );
     }
 }
 

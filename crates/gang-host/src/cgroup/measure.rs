@@ -15,6 +15,8 @@ use std::time::{Duration, Instant};
 
 use gang_core::CpuId;
 
+use crate::best_effort;
+
 use super::{io_err, CgroupError, Cgroups, Hierarchy, Result};
 
 /// Latency percentiles of a sample.
@@ -118,7 +120,10 @@ impl Spinner {
                 if let Some(cpu) = cpu {
                     let mut set = rustix::thread::CpuSet::new();
                     set.set(cpu as usize);
-                    let _ = rustix::thread::sched_setaffinity(None, &set);
+                    best_effort(
+                        format_args!("pinning the measuring spinner to CPU {cpu}"),
+                        rustix::thread::sched_setaffinity(None, &set),
+                    );
                 }
                 s.tid.store(
                     rustix::thread::gettid().as_raw_nonzero().get(),
@@ -191,7 +196,10 @@ impl Drop for Spinner {
     fn drop(&mut self) {
         self.shared.stop.store(true, Ordering::Relaxed);
         if let Some(h) = self.handle.take() {
-            let _ = h.join();
+            best_effort(
+                "stopping the measuring spinner",
+                h.join().map_err(|_| "it panicked"),
+            );
         }
     }
 }
@@ -243,7 +251,10 @@ pub fn measure_freezer(iterations: usize) -> Result<FreezeStats> {
     }
     freezer.remove()?;
     drop(spinner);
-    let _ = fs::remove_dir(&state_dir);
+    best_effort(
+        format_args!("removing {}", state_dir.display()),
+        fs::remove_dir(&state_dir),
+    );
     Ok(FreezeStats {
         freeze: LatencyStats::from_samples(fr),
         stopped: LatencyStats::from_samples(st),
@@ -300,7 +311,10 @@ pub fn measure_priority_flip(
         })
     };
     let result = run();
-    let _ = flip(tid, false);
+    best_effort(
+        format_args!("flipping the spinner {tid} to idle"),
+        flip(tid, false),
+    );
     drop(spinner);
     drop(competitor);
     result

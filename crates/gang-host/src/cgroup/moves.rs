@@ -14,6 +14,8 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::best_effort;
+
 use super::{io_err, read_str, write_str, CgroupError, CgroupVersion, Controller, Result};
 
 /// Counts of a bulk move.
@@ -190,10 +192,16 @@ pub fn drain_and_remove(ctl: &Controller, cgroup: &Path, to: &Path) -> Result<Mo
     };
     if ctl.version == CgroupVersion::V2 {
         for child in child_cgroups(cgroup) {
-            let _ = write_str(&child.join("cgroup.freeze"), "0");
+            best_effort(
+                "thawing a child cgroup before removing it",
+                write_str(&child.join("cgroup.freeze"), "0"),
+            );
             let part = child.join("cpuset.cpus.partition");
             if read_str(&part).is_ok_and(|p| p.trim() != "member") {
-                let _ = write_str(&part, "member");
+                best_effort(
+                    "dissolving a child partition before removing it",
+                    write_str(&part, "member"),
+                );
             }
             total.add(drain_and_remove(ctl, &child, cgroup)?);
         }

@@ -10,6 +10,8 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
+use crate::best_effort;
+
 use super::freezer::{set_frozen, undo_freezer};
 use super::moves::{child_cgroups, drain_and_remove, is_threaded};
 use super::shield::undo_shield;
@@ -163,10 +165,16 @@ pub fn repair_named(state_dir: &Path, prefix: &str) -> Result<RepairReport> {
             let is_freezer = h.freezer.as_ref() == Some(&ctl)
                 && (p.join("freezer.state").exists() || p.join("cgroup.freeze").exists());
             if is_freezer {
-                let _ = set_frozen(&ctl, &p, false, DEFAULT_FREEZE_TIMEOUT);
+                best_effort(
+                    format_args!("thawing {} before removing it", p.display()),
+                    set_frozen(&ctl, &p, false, DEFAULT_FREEZE_TIMEOUT),
+                );
             }
             if ctl.version == CgroupVersion::V2 {
-                let _ = write_str(&p.join("cpuset.cpus.partition"), "member");
+                best_effort(
+                    "dissolving a partition before removing it",
+                    write_str(&p.join("cpuset.cpus.partition"), "member"),
+                );
             }
             report.tasks.add(drain_and_remove(&ctl, &p, &to)?);
             report.cgroups_removed.push(p);

@@ -14,6 +14,8 @@ use std::path::{Path, PathBuf};
 
 use gang_core::CpuSet;
 
+use crate::best_effort;
+
 use super::freezer::thread_cgroup;
 use super::moves::{child_cgroups, drain_and_remove, is_threaded, mkdir, move_all, read_ids};
 use super::state::{remove_file, shield_state_path, write_state, Owner, ShieldMode, StateRecord};
@@ -36,13 +38,19 @@ pub(super) fn undo_shield(
     }
     if controller.version == CgroupVersion::V2 && pool.exists() {
         // Dissolve the partition first so that its CPUs return at once.
-        let _ = write_str(&pool.join("cpuset.cpus.partition"), "member");
+        best_effort(
+            "dissolving the pool's partition",
+            write_str(&pool.join("cpuset.cpus.partition"), "member"),
+        );
     }
     count.add(drain_and_remove(controller, pool, root)?);
     // Disabling would silently strip every other cgroup's cpuset (another
     // instance's pool included): only when we enabled it and nobody uses it.
     if enabled_cpuset && !cpuset_in_use(root) {
-        let _ = write_str(&root.join("cgroup.subtree_control"), "-cpuset");
+        best_effort(
+            "disabling the cpuset controller we enabled",
+            write_str(&root.join("cgroup.subtree_control"), "-cpuset"),
+        );
     }
     Ok(count)
 }
@@ -367,7 +375,11 @@ impl CpuShield {
 
 impl Drop for CpuShield {
     fn drop(&mut self) {
-        let _ = self.release_inner();
+        let released = self.release_inner();
+        best_effort(
+            format_args!("releasing the CPU shield {}", self.pool.display()),
+            released,
+        );
     }
 }
 
@@ -375,7 +387,10 @@ impl Drop for CpuShield {
 /// before 4.14, or a parent that cannot be a threaded domain) whole
 /// processes can still be moved in.
 pub(super) fn make_threaded(cgroup: &Path) {
-    let _ = write_str(&cgroup.join("cgroup.type"), "threaded");
+    best_effort(
+        "making a cgroup threaded (whole processes only without it)",
+        write_str(&cgroup.join("cgroup.type"), "threaded"),
+    );
 }
 
 /// v2: makes `pool` (whose `cpuset.cpus` are `cpus`) a partition root and
@@ -408,7 +423,10 @@ fn make_partition(pool: &Path, cpus: &CpuSet) -> std::result::Result<(), String>
     };
     let r = check();
     if r.is_err() {
-        let _ = write_str(&part, "member");
+        best_effort(
+            "making a refused partition a member again",
+            write_str(&part, "member"),
+        );
     }
     r
 }

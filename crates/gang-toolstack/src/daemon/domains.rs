@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 
 use gang_config::{Action, DomainConfig, DomainType};
 use gang_core::{CpuSet, DomainId, DomainSpec};
+use gang_host::best_effort;
 use gang_proto::{ApiError, ResponseBody};
 
 use super::backend::microvm::MicroVmBackend;
@@ -242,7 +243,7 @@ impl Daemon {
                     continue;
                 }
                 let list: Vec<_> = cpus.iter().collect();
-                let _ = gang_host::sys::set_affinity(tid, &list);
+                process::set_thread_affinity(tid, &list);
             }
         }
     }
@@ -988,7 +989,8 @@ impl Daemon {
         let lived = live.started.elapsed();
         let pid = live.pid();
         self.tear_down(id, live);
-        let cfg = config_of(&rec).ok();
+        // Unreadable, it is destroyed: the default action.
+        let cfg = best_effort("choosing what to do now it ended", config_of(&rec));
         let action = cfg.as_ref().map_or(Action::Destroy, |c| match reason {
             ShutdownReason::Reboot => c.on_reboot,
             ShutdownReason::Crash => c.on_crash,

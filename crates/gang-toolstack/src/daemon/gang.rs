@@ -7,6 +7,7 @@
 //! from the scheduler's plan.
 
 use gang_core::{CpuId, CpuSet, DomainId, Nanos, Policy, PoolConfig, SEC};
+use gang_host::best_effort;
 use gang_host::runtime::{held_intervals, Isolation, Runtime, RuntimeConfig, Switch};
 use gang_host::wallclock::StepWatch;
 use gang_proto::{
@@ -403,7 +404,10 @@ impl Daemon {
         let mut out = Vec::new();
         for rec in records {
             let live = self.live.get(&rec.id);
-            let pool = self.store.pool(&PoolRef::Id(rec.pool)).ok();
+            let pool = best_effort(
+                format_args!("looking up the cpupool of domain {}", rec.name),
+                self.store.pool(&PoolRef::Id(rec.pool)),
+            );
             if let Some(l) = live.filter(|l| l.record.group) {
                 out.extend(group_vcpus(&rec, l));
                 continue;

@@ -45,6 +45,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use gang_core::{CpuSet, DomainId};
+use gang_host::best_effort;
 use gang_host::cgroup::Hierarchy;
 use gang_host::runtime::Runtime;
 use gang_proto::{ApiError, DomainInfo, ErrorCode, PoolInfo, RequestBody, ResponseBody, RunState};
@@ -664,8 +665,14 @@ impl Daemon {
                 } else {
                     self.store.add_cpus(p.id, cpus)
                 };
-                let _ = undo;
-                let _ = self.restart_runtime(p.id);
+                best_effort(
+                    format_args!("undoing the CPU change of cpupool {}", p.name),
+                    undo,
+                );
+                best_effort(
+                    format_args!("restarting cpupool {} on its CPUs before", p.name),
+                    self.restart_runtime(p.id),
+                );
                 return Err(e);
             }
         }
@@ -980,14 +987,16 @@ pub fn run(
                     pid: c.pid(),
                 });
         let daemon = Arc::clone(&daemon);
-        let _ = std::thread::Builder::new()
+        let serving = std::thread::Builder::new()
             .name("gang-conn".into())
             .spawn(move || {
-                let _ = gang_proto::serve(stream, |body| {
+                let served = gang_proto::serve(stream, |body| {
                     let mut d = daemon.lock().unwrap_or_else(|p| p.into_inner());
                     d.handle_from(caller, body)
                 });
+                best_effort("answering a client", served);
             });
+        best_effort("starting a thread for a client", serving);
     }
     Ok(())
 }
