@@ -25,12 +25,17 @@ fn gang_bin() -> &'static str {
 
 /// A one-vCPU spinning process domain with a TT policy.
 fn spin_cfg(dir: &Path, name: &str, policy: &str) -> String {
+    spin_cfg_with(dir, name, policy, "")
+}
+
+/// [`spin_cfg`] with more keys.
+fn spin_cfg_with(dir: &Path, name: &str, policy: &str, extra: &str) -> String {
     let path = dir.join(format!("{name}.cfg"));
     std::fs::write(
         &path,
         format!(
             "name = \"{name}\"\ntype = \"process\"\nvcpus = 1\npool = \"C\"\n\
-             gang_policy = \"{policy}\"\n\
+             gang_policy = \"{policy}\"\n{extra}\
              command = [\"{}\", \"workload\", \"busy\", \"--threads\", \"1\", \
              \"--duration\", \"10m\", \"--report-every\", \"10m\"]\n\
              vcpu_threads = \"vcpu*\"\n",
@@ -83,27 +88,107 @@ fn p(sorted: &[u64], q: f64) -> u64 {
     sorted[((sorted.len() as f64 * q) as usize).min(sorted.len() - 1)]
 }
 
+/// Daemon `i` ("host" `i`) with a shared gang pool `C` on CPU `i` on the
+/// realtime clock from `base`, cycle 1 s.
+fn host(t: &TestDir, i: usize, base: &str) -> Daemon {
+    let dir = t.0.join(format!("host{i}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let d = start(&dir);
+    d.ok(&[
+        "cpupool-create",
+        "name=\"C\"",
+        "sched=\"gang\"",
+        &format!("cpus=\"{i}\""),
+        "shared=1",
+        "clock=\"realtime\"",
+        &format!("base=\"{base}\""),
+        "cycle=\"1s\"",
+    ]);
+    d
+}
+
 /// Two "hosts": daemon `i` gets a shared gang pool `C` on CPU `i` with the
 /// given base, and a domain `s` in it.
 fn two_hosts(t: &TestDir, bases: [&str; 2]) -> [Daemon; 2] {
     let mk = |i: usize| {
-        let dir = t.0.join(format!("host{i}"));
-        std::fs::create_dir_all(&dir).unwrap();
-        let d = start(&dir);
+        let d = host(t, i, bases[i]);
         d.ok(&[
-            "cpupool-create",
-            "name=\"C\"",
-            "sched=\"gang\"",
-            &format!("cpus=\"{i}\""),
-            "shared=1",
-            "clock=\"realtime\"",
-            &format!("base=\"{}\"", bases[i]),
-            "cycle=\"1s\"",
+            "create",
+            "-q",
+            &spin_cfg(&t.0.join(format!("host{i}")), "s", "tt,100ms,20ms"),
         ]);
-        d.ok(&["create", "-q", &spin_cfg(&dir, "s", "tt,100ms,20ms")]);
         d
     };
     [mk(0), mk(1)]
+}
+
+/// The planned starts (shared clock, after the base) in the time both
+/// traces cover.
+fn planned(a: &[(u64, u64)], b: &[(u64, u64)]) -> (Vec<u64>, Vec<u64>) {
+    let pa: Vec<u64> = a.iter().map(|s| s.0).collect();
+    let pb: Vec<u64> = b.iter().map(|s| s.0).collect();
+    let (lo, hi) = (pa[0].max(pb[0]), pa[pa.len() - 1].min(pb[pb.len() - 1]));
+    let keep =
+        |v: Vec<u64>| -> Vec<u64> { v.into_iter().filter(|&t| t >= lo && t <= hi).collect() };
+    (keep(pa), keep(pb))
+}
+
+/// Host 0 runs a local domain `local` (tt,100ms,30ms) and both run `part`
+/// with `part_extra` keys; returns the two daemons.
+fn differing_hosts(t: &TestDir, base: &str, part_extra: &str) -> (Daemon, Daemon) {
+    let (a, b) = (host(t, 0, base), host(t, 1, base));
+    a.ok(&[
+        "create",
+        "-q",
+        &spin_cfg(&t.0.join("host0"), "local", "tt,100ms,30ms"),
+    ]);
+    for (d, i) in [(&a, 0), (&b, 1)] {
+        let dir = t.0.join(format!("host{i}"));
+        d.ok(&[
+            "create",
+            "-q",
+            &spin_cfg_with(&dir, "part", "tt,100ms,20ms", part_extra),
+        ]);
+    }
+    (a, b)
+}
+
+#[test]
+fn a_cluster_gang_lines_up_where_the_hosts_tables_differ() {
+    if !can_run_domains() {
+        return;
+    }
+    let base = "2026-12-01T00:00:00Z";
+    // Without gang_group: host 0's local domain comes first in every
+    // period, host 1 has none, and the same policy lands 30 ms apart.
+    let t = TestDir::new("cluster-plain");
+    let (a, b) = differing_hosts(&t, base, "");
+    let (pa, pb) = planned(&starts(&a, "part"), &starts(&b, "part"));
+    assert!(!pa.is_empty() && !pb.is_empty());
+    assert!(
+        pa.iter().all(|x| !pb.contains(x)),
+        "the plain policy happened to line up: {pa:?} {pb:?}"
+    );
+    drop((a, b));
+
+    // With gang_group: the same exact slot on both, from the group's name
+    // (job-7's phase is clear of host 0's local slot at 0-30 ms).
+    let t = TestDir::new("cluster-group");
+    let (a, b) = differing_hosts(&t, base, "gang_group = \"job-7\"\n");
+    let (sa, sb) = (starts(&a, "part"), starts(&b, "part"));
+    let (pa, pb) = planned(&sa, &sb);
+    assert!(pa.len() >= 5, "{pa:?}");
+    assert_eq!(pa, pb, "the parts' slots are at the same instants");
+    let actual = |x: &[(u64, u64)]| x.iter().map(|s| s.1).collect::<Vec<u64>>();
+    let mut skew = skews(&actual(&sa), &actual(&sb));
+    skew.sort_unstable();
+    note(&format!(
+        "xl_cluster: a cluster gang over differing tables: {} slot pairs, co-start skew p50 {:.1} us, p99 {:.1} us",
+        skew.len(),
+        p(&skew, 0.5) as f64 / 1e3,
+        p(&skew, 0.99) as f64 / 1e3
+    ));
+    assert!(a.ok(&["sched-gang"]).contains(",exact@"));
 }
 
 #[test]
@@ -242,5 +327,36 @@ fn shared_clock_settings_are_checked() {
     assert!(
         err.contains("does not divide cpupool 'C''s cycle 1s"),
         "{err}"
+    );
+    // A cluster gang needs a TT policy, and a pool on a shared clock.
+    let out = d.gang(&[
+        "create",
+        "-q",
+        &spin_cfg_with(&t.0, "g", "be,256", "gang_group = \"job-1\"\n"),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(err.contains("needs a time-triggered policy"), "{err}");
+    d.ok(&[
+        "cpupool-create",
+        "name=\"L\"",
+        "sched=\"gang\"",
+        "cpus=\"0\"",
+        "shared=1",
+    ]);
+    let cfg = spin_cfg_with(&t.0, "h", "tt,100ms,20ms", "gang_group = \"job-1\"\n");
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("pool = \"C\"", "pool = \"L\"");
+    std::fs::write(&cfg, text).unwrap();
+    let out = d.gang(&["create", "-q", &cfg]);
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(
+        err.contains("a cluster gang runs in a gang pool on a shared clock"),
+        "{err}"
+    );
+    let list = d.ok(&["list"]);
+    assert!(
+        !list.contains("\ng ") && !list.contains("\nh "),
+        "nothing made: {list}"
     );
 }

@@ -145,6 +145,11 @@ pub struct DomainConfig {
     pub boot: Option<String>,
     /// `gang_policy`, kept as text (e.g. `tt,100ms,40ms`).
     pub gang_policy: Option<String>,
+    /// `gang_group` (gang's own): the cluster gang this domain is a part
+    /// of (e.g. `job-1234`): its time-triggered slot is the same on every
+    /// host that runs a part of the group.
+    #[serde(default)]
+    pub gang_group: Option<String>,
     /// `command` (process domains).
     pub command: Option<Command>,
     /// `pid`: adopt this running process.
@@ -274,6 +279,7 @@ pub const DOMAIN_KEYS: &[&str] = &[
     "vnc",
     "boot",
     "gang_policy",
+    "gang_group",
     "command",
     "pid",
     "pids",
@@ -661,6 +667,7 @@ impl DomainConfig {
             vnc: get_bool(cfg, "vnc"),
             boot: cfg.get_str("boot"),
             gang_policy: cfg.get_str("gang_policy"),
+            gang_group: cfg.get_str("gang_group"),
             command,
             pid,
             pids,

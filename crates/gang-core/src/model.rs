@@ -206,6 +206,39 @@ impl Policy {
         }
     }
 
+    /// The policy of a part of cluster gang `group`: this time-triggered
+    /// policy made exact, at its own phase (`@FROM`) if it has one, else at
+    /// a phase derived from the group's name alone (FNV-1a, whole grains,
+    /// the slot within the period), so that every host computes the same
+    /// slot from the same inputs with no coordinator. Refused for other
+    /// classes.
+    pub fn for_cluster_gang(self, group: &str, grain: Nanos) -> Result<Policy, String> {
+        let Policy::TimeTriggered {
+            mut timing,
+            space_filling,
+            ..
+        } = self
+        else {
+            return Err(format!(
+                "a cluster gang (gang_group = \"{group}\") needs a time-triggered policy \
+                 (tt,PERIOD,ACTIVE), not {self}"
+            ));
+        };
+        if timing.from == 0 {
+            let grain = grain.max(1);
+            let slots = (timing.period.saturating_sub(timing.active)) / grain + 1;
+            let hash = group.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+                (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+            });
+            timing.from = (hash % slots) * grain;
+        }
+        Ok(Policy::TimeTriggered {
+            timing,
+            space_filling,
+            exact: true,
+        })
+    }
+
     /// A time-triggered policy whose slot is at its phase exactly.
     pub fn exact(&self) -> bool {
         matches!(self, Policy::TimeTriggered { exact: true, .. })

@@ -320,6 +320,26 @@ impl Daemon {
             .store
             .pool(&PoolRef::parse(&pool_arg))
             .map_err(store_error)?;
+        let policy = match &cfg.gang_group {
+            None => policy,
+            Some(group) => {
+                if pool.time.is_none() || pool.sched != Sched::Gang {
+                    return Err(refused(format!(
+                        "gang_group = \"{group}\": a cluster gang runs in a gang pool on a shared \
+                         clock, and cpupool '{}' is not one (cpupool-create ... clock=\"tai\" \
+                         base=\"...\")",
+                        pool.name
+                    )));
+                }
+                let tt = policy.ok_or_else(|| {
+                    refused(format!(
+                        "gang_group = \"{group}\": a cluster gang needs gang_policy = \
+                         \"tt,PERIOD,ACTIVE\""
+                    ))
+                })?;
+                Some(tt.for_cluster_gang(group, gang_core::MS).map_err(refused)?)
+            }
+        };
         let cpu_map = match (&cfg.cpus, pool.sched) {
             (Some(text), Sched::Gang) => {
                 let list = gang_core::CpuList::parse(text).map_err(|e| bad(e.to_string()))?;
