@@ -12,9 +12,23 @@ use std::fmt;
 pub type CpuId = u32;
 
 /// A set of CPUs. Equality ignores trailing empty words.
-#[derive(Clone, Default, Eq)]
+#[derive(Default, Eq)]
 pub struct CpuSet {
     words: Vec<u64>,
+}
+
+impl Clone for CpuSet {
+    fn clone(&self) -> Self {
+        CpuSet {
+            words: self.words.clone(),
+        }
+    }
+
+    /// Reuses this set's words: the engine copies sets on every decision
+    /// (a dispatcher's real-time path), where an allocation is not wanted.
+    fn clone_from(&mut self, source: &Self) {
+        self.words.clone_from(&source.words);
+    }
 }
 
 /// Why a CPU list was refused. Messages follow xl's wording.
@@ -536,5 +550,15 @@ mod tests {
             }
             proptest::prop_assert_eq!(resolved, expect);
         }
+    }
+
+    #[test]
+    fn clone_from_keeps_the_allocation() {
+        let big: CpuSet = (0..512).collect();
+        let mut into: CpuSet = (0..1000).collect();
+        let before = into.words.as_ptr();
+        into.clone_from(&big);
+        assert_eq!(into, big);
+        assert_eq!(into.words.as_ptr(), before, "reused, not reallocated");
     }
 }
