@@ -596,7 +596,10 @@ impl Runtime {
         let raised = raise && sys::set_policy(0, boost).is_ok();
         let out = f();
         if let (true, Some(p)) = (raised, before) {
-            let _ = sys::set_policy(0, p);
+            crate::best_effort(
+                "restoring the caller's scheduling policy",
+                sys::set_policy(0, p),
+            );
         }
         out
     }
@@ -702,14 +705,20 @@ impl Runtime {
                     Gate::Group(g) => {
                         // One group for all the domain's vCPUs: placed once.
                         if !placed.is_some_and(|p| Arc::ptr_eq(p, g)) {
-                            let _ = g.set_cpus(map);
+                            crate::best_effort(
+                                format_args!("placing domain {id}'s program"),
+                                g.set_cpus(map),
+                            );
                             placed = Some(g);
                         }
                         continue;
                     }
                 };
                 if let (true, Some(&cpu)) = (tid > 0, map.get(v.vcpu as usize)) {
-                    let _ = sys::set_affinity(tid, &[cpu]);
+                    crate::best_effort(
+                        format_args!("pinning vCPU thread {tid} to CPU {cpu}"),
+                        sys::set_affinity(tid, &[cpu]),
+                    );
                 }
             }
         }
@@ -1102,9 +1111,16 @@ impl Dispatcher {
         ready: std::sync::mpsc::Sender<Result<(), HostError>>,
     ) -> DispatcherReport {
         let setup = Self::take_cpu(&shared, cpu);
-        let _ = sys::minimise_timer_slack();
+        crate::best_effort(
+            format_args!("dispatcher of CPU {cpu}: timer slack"),
+            sys::minimise_timer_slack(),
+        );
         let failed = setup.is_err();
-        let _ = ready.send(setup);
+        // The starter waits for this answer; it only goes away if it failed.
+        crate::best_effort(
+            format_args!("dispatcher of CPU {cpu}: start report"),
+            ready.send(setup),
+        );
         if failed {
             return DispatcherReport::default();
         }
@@ -1234,8 +1250,12 @@ impl Dispatcher {
     fn apply_entries(&mut self) {
         for e in self.entries.drain(..) {
             // Identical on every replica: a refusal here was a refusal on
-            // the reference too, and never entered the log.
-            let _ = self.sched.handle(e.effect, e.event);
+            // the reference too, and never entered the log (logged if it
+            // ever happens: only then is there work off the fast path).
+            crate::best_effort(
+                "a replica refused a logged event",
+                self.sched.handle(e.effect, e.event),
+            );
         }
     }
 
@@ -1282,13 +1302,17 @@ impl Dispatcher {
             if let Some(pos) = self.demoted.iter().position(|v| *v == new.vcpu) {
                 self.demoted.swap_remove(pos);
                 let prio = self.shared.config.vcpu_priority;
-                let _ = sys::set_policy(
-                    new.tid(),
-                    if prio > 0 {
-                        SchedPolicy::Fifo(prio)
-                    } else {
-                        SchedPolicy::Other
-                    },
+                // Logged only if it fails (no work on the fast path then).
+                crate::best_effort(
+                    "restoring a demoted vCPU's priority",
+                    sys::set_policy(
+                        new.tid(),
+                        if prio > 0 {
+                            SchedPolicy::Fifo(prio)
+                        } else {
+                            SchedPolicy::Other
+                        },
+                    ),
                 );
             }
             new.open(b);
