@@ -37,22 +37,6 @@ use std::time::{Duration, Instant};
 const RT_SYSCTL: &str = "/proc/sys/kernel/sched_rt_runtime_us";
 const FREEZER: &str = "/sys/fs/cgroup/freezer";
 
-/// xorshift64*: small, seeded, good enough to pick operations and delays.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
 /// A domain's row in `gang list -c`.
 #[derive(Debug, Clone)]
 struct Dom {

@@ -82,25 +82,13 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-/// xorshift64*: small, seeded, good enough to pick requests.
-struct Rng(u64);
+/// What the model's requests draw beyond [`Rng`]'s own picks.
+trait Draw {
+    fn copy_of<T: Copy>(&mut self, xs: &[T]) -> T;
+    fn chance(&mut self, percent: u64) -> bool;
+}
 
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-
-    fn pick<'a, T>(&mut self, xs: &'a [T]) -> &'a T {
-        &xs[self.below(xs.len() as u64) as usize]
-    }
-
+impl Draw for Rng {
     fn copy_of<T: Copy>(&mut self, xs: &[T]) -> T {
         *self.pick(xs)
     }

@@ -419,8 +419,9 @@ impl<'a> Builder<'a> {
         })
     }
 
-    /// Releases the jobs whose window starts at `t`; a job still holding work
-    /// at its deadline is a miss.
+    /// Releases the jobs whose window starts at `t`. (A job with work left
+    /// then was a miss at its deadline, no later than this release:
+    /// [`Builder::check_deadlines`] ran first.)
     fn release_due(&mut self, t: u64) -> Result<(), TableError> {
         while let Some(&Reverse((when, i))) = self.releases.peek() {
             if when != t {
@@ -428,20 +429,7 @@ impl<'a> Builder<'a> {
             }
             self.releases.pop();
             let r = &self.res[i];
-            if self.remaining[i] > 0 {
-                let (cpu, blocker) =
-                    self.blocked_by[i].unwrap_or((r.cpus.first().unwrap_or(0), r.owner));
-                let start = (t - r.period) % self.length;
-                return Err(TableError::Missed {
-                    owner: r.owner,
-                    window_start: start,
-                    window_end: start + r.period,
-                    got: r.active - self.remaining[i],
-                    needed: r.active,
-                    cpu,
-                    blocker,
-                });
-            }
+            debug_assert_eq!(self.remaining[i], 0, "a miss passed its deadline");
             self.remaining[i] = r.active;
             self.deadline[i] = t + r.window;
             self.blocked_by[i] = None;

@@ -227,7 +227,7 @@ impl RequestBody {
 }
 
 /// A pool's scheduler.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Sched {
     /// The gang scheduler (the daemon's dispatchers).
@@ -285,7 +285,7 @@ pub struct RunState {
 }
 
 /// Why a domain shut down: Xen's shutdown codes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum ShutdownReason {
     /// Powered off (its program ended well).

@@ -256,6 +256,29 @@ impl Drop for TestDir {
     }
 }
 
+/// xorshift64*: small, seeded, good enough to pick requests, operations
+/// and delays in the randomised tests (their seed replays them).
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    /// In `0..n` (`n > 0`).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+
+    /// One of `xs` (not empty).
+    pub fn pick<'a, T>(&mut self, xs: &'a [T]) -> &'a T {
+        &xs[self.below(xs.len() as u64) as usize]
+    }
+}
+
 /// A line for the person running the tests, past the harness's capture
 /// (figures a test measured, the seed it used).
 pub fn note(line: &str) {

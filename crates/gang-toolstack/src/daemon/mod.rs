@@ -222,11 +222,11 @@ fn run_state(state: &DomainState, on_cpu: bool) -> RunState {
             ..RunState::default()
         },
         DomainState::Shutdown { reason } => RunState {
-            shutdown: Some(shutdown_reason(*reason)),
+            shutdown: Some(*reason),
             ..RunState::default()
         },
         DomainState::Crashed { .. } => RunState {
-            shutdown: Some(gang_proto::ShutdownReason::Crash),
+            shutdown: Some(ShutdownReason::Crash),
             ..RunState::default()
         },
     }
@@ -690,19 +690,6 @@ impl Daemon {
 }
 
 /// xl's shutdown reason letter and code.
-/// The API's shutdown reason for a stored one.
-fn shutdown_reason(reason: ShutdownReason) -> gang_proto::ShutdownReason {
-    use gang_proto::ShutdownReason as Api;
-    match reason {
-        ShutdownReason::Poweroff => Api::Poweroff,
-        ShutdownReason::Reboot => Api::Reboot,
-        ShutdownReason::Suspend => Api::Suspend,
-        ShutdownReason::Crash => Api::Crash,
-        ShutdownReason::Watchdog => Api::Watchdog,
-        ShutdownReason::SoftReset => Api::SoftReset,
-    }
-}
-
 /// What `info` says of the host's CPUs.
 struct Topology {
     nodes: usize,

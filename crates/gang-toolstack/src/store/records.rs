@@ -154,23 +154,8 @@ pub struct PoolRecord {
     pub time: Option<SharedTime>,
 }
 
-/// Why a domain shut down (the reason letter of `xl list`'s state).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum ShutdownReason {
-    /// `-`
-    Poweroff,
-    /// `r`
-    Reboot,
-    /// `s`
-    Suspend,
-    /// `c`
-    Crash,
-    /// `w`
-    Watchdog,
-    /// `S`
-    SoftReset,
-}
+/// Why a domain shut down: the API's type (stored as its kebab-case name).
+pub use gang_proto::ShutdownReason;
 
 /// A domain's lifecycle state.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
