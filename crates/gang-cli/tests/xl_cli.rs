@@ -198,7 +198,7 @@ fn bad_gang_parameters_are_refused_before_the_daemon_is_asked() {
         (
             "tt,1",
             None,
-            "Invalid policy: policy `tt,1`: expected tt|et,PERIOD,ACTIVE[,sf]",
+            "Invalid policy: policy `tt,1`: expected tt,PERIOD,ACTIVE[,exact][,sf] or et,PERIOD,ACTIVE[,sf]",
         ),
         ("xx,1", None, "Invalid policy: unknown policy `xx`"),
         (

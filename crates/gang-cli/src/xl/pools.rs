@@ -36,7 +36,18 @@ pub fn cpupool_list(args: &CpupoolListArgs) -> Result<()> {
 /// `gang cpupool-create [FILE] [VAR=VALUE ...]`.
 #[derive(Debug, Args)]
 #[command(
-    about = "Create a CPU pool from a config file and/or VAR=VALUE settings (name, sched, cpus)"
+    about = "Create a CPU pool from a config file and/or VAR=VALUE settings (name, sched, cpus)",
+    long_about = "Create a CPU pool from a config file and/or VAR=VALUE settings.\n\n\
+Keys (xl's): name, sched (gang or host; default gang), cpus (an xl CPU list), nodes. gang's own:\n\
+\x20 shared=1      a gang pool that shares its CPUs with Pool-0 (the host keeps a slot of each)\n\
+\x20 clock=tai|realtime  base=RFC3339  [cycle=DURATION]\n\
+\x20               the pool's time from a clock shared with other hosts: its schedule repeats\n\
+\x20               every cycle (default 1s) from the base, so hosts with the same settings run\n\
+\x20               the same slot at the same instant; every period in it must divide the cycle.\n\
+\x20               A base in the future is refused; so is a host pool on a shared clock.",
+    after_help = "Examples:\n  gang cpupool-create name=\\\"GangSched-Pool\\\" sched=\\\"gang\\\" cpus=\\\"1-2\\\"\n  \
+gang cpupool-create name=\\\"G\\\" sched=\\\"gang\\\" cpus=\\\"0-1\\\" shared=1 clock=\\\"tai\\\" base=\\\"2026-12-01T00:00:00Z\\\"\n\n\
+On success it prints the pool's name, scheduler and number of CPUs, as xl does."
 )]
 pub struct CpupoolCreateArgs {
     /// A cpupool config file, and/or settings in config syntax

@@ -23,7 +23,8 @@ vCPUs received in the last accounting window, over that window (the policy's per
 and no).\n\n\
 With -d DOMAIN -t POLICY [-c CPUS]: set them. POLICY is one of\n\
 \x20 no                       no multiplexing: the domain owns its CPUs\n\
-\x20 tt,PERIOD,ACTIVE[,sf]    time-triggered: ACTIVE of every PERIOD, in fixed slots\n\
+\x20 tt,PERIOD,ACTIVE[,exact][,sf]  time-triggered: ACTIVE of every PERIOD, in fixed slots;\n\
+\x20                          exact: at @FROM exactly (a cluster gang's slot on every host)\n\
 \x20 et,PERIOD,ACTIVE[,sf]    event-triggered: up to ACTIVE per PERIOD as soon as runnable\n\
 \x20 be,WEIGHT[,sf]           best effort, WEIGHT 1-65535, shares what is left\n\
 Times take units (ns, us, ms, s); a bare number is ms, as the seed's tool took it. `sf` \
@@ -49,7 +50,7 @@ pub struct SchedGangArgs {
     /// The domain's CPU map (xl CPU list, one CPU per vCPU), with -d.
     #[arg(short = 'c', long = "cpus", value_name = "CPUS")]
     cpus: Option<String>,
-    /// The domain's policy: no | tt,PERIOD,ACTIVE[,sf] | et,PERIOD,ACTIVE[,sf]
+    /// The domain's policy: no | tt,PERIOD,ACTIVE[,exact][,sf] | et,PERIOD,ACTIVE[,sf]
     /// | be,WEIGHT[,sf], with -d.
     #[arg(short = 't', long = "policy", value_name = "POLICY")]
     policy: Option<String>,
