@@ -90,7 +90,8 @@ static int parse_duration(const char *s, size_t n, uint64_t *out)
 	};
 	char buf[64], num[64], unit[16];
 	size_t i, k, dots = 0;
-	uint64_t scale = 0, ip = 0, total;
+	uint64_t scale = 0, total;
+	unsigned __int128 ip = 0;
 
 	while (n && (*s == ' ' || *s == '\t'))
 		s++, n--;
@@ -124,35 +125,38 @@ static int parse_duration(const char *s, size_t n, uint64_t *out)
 	if (scale == 0)
 		return -1;
 	{
+		/* in 128 bits, as gang does, then it must fit in 64 */
 		char *dot = strchr(num, '.');
 		const char *frac = dot ? dot + 1 : "";
+		unsigned __int128 t;
 		if (dot)
 			*dot = '\0';
 		for (const char *p = num; *p; p++) {
-			if (ip > (UINT64_MAX - 9) / 10)
-				return -1;
 			ip = ip * 10 + (uint64_t)(*p - '0');
+			if (ip > UINT64_MAX) /* times a scale >= 1: out of range */
+				return -1;
 		}
-		if (scale && ip > UINT64_MAX / scale)
-			return -1;
-		total = ip * scale;
+		t = ip * scale;
 		if (*frac) {
 			/* frac * scale must be a multiple of 10^digits */
 			size_t digits = strlen(frac);
 			unsigned __int128 f = 0, denom = 1, scaled;
-			if (digits > 30)
+			if (digits > 38) /* 10^digits in 128 bits */
 				return -1;
 			for (const char *p = frac; *p; p++) {
 				f = f * 10 + (unsigned)(*p - '0');
 				denom *= 10;
 			}
+			if (f > ~(unsigned __int128)0 / scale)
+				return -1;
 			scaled = f * scale;
 			if (scaled % denom)
 				return -1;
-			if (scaled / denom > UINT64_MAX - total)
-				return -1;
-			total += (uint64_t)(scaled / denom);
+			t += scaled / denom;
 		}
+		if (t > UINT64_MAX)
+			return -1;
+		total = (uint64_t)t;
 	}
 	if (out)
 		*out = total;
@@ -254,7 +258,9 @@ static int check_policy(const char *p, int *tt, char *err, size_t errn)
 		snprintf(w, sizeof(w), "%.*s", (int)lens[1], fields[1]);
 		errno = 0;
 		weight = strtoul(w, &end, 10);
-		if (*end || w[0] < '0' || w[0] > '9' || errno || weight == 0 || weight > 65535) {
+		/* u16's parse: digits, optionally after a '+' */
+		if (*end || !((w[0] >= '0' && w[0] <= '9') || (w[0] == '+' && w[1] >= '0' && w[1] <= '9')) ||
+		    errno || weight == 0 || weight > 65535) {
 			snprintf(err, errn, "bad weight '%s' (1..65535)", w);
 			return -1;
 		}

@@ -95,15 +95,27 @@ fn steps(d: &Daemon) -> Vec<String> {
         .collect()
 }
 
-/// Waits for the one step domain and returns its name.
-fn the_step(d: &Daemon) -> String {
-    let mut found = Vec::new();
-    wait_for("the step's domain", || {
-        found = steps(d);
-        !found.is_empty()
-    });
-    assert_eq!(found.len(), 1, "{found:?}");
-    found.remove(0)
+/// Waits (up to 30 s: other tests may hold the CPUs) for the one step
+/// domain and returns its name.
+fn the_step(d: &Daemon, c: &Cluster) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut found = steps(d);
+        if !found.is_empty() {
+            assert_eq!(found.len(), 1, "{found:?}");
+            return found.remove(0);
+        }
+        if Instant::now() > deadline {
+            let log = c.slurmd_log();
+            let tail: Vec<&str> = log.lines().rev().take(30).collect();
+            panic!(
+                "no step domain after 30 s; squeue: {}\nslurmd.log (last lines, newest first):\n{}",
+                text(&c.run("squeue", &[]).stdout),
+                tail.join("\n")
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 fn wait_child(mut c: Child, within: Duration) -> Output {
@@ -196,7 +208,7 @@ fn slurm_steps_with_gang_run_as_gang_domains() {
         "-c",
         "timeout 2 sh -c 'while :; do :; done'; echo done $SLURM_PROCID",
     ]);
-    let name = the_step(&d);
+    let name = the_step(&d, &c);
     assert!(name.ends_with(".0"), "{name}");
     let trace = trace(&d, &name, 4);
     assert_gang(&trace, 2);
@@ -215,7 +227,7 @@ fn slurm_steps_with_gang_run_as_gang_domains() {
 
     // (2) scancel of a running step.
     let srun = c.spawn(&["-n", "2", "--gang=tt,20ms,10ms", "sleep", "30"]);
-    let name = the_step(&d);
+    let name = the_step(&d, &c);
     let job = name
         .trim_start_matches("slurm-")
         .split('.')
@@ -297,4 +309,123 @@ fn slurm_steps_with_gang_run_as_gang_domains() {
     ));
     drop(c);
     drop(d);
+}
+
+/// Policies, good and bad, for the plugin's check against gang's parser.
+const POLICIES: &[&str] = &[
+    "bogus",
+    "no",
+    "nomux",
+    "no-mux",
+    "no@2s",
+    "no,1",
+    "tt,10ms,4ms",
+    "tt,10,4",
+    "tt,10ms",
+    "tt,10ms,4ms,exact",
+    "tt,10ms,4ms,exact,sf",
+    "tt,10ms,4ms,sf",
+    "tt,10ms,4ms,sf,exact",
+    "tt,10ms,4ms,exact,exact",
+    "tt,10ms,4ms@2s",
+    "tt,10ms,4ms@",
+    "tt,10ms,4ms@x",
+    "tt, 10ms , 4ms",
+    "tt,10xs,4ms",
+    "tt,1.5ms,0.5ms",
+    "tt,1.0000005ms,1ms",
+    "tt,0.0000001ns,1",
+    "tt,.5,1",
+    "tt,5.,1",
+    "tt,1..2,1",
+    "tt,,4",
+    "tt,10ms,4 ms",
+    "tt,10 ms,4ms",
+    "tt,10µs,4us",
+    "tt,10sec,4s",
+    "tt,1h,1m",
+    "tt,10min,1m",
+    "tt,99999999999999999999,1",
+    "tt,18446744073709551615ns,1",
+    "tt,18446744073709551616ns,1",
+    "et,10ms,4ms",
+    "et,10ms,4ms,sf",
+    "et,10ms,4ms,exact",
+    "et,10ms,4ms,sf,sf",
+    "be,1",
+    "be,256,sf",
+    "be,0",
+    "be,65535",
+    "be,65536",
+    "be,+5",
+    "be,-5",
+    "be, 5",
+    "be,5@1s",
+    "be,5@0",
+    "be,5,xx",
+    "be",
+    "TT,10,4",
+    "tt,10,4,,",
+    "tt@1",
+    ",tt",
+    "tt,10,4@1@2",
+    "tt,18446744073709551616ns,1",
+    "tt,18446744073709.551615ms,1",
+    "tt,18446744073709.551616ms,1",
+    "tt,0.1234567890123456789ms,1",
+    "tt,0.123456789000000000000000000000ms,1",
+    "tt,1.000000ns,1",
+    "tt,5.5ns,1",
+    "be,++5",
+    "be,+",
+    "be,05",
+    "tt,1.000000000000000000000ms,1",
+    "tt,1.00000000000000000000000000000000000000ms,1",
+    "tt,1.000000000000000000000000000000000000000ms,1",
+];
+
+/// srun refuses what gang would refuse, and takes what gang takes: the
+/// plugin's C check (`contrib/slurm/policy_check.c` runs it) against
+/// `gang_core::Policy`'s parser, input by input.
+#[test]
+fn the_plugin_checks_policies_as_gang_does() {
+    if !in_path("cc") || !Path::new("/usr/include/slurm/spank.h").is_file() {
+        skip_or_fail("no cc or /usr/include/slurm/spank.h (apt-get install gcc libslurm-dev)");
+        return;
+    }
+    let t = TestDir::new("slurm-policies");
+    let bin = t.0.join("policy_check");
+    let out = Command::new("cc")
+        .args(["-Wall", "-Wextra", "-Werror", "-o"])
+        .arg(&bin)
+        .arg(contrib().join("policy_check.c"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "cc: {}", text(&out.stderr));
+    let mut child = Command::new(&bin)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write as _;
+        let mut stdin = child.stdin.take().unwrap();
+        for p in POLICIES {
+            writeln!(stdin, "{p}").unwrap();
+        }
+    }
+    let out = child.wait_with_output().unwrap();
+    let verdicts: Vec<String> = text(&out.stdout).lines().map(String::from).collect();
+    assert_eq!(verdicts.len(), POLICIES.len());
+    let mut taken = 0;
+    for (p, v) in POLICIES.iter().zip(&verdicts) {
+        let gang = p.parse::<gang_core::Policy>();
+        assert_eq!(
+            v.starts_with("OK\t"),
+            gang.is_ok(),
+            "--gang={p}: the plugin says {v:?}, gang says {gang:?}"
+        );
+        taken += usize::from(gang.is_ok());
+    }
+    assert!(taken > 20 && taken < POLICIES.len() - 20);
 }
