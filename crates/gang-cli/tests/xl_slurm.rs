@@ -97,13 +97,19 @@ fn steps(d: &Daemon) -> Vec<String> {
 
 /// Waits (up to 30 s: other tests may hold the CPUs) for the one step
 /// domain and returns its name.
-fn the_step(d: &Daemon, c: &Cluster) -> String {
+fn the_step(d: &Daemon, c: &Cluster, srun: &mut Child) -> String {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let mut found = steps(d);
         if !found.is_empty() {
             assert_eq!(found.len(), 1, "{found:?}");
             return found.remove(0);
+        }
+        if let Some(status) = srun.try_wait().unwrap() {
+            let mut err = String::new();
+            use std::io::Read as _;
+            let _ = srun.stderr.take().unwrap().read_to_string(&mut err);
+            panic!("srun ended ({status}) before its step was a domain: {err}");
         }
         if Instant::now() > deadline {
             let log = c.slurmd_log();
@@ -200,7 +206,7 @@ fn slurm_steps_with_gang_run_as_gang_domains() {
 
     // (1) A 2-task step that spins ~2 s: a 2-vCPU domain with slots while
     // it runs, gone when it has ended.
-    let srun = c.spawn(&[
+    let mut srun = c.spawn(&[
         "-n",
         "2",
         "--gang=tt,20ms,10ms",
@@ -208,7 +214,7 @@ fn slurm_steps_with_gang_run_as_gang_domains() {
         "-c",
         "timeout 2 sh -c 'while :; do :; done'; echo done $SLURM_PROCID",
     ]);
-    let name = the_step(&d, &c);
+    let name = the_step(&d, &c, &mut srun);
     assert!(name.ends_with(".0"), "{name}");
     let trace = trace(&d, &name, 4);
     assert_gang(&trace, 2);
@@ -226,8 +232,8 @@ fn slurm_steps_with_gang_run_as_gang_domains() {
     ));
 
     // (2) scancel of a running step.
-    let srun = c.spawn(&["-n", "2", "--gang=tt,20ms,10ms", "sleep", "30"]);
-    let name = the_step(&d, &c);
+    let mut srun = c.spawn(&["-n", "2", "--gang=tt,20ms,10ms", "sleep", "30"]);
+    let name = the_step(&d, &c, &mut srun);
     let job = name
         .trim_start_matches("slurm-")
         .split('.')
