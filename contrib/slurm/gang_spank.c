@@ -473,6 +473,24 @@ static int run_gang(char *out, size_t outn, const char *a1, const char *a2, cons
 	return WEXITSTATUS(status);
 }
 
+/* mkdir -p, mode 0755 (the tasks, as the job's user, read the .failed files) */
+static int mkdir_p(const char *dir)
+{
+	char path[1024];
+	if (snprintf(path, sizeof(path), "%s", dir) >= (int)sizeof(path)) {
+		errno = ENAMETOOLONG;
+		return -1;
+	}
+	for (char *p = path + 1; *p; p++)
+		if (*p == '/') {
+			*p = '\0';
+			if (mkdir(path, 0755) != 0 && errno != EEXIST)
+				return -1;
+			*p = '/';
+		}
+	return mkdir(path, 0755) != 0 && errno != EEXIST ? -1 : 0;
+}
+
 static int safe_string(const char *s)
 {
 	return strpbrk(s, "\"\\\n") == NULL;
@@ -519,7 +537,7 @@ int slurm_spank_task_post_fork(spank_t sp, int ac, char **av)
 	paths(job, step, cfg, failed, sizeof(cfg));
 	check_policy(policy, &tt, err, sizeof(err));
 
-	if (mkdir(conf_dir, 0755) != 0 && errno != EEXIST) {
+	if (mkdir_p(conf_dir) != 0) {
 		snprintf(msg, sizeof(msg), "gang_spank: %s: cannot make %s: %s", name, conf_dir,
 			 strerror(errno));
 		goto refuse;

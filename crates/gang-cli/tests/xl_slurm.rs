@@ -193,7 +193,8 @@ fn slurm_steps_with_gang_run_as_gang_domains() {
         "clock=\"realtime\"",
         "base=\"2026-12-01T00:00:00Z\"",
     ]);
-    let confs = t.0.join("spank");
+    // Two levels that do not exist yet: the plugin makes them.
+    let confs = t.0.join("run/spank");
     let args = format!(
         "{} gang={} socket={} pool=G dir={} cluster=1",
         plugin.display(),
