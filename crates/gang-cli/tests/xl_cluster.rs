@@ -328,6 +328,13 @@ fn shared_clock_settings_are_checked() {
         err.contains("does not divide cpupool 'C''s cycle 1s"),
         "{err}"
     );
+    // Refusals name the host's own slot as the user knows it.
+    let out = d.gang(&["create", "-q", &spin_cfg(&t.0, "full", "tt,20ms,19ms")]);
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(
+        err.contains("'Domain-0'") && err.contains("'full'"),
+        "{err}"
+    );
     // A cluster gang needs a TT policy, and a pool on a shared clock.
     let out = d.gang(&[
         "create",

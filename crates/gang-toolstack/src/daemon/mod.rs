@@ -349,11 +349,13 @@ impl Daemon {
     /// An error naming domains by id (the scheduler's) names them as
     /// their users did.
     fn with_names(&self, mut e: ApiError) -> ApiError {
-        let names: BTreeMap<u32, String> = self
+        let mut names: BTreeMap<u32, String> = self
             .store
             .domains()
             .map(|ds| ds.into_iter().map(|d| (d.id.0, d.name)).collect())
             .unwrap_or_default();
+        // The host's own slot in every gang pool is domain 0.
+        names.insert(0, "Domain-0".into());
         e.message = gang_core::with_domain_names(&e.message, |id| names.get(&id.0).cloned());
         e
     }
