@@ -20,7 +20,8 @@ own random local domains (TT and BE gangs, so that no two hosts' tables are \
 alike), on its own clock: pool time = true time + epoch + error. With a \
 shared clock (\"aligned\") every host has the same epoch and an error held \
 within +-E by a PTP/chrony-like servo (a fresh offset in +-E at each sync, \
-every second, and a drift of up to +-2 ppm in between, clamped at +-E). \
+every second, and in between a residual drift of up to +-0.1 ppm, what the \
+servo's frequency correction leaves of the oscillator's, clamped at +-E). \
 \"unaligned\" is what a per-host gang scheduler without a shared clock \
 gives: each pool's epoch at a random point, the job a plain tt,10ms,4ms \
 placed by each host's own table.
@@ -40,7 +41,7 @@ OUTPUT (one row per clock error, then unaligned; all times are true time)
 
 The random choices (local domains, clock errors, epochs) derive from --seed \
 and are the same in every mode; a run is deterministic. 64 hosts of 64 CPUs \
-for 4 s take about ten seconds in a release build.
+for 4 s take under a second in a release build.
 
 EXIT STATUS: 0 success; 1 invalid parameters; 2 usage error.";
 
