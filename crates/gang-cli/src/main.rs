@@ -16,6 +16,7 @@ mod benchqemu;
 mod benchvm;
 mod guest;
 mod sim;
+mod simcluster;
 mod usage;
 mod workload;
 mod xl;
@@ -37,6 +38,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     Sim(sim::SimArgs),
+    SimCluster(simcluster::SimClusterArgs),
     Bench(bench::BenchArgs),
     #[command(name = "bench-vm")]
     BenchVm(benchvm::BenchVmArgs),
@@ -86,6 +88,7 @@ fn main() -> ExitCode {
     };
     let (name, xl_style, result) = match cli.command {
         Command::Sim(args) => ("sim", false, sim::run(&args)),
+        Command::SimCluster(args) => ("sim-cluster", false, simcluster::run(&args)),
         Command::Bench(args) => ("bench", false, bench::run(&args)),
         Command::BenchVm(args) => ("bench-vm", false, benchvm::run(&args)),
         Command::Workload(args) => ("workload", false, workload::run(&args)),

@@ -15,6 +15,9 @@
 //! - `gang`, `host`: the two scheduler models.
 //! - [`metrics`], [`report`], [`svg`]: latency histograms, the JSON report
 //!   and text tables, and SVG timelines.
+//! - [`cluster`]: many hosts, each a `Scheduler` on its own clock, running a
+//!   cluster gang: cross-host co-start skew and barrier rate of a
+//!   bulk-synchronous job against clock error, and without a shared clock.
 //!
 //! **Determinism.** A run is a pure function of the scenario (seed
 //! included): randomness comes from one ChaCha8 stream per vCPU, so the k-th
@@ -32,6 +35,7 @@
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+pub mod cluster;
 mod gang;
 mod generate;
 mod host;
