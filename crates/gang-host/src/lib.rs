@@ -15,13 +15,14 @@
 //! as vCPUs), [`group`] (every task of a cgroup, a whole
 //! program, as one gang), [`wallclock`] (pools on a clock shared with other
 //! hosts, and the host's clock status), [`workload`] (the simulator's
-//! workloads on real threads).
+//! workloads on real threads), [`slot_stats`] (what the gate traces say:
+//! co-start skew, time received per period). The benchmarks that run on
+//! top of it are the `gang-bench` crate.
 
 #[allow(unsafe_code)]
 pub mod sys;
 
 pub mod adopt;
-pub mod bench;
 pub mod cgroup;
 pub mod claim;
 pub mod clock;
@@ -31,5 +32,6 @@ pub mod log;
 pub mod proc;
 pub mod rtlimit;
 pub mod runtime;
+pub mod slot_stats;
 pub mod wallclock;
 pub mod workload;
