@@ -31,6 +31,7 @@ use std::sync::Arc;
 use gang_core::{
     CpuId, CpuSet, DomainId, DomainSpec, Nanos, Periodic, Policy, PoolConfig, VcpuRef, MS,
 };
+use gang_host::cgroup::{Cgroups, CpuShield};
 use gang_host::clock::Clock;
 use gang_host::gate::{SlotRun, VcpuControl};
 use gang_host::runtime::{HostError, Isolation, Runtime, RuntimeConfig};
@@ -191,8 +192,12 @@ fn spin(config: &BenchConfig) -> Workload {
     Workload::SpinBarrier { work: config.work }
 }
 
-/// `n` domains under Linux: pinned threads, SCHED_OTHER, no runtime.
+/// `n` domains under Linux: pinned threads, SCHED_OTHER, no runtime; with
+/// exclusive isolation, on CPUs taken from the host's tasks as the gang
+/// phases' are (see `baseline_shield`).
 fn linux_phase(config: &BenchConfig, n: u32, kind: &str) -> Result<Phase, HostError> {
+    let (shield, _state) = baseline_shield(config)?;
+    let shielded = shield.is_some();
     let clock = Clock::new(MS);
     let start = clock.now() + 20 * MS;
     let deadline = start + config.duration;
@@ -214,7 +219,11 @@ fn linux_phase(config: &BenchConfig, n: u32, kind: &str) -> Result<Phase, HostEr
             );
             let state = Arc::clone(&states[d as usize]);
             let w = spin(config);
+            let shield = shield.clone();
             threads.push(std::thread::spawn(move || -> Result<(), HostError> {
+                if let Some(shield) = &shield {
+                    shield.attach(sys::gettid())?;
+                }
                 sys::set_affinity(0, &[cpu]).map_err(|e| HostError::Sys {
                     what: format!("pinning to CPU {cpu}"),
                     source: e,
@@ -233,16 +242,49 @@ fn linux_phase(config: &BenchConfig, n: u32, kind: &str) -> Result<Phase, HostEr
             _ => {}
         }
     }
+    // Every thread has ended, and with it its handle on the shield.
+    if let Some(shield) = shield.and_then(Arc::into_inner) {
+        shield.release()?;
+    }
     result?;
     let secs = config.duration as f64 / 1e9;
-    Ok(Phase::rates(
-        kind,
-        n,
-        states
-            .iter()
-            .map(|s| s.progress.load(Ordering::Relaxed) as f64 / secs)
-            .collect(),
-    ))
+    Ok(Phase {
+        shielded,
+        ..Phase::rates(
+            kind,
+            n,
+            states
+                .iter()
+                .map(|s| s.progress.load(Ordering::Relaxed) as f64 / secs)
+                .collect(),
+        )
+    })
+}
+
+/// With exclusive isolation, the pool CPUs taken from the host's tasks for
+/// a phase without a runtime (alone, linux), with the cpuset shield the
+/// runtime takes for the gang phases; `None` with shared CPUs. Without it
+/// the baselines would compete with the host's load that the gang phases
+/// never see, and `% ideal` would mean nothing (250% was seen with
+/// `--cpus 1 --exclusive` on a busy host). The shield is released when
+/// dropped, before the state directory (its crash record) is removed.
+fn baseline_shield(config: &BenchConfig) -> Result<(Option<Arc<CpuShield>>, StateDir), HostError> {
+    if config.isolation != Isolation::Exclusive {
+        return Ok((None, StateDir(None)));
+    }
+    let path = std::env::temp_dir().join(format!(
+        "gang-bench-exclusive-{}-{}",
+        std::process::id(),
+        STATE_DIRS.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::create_dir_all(&path).map_err(|e| HostError::Sys {
+        what: format!("creating {}", path.display()),
+        source: e,
+    })?;
+    let state = StateDir(Some(path.clone()));
+    let cpus: CpuSet = config.cpus.iter().copied().collect();
+    let shield = Cgroups::detect(&path)?.shield(&cpus)?;
+    Ok((Some(Arc::new(shield)), state))
 }
 
 /// The runtime configuration of a phase: exclusive phases get a state
@@ -399,6 +441,7 @@ fn gang_phase(config: &BenchConfig, n: u32, tt: bool) -> Result<Phase, HostError
     Ok(Phase {
         kind: if tt { "gang-tt" } else { "gang-be" }.to_string(),
         domains: n,
+        shielded: config.isolation == Isolation::Exclusive,
         rounds_per_s: states
             .iter()
             .map(|s| s.progress.load(Ordering::Relaxed) as f64 / secs)

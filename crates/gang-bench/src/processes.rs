@@ -19,7 +19,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 
 use gang_core::{CpuSet, DomainId, DomainSpec, Nanos, Policy, PoolConfig, MS};
-use gang_host::runtime::{HostError, Runtime};
+use gang_host::runtime::{HostError, Isolation, Runtime};
 use gang_host::slot_stats::Spread;
 use gang_host::sys;
 
@@ -124,6 +124,7 @@ pub(crate) fn adopt_phase(
         ));
     }
     Ok(Phase {
+        shielded: config.isolation == Isolation::Exclusive,
         skew_ns: Some(Spread::of(skews)),
         switch_late_ns: Some(switch_lateness(&report, epoch, start, end)),
         gate_violations: report.violations.len(),

@@ -39,6 +39,10 @@ pub struct Phase {
     pub start_delay_ns: Option<Spread>,
     /// vCPUs that ignored their gate (must be zero).
     pub gate_violations: usize,
+    /// Whether the phase ran on CPUs taken from the host's tasks (a cpuset
+    /// shield: exclusive isolation), not shared with them. Phases compare
+    /// (`vs linux`, `% ideal`) only when they agree on it.
+    pub shielded: bool,
 }
 
 impl Phase {
@@ -57,6 +61,7 @@ impl Phase {
             switch_late_ns: None,
             start_delay_ns: None,
             gate_violations: 0,
+            shielded: false,
         }
     }
 
@@ -142,11 +147,12 @@ pub fn render(report: &BenchReport) -> String {
     use std::fmt::Write;
     let mut out = String::new();
     let rows = medians(&report.phases);
-    let rate_of = |kind: &str, n: u32| {
+    let median_of = |kind: &str, n: u32| {
         rows.iter()
             .find(|(p, _, _, _)| p.kind == kind && p.domains == n)
-            .map_or(0.0, |(p, _, _, _)| p.mean_rate())
+            .map(|(p, _, _, _)| *p)
     };
+    let rate_of = |kind: &str, n: u32| median_of(kind, n).map_or(0.0, Phase::mean_rate);
     let alone = rate_of("alone", 1);
     let repeats = report.phases.iter().filter(|p| p.kind == "alone").count();
     let _ = writeln!(
@@ -180,19 +186,28 @@ pub fn render(report: &BenchReport) -> String {
             "program-alone (ideal for 1 whole program): {program_alone:.0} rounds/s"
         );
     }
+    let mut not_comparable = false;
     for (p, lo, hi, runs) in &rows {
         // Whole programs against whole programs.
         let (linux, alone) = if p.kind.contains("program") {
-            (rate_of("program-linux", p.domains), program_alone)
+            (
+                median_of("program-linux", p.domains),
+                median_of("program-alone", 1),
+            )
         } else {
-            (rate_of("linux", p.domains), alone)
+            (median_of("linux", p.domains), median_of("alone", 1))
         };
-        let ideal = alone / f64::from(p.domains);
-        let ratio = if p.kind.starts_with("gang") && linux > 0.0 {
-            format!("{:.2}x", p.mean_rate() / linux)
+        let vs_linux = if p.kind.starts_with("gang") {
+            versus(p, linux, 1)
         } else {
-            "-".into()
+            Versus::NotApplicable
         };
+        let ideal = versus(p, alone, p.domains);
+        not_comparable |= vs_linux == Versus::NotComparable || ideal == Versus::NotComparable;
+        let ratio = vs_linux.ratio().map_or("-".into(), |r| format!("{r:.2}x"));
+        let ideal = ideal
+            .ratio()
+            .map_or("-".into(), |r| format!("{:.1}%", r * 100.0));
         let skew = across_runs(runs, |r| r.skew_ns).map_or("-".into(), |s| {
             format!("{:.1}/{:.1}/{:.1}", s.p50 / 1e3, s.p99 / 1e3, s.max / 1e3)
         });
@@ -207,17 +222,13 @@ pub fn render(report: &BenchReport) -> String {
             .map_or("-".into(), |s| format!("{:.1}", s.p99 / 1e3));
         let _ = writeln!(
             out,
-            "{:<13} {:>2} {:>12.0} {:>17} {:>8} {:>6.1}% {:>20} {:>16} {:>20} {:>12}",
+            "{:<13} {:>2} {:>12.0} {:>17} {:>8} {:>7} {:>20} {:>16} {:>20} {:>12}",
             p.kind,
             p.domains,
             p.mean_rate(),
             format!("({lo:.0}..{hi:.0})"),
             ratio,
-            if ideal > 0.0 {
-                p.mean_rate() / ideal * 100.0
-            } else {
-                0.0
-            },
+            ideal,
             skew,
             eff,
             tt,
@@ -233,8 +244,60 @@ pub fn render(report: &BenchReport) -> String {
             let _ = writeln!(out, "  warning: {violations} gate violations over all runs");
         }
     }
+    if not_comparable {
+        let _ = writeln!(
+            out,
+            "note: vs linux or % ideal not shown (-) where the phase and its baseline did not \
+             both run on CPUs taken from the host's tasks: the host's load made them differ"
+        );
+    }
+    if report.cpus.len() == 1 {
+        let _ = writeln!(
+            out,
+            "note: 1 CPU: domains of one vCPU, whose barrier never waits: rates measure the CPU \
+             time each domain got (no co-start skew)"
+        );
+    }
     out.push_str(&render_noise(&report.cpus, &report.noise));
     out
+}
+
+/// A phase's rate against a baseline's, as the table compares them.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Versus {
+    /// `rate ÷ (baseline ÷ per)`.
+    Ratio(f64),
+    /// No baseline phase, or it did nothing.
+    NotApplicable,
+    /// One ran on CPUs taken from the host's tasks, the other on CPUs shared
+    /// with them: the ratio would measure the host's load, not the
+    /// scheduler (with `--exclusive`, before the baselines were shielded
+    /// too, `% ideal` read 200-250% on a busy host).
+    NotComparable,
+}
+
+impl Versus {
+    fn ratio(self) -> Option<f64> {
+        match self {
+            Versus::Ratio(r) => Some(r),
+            Versus::NotApplicable | Versus::NotComparable => None,
+        }
+    }
+}
+
+/// `phase`'s mean rate ÷ (`baseline`'s ÷ `per`): against `linux N`,
+/// `per` is 1; against `alone` (the ideal for one domain), `per` is N.
+fn versus(phase: &Phase, baseline: Option<&Phase>, per: u32) -> Versus {
+    match baseline {
+        Some(b) if b.mean_rate() > 0.0 => {
+            if b.shielded == phase.shielded {
+                Versus::Ratio(phase.mean_rate() / (b.mean_rate() / f64::from(per.max(1))))
+            } else {
+                Versus::NotComparable
+            }
+        }
+        _ => Versus::NotApplicable,
+    }
 }
 
 #[cfg(test)]
@@ -258,5 +321,73 @@ mod tests {
         let s = across_runs(&refs, |p| p.skew_ns).expect("spread");
         assert_eq!((s.n, s.p50, s.p99, s.max), (300, 10.0, 20.0, 4000.0));
         assert!(across_runs(&refs, |p| p.tt_accuracy).is_none());
+    }
+
+    /// The `gang bench` table's columns of one row, split on whitespace.
+    fn row<'a>(table: &'a str, kind: &str) -> Vec<&'a str> {
+        table
+            .lines()
+            .map(|l| l.split_whitespace().collect::<Vec<_>>())
+            .find(|cols| {
+                cols.first() == Some(&kind) && cols.get(1).is_some_and(|n| n.parse::<u32>().is_ok())
+            })
+            .unwrap_or_else(|| panic!("no {kind} row in\n{table}"))
+    }
+
+    fn report(cpus: Vec<CpuId>, baselines_shielded: bool) -> BenchReport {
+        let phase = |kind: &str, n: u32, rate: f64, shielded: bool| Phase {
+            shielded,
+            ..Phase::rates(kind, n, vec![rate; n as usize])
+        };
+        BenchReport {
+            isolation: Isolation::Exclusive,
+            cpus,
+            duration_ns: 1_000_000_000,
+            work_ns: 1_000,
+            iterations_per_us: 100,
+            phases: vec![
+                phase("alone", 1, 1000.0, baselines_shielded),
+                phase("linux", 2, 400.0, baselines_shielded),
+                phase("gang-be", 2, 480.0, true),
+            ],
+            noise: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn ratios_between_differently_isolated_phases_are_not_printed() {
+        // Exclusive gang phases against baselines that shared their CPUs
+        // with the host's tasks: no ratio, and a note says why.
+        let table = render(&report(vec![1], false));
+        let gang = row(&table, "gang-be");
+        assert_eq!(&gang[..4], ["gang-be", "2", "480", "(480..480)"]);
+        assert_eq!((gang[4], gang[5]), ("-", "-"), "{table}");
+        assert!(
+            table.contains("note: vs linux or % ideal not shown"),
+            "{table}"
+        );
+        // Baselines are still compared with themselves.
+        assert_eq!(row(&table, "alone")[5], "100.0%", "{table}");
+        assert_eq!(row(&table, "linux")[5], "80.0%", "{table}");
+        // One CPU: domains of one vCPU, said once.
+        assert_eq!(table.matches("note: 1 CPU").count(), 1, "{table}");
+
+        // Every phase on taken CPUs: the ratios, and no notes.
+        let table = render(&report(vec![0, 1], true));
+        let gang = row(&table, "gang-be");
+        assert_eq!((gang[4], gang[5]), ("1.20x", "96.0%"), "{table}");
+        assert!(!table.contains("note:"), "{table}");
+    }
+
+    #[test]
+    fn a_missing_baseline_gives_no_ratio() {
+        let report = BenchReport {
+            phases: vec![Phase::rates("gang-tt", 3, vec![10.0; 3])],
+            ..report(vec![0, 1], true)
+        };
+        let table = render(&report);
+        let gang = row(&table, "gang-tt");
+        assert_eq!((gang[4], gang[5]), ("-", "-"), "{table}");
+        assert!(!table.contains("note:"), "{table}");
     }
 }
