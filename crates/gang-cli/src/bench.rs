@@ -1,12 +1,15 @@
 //! `gang bench`: the gang runtime against the Linux scheduler on real CPUs.
+//! The command line only (its options, checks and help text, and how the
+//! benchmark starts this binary's `gang workload` processes); the
+//! benchmark is `gang_bench`.
 
 use std::path::PathBuf;
 
 use anyhow::{bail, Context as _, Result};
 use clap::Args;
+use gang_bench::BenchConfig;
 use gang_core::time::parse_duration;
 use gang_core::{CpuSet, MS};
-use gang_host::bench::{self, BenchConfig};
 
 const LONG_ABOUT: &str = "\
 Measure gang scheduling on this host's real CPUs against the Linux \
@@ -215,8 +218,8 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         be_slice: time(&args.be_slice, "--be-slice")?,
         tt_slot: time(&args.tt_slot, "--tt-slot")?,
         repeat: args.repeat.max(1),
-        spawn_spinner: (!args.no_adopted).then_some(spawn_spinner as bench::SpawnSpinner),
-        spawn_program: (!args.no_program).then_some(spawn_program as bench::SpawnProgram),
+        spawn_spinner: (!args.no_adopted).then_some(spawn_spinner as gang_bench::SpawnSpinner),
+        spawn_program: (!args.no_program).then_some(spawn_program as gang_bench::SpawnProgram),
         lift_rt_limit: args.rt_unlimited,
         spin,
         isolation: if args.exclusive {
@@ -228,8 +231,8 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     if !gang_host::sys::is_root() {
         bail!("needs root: the runtime uses real-time priorities");
     }
-    let report = bench::run(&config, |line| eprintln!("gang bench: {line}"))?;
-    let table = bench::render(&report);
+    let report = gang_bench::run(&config, |line| eprintln!("gang bench: {line}"))?;
+    let table = gang_bench::render(&report);
     let json = serde_json::to_string_pretty(&report).context("encoding JSON")?;
     match &args.json {
         Some(p) if p.as_os_str() == "-" => println!("{json}"),

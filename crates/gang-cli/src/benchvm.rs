@@ -2,7 +2,8 @@
 //! vCPU leaves `KVM_RUN` when kicked, and how closely the two vCPUs of a VM
 //! domain start their slots under a gang runtime; with `--qemu`, Linux
 //! guests in QEMU under gang against the Linux scheduler
-//! ([`crate::benchqemu`]).
+//! (`gang_bench::qemu`). The command line only: the benchmarks are
+//! `gang_vmm::bench` and `gang_bench::qemu`.
 
 use std::path::PathBuf;
 
@@ -84,7 +85,7 @@ pub struct BenchVmArgs {
         value_delimiter = ',',
         requires = "qemu"
     )]
-    workloads: Vec<crate::benchqemu::GuestWorkload>,
+    workloads: Vec<gang_bench::qemu::GuestWorkload>,
     /// With --qemu: rounds of all phases, interleaved; the table shows medians.
     #[arg(long, default_value_t = 3, requires = "qemu")]
     repeat: u32,
@@ -102,7 +103,7 @@ pub struct BenchVmArgs {
 }
 
 fn run_qemu(args: &BenchVmArgs) -> Result<()> {
-    let opts = crate::benchqemu::Options {
+    let opts = gang_bench::qemu::Options {
         guests: args.guests.clone(),
         workloads: args.workloads.clone(),
         repeat: args.repeat,
@@ -110,7 +111,7 @@ fn run_qemu(args: &BenchVmArgs) -> Result<()> {
             .with_context(|| format!("--duration {}", args.duration))?,
         accel: args.accel,
     };
-    let report = crate::benchqemu::run(&opts, &mut |line| eprintln!("gang bench-vm: {line}"))?;
+    let report = gang_bench::qemu::run(&opts, &mut |line| eprintln!("gang bench-vm: {line}"))?;
     if let Some(path) = &args.json {
         let json = serde_json::to_string_pretty(&report.to_json()).context("encoding JSON")?;
         if path.as_os_str() == "-" {
@@ -119,7 +120,7 @@ fn run_qemu(args: &BenchVmArgs) -> Result<()> {
         }
         std::fs::write(path, json).with_context(|| format!("writing {}", path.display()))?;
     }
-    print!("{}", crate::benchqemu::render(&report));
+    print!("{}", gang_bench::qemu::render(&report));
     Ok(())
 }
 

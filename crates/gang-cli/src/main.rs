@@ -12,7 +12,6 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod bench;
-mod benchqemu;
 mod benchvm;
 mod guest;
 mod sim;

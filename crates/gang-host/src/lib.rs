@@ -15,19 +15,21 @@
 //! as vCPUs), [`group`] (every task of a cgroup, a whole
 //! program, as one gang), [`wallclock`] (pools on a clock shared with other
 //! hosts, and the host's clock status), [`workload`] (the simulator's
-//! workloads on real threads).
+//! workloads on real threads), [`slot_stats`] (what the gate traces say:
+//! co-start skew, time received per period). The benchmarks that run on
+//! top of it are the `gang-bench` crate.
 //!
 //! **Errors are returned or logged, never dropped.** An error that matters
 //! to the caller is returned; an operation that is best effort (cleanup,
 //! giving a thread its priority back, a thaw before a removal, a send to a
 //! receiver that may be gone) goes through [`best_effort`], which says so in
-//! the log. Logging is `tracing`; the real-time switch path never logs.
+//! the log. Logging is `tracing`; the real-time switch path logs only a
+//! failure.
 
 #[allow(unsafe_code)]
 pub mod sys;
 
 pub mod adopt;
-pub mod bench;
 pub mod cgroup;
 pub mod claim;
 pub mod clock;
@@ -37,6 +39,7 @@ pub mod log;
 pub mod proc;
 pub mod rtlimit;
 pub mod runtime;
+pub mod slot_stats;
 pub mod wallclock;
 pub mod workload;
 
@@ -45,8 +48,8 @@ pub mod workload;
 /// was attempted, instead of being dropped; the value, if any, is returned.
 ///
 /// `what` is only formatted when there is an error to log: pass
-/// `format_args!` for a message with values in it. Not for the real-time
-/// switch path.
+/// `format_args!` for a message with values in it. On the real-time switch
+/// path only where a failure is rare: nothing is done unless it fails.
 pub fn best_effort<T, E: std::fmt::Display>(
     what: impl std::fmt::Display,
     result: Result<T, E>,

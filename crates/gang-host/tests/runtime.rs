@@ -158,7 +158,7 @@ fn assert_gang(run: &Run, skew_bound: Nanos) {
         "{runs_late} of {runs_total} runs ended late"
     );
     // 2. Both vCPUs of a domain start each slot together.
-    let skew = gang_host::bench::co_start_skew(&run.traces, (run.start, run.end));
+    let skew = gang_host::slot_stats::co_start_skew(&run.traces, (run.start, run.end));
     assert!(skew.n > 0, "no slot observed");
     assert!(skew.p50 <= 100_000.0, "co-start skew p50 {} ns", skew.p50);
     assert!(
@@ -166,7 +166,7 @@ fn assert_gang(run: &Run, skew_bound: Nanos) {
         "co-start skew max {} ns",
         skew.max
     );
-    let slow = gang_host::bench::co_start_skews(&run.traces, (run.start, run.end))
+    let slow = gang_host::slot_stats::co_start_skews(&run.traces, (run.start, run.end))
         .into_iter()
         .filter(|&s| s > skew_bound as f64)
         .count();
@@ -235,7 +235,8 @@ fn tt_gangs_get_their_slots() {
         |_| {},
     );
     assert_gang(&run, SKEW_BOUND);
-    let acc = gang_host::bench::tt_accuracy(&run.traces, (run.start, run.end), 20 * MS, 8 * MS, 2);
+    let acc =
+        gang_host::slot_stats::tt_accuracy(&run.traces, (run.start, run.end), 20 * MS, 8 * MS, 2);
     assert!(acc.n >= 20, "{} periods", acc.n);
     assert!(
         acc.p50 > 0.9 && acc.p50 < 1.05,

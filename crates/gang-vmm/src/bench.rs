@@ -8,7 +8,7 @@
 //! - **Co-start skew** of a 2-vCPU VM domain under a gang runtime (shared
 //!   mode on CPUs 0-1, two 2-vCPU `barrier` VMs as best-effort gangs that
 //!   alternate): per slot, the spread of the two vCPUs' start times, from
-//!   the gates' traces (`gang_host::bench::co_start_skew`).
+//!   the gates' traces (`gang_host::slot_stats::co_start_skew`).
 //!
 //! Needs /dev/kvm; the skew part also needs root (real-time priorities)
 //! and CPUs 0 and 1, and is skipped with a note otherwise. Everything it
@@ -18,8 +18,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use gang_core::{CpuSet, DomainId, DomainSpec, Nanos, Policy, PoolConfig, MS};
-use gang_host::bench::Spread;
 use gang_host::runtime::{Runtime, RuntimeConfig};
+use gang_host::slot_stats::Spread;
 use gang_host::sys;
 
 use crate::vcpu::GangScheduler;
@@ -234,5 +234,5 @@ fn co_start_skew(opts: &BenchOptions) -> Result<(Spread, usize), BenchError> {
         .map(|c| c.iter().map(|c| (c.vcpu, c.trace())).collect())
         .unwrap_or_default();
     let runs = traces.iter().map(|(_, t): &(_, Vec<_>)| t.len()).sum();
-    Ok((gang_host::bench::co_start_skew(&traces, window), runs))
+    Ok((gang_host::slot_stats::co_start_skew(&traces, window), runs))
 }

@@ -116,10 +116,10 @@ fn barrier_vms_in_a_gang_pool_progress_and_are_co_scheduled() {
     const SKEW_BOUND: Nanos = 1_000_000;
     for c in &controls {
         let tr = traces(c);
-        let skew = gang_host::bench::co_start_skew(&tr, (start, end));
+        let skew = gang_host::slot_stats::co_start_skew(&tr, (start, end));
         assert!(skew.n >= 20, "too few slots with both vCPUs: {}", skew.n);
         assert!(skew.p50 <= 100_000.0, "co-start skew p50 {} ns", skew.p50);
-        let slow = gang_host::bench::co_start_skews(&tr, (start, end))
+        let slow = gang_host::slot_stats::co_start_skews(&tr, (start, end))
             .into_iter()
             .filter(|&s| s > SKEW_BOUND as f64)
             .count();
