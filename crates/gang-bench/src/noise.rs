@@ -85,7 +85,10 @@ pub fn measure_noise(
                     last = now;
                 }
                 // Back to normal before the thread ends (it ends at once).
-                let _ = sys::set_policy(0, SchedPolicy::Other);
+                gang_host::best_effort(
+                    "bench clean-up: returning to SCHED_OTHER",
+                    sys::set_policy(0, SchedPolicy::Other),
+                );
                 let secs = window as f64 / 1e9;
                 noise.over_10us_per_s = counts[0] as f64 / secs;
                 noise.over_20us_per_s = counts[1] as f64 / secs;

@@ -326,7 +326,10 @@ pub(crate) struct StateDir(pub(crate) Option<std::path::PathBuf>);
 impl Drop for StateDir {
     fn drop(&mut self) {
         if let Some(p) = &self.0 {
-            let _ = std::fs::remove_dir_all(p);
+            gang_host::best_effort(
+                "bench clean-up: removing its state directory",
+                std::fs::remove_dir_all(p),
+            );
         }
     }
 }

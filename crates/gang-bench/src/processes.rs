@@ -96,9 +96,12 @@ pub(crate) fn adopt_phase(
     let epoch = runtime.clock().epoch();
     let report = runtime.stop();
     for c in &mut children {
-        let _ = c.wait();
+        gang_host::best_effort("bench clean-up: waiting for a workload process", c.wait());
     }
-    let _ = std::fs::remove_dir_all(&state);
+    gang_host::best_effort(
+        "bench clean-up: removing its state directory",
+        std::fs::remove_dir_all(&state),
+    );
     let window = (start.saturating_sub(epoch), end.saturating_sub(epoch));
     let mut rates = Vec::new();
     let mut skews = Vec::new();
@@ -156,17 +159,22 @@ struct Programs {
 impl Drop for Programs {
     fn drop(&mut self) {
         for c in &mut self.children {
-            let _ = c.kill();
+            gang_host::best_effort("bench clean-up: killing a workload process", c.kill());
         }
         for (ctl, cg) in &self.cgroups {
-            let _ =
-                gang_host::cgroup::set_frozen(ctl, cg, false, std::time::Duration::from_secs(1));
+            gang_host::best_effort(
+                "bench clean-up: thawing a program's cgroup",
+                gang_host::cgroup::set_frozen(ctl, cg, false, std::time::Duration::from_secs(1)),
+            );
         }
         for c in &mut self.children {
-            let _ = c.wait();
+            gang_host::best_effort("bench clean-up: waiting for a workload process", c.wait());
         }
         for (ctl, cg) in &self.cgroups {
-            let _ = gang_host::cgroup::drain_and_remove(ctl, cg, &ctl.mount);
+            gang_host::best_effort(
+                "bench clean-up: removing a program's cgroup",
+                gang_host::cgroup::drain_and_remove(ctl, cg, &ctl.mount),
+            );
         }
     }
 }
@@ -238,7 +246,10 @@ pub(crate) fn program_phase(
                 .map_err(|e| io(format!("listing the threads of {pid}"), e))?;
             for t in tasks.flatten() {
                 if let Ok(tid) = t.file_name().to_string_lossy().parse::<i32>() {
-                    let _ = sys::set_affinity(tid, &config.cpus);
+                    gang_host::best_effort(
+                        "bench clean-up: giving a thread its CPUs back",
+                        sys::set_affinity(tid, &config.cpus),
+                    );
                 }
             }
         }
@@ -287,7 +298,7 @@ pub(crate) fn program_phase(
         sys::sleep_until_monotonic(end);
     }
     for c in &mut programs.children {
-        let _ = c.wait();
+        gang_host::best_effort("bench clean-up: waiting for a workload process", c.wait());
     }
     drop(programs);
     let mut rates = Vec::new();

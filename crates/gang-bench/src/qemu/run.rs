@@ -131,14 +131,14 @@ impl Qemu {
 impl Drop for Qemu {
     fn drop(&mut self) {
         if let Some(mut qmp) = self.qmp.take() {
-            let _ = qmp.quit();
+            gang_host::best_effort("bench clean-up: asking QEMU to quit", qmp.quit());
         }
         let deadline = sys::monotonic_ns() + QUIT_TIMEOUT;
         while matches!(self.child.try_wait(), Ok(None)) && sys::monotonic_ns() < deadline {
             std::thread::sleep(Duration::from_millis(20));
         }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        gang_host::best_effort("bench clean-up: killing QEMU", self.child.kill());
+        gang_host::best_effort("bench clean-up: waiting for QEMU", self.child.wait());
     }
 }
 
@@ -212,7 +212,10 @@ struct TempDir(PathBuf);
 
 impl Drop for TempDir {
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+        gang_host::best_effort(
+            "bench clean-up: removing its state directory",
+            std::fs::remove_dir_all(&self.0),
+        );
     }
 }
 
@@ -462,7 +465,10 @@ impl Bench<'_> {
         if let Some((runtime, state)) = runtime {
             let epoch = runtime.clock().epoch();
             let report = runtime.stop();
-            let _ = std::fs::remove_dir_all(&state);
+            gang_host::best_effort(
+                "bench clean-up: removing its state directory",
+                std::fs::remove_dir_all(&state),
+            );
             let window = (from.saturating_sub(epoch), to.saturating_sub(epoch));
             phase.gate_violations = report.violations.len();
             phase.switch_late_ns = Some(Spread::of(
