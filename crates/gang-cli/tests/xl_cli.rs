@@ -85,7 +85,7 @@ fn every_domain_command_has_a_help_with_an_example() {
         "-d, --domain <DOMAIN>",
         "-c, --cpus <CPUS>",
         "-t, --policy <POLICY>",
-        "  tt,PERIOD,ACTIVE[,sf]    time-triggered",
+        "  tt,PERIOD,ACTIVE[,exact][,sf]  time-triggered",
         "a bare number is ms",
         "gang sched-gang -p GangSched-Pool -d my-domain -c 1,2 -t tt,100,40",
     ] {
