@@ -131,7 +131,9 @@ pub enum Policy {
         /// not anywhere in its window: what a cluster gang needs, whose
         /// parts on other hosts must run at the same instants whatever else
         /// each host's table holds (refused where that slot is not free).
-        #[serde(default)]
+        /// Written only when set: a policy stored or sent before exact
+        /// slots existed reads the same.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         exact: bool,
     },
     /// Event-triggered: dispatched as soon as it becomes runnable while it has
