@@ -432,16 +432,7 @@ fn sigkill_inside_requests_leaves_store_cgroups_processes_and_cpus_agreeing() {
         skip_plain("the checks read the v1 freezer hierarchy");
         return;
     }
-    let seed = std::env::var("GANG_CRASH_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-                | 1
-        });
+    let seed = seed_from("GANG_CRASH_SEED");
     note(&format!(
         "xl_crash: seed {seed} (GANG_CRASH_SEED={seed} replays it)"
     ));

@@ -1187,16 +1187,7 @@ fn random_request_sequences_match_the_reference_model() {
         skip_plain("the model is written for a host of CPUs 0 and 1");
         return;
     }
-    let seed = std::env::var("GANG_MODEL_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-                | 1
-        });
+    let seed = seed_from("GANG_MODEL_SEED");
     let budget = Duration::from_secs(
         std::env::var("GANG_MODEL_SECONDS")
             .ok()

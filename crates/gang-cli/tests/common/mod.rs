@@ -279,6 +279,20 @@ impl Rng {
     }
 }
 
+/// The seed of a randomised test: `$var` if set (to replay a run), else
+/// one from the clock (odd: xorshift needs a non-zero state).
+pub fn seed_from(var: &str) -> u64 {
+    std::env::var(var)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |d| d.as_nanos() as u64)
+                | 1
+        })
+}
+
 /// A line for the person running the tests, past the harness's capture
 /// (figures a test measured, the seed it used).
 pub fn note(line: &str) {
