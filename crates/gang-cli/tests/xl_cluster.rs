@@ -386,4 +386,49 @@ fn shared_clock_settings_are_checked() {
         !list.contains("\ng ") && !list.contains("\nh "),
         "nothing made: {list}"
     );
+    // sync="required": the pool starts only on a synchronised clock (this
+    // host's state decides which answer is right; adjtimex says it).
+    d.ok(&["cpupool-destroy", "L"]);
+    let synced = gang_host::wallclock::ClockStatus::read()
+        .expect("adjtimex reads")
+        .synchronised;
+    d.ok(&[
+        "cpupool-create",
+        "name=\"S\"",
+        "sched=\"gang\"",
+        "cpus=\"0\"",
+        "shared=1",
+        "clock=\"tai\"",
+        "base=\"2026-01-01T00:00:00Z\"",
+        "sync=\"required\"",
+    ]);
+    assert!(d.ok(&["sched-gang", "-p", "S"]).contains("sync=required"));
+    let cfg = spin_cfg(&t.0, "r", "tt,100ms,20ms");
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("pool = \"C\"", "pool = \"S\"");
+    std::fs::write(&cfg, text).unwrap();
+    let out = d.gang(&["create", "-q", &cfg]);
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    if synced {
+        assert!(out.status.success(), "{err}");
+        d.ok(&["destroy", "r"]);
+    } else {
+        assert!(
+            err.contains("requires a synchronised tai clock") && err.contains("not synchronised"),
+            "{err}"
+        );
+        assert!(!d.ok(&["list"]).contains("\nr "), "nothing made");
+    }
+    d.fails(
+        &[
+            "cpupool-create",
+            "name=\"Y\"",
+            "sched=\"gang\"",
+            "clock=\"tai\"",
+            "base=\"2026-01-01T00:00:00Z\"",
+            "sync=\"maybe\"",
+        ],
+        "expected \"required\" or \"optional\"",
+    );
 }

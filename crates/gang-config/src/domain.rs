@@ -343,7 +343,7 @@ pub const UNSUPPORTED_DOMAIN_KEYS: &[&str] = &[
 
 /// Keys understood by [`CpupoolConfig::from_config`].
 pub const CPUPOOL_KEYS: &[&str] = &[
-    "name", "sched", "cpus", "nodes", "shared", "clock", "base", "cycle",
+    "name", "sched", "cpus", "nodes", "shared", "clock", "base", "cycle", "sync",
 ];
 
 /// `vcpu_threads`: a shell pattern (`*`, `?`, `[...]`), checked here.
@@ -728,6 +728,10 @@ pub struct CpupoolConfig {
     /// clock repeats (a duration; every period must divide it).
     #[serde(default)]
     pub cycle: Option<String>,
+    /// `sync` (gang's own): `required` to start the pool only while this
+    /// host's clock is synchronised.
+    #[serde(default)]
+    pub sync: Option<String>,
 }
 
 impl CpupoolConfig {
@@ -753,6 +757,7 @@ impl CpupoolConfig {
             clock: cfg.get_str("clock"),
             base: cfg.get_str("base"),
             cycle: cfg.get_str("cycle"),
+            sync: cfg.get_str("sync"),
         })
     }
 }

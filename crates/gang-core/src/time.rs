@@ -76,6 +76,11 @@ pub struct SharedTime {
     /// The cycle, ns (default one second).
     #[serde(default = "default_cycle")]
     pub cycle_ns: Nanos,
+    /// The pool starts only while this host's clock is synchronised
+    /// (`sync="required"`); a running pool that loses it keeps running on
+    /// its own clock and says so.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub require_sync: bool,
 }
 
 fn default_cycle() -> Nanos {
@@ -116,6 +121,7 @@ impl SharedTime {
             clock,
             base_ns,
             cycle_ns: SEC,
+            require_sync: false,
         })
     }
 
@@ -322,6 +328,7 @@ mod tests {
                 clock: WallClock::Tai,
                 base_ns,
                 cycle_ns: SEC,
+                require_sync: false,
             };
             assert!(!t.base_text().is_empty(), "any base prints");
         }

@@ -225,6 +225,7 @@ mod tests {
             clock: WallClock::Realtime,
             base_ns: -5,
             cycle_ns: gang_core::SEC,
+            require_sync: false,
         };
         assert_eq!(
             check_started(&before).unwrap_err().to_string(),

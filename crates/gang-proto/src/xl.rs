@@ -220,10 +220,11 @@ pub fn sched_gang_pool_line(pool: &SchedGangPool) -> String {
     if let Some(t) = &pool.time {
         let _ = write!(
             line,
-            " clock={} base={} cycle={}",
+            " clock={} base={} cycle={}{}",
             t.clock,
             t.base_text(),
-            gang_core::time::Duration(t.cycle_ns)
+            gang_core::time::Duration(t.cycle_ns),
+            if t.require_sync { " sync=required" } else { "" }
         );
     }
     let _ = write!(line, " active={}", yes_no(pool.active));

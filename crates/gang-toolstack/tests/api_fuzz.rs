@@ -149,6 +149,7 @@ fn shared_time() -> impl Strategy<Value = SharedTime> {
             clock,
             base_ns,
             cycle_ns: gang_core::SEC,
+            require_sync: false,
         })
 }
 

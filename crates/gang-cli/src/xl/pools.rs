@@ -81,10 +81,17 @@ pub fn cpupool_create(args: &CpupoolCreateArgs) -> Result<()> {
         Some(text) => gang_core::CpuList::parse(text)?,
     };
     let time = match (pool.clock.as_deref(), pool.base.as_deref()) {
-        (None, None) if pool.cycle.is_some() => bail!("cycle= needs clock= and base="),
+        (None, None) if pool.cycle.is_some() || pool.sync.is_some() => {
+            bail!("cycle= and sync= need clock= and base=")
+        }
         (None, None) => None,
         (Some(clock), Some(base)) => {
             let mut t = gang_core::time::SharedTime::parse(clock, base)?;
+            t.require_sync = match pool.sync.as_deref() {
+                None | Some("optional") => false,
+                Some("required") => true,
+                Some(other) => bail!("sync=\"{other}\": expected \"required\" or \"optional\""),
+            };
             if let Some(cycle) = pool.cycle.as_deref() {
                 t.cycle_ns = gang_core::time::parse_duration(cycle, gang_core::MS)
                     .map_err(|e| anyhow::anyhow!("cycle: {e}"))?;

@@ -80,6 +80,18 @@ impl Daemon {
                     )));
                 }
             }
+            if let Some(t) = pool.time.filter(|t| t.require_sync) {
+                let status = gang_host::wallclock::ClockStatus::read()
+                    .map_err(|e| refused(format!("cpupool '{}': {e}", pool.name)))?;
+                if !status.synchronised {
+                    return Err(refused(format!(
+                        "cpupool '{}' requires a synchronised {} clock (sync=\"required\"), and \
+                         this host's is {status}: start chrony or ptp4l, or make the pool without \
+                         sync=\"required\"",
+                        pool.name, t.clock
+                    )));
+                }
+            }
             let mut config = RuntimeConfig::new(PoolConfig::new(pool.cpus.clone()));
             if !pool.shared {
                 // The host slot stays (see `host_slot_for`): the kernel's

@@ -971,6 +971,7 @@ fn a_gang_pool_keeps_its_shared_clock_and_a_host_pool_has_none() {
         clock: WallClock::Tai,
         base_ns: 1_767_225_600_000_000_000,
         cycle_ns: 1_000_000_000,
+        require_sync: false,
     };
     let g = store
         .create_pool_on("g", Sched::Gang, &cpus(&[2]), false, Some(time))
