@@ -101,19 +101,6 @@ fn pools(d: &Daemon) -> BTreeMap<String, BTreeSet<u32>> {
         .collect()
 }
 
-fn parse_cpus(text: &str) -> BTreeSet<u32> {
-    let mut set = BTreeSet::new();
-    for part in text.trim().split(',').filter(|p| !p.is_empty()) {
-        match part.split_once('-') {
-            Some((a, b)) => set.extend(a.parse::<u32>().unwrap()..=b.parse::<u32>().unwrap()),
-            None => {
-                set.insert(part.parse::<u32>().unwrap());
-            }
-        }
-    }
-    set
-}
-
 /// Processes started by this test's daemons (the daemon itself excluded).
 fn marked(dir: &Path) -> Vec<u32> {
     let marker = format!("GANG_TEST_MARKER={}", dir.display());

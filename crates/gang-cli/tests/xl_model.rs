@@ -287,19 +287,6 @@ fn cpu_arg(text: &str) -> BTreeSet<u32> {
     parse_cpus(text)
 }
 
-fn parse_cpus(text: &str) -> BTreeSet<u32> {
-    let mut set = BTreeSet::new();
-    for part in text.trim().split(',').filter(|p| !p.is_empty()) {
-        match part.split_once('-') {
-            Some((a, b)) => set.extend(a.parse::<u32>().unwrap()..=b.parse::<u32>().unwrap()),
-            None => {
-                set.insert(part.parse::<u32>().unwrap());
-            }
-        }
-    }
-    set
-}
-
 impl Req {
     fn args(&self, base: &Path) -> Vec<String> {
         let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();

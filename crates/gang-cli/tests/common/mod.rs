@@ -293,6 +293,19 @@ pub fn seed_from(var: &str) -> u64 {
         })
 }
 
+/// The CPUs of an xl CPU list as the CLI prints them (`0-1,3`; empty:
+/// none), through gang-core's parser.
+pub fn parse_cpus(text: &str) -> std::collections::BTreeSet<u32> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Default::default();
+    }
+    gang_core::CpuSet::parse(text, None)
+        .unwrap_or_else(|e| panic!("not a CPU list: {text:?}: {e}"))
+        .iter()
+        .collect()
+}
+
 /// A line for the person running the tests, past the harness's capture
 /// (figures a test measured, the seed it used).
 pub fn note(line: &str) {
