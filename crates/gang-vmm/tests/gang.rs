@@ -228,10 +228,47 @@ fn a_halted_vcpu_is_off_its_gate_and_wakes_for_input_in_a_gang_pool() {
     // Both vCPUs halted (vCPU 1 forever): not running at their gates.
     assert!(controls.iter().all(|c| !c.is_running()));
     t.vm.console_input(b"gang\n");
-    assert!(t.console.wait_for("gang\n", T), "{}", t.console.text());
+    assert!(
+        t.console.wait_for("gang\n", T),
+        "no echo; console: {:?}\n{}",
+        t.console.text(),
+        where_they_wait(&t, &controls, pool.rt())
+    );
     t.vm.console_input(b"q");
     assert_eq!(t.wait_exit(T).unwrap().reason, ExitReason::Poweroff);
     pool.vms.push(t);
+}
+
+/// For a failure message: where each vCPU thread is (kernel state and wait
+/// channel), whether its gate is open and it runs there, and the domain's
+/// last switches as the runtime made them.
+fn where_they_wait(t: &TestVm, controls: &[Arc<VcpuControl>], rt: &Runtime) -> String {
+    let mut out = String::new();
+    for (tid, c) in t.vm.vcpu_threads().into_iter().zip(controls) {
+        let stat =
+            std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).unwrap_or_default();
+        let state = stat
+            .rsplit(") ")
+            .next()
+            .and_then(|r| r.split(' ').next())
+            .unwrap_or("?");
+        let wchan =
+            std::fs::read_to_string(format!("/proc/self/task/{tid}/wchan")).unwrap_or_default();
+        out += &format!(
+            "vCPU {} (tid {tid}): state {state}, wchan {wchan}, gate open {}, running {}\n",
+            c.vcpu.vcpu,
+            c.is_open(),
+            c.is_running()
+        );
+    }
+    let switches: Vec<_> = rt
+        .recent_switches()
+        .into_iter()
+        .filter(|s| s.vcpu.is_none_or(|v| v.domain == t.vm.id()))
+        .collect();
+    let tail = &switches[switches.len().saturating_sub(8)..];
+    out += &format!("now {} ns; last switches: {tail:?}", rt.now());
+    out
 }
 
 #[test]
