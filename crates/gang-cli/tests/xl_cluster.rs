@@ -246,6 +246,18 @@ fn two_daemons_on_one_shared_clock_run_their_slots_at_the_same_instants() {
     assert!(a
         .ok(&["sched-gang"])
         .contains("clock=realtime base=2026-12-01T00:00:00Z cycle=1s"));
+    // The clock's state is reported by the daemon as it finds it, without
+    // being asked (its monitor looks every second).
+    let synced = gang_host::wallclock::ClockStatus::read()
+        .expect("adjtimex reads")
+        .synchronised;
+    let dmesg = a.ok(&["dmesg"]);
+    assert_eq!(
+        dmesg.contains("this host's clock is not synchronised"),
+        !synced,
+        "synchronised: {synced}; dmesg: {dmesg}"
+    );
+    assert!(!dmesg.contains("stepped"), "{dmesg}");
     drop((a, b));
 
     // Bases 30 ms apart: every slot of the second is 30 ms later.
