@@ -362,6 +362,8 @@ struct Shared {
     log: Arc<EventLog>,
     registry: Registry,
     stop: AtomicBool,
+    /// What the dispatchers did, in total (for monitoring).
+    counters: counters::Counters,
 }
 
 /// A running gang pool on real CPUs.
@@ -480,6 +482,7 @@ impl Runtime {
             log: Arc::new(EventLog::new(cpus.len(), config.lead, clock)),
             registry: RwLock::new(BTreeMap::new()),
             stop: AtomicBool::new(false),
+            counters: counters::Counters::default(),
             switch_log: cpus
                 .iter()
                 .map(|_| Mutex::new(std::collections::VecDeque::new()))
@@ -1011,6 +1014,11 @@ impl Runtime {
         report
     }
 
+    /// What the dispatchers did since the runtime started, in total.
+    pub fn counters(&self) -> CounterSnapshot {
+        self.shared.counters.snapshot()
+    }
+
     /// The recent switches of every dispatcher (at most
     /// [`SWITCH_LOG_CAPACITY`] per CPU), per CPU in time order: the record
     /// of what ran where, for `gang trace` and the CPU time a domain got.
@@ -1033,5 +1041,7 @@ impl Drop for Runtime {
     }
 }
 
+mod counters;
 mod dispatch;
+pub use counters::{CounterSnapshot, LATE_SWITCH_NS};
 use dispatch::{Dispatcher, DispatcherReport};

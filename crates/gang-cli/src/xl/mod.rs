@@ -140,6 +140,17 @@ pub struct DaemonArgs {
     /// the host has that user, else root.
     #[arg(long, env = "GANG_QEMU_USER", value_name = "USER")]
     qemu_user: Option<String>,
+    /// Serve metrics in Prometheus' text format: `127.0.0.1:9464` (HTTP,
+    /// `GET /metrics`; loopback addresses only: the endpoint has no
+    /// authentication), `unix:PATH` (the same HTTP on a Unix socket, mode
+    /// 0600), or `file:PATH.prom` (rewritten every 5 s, for node_exporter's
+    /// textfile collector). Pools and their dispatchers (switches, late
+    /// switches, lateness, gate violations), admission refusals, requests,
+    /// domains by state, each live domain's CPU time and vCPUs. Counters
+    /// carry on across daemon restarts (their totals are kept in the state
+    /// database). Off by default.
+    #[arg(long, env = "GANG_METRICS", value_name = "ADDR|unix:PATH|file:PATH")]
+    metrics: Option<gang_toolstack::daemon::MetricsTarget>,
 }
 
 /// Whether the host's user database has `name`.
@@ -172,6 +183,10 @@ pub fn daemon(args: &DaemonArgs) -> Result<()> {
         },
     })?;
     let daemon = Arc::new(Mutex::new(d));
+    if let Some(target) = &args.metrics {
+        gang_toolstack::daemon::serve_metrics(Arc::clone(&daemon), target)?;
+        tracing::info!("metrics at {target}");
+    }
     // SIGTERM/SIGINT: give every domain back to the host (their processes
     // keep running; the next start re-attaches them), remove the socket.
     let mut signals = signal_hook::iterator::Signals::new([
@@ -182,12 +197,16 @@ pub fn daemon(args: &DaemonArgs) -> Result<()> {
     {
         let daemon = Arc::clone(&daemon);
         let socket = args.socket.clone();
+        let metrics = args.metrics.clone();
         std::thread::spawn(move || {
             if let Some(sig) = signals.forever().next() {
                 let mut d = daemon.lock().unwrap_or_else(|p| p.into_inner());
                 tracing::info!("signal {sig}: stopping");
                 d.shutdown();
                 let _ = std::fs::remove_file(&socket);
+                if let Some(gang_toolstack::daemon::MetricsTarget::Unix(path)) = &metrics {
+                    let _ = std::fs::remove_file(path);
+                }
                 std::process::exit(0);
             }
         });

@@ -328,6 +328,7 @@ impl Dispatcher {
             }
         }
         self.current = incoming;
+        self.shared.counters.switched(timing.late);
         // Only readers of the log contend, rarely.
         if let Ok(mut log) = self.shared.switch_log[self.replica].lock() {
             if log.len() == SWITCH_LOG_CAPACITY {
@@ -361,6 +362,7 @@ impl Dispatcher {
         if tid > 0 && sys::set_policy(tid, SchedPolicy::Idle).is_ok() {
             self.demoted.push(ctl.vcpu);
         }
+        self.shared.counters.violated();
         self.report.violations.push(GateViolation {
             vcpu: ctl.vcpu,
             closed_at: *closed_at,

@@ -458,6 +458,7 @@ impl Daemon {
         let map = match rt.admit(Self::spec_of(rec), true) {
             Ok(map) => map,
             Err(e) => {
+                self.count_refusal(&pool.name);
                 self.stop_runtime_if_idle(pool.id);
                 return Err(refused(e.to_string()));
             }
@@ -852,6 +853,7 @@ impl Daemon {
             // Paused until its threads are attached (`start_in_runtime`).
             if let Err(e) = rt.admit(Self::spec_of(&moved), true) {
                 self.live.insert(rec.id, live);
+                self.count_refusal(&target.name);
                 self.stop_runtime_if_idle(target.id);
                 return Err(refused(e.to_string()));
             }

@@ -29,7 +29,7 @@ fn window_of(policy: Option<&Policy>) -> Nanos {
 
 /// How the dispatchers kept time over the last second of `switches`
 /// (`None` without switches in it).
-fn dispatch_health(switches: &[Switch], now: Nanos) -> Option<DispatchHealth> {
+pub(super) fn dispatch_health(switches: &[Switch], now: Nanos) -> Option<DispatchHealth> {
     const WINDOW: Nanos = 1_000_000_000;
     let recent: Vec<&Switch> = switches
         .iter()
@@ -137,6 +137,7 @@ impl Daemon {
             return;
         }
         if let Some(rt) = self.runtimes.remove(&pool) {
+            self.retire_counters(pool, &rt);
             // VMs were detached before their domains left; a runtime still
             // shared stops when the last holder drops it.
             let Ok(rt) = std::sync::Arc::try_unwrap(rt) else {
@@ -169,6 +170,7 @@ impl Daemon {
             }
         }
         if let Some(rt) = self.runtimes.remove(&pool_id) {
+            self.retire_counters(pool_id, &rt);
             if let Ok(rt) = std::sync::Arc::try_unwrap(rt) {
                 drop(rt.stop()); // gives every adopted thread back
             }
@@ -340,14 +342,19 @@ impl Daemon {
         let admitted = self.live.get(&rec.id).and_then(|l| l.admitted);
         let map = match admitted.and_then(|p| self.runtimes.get(&p)) {
             Some(rt) => {
-                rt.set_params(rec.id, map, policy)
-                    .map_err(|e| refused(e.to_string()))?;
+                if let Err(e) = rt.set_params(rec.id, map, policy) {
+                    self.count_refusal(&pool.name);
+                    return Err(refused(e.to_string()));
+                }
                 rt.cpu_map(rec.id)
             }
             None => {
                 // Not running: check admission against the pool's other
                 // domains with a scratch scheduler, as the runtime would.
-                self.check_offline(&pool, &rec, map.clone(), policy)?;
+                if let Err(e) = self.check_offline(&pool, &rec, map.clone(), policy) {
+                    self.count_refusal(&pool.name);
+                    return Err(e);
+                }
                 map
             }
         };

@@ -39,6 +39,7 @@ mod backend;
 mod clockwatch;
 mod domains;
 mod gang;
+mod metrics;
 mod serve;
 
 use std::collections::{BTreeMap, VecDeque};
@@ -55,6 +56,7 @@ use gang_proto::{ApiError, DomainInfo, ErrorCode, PoolInfo, RequestBody, Respons
 use crate::store::{DomainRef, DomainState, PoolId, PoolRef, ShutdownReason, Store, StoreError};
 
 pub use backend::LiveRecord;
+pub use metrics::{serve as serve_metrics, MetricsError, MetricsTarget};
 use serve::{lock_state_dir, make_private, LOCK_FILE, LOCK_WAIT};
 pub use serve::{run, SocketAccess};
 
@@ -166,6 +168,8 @@ pub struct Daemon {
     /// What was last reported about the clock under each running pool on
     /// a shared clock (`clockwatch`).
     clock_watches: BTreeMap<PoolId, clockwatch::ClockWatch>,
+    /// The monitoring counters' totals of what stopped (`metrics`).
+    metric_totals: metrics::Totals,
     /// Who asked for the state change being handled now (its log lines
     /// name them).
     caller: Option<Caller>,
@@ -252,7 +256,12 @@ impl Daemon {
         // Before anything is read or repaired: one daemon per state.
         let instance = lock_state_dir(dir, LOCK_WAIT)?;
         let path = dir.join("state.db");
-        let store = Store::open(&path, &config.host_cpus)
+        let store = Store::open(&path, &config.host_cpus).map_err(|source| DaemonError::Store {
+            path: path.clone(),
+            source,
+        })?;
+        let saved_totals = store
+            .metric_totals()
             .map_err(|source| DaemonError::Store { path, source })?;
         // SQLite gives its -wal and -shm files the database's mode; an old
         // daemon's may be looser.
@@ -281,6 +290,7 @@ impl Daemon {
             live: BTreeMap::new(),
             dmesg: VecDeque::new(),
             clock_watches: BTreeMap::new(),
+            metric_totals: metrics::Totals::from_saved(saved_totals),
             caller: None,
             started: Instant::now(),
             lift_rt_limit: config.lift_rt_limit,
@@ -337,7 +347,8 @@ impl Daemon {
                 live.backend.tear_down(&live.record);
             }
         }
-        for (_, rt) in std::mem::take(&mut self.runtimes) {
+        for (pool, rt) in std::mem::take(&mut self.runtimes) {
+            self.retire_counters(pool, &rt);
             if let Ok(rt) = Arc::try_unwrap(rt) {
                 drop(rt.stop());
             }
@@ -355,6 +366,12 @@ impl Daemon {
         self.caller = caller.filter(|_| body.changes_state());
         let result = self.handle(body);
         self.caller = None;
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(e) if e.code == ErrorCode::Refused => "refused",
+            Err(_) => "error",
+        };
+        self.metric_totals.count(metrics::request_key(outcome));
         result
     }
 

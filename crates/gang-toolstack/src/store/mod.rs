@@ -64,6 +64,7 @@ mod queries;
 mod records;
 mod schema;
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -585,6 +586,32 @@ impl Store {
                 "UPDATE domains SET live_json = ?1 WHERE id = ?2",
                 params![live_json, id.0],
             )?;
+            Ok(())
+        })
+    }
+
+    /// The monitoring counters' totals as last saved, by key (a metric's
+    /// name and labels in Prometheus' text form).
+    pub fn metric_totals(&self) -> Result<BTreeMap<String, f64>> {
+        self.read(|tx| {
+            let mut stmt = tx.prepare("SELECT key, value FROM metric_totals")?;
+            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            Ok(rows.collect::<rusqlite::Result<BTreeMap<String, f64>>>()?)
+        })
+    }
+
+    /// Saves the monitoring counters' totals: each key's stored value
+    /// becomes the larger of the stored and the given one (a total never
+    /// goes back, also when an older snapshot is saved late).
+    pub fn save_metric_totals(&mut self, totals: &BTreeMap<String, f64>) -> Result<()> {
+        self.write(|tx| {
+            let mut stmt = tx.prepare(
+                "INSERT INTO metric_totals (key, value) VALUES (?1, ?2)
+                 ON CONFLICT(key) DO UPDATE SET value = max(value, excluded.value)",
+            )?;
+            for (key, value) in totals {
+                stmt.execute(params![key, value])?;
+            }
             Ok(())
         })
     }

@@ -21,7 +21,7 @@ use rusqlite::{params, OptionalExtension, Transaction};
 use super::{Result, StoreError};
 
 /// The schema version this code writes (the number of migrations).
-pub const SCHEMA_VERSION: u32 = 3;
+pub const SCHEMA_VERSION: u32 = 4;
 
 /// Brings the file's schema up to [`SCHEMA_VERSION`] and records that
 /// version, inside the caller's transaction. A file written by a newer
@@ -74,8 +74,12 @@ fn schema_version(tx: &Transaction<'_>) -> Result<u32> {
 type Migration = fn(&Transaction<'_>) -> rusqlite::Result<()>;
 
 /// `MIGRATIONS[i]` upgrades version `i` to `i + 1`.
-const MIGRATIONS: [Migration; SCHEMA_VERSION as usize] =
-    [migrate_0_to_1, migrate_1_to_2, migrate_2_to_3];
+const MIGRATIONS: [Migration; SCHEMA_VERSION as usize] = [
+    migrate_0_to_1,
+    migrate_1_to_2,
+    migrate_2_to_3,
+    migrate_3_to_4,
+];
 
 /// Version 1: the first schema.
 pub(super) fn migrate_0_to_1(tx: &Transaction<'_>) -> rusqlite::Result<()> {
@@ -142,4 +146,16 @@ fn migrate_1_to_2(tx: &Transaction<'_>) -> rusqlite::Result<()> {
 /// `gang_core::time::SharedTime`, NULL for this host's monotonic clock).
 fn migrate_2_to_3(tx: &Transaction<'_>) -> rusqlite::Result<()> {
     tx.execute_batch("ALTER TABLE pools ADD COLUMN time_json TEXT;")
+}
+
+/// Version 4: the monitoring counters' totals (`metric_totals`), so that a
+/// counter the daemon served never reads less after it restarts. A key is a
+/// metric's name and labels in Prometheus' text form.
+fn migrate_3_to_4(tx: &Transaction<'_>) -> rusqlite::Result<()> {
+    tx.execute_batch(
+        "CREATE TABLE metric_totals (
+             key   TEXT PRIMARY KEY,
+             value REAL NOT NULL
+         );",
+    )
 }
