@@ -4,7 +4,9 @@
 //! itself: `gang bench` (spin-barrier domains alone, under the Linux
 //! scheduler and under the gang runtime, side by side on the same CPUs) and
 //! `gang bench-vm --qemu` (Linux guests in QEMU, gang against the Linux
-//! scheduler). The `gang` binary keeps only their command lines.
+//! scheduler) and `gang bench-cluster` ([`cluster`]: pools of several
+//! "hosts" on a shared clock against their own clocks). The `gang` binary
+//! keeps only their command lines.
 //!
 //! Modules: [`phases`] (the phases on this process's threads, and [`run`],
 //! which runs them all), [`processes`] (the phases of adopted processes and
@@ -18,6 +20,7 @@
 //! (threads, processes, QEMUs, runtimes, cpuset shields, freezer cgroups,
 //! state directories, the lifted real-time limit), on errors too.
 
+pub mod cluster;
 pub mod noise;
 pub mod phases;
 pub mod processes;

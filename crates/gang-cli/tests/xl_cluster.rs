@@ -18,6 +18,7 @@ mod common;
 
 use common::*;
 use std::path::Path;
+use std::process::Command;
 
 /// The tests use both CPUs with two daemons each: one at a time, or one's
 /// dispatchers make the other's late.
@@ -443,4 +444,63 @@ fn shared_clock_settings_are_checked() {
         ],
         "expected \"required\" or \"optional\"",
     );
+}
+
+#[test]
+fn bench_cluster_measures_both_phases_and_refuses_bad_options() {
+    for (args, why) in [
+        (vec!["--policy", "be,256"], "needs tt,PERIOD,ACTIVE"),
+        (
+            vec!["--policy", "tt,300ms,40ms"],
+            "must divide the shared clock's 1 s cycle",
+        ),
+        (vec!["--duration", "50ms"], "at least 10 periods"),
+        (vec!["--repeat", "0"], "at least one round"),
+        (vec!["--cpus", "0"], "two CPUs or more"),
+        (vec!["--cpus", "x"], "--cpus x"),
+    ] {
+        let out = Command::new(gang_bin())
+            .arg("bench-cluster")
+            .args(&args)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} must be refused");
+        assert!(err.contains(why), "{args:?}: {err}");
+    }
+    if !can_run_domains() {
+        return;
+    }
+    let _serial = one_at_a_time();
+    let out = Command::new(gang_bin())
+        .args([
+            "bench-cluster",
+            "--duration",
+            "500ms",
+            "--repeat",
+            "1",
+            "--json",
+            "-",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let phases = v["phases"].as_array().unwrap();
+    let kinds: Vec<&str> = phases.iter().map(|p| p["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["aligned", "own-clocks"]);
+    for p in phases {
+        // 500 ms of 10 ms periods: about 49 slots paired.
+        assert!(p["skew"]["n"].as_u64().unwrap() >= 30, "{p}");
+        assert_eq!(p["lateness"].as_array().unwrap().len(), 2, "{p}");
+    }
+    assert_eq!(v["noise"].as_array().unwrap().len(), 1);
+    note(&format!(
+        "xl_cluster: bench-cluster 500 ms: aligned skew p50 {} ns, own clocks {} ns",
+        phases[0]["skew"]["p50"], phases[1]["skew"]["p50"]
+    ));
 }
