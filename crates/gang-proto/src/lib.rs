@@ -185,11 +185,22 @@ pub enum RequestBody {
         /// The bytes.
         bytes: Vec<u8>,
     },
-    /// The recent slots a gang pool's dispatchers gave a domain's vCPUs
-    /// (`gang trace`): the runtime's own record of what ran where.
+    /// The recent slots a gang pool's dispatchers gave a domain's vCPUs, or
+    /// every domain's of a pool (`gang trace DOM | --pool POOL`): the
+    /// runtime's own record of what ran where, with what the daemon did
+    /// meanwhile. Exactly one of `domain` and `pool`. (Both optional since
+    /// `pool` came: a request naming a domain is what it always was.)
     Trace {
-        /// Which.
-        domain: DomainArg,
+        /// The domain.
+        #[serde(default)]
+        domain: Option<DomainArg>,
+        /// The gang pool: all its domains.
+        #[serde(default)]
+        pool: Option<PoolArg>,
+        /// Only what ended in the last this-many ns (`None`: all the
+        /// runtime still holds).
+        #[serde(default)]
+        last_ns: Option<u64>,
     },
 }
 
@@ -582,6 +593,77 @@ pub struct TraceSlot {
     /// slot really began at `start_ns + late_ns`.
     #[serde(default)]
     pub late_ns: u64,
+    /// The domain's id (0 from a daemon older than `trace --pool`).
+    #[serde(default)]
+    pub domain: u32,
+}
+
+/// A domain a trace names (`trace`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TraceDomain {
+    /// Its id.
+    pub id: u32,
+    /// Its name.
+    pub name: String,
+    /// Its vCPUs.
+    pub vcpus: u32,
+}
+
+/// What a trace event records (`trace`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TraceEventKind {
+    /// A domain was paused.
+    Pause,
+    /// A domain was unpaused.
+    Unpause,
+    /// A domain's vCPUs moved: a new CPU map, into or out of the pool.
+    Migrate,
+    /// A domain was admitted to the pool's runtime, left it, or had its
+    /// gang parameters changed.
+    Admission,
+    /// A dispatcher's switch later than [`TRACE_LATE_SWITCH_NS`].
+    LateSwitch,
+}
+
+/// A switch this late (ns) is a `late-switch` event of a trace: well above
+/// the p99 of a quiet host (15-25 us), and a tenth of the 1 ms grain.
+pub const TRACE_LATE_SWITCH_NS: u64 = 100_000;
+
+/// Something the daemon or a dispatcher did at one instant (`trace`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TraceEvent {
+    /// When (pool time, ns).
+    pub at_ns: u64,
+    /// On which CPU (`None`: the whole pool).
+    #[serde(default)]
+    pub cpu: Option<CpuId>,
+    /// What.
+    pub kind: TraceEventKind,
+    /// The domain it concerns, if one.
+    #[serde(default)]
+    pub domain: Option<u32>,
+    /// In words (the daemon's log line).
+    pub text: String,
+}
+
+/// Where and on which clock a trace was taken (`trace`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TraceMeta {
+    /// The host's name (its `uname` node name).
+    pub host: String,
+    /// The pool's name.
+    pub pool: String,
+    /// The pool's CPUs.
+    pub cpus: Vec<CpuId>,
+    /// The pool's grain, ns.
+    pub grain_ns: u64,
+    /// The pool's shared clock, if it runs on one.
+    #[serde(default)]
+    pub time: Option<SharedTime>,
+    /// The start of the window the answer covers (pool time, ns): `now_ns`
+    /// minus `last_ns`, or the oldest slot's start.
+    pub from_ns: u64,
 }
 
 /// What the daemon answers.
@@ -647,6 +729,16 @@ pub enum ResponseBody {
         /// pools of two daemons on one host).
         #[serde(default)]
         epoch_mono_ns: u64,
+        /// The domains the slots name.
+        #[serde(default)]
+        domains: Vec<TraceDomain>,
+        /// Pauses, migrations, admission changes and late switches in the
+        /// window, oldest first.
+        #[serde(default)]
+        events: Vec<TraceEvent>,
+        /// Host, pool, clock, grain and window.
+        #[serde(default)]
+        meta: TraceMeta,
     },
 }
 

@@ -36,6 +36,7 @@
 mod backend;
 mod domains;
 mod gang;
+mod trace;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt};
@@ -159,6 +160,8 @@ pub struct Daemon {
     /// The live side of every running or paused domain.
     live: BTreeMap<DomainId, domains::Live>,
     dmesg: VecDeque<String>,
+    /// What it did to gang pools' domains, typed, for `trace`.
+    pool_events: trace::PoolEvents,
     /// Who asked for the state change being handled now (its log lines
     /// name them).
     caller: Option<Caller>,
@@ -273,6 +276,7 @@ impl Daemon {
             qemu_settings: None,
             live: BTreeMap::new(),
             dmesg: VecDeque::new(),
+            pool_events: trace::PoolEvents::default(),
             caller: None,
             started: Instant::now(),
             lift_rt_limit: config.lift_rt_limit,
@@ -470,7 +474,11 @@ impl Daemon {
             RequestBody::ConsoleInput { domain, bytes } => {
                 done(self.console_input(&domain, &bytes))
             }
-            RequestBody::Trace { domain } => self.trace(&domain),
+            RequestBody::Trace {
+                domain,
+                pool,
+                last_ns,
+            } => self.trace(domain.as_deref(), pool.as_deref(), last_ns),
         }
     }
 
