@@ -6,7 +6,9 @@
 # `gang guest-image linux` uses to fetch Debian's kernel and busybox;
 # Slurm (slurmctld, slurmd, srun), munge, spank.h and a C compiler for the
 # SPANK plugin's test (contrib/slurm/test-cluster.sh, tests/xl_slurm.rs; the
-# packages' own services stay stopped: the test runs a private cluster).
+# packages' own services stay stopped: the test runs a private cluster);
+# rsvg-convert (librsvg2-bin), the real SVG renderer the timeline tests
+# (tests/xl_trace.rs) draw `gang trace --format svg` and `gang sim --svg` with.
 # Idempotent: does nothing when everything is there.
 set -euo pipefail
 need=()
@@ -19,6 +21,7 @@ command -v python3 >/dev/null 2>&1 || need+=(python3)  # the two-process job tes
 command -v munged >/dev/null 2>&1 || need+=(munge)
 [ -f /usr/include/slurm/spank.h ] || need+=(libslurm-dev)
 command -v cc >/dev/null 2>&1 || need+=(gcc libc6-dev)
+command -v rsvg-convert >/dev/null 2>&1 || need+=(librsvg2-bin)  # tests/xl_trace.rs
 if [ ${#need[@]} -eq 0 ]; then
   echo "host packages: all present"
   exit 0

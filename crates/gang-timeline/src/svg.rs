@@ -186,15 +186,18 @@ pub fn render(t: &Timeline) -> String {
             if !kinds_seen.contains(&i.kind) {
                 kinds_seen.push(i.kind);
             }
+            // A line over its lane(s) and a dot above the block, which
+            // stays visible among dense slots.
             let _ = writeln!(
                 body,
-                r#"<line x1="{0:.2}" y1="{top:.1}" x2="{0:.2}" y2="{1:.1}" stroke="{2}" stroke-width="1.2"><title>{3} at {4} ns: {5}</title></line>"#,
+                r#"<g stroke="{2}" fill="{2}"><title>{3} at {4} ns: {5}</title><line x1="{0:.2}" y1="{top:.1}" x2="{0:.2}" y2="{1:.1}" stroke-width="1.2"/><circle cx="{0:.2}" cy="{6:.1}" r="2.5"/></g>"#,
                 x(i.at),
                 top + h,
                 kind_colour(i.kind),
                 i.kind,
                 i.at,
-                escape(&i.text)
+                escape(&i.text),
+                y0 - 6.0
             );
         }
         if !decisions.is_empty() {
