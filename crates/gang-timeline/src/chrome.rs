@@ -4,7 +4,7 @@
 //!
 //! Layout: `{"traceEvents": [...], "displayTimeUnit": "ns", "otherData":
 //! {...}}`. Each [`Group`](crate::Group) is a process (`pid` = its position
-//! + 1, named by a `process_name` metadata event), each of its CPUs a
+//! plus one, named by a `process_name` metadata event), each of its CPUs a
 //! thread (`tid` = the CPU's id, named `CPU N` by a `thread_name` event and
 //! sorted by id). A slot is a complete event (`"ph": "X"`) named
 //! `DOMAIN vN`, `ts` its real start and `dur` its length in microseconds

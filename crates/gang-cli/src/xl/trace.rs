@@ -129,9 +129,19 @@ fn last_arg(s: &str) -> Result<Nanos, String> {
     }
 }
 
-/// What the command line asks for: the domain or pool, the format and the
-/// file (`None`: stdout).
-fn resolve(args: &TraceArgs) -> Result<(Option<String>, Option<String>, Format, Option<PathBuf>)> {
+/// What the command line asks for.
+#[derive(Debug)]
+struct Wanted {
+    /// The domain, or
+    domain: Option<String>,
+    /// the pool.
+    pool: Option<String>,
+    format: Format,
+    /// Where to write (`None`: stdout).
+    file: Option<PathBuf>,
+}
+
+fn resolve(args: &TraceArgs) -> Result<Wanted> {
     let format = if args.json {
         Format::Json
     } else {
@@ -160,7 +170,12 @@ fn resolve(args: &TraceArgs) -> Result<(Option<String>, Option<String>, Format, 
         (f, o) => f.or_else(|| o.clone()),
     };
     let file = file.filter(|f| f != Path::new("-"));
-    Ok((domain, args.pool.clone(), format, file))
+    Ok(Wanted {
+        domain,
+        pool: args.pool.clone(),
+        format,
+        file,
+    })
 }
 
 /// The daemon's trace answer as the writer's model.
@@ -329,7 +344,12 @@ fn write_out(file: Option<&Path>, text: &str) -> Result<()> {
 }
 
 pub fn trace(args: &TraceArgs) -> Result<()> {
-    let (domain, pool, format, file) = resolve(args)?;
+    let Wanted {
+        domain,
+        pool,
+        format,
+        file,
+    } = resolve(args)?;
     let answer = call(RequestBody::Trace {
         domain: domain.clone(),
         pool: pool.clone(),
