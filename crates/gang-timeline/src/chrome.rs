@@ -5,8 +5,8 @@
 //! Layout: `{"traceEvents": [...], "displayTimeUnit": "ns", "otherData":
 //! {...}}`. Each [`Group`](crate::Group) is a process (`pid` = its position
 //! plus one, named by a `process_name` metadata event), each of its CPUs a
-//! thread (`tid` = the CPU's id, named `CPU N` by a `thread_name` event and
-//! sorted by id). A slot is a complete event (`"ph": "X"`) named
+//! thread (`tid` = the CPU's id plus one, [`tid`], named `CPU N` by a
+//! `thread_name` event and sorted by id). A slot is a complete event (`"ph": "X"`) named
 //! `DOMAIN vN`, `ts` its real start and `dur` its length in microseconds
 //! (floats: nanoseconds kept), its `args` the domain's id and name, the
 //! vCPU, the planned start and the lateness in ns. An instant is an `"i"`
@@ -21,6 +21,13 @@ use serde_json::{json, Map, Value};
 
 use crate::{Timeline, TimelineError};
 
+/// The thread id of CPU `cpu`: its id plus one, because viewers treat
+/// thread 0 specially (Perfetto's UI merged a `tid` 0 into `tid` 1 until
+/// mid-2025; Linux's thread 0 is the idle task).
+pub fn tid(cpu: u32) -> u64 {
+    u64::from(cpu) + 1
+}
+
 fn us(ns: u64) -> f64 {
     ns as f64 / 1e3
 }
@@ -31,21 +38,17 @@ pub fn to_value(t: &Timeline) -> Result<Value, TimelineError> {
     let mut events = Vec::new();
     for (g, group) in t.groups.iter().enumerate() {
         let pid = g + 1;
-        events.push(
-            json!({"ph": "M", "name": "process_name", "pid": pid, "tid": 0,
-            "args": {"name": group.name}}),
-        );
-        events.push(
-            json!({"ph": "M", "name": "process_sort_index", "pid": pid, "tid": 0,
-            "args": {"sort_index": pid}}),
-        );
+        events.push(json!({"ph": "M", "name": "process_name", "pid": pid,
+            "args": {"name": group.name}}));
+        events.push(json!({"ph": "M", "name": "process_sort_index", "pid": pid,
+            "args": {"sort_index": pid}}));
         for &cpu in &group.cpus {
             events.push(
-                json!({"ph": "M", "name": "thread_name", "pid": pid, "tid": cpu,
+                json!({"ph": "M", "name": "thread_name", "pid": pid, "tid": tid(cpu),
                 "args": {"name": format!("CPU {cpu}")}}),
             );
             events.push(
-                json!({"ph": "M", "name": "thread_sort_index", "pid": pid, "tid": cpu,
+                json!({"ph": "M", "name": "thread_sort_index", "pid": pid, "tid": tid(cpu),
                 "args": {"sort_index": cpu}}),
             );
         }
@@ -59,9 +62,9 @@ pub fn to_value(t: &Timeline) -> Result<Value, TimelineError> {
             };
             let start = s.real_start();
             events.push(json!({
-                "ph": "X", "name": label, "cat": "slot", "pid": pid, "tid": s.cpu,
+                "ph": "X", "name": label, "cat": "slot", "pid": pid, "tid": tid(s.cpu),
                 "ts": us(start), "dur": us(s.end - start),
-                "args": {"domain": name, "domid": s.domain, "vcpu": s.vcpu,
+                "args": {"domain": name, "domid": s.domain, "vcpu": s.vcpu, "cpu": s.cpu,
                          "planned_ns": s.start, "late_ns": s.late},
             }));
         }
@@ -72,11 +75,11 @@ pub fn to_value(t: &Timeline) -> Result<Value, TimelineError> {
             });
             match i.cpu {
                 Some(cpu) => {
-                    e["tid"] = json!(cpu);
+                    e["tid"] = json!(tid(cpu));
                     e["s"] = json!("t");
                 }
                 None => {
-                    e["tid"] = json!(group.cpus.first().copied().unwrap_or(0));
+                    e["tid"] = json!(tid(group.cpus.first().copied().unwrap_or(0)));
                     e["s"] = json!("p");
                 }
             }
@@ -144,7 +147,7 @@ mod tests {
         let mut per_cpu: BTreeMap<u64, Vec<(f64, f64, String)>> = BTreeMap::new();
         for e in events.iter().filter(|e| e["ph"] == "X") {
             per_cpu
-                .entry(e["tid"].as_u64().unwrap())
+                .entry(e["args"]["cpu"].as_u64().unwrap())
                 .or_default()
                 .push((
                     e["ts"].as_f64().unwrap(),
@@ -214,7 +217,7 @@ mod tests {
         assert_eq!(inst[1]["name"], "late-switch");
         assert_eq!(
             (inst[1]["s"].as_str(), inst[1]["tid"].as_u64()),
-            (Some("t"), Some(3))
+            (Some("t"), Some(tid(3)))
         );
         assert_eq!(inst[1]["args"]["text"], "switch 80us late");
     }

@@ -260,3 +260,26 @@ impl Daemon {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_event_record_keeps_the_newest() {
+        let mut ring = PoolEvents::default();
+        for k in 0..EVENTS_KEPT as u64 + 10 {
+            ring.push(PoolEvent {
+                pool: PoolId(1),
+                mono_ns: k,
+                kind: TraceEventKind::Pause,
+                domain: DomainId(1),
+                text: String::new(),
+            });
+        }
+        assert_eq!(ring.0.len(), EVENTS_KEPT);
+        assert_eq!(ring.0.front().map(|e| e.mono_ns), Some(10));
+        assert!(monotonic_ns() > 0);
+        assert!(!host_name().is_empty());
+    }
+}
