@@ -238,12 +238,15 @@ fn a_live_pool_and_its_simulation_give_timelines_that_pass_the_same_checks() {
     d.ok(&["pause", "tl-b"]);
     std::thread::sleep(std::time::Duration::from_millis(200));
     d.ok(&["unpause", "tl-b"]);
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    d.ok(&["sched-gang", "-d", "tl-a", "-t", "be,512"]);
+    d.ok(&["cpupool-migrate", "tl-b", "Pool-0"]);
+    d.ok(&["cpupool-migrate", "tl-b", "Gang"]);
+    std::thread::sleep(std::time::Duration::from_millis(500));
 
     let chrome = t.0.join("live.json");
     let chrome_s = chrome.display().to_string();
     d.ok(&[
-        "trace", "--pool", "Gang", "--last", "2s", "--format", "chrome", &chrome_s,
+        "trace", "--pool", "Gang", "--last", "30s", "--format", "chrome", &chrome_s,
     ]);
     let text = std::fs::read_to_string(&chrome).unwrap();
     let gang_slots = check_chrome(&text, true);
@@ -256,10 +259,13 @@ fn a_live_pool_and_its_simulation_give_timelines_that_pass_the_same_checks() {
         .filter(|e| e["ph"] == "i")
         .map(|e| e["name"].as_str().unwrap())
         .collect();
-    assert!(
-        kinds.contains(&"pause") && kinds.contains(&"unpause"),
-        "instants: {kinds:?}"
-    );
+    for kind in ["pause", "unpause", "admission", "migrate"] {
+        assert!(
+            kinds.contains(&kind),
+            "no {kind} among the instants: {kinds:?}; the daemon's log:\n{}",
+            d.ok(&["dmesg"])
+        );
+    }
     let domains: std::collections::BTreeSet<u64> = v["traceEvents"]
         .as_array()
         .unwrap()

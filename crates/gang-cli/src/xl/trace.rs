@@ -57,9 +57,13 @@ pool, cpus, grain_ns, the shared clock if any, from_ns).
 chrome://tracing (\"Load\"). A process per pool, a thread (track) per \
 physical CPU named `CPU N`, a slice per slot named `DOMAIN vN` starting when \
 the vCPU really started (the boundary plus the switch's lateness; args: \
-domid, vcpu, planned_ns, late_ns), instant events for pause, unpause, \
-migrate, admission and late-switch, and in `otherData` the host, pool, \
-clock, grain and window. The same format as `gang sim --chrome`.
+domain, domid, vcpu, cpu, planned_ns, late_ns; a thread's tid is its CPU's \
+id plus one, as viewers treat thread 0 specially), instant events for \
+pause, unpause, migrate, admission and late-switch, and in `otherData` the \
+host, pool, clock (pool time's epoch on CLOCK_MONOTONIC, and the shared \
+clock's base and cycle if the pool has one), grain and window \
+(window_start_ns..window_end_ns: the last D of --last, else from the oldest \
+slot). The same format as `gang sim --chrome`.
   svg     a picture: one lane per CPU, a rectangle per slot coloured by \
 domain (its tooltip the domain, vCPU and times), coloured ticks for the \
 events, a time axis and a legend. The same drawing as `gang sim --svg`. Open \
