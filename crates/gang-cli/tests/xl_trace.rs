@@ -58,8 +58,9 @@ struct XEvent {
     late_ns: u64,
 }
 
-/// The checks both files must pass; returns the gang slots checked.
-fn check_chrome(text: &str, live: bool) -> usize {
+/// The checks both files must pass; returns the gang slots checked and
+/// their largest co-start skew, us.
+fn check_chrome(text: &str, live: bool) -> (usize, f64) {
     let v: Value = serde_json::from_str(text).expect("the Chrome file is JSON");
     assert_eq!(v["displayTimeUnit"], "ns");
     let other = &v["otherData"];
@@ -124,6 +125,7 @@ fn check_chrome(text: &str, live: bool) -> usize {
     // on the other CPU, from the same boundary, their starts apart by no
     // more than the two switches' reported lateness differs.
     let mut gang = 0;
+    let mut max_skew_us: f64 = 0.0;
     for a in xs
         .iter()
         .filter(|x| x.vcpu == 0 && x.planned_ns > w0 && x.planned_ns + 1 < w1)
@@ -144,10 +146,11 @@ fn check_chrome(text: &str, live: bool) -> usize {
         if !live {
             assert_eq!(skew_us, 0.0, "the simulator has no skew");
         }
+        max_skew_us = max_skew_us.max(skew_us);
         gang += 1;
     }
     assert!(gang >= 4, "too few gang slots: {gang}");
-    gang
+    (gang, max_skew_us)
 }
 
 /// Renders `svg` to PNG with rsvg-convert and checks the picture is not
@@ -249,7 +252,7 @@ fn a_live_pool_and_its_simulation_give_timelines_that_pass_the_same_checks() {
         "trace", "--pool", "Gang", "--last", "30s", "--format", "chrome", &chrome_s,
     ]);
     let text = std::fs::read_to_string(&chrome).unwrap();
-    let gang_slots = check_chrome(&text, true);
+    let (gang_slots, _) = check_chrome(&text, true);
     let v: Value = serde_json::from_str(&text).unwrap();
     assert_eq!(v["otherData"]["pool"], "Gang");
     let kinds: Vec<&str> = v["traceEvents"]
@@ -276,6 +279,37 @@ fn a_live_pool_and_its_simulation_give_timelines_that_pass_the_same_checks() {
     assert_eq!(domains.len(), 2, "both domains' slots");
     common::note(&format!(
         "live chrome trace: {gang_slots} gang slots checked, instants {kinds:?}"
+    ));
+
+    // The skew against what the runtime reports on its own: `sched-gang`'s
+    // lateness of the last second's switches, asked right after a trace of
+    // the last 800 ms (so its window holds the trace's).
+    let recent = t.0.join("recent.json");
+    d.ok(&[
+        "trace",
+        "--pool",
+        "Gang",
+        "--last",
+        "800ms",
+        "--format",
+        "chrome",
+        &recent.display().to_string(),
+    ]);
+    let health = d.ok(&["sched-gang", "-p", "Gang"]);
+    let (_, skew_us) = check_chrome(&std::fs::read_to_string(&recent).unwrap(), true);
+    let late_max_us: f64 = health
+        .split("late p50/p99/max ")
+        .nth(1)
+        .and_then(|r| r.split("us").next())
+        .and_then(|r| r.split('/').nth(2))
+        .and_then(|m| m.parse().ok())
+        .unwrap_or_else(|| panic!("no lateness in sched-gang's answer: {health}"));
+    assert!(
+        skew_us <= late_max_us + 0.1,
+        "co-start skew {skew_us}us beyond the runtime's largest lateness {late_max_us}us"
+    );
+    common::note(&format!(
+        "live co-start skew max {skew_us:.1}us, runtime's late max {late_max_us:.1}us"
     ));
 
     // One domain, to stdout: only its slots.
@@ -374,7 +408,7 @@ fn simulated_timelines_pass_the_same_checks(dir: &Path) {
         String::from_utf8_lossy(&out.stderr)
     );
     let text = std::fs::read_to_string(&chrome).unwrap();
-    let gang_slots = check_chrome(&text, false);
+    let (gang_slots, _) = check_chrome(&text, false);
     let v: Value = serde_json::from_str(&text).unwrap();
     assert_eq!(v["otherData"]["host"], "(simulated)");
     assert_eq!(
