@@ -474,11 +474,7 @@ impl Daemon {
             RequestBody::ConsoleInput { domain, bytes } => {
                 done(self.console_input(&domain, &bytes))
             }
-            RequestBody::Trace {
-                domain,
-                pool,
-                last_ns,
-            } => self.trace(domain.as_deref(), pool.as_deref(), last_ns),
+            body @ RequestBody::Trace { .. } => self.trace(&body),
         }
     }
 

@@ -21,8 +21,8 @@ use gang_core::{CpuId, DomainId, Nanos};
 use gang_host::clock::Clock;
 use gang_host::runtime::held_intervals;
 use gang_proto::{
-    ApiError, ResponseBody, TraceDomain, TraceEvent, TraceEventKind, TraceMeta, TraceSlot,
-    TRACE_LATE_SWITCH_NS,
+    ApiError, RequestBody, ResponseBody, TraceDomain, TraceEvent, TraceEventKind, TraceMeta,
+    TraceSlot, TRACE_LATE_SWITCH_NS,
 };
 
 use super::{bad, refused, store_error, Daemon};
@@ -110,14 +110,18 @@ impl Daemon {
         self.log(line);
     }
 
-    /// `trace DOM | --pool POOL [--last D]`.
-    pub(super) fn trace(
-        &self,
-        domain: Option<&str>,
-        pool: Option<&str>,
-        last_ns: Option<Nanos>,
-    ) -> Result<ResponseBody, ApiError> {
-        let (pool, only) = match (domain, pool) {
+    /// `trace DOM | --pool POOL [--last D]` (a [`RequestBody::Trace`]).
+    pub(super) fn trace(&self, request: &RequestBody) -> Result<ResponseBody, ApiError> {
+        let RequestBody::Trace {
+            domain,
+            pool,
+            last_ns,
+        } = request
+        else {
+            return Err(bad("not a trace request"));
+        };
+        let last_ns = *last_ns;
+        let (pool, only) = match (domain.as_deref(), pool.as_deref()) {
             (Some(_), Some(_)) => {
                 return Err(bad("trace: give a domain or a pool, not both"));
             }
