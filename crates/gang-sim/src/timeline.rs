@@ -112,8 +112,7 @@ pub fn to_model(t: &Timeline, d: &Describe<'_>) -> gang_timeline::Timeline {
             clock: "virtual time (simulated): ns since the run's start".into(),
             grain_ns: d.grain,
             cycle_ns: None,
-            // The window a marker at its end still belongs to.
-            window: (t.window.0, t.window.1.saturating_add(1)),
+            window: t.window,
             extra: d.extra.to_vec(),
         },
         domains: d

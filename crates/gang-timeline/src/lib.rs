@@ -17,8 +17,10 @@
 //!
 //! **Invariants.** Times are nanoseconds on the clock that
 //! [`Meta::clock`] names; only the window `[Meta::window.0,
-//! Meta::window.1)` is written, slots clipped to it (a slot still running,
-//! `end == u64::MAX`, ends at the window's end). A slot's drawn start is its
+//! Meta::window.1)` is written (instants at its end too), slots clipped to
+//! it (a slot still running, `end == u64::MAX`, ends at the window's end).
+//! Thread ids in Chrome files are CPU ids plus one ([`chrome::tid`]). A
+//! slot's drawn start is its
 //! planned start plus how late the switch was ([`Slice::real_start`]), never
 //! after its end. [`Timeline::check`] refuses slots that overlap on one CPU
 //! of one group, slots and instants on CPUs the group does not have, and
@@ -252,13 +254,14 @@ impl Timeline {
         out
     }
 
-    /// The instants of a group inside the window, by time.
+    /// The instants of a group inside the window (its end included: a
+    /// decision at the end of a simulated window is drawn), by time.
     pub fn instants_in(&self, group: &Group) -> Vec<Instant> {
         let (a, b) = self.meta.window;
         let mut out: Vec<Instant> = group
             .instants
             .iter()
-            .filter(|i| i.at >= a && i.at < b)
+            .filter(|i| i.at >= a && i.at <= b)
             .cloned()
             .collect();
         out.sort_by_key(|i| (i.at, i.cpu, i.kind));
