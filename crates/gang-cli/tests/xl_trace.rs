@@ -450,7 +450,7 @@ fn trace_usage_errors_exit_2_before_the_daemon_is_asked() {
             "not both",
         ),
         (&["trace", "d", "--pool", "P"][..], "not both"),
-        (&["trace"][..], "name a domain"),
+        (&["trace"][..], "requires at least 1 argument"),
         (&["trace", "d", "--last", "soon"][..], "--last"),
         (&["trace", "d", "--last", "0"][..], "longer than 0"),
         (&["trace", "d", "--format", "pdf"][..], "pdf"),

@@ -153,7 +153,8 @@ fn resolve(args: &TraceArgs) -> Result<Wanted> {
     };
     let usage = |m: &str| -> anyhow::Error { UsageError(format!("gang trace: {m}")).into() };
     let (domain, positional_file) = match (&args.pool, &args.domain, &args.file) {
-        (None, None, _) => return Err(usage("name a domain, or a pool with --pool POOL")),
+        // xl's message for a missing argument, then the help.
+        (None, None, _) => return Err(crate::usage::too_few_arguments("trace", 1).into()),
         (None, Some(d), f) => (Some(d.clone()), f.clone()),
         (Some(_), None, _) => (None, None),
         (Some(_), Some(_), Some(_)) => {
