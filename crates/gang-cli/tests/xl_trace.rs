@@ -6,7 +6,8 @@
 //! both CPUs with starts as far apart as the runtime's reported lateness
 //! says (0 in the simulator), and it names host, pool, clock and grain; the
 //! SVG renders to a PNG that is not blank (librsvg's `rsvg-convert`, from
-//! Debian's librsvg2-bin, as a real renderer). And `gang trace`'s errors.
+//! Debian's librsvg2-bin, as a real renderer); the Perfetto protobuf file
+//! names the tracks and slots. And `gang trace`'s errors.
 //!
 //! The live test needs root, 2 CPUs and a cgroup freezer; the renderer
 //! checks need rsvg-convert (contrib/install-host-packages.sh); each test
@@ -214,6 +215,18 @@ fn renders(svg: &Path) -> bool {
     true
 }
 
+/// A Perfetto protobuf file: packets (field 1, length-delimited) naming
+/// the CPU tracks and the domains' slots (the writer's unit tests decode
+/// it fully; its layout was checked against Perfetto's own .proto with
+/// `protoc --decode`).
+fn check_perfetto(bytes: &[u8]) {
+    assert_eq!(bytes.first(), Some(&0x0a), "a Trace's first packet");
+    let has = |s: &str| bytes.windows(s.len()).any(|w| w == s.as_bytes());
+    for s in ["CPU 0", "CPU 1", "tl-a v0", "tl-b v1", "grain_ns"] {
+        assert!(has(s), "no {s:?} in the Perfetto trace");
+    }
+}
+
 fn run_gang(args: &[&str], socket: Option<&Path>) -> std::process::Output {
     let mut c = Command::new(gang_bin());
     c.args(args);
@@ -346,6 +359,18 @@ fn a_live_pool_and_its_simulation_give_timelines_that_pass_the_same_checks() {
     let picture = std::fs::read_to_string(&svg).unwrap();
     assert!(picture.contains("CPU 0") && picture.contains("tl-a"));
     renders(&svg);
+    let pf = t.0.join("live.pftrace");
+    d.ok(&[
+        "trace",
+        "--pool",
+        "Gang",
+        "--last",
+        "1s",
+        "--format",
+        "perfetto",
+        &pf.display().to_string(),
+    ]);
+    check_perfetto(&std::fs::read(&pf).unwrap());
 
     // Errors: an unknown pool, a pool that is not a gang pool, a file that
     // cannot be written (the daemon answered; nothing is written).
@@ -387,7 +412,11 @@ fn simulated_timelines_pass_the_same_checks(dir: &Path) {
          workload = { kind = \"spin-barrier\", work = \"5us\" }\n",
     )
     .unwrap();
-    let (chrome, svg) = (dir.join("sim.json"), dir.join("sim.svg"));
+    let (chrome, svg, pf) = (
+        dir.join("sim.json"),
+        dir.join("sim.svg"),
+        dir.join("sim.pftrace"),
+    );
     let out = run_gang(
         &[
             "sim",
@@ -399,6 +428,8 @@ fn simulated_timelines_pass_the_same_checks(dir: &Path) {
             &chrome.display().to_string(),
             "--svg",
             &svg.display().to_string(),
+            "--perfetto",
+            &pf.display().to_string(),
         ],
         None,
     );
@@ -419,6 +450,7 @@ fn simulated_timelines_pass_the_same_checks(dir: &Path) {
         "simulated chrome trace: {gang_slots} gang slots checked"
     ));
     renders(&svg);
+    check_perfetto(&std::fs::read(&pf).unwrap());
 }
 
 #[test]

@@ -239,6 +239,14 @@ pub fn render_svg(s: &Scenario, outcome: &Outcome) -> String {
     gang_timeline::svg::render(&timeline_model(s, outcome))
 }
 
+/// Writes an outcome's timeline in Perfetto's protobuf format.
+pub fn render_perfetto(
+    s: &Scenario,
+    outcome: &Outcome,
+) -> Result<Vec<u8>, gang_timeline::TimelineError> {
+    gang_timeline::perfetto::write(&timeline_model(s, outcome))
+}
+
 /// Writes an outcome's timeline as a Chrome trace (Trace Event JSON, for
 /// Perfetto and chrome://tracing).
 pub fn render_chrome(

@@ -11,6 +11,9 @@
 //!   physical CPU, a complete event per slot a vCPU held a CPU, instant
 //!   events for pauses, migrations, admission changes, late switches and
 //!   gang decisions, and the metadata (host, pool, clock, grain, window).
+//! - [`perfetto::write`]: the same in Perfetto's own protobuf format (a
+//!   track per group, a child track per CPU, slice begin/end and instant
+//!   track events), for traces too large for JSON.
 //! - [`svg::render`]: an SVG picture of the same, one block per group, one
 //!   lane per CPU, a rectangle per slot coloured by domain, ticks for the
 //!   instants, a time axis and a legend.
@@ -31,6 +34,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod chrome;
+pub mod perfetto;
 pub mod svg;
 
 use std::fmt;

@@ -30,6 +30,8 @@ pub enum Format {
     Chrome,
     /// An SVG picture (one lane per CPU).
     Svg,
+    /// Perfetto's protobuf trace format (binary), for ui.perfetto.dev.
+    Perfetto,
 }
 
 const LONG_ABOUT: &str = "\
@@ -64,6 +66,13 @@ host, pool, clock (pool time's epoch on CLOCK_MONOTONIC, and the shared \
 clock's base and cycle if the pool has one), grain and window \
 (window_start_ns..window_end_ns: the last D of --last, else from the oldest \
 slot). The same format as `gang sim --chrome`.
+  perfetto  the same as chrome in Perfetto's own protobuf format \
+(binary; smaller, for long windows): a track per pool, a child track `CPU N` \
+per CPU, slice begin/end events per slot (annotations domid, vcpu, \
+planned_ns, late_ns) and instant events, and a `timeline` instant at the \
+window's start whose annotations hold host, pool, clock, grain and window. \
+Open it in ui.perfetto.dev (chrome://tracing does not read it). The same \
+format as `gang sim --perfetto`.
   svg     a picture: one lane per CPU, a rectangle per slot coloured by \
 domain (its tooltip the domain, vCPU and times), coloured ticks for the \
 events, a time axis and a legend. The same drawing as `gang sim --svg`. Open \
@@ -71,7 +80,7 @@ it in a browser, or convert it (rsvg-convert -o trace.png trace.svg).
 
 Output goes to stdout, or to FILE (`-`: stdout), given after the domain or \
 with -o. With --pool the only positional argument is the FILE, which is \
-allowed for chrome and svg; use -o FILE for text and json.";
+allowed for chrome, perfetto and svg; use -o FILE for text and json.";
 
 const AFTER_HELP: &str = "\
 Examples:
@@ -80,6 +89,7 @@ Examples:
   gang trace my-domain --format chrome my-domain.json
   gang trace --pool GangSched-Pool --last 2s --format chrome pool.json
   gang trace --pool GangSched-Pool --last 200ms --format svg pool.svg
+  gang trace --pool GangSched-Pool --last 30s --format perfetto pool.pftrace
   gang trace --pool GangSched-Pool --format text -o slots.txt
 
 Output (text):
@@ -104,7 +114,8 @@ pub struct TraceArgs {
     /// Print the daemon's raw answer as JSON (the same as --format json).
     #[arg(long = "json", conflicts_with = "format")]
     json: bool,
-    /// What to write: text, json, chrome (Perfetto / chrome://tracing) or svg.
+    /// What to write: text, json, chrome (Perfetto / chrome://tracing),
+    /// perfetto (protobuf) or svg.
     #[arg(long, value_enum, value_name = "FORMAT")]
     format: Option<Format>,
     /// Every domain of this gang pool (id or name) instead of one domain.
@@ -160,7 +171,9 @@ fn resolve(args: &TraceArgs) -> Result<Wanted> {
         (Some(_), Some(_), Some(_)) => {
             return Err(usage("give a domain or --pool POOL, not both"));
         }
-        (Some(_), Some(f), None) if matches!(format, Format::Chrome | Format::Svg) => {
+        (Some(_), Some(f), None)
+            if matches!(format, Format::Chrome | Format::Svg | Format::Perfetto) =>
+        {
             (None, Some(PathBuf::from(f)))
         }
         (Some(_), Some(_), None) => {
@@ -337,11 +350,9 @@ fn text(answer: &ResponseBody, domain_arg: Option<&str>) -> Result<String> {
     Ok(out)
 }
 
-fn write_out(file: Option<&Path>, text: &str) -> Result<()> {
+fn write_out(file: Option<&Path>, text: &[u8]) -> Result<()> {
     match file {
-        None => std::io::stdout()
-            .write_all(text.as_bytes())
-            .context("stdout"),
+        None => std::io::stdout().write_all(text).context("stdout"),
         Some(path) => {
             std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))
         }
@@ -364,10 +375,10 @@ pub fn trace(args: &TraceArgs) -> Result<()> {
         Format::Json => {
             let mut s = serde_json::to_string_pretty(&answer)?;
             s.push('\n');
-            s
+            s.into_bytes()
         }
-        Format::Text => text(&answer, domain.as_deref())?,
-        Format::Chrome | Format::Svg => {
+        Format::Text => text(&answer, domain.as_deref())?.into_bytes(),
+        Format::Chrome | Format::Svg | Format::Perfetto => {
             let ResponseBody::Trace { meta, .. } = &answer else {
                 bail!("unexpected answer from the daemon")
             };
@@ -376,10 +387,14 @@ pub fn trace(args: &TraceArgs) -> Result<()> {
                 None => format!("pool {} on {}", meta.pool, meta.host),
             };
             let t = to_timeline(&answer, &title)?;
-            if format == Format::Svg {
-                gang_timeline::svg::render(&t)
-            } else {
-                gang_timeline::chrome::write(&t).context("the Chrome trace")?
+            match format {
+                Format::Svg => gang_timeline::svg::render(&t).into_bytes(),
+                Format::Perfetto => {
+                    gang_timeline::perfetto::write(&t).context("the Perfetto trace")?
+                }
+                _ => gang_timeline::chrome::write(&t)
+                    .context("the Chrome trace")?
+                    .into_bytes(),
             }
         }
     };
