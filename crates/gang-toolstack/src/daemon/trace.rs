@@ -19,7 +19,7 @@ use std::collections::{HashMap, VecDeque};
 
 use gang_core::{CpuId, DomainId, Nanos};
 use gang_host::clock::Clock;
-use gang_host::runtime::held_intervals;
+use gang_host::runtime::{held_intervals, HOST_DOMAIN};
 use gang_proto::{
     ApiError, RequestBody, ResponseBody, TraceDomain, TraceEvent, TraceEventKind, TraceMeta,
     TraceSlot, TRACE_LATE_SWITCH_NS,
@@ -235,10 +235,13 @@ impl Daemon {
                         domain: s.vcpu.map(|v| v.domain.0),
                         text: format!(
                             "switch to {} {} late",
-                            s.vcpu.map_or_else(
-                                || "the host or idle".to_string(),
-                                |v| format!("domain {} vCPU {}", v.domain.0, v.vcpu)
-                            ),
+                            match s.vcpu {
+                                None => "idle".to_string(),
+                                Some(v) if v.domain == HOST_DOMAIN => {
+                                    "the host's slot (Domain-0)".to_string()
+                                }
+                                Some(v) => format!("domain {} vCPU {}", v.domain.0, v.vcpu),
+                            },
                             gang_core::time::Duration(s.late / 1000 * 1000)
                         ),
                     }),
