@@ -8,7 +8,9 @@
 # SPANK plugin's test (contrib/slurm/test-cluster.sh, tests/xl_slurm.rs; the
 # packages' own services stay stopped: the test runs a private cluster);
 # promtool (from prometheus; its service stays stopped too) to check the
-# daemon's metrics.
+# daemon's metrics;
+# rsvg-convert (librsvg2-bin), the real SVG renderer the timeline tests
+# (tests/xl_trace.rs) draw `gang trace --format svg` and `gang sim --svg` with.
 # Idempotent: does nothing when everything is there.
 set -euo pipefail
 need=()
@@ -23,6 +25,7 @@ command -v munged >/dev/null 2>&1 || need+=(munge)
 command -v cc >/dev/null 2>&1 || need+=(gcc libc6-dev)
 # promtool: Prometheus' own check of the metrics endpoint (tests/xl_metrics)
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)
+command -v rsvg-convert >/dev/null 2>&1 || need+=(librsvg2-bin)  # tests/xl_trace.rs
 if [ ${#need[@]} -eq 0 ]; then
   echo "host packages: all present"
   exit 0

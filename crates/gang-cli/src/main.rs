@@ -64,7 +64,7 @@ enum Command {
     Console(xl::console::ConsoleArgs),
     #[command(name = "sched-gang")]
     SchedGang(xl::sched::SchedGangArgs),
-    Trace(xl::sched::TraceArgs),
+    Trace(xl::trace::TraceArgs),
     #[command(name = "cpupool-list")]
     CpupoolList(xl::pools::CpupoolListArgs),
     #[command(name = "cpupool-create")]
@@ -110,7 +110,7 @@ fn main() -> ExitCode {
         Command::Top(args) => ("top", true, xl::top::top(&args)),
         Command::Console(args) => ("console", true, xl::console::console(&args)),
         Command::SchedGang(args) => ("sched-gang", true, xl::sched::sched_gang(&args)),
-        Command::Trace(args) => ("trace", true, xl::sched::trace(&args)),
+        Command::Trace(args) => ("trace", true, xl::trace::trace(&args)),
         Command::CpupoolList(args) => ("cpupool-list", true, xl::pools::cpupool_list(&args)),
         Command::CpupoolCreate(args) => ("cpupool-create", true, xl::pools::cpupool_create(&args)),
         Command::CpupoolDestroy(args) => {

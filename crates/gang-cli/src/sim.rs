@@ -59,6 +59,19 @@ and per run: simulated and wall time, events handled and events/s, gang \
 boundaries and calls into the core, host context switches. With both schedulers, the \
 gang/host ratio of each domain's progress.
 
+TIMELINES
+
+--svg FILE draws the window (--svg-window, default the first 200ms) as one \
+block per scheduler, one lane per CPU, a rectangle per vCPU slot coloured by \
+domain and a grey tick per gang decision; --chrome FILE writes the same \
+window as a Chrome trace (Trace Event JSON) to open in ui.perfetto.dev or \
+chrome://tracing: a process per scheduler, a thread per CPU, a slice per \
+vCPU slot, an instant per gang decision, and the scenario, seed, pool CPUs \
+and grain in its metadata; --perfetto FILE writes the same in Perfetto's \
+protobuf format. All come from the writer that `gang trace --format \
+svg|chrome|perfetto` uses for a live pool, so simulated and real runs look \
+alike; times are virtual nanoseconds since the run's start.
+
 EXIT STATUS: 0 success; 1 scenario or simulation error; 2 usage error.";
 
 /// Which schedulers to run.
@@ -91,11 +104,24 @@ pub struct SimArgs {
     /// Write the full report as JSON to FILE (`-`: stdout, and no table).
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
-    /// Write an SVG timeline (one lane per CPU per scheduler) to FILE.
+    /// Write an SVG timeline (one lane per CPU per scheduler) to FILE
+    /// (`-`: stdout); the same drawing as `gang trace --format svg`.
     #[arg(long, value_name = "FILE")]
     pub svg: Option<PathBuf>,
-    /// Simulated-time window drawn in the SVG, `A..B` (default: the first 200ms).
-    #[arg(long, value_name = "A..B", value_parser = window_arg)]
+    /// Write the timeline as a Chrome trace (Trace Event JSON: a process per
+    /// scheduler, a thread per CPU, a slice per vCPU slot, an instant per gang
+    /// decision) to FILE (`-`: stdout), for ui.perfetto.dev or
+    /// chrome://tracing; the same format as `gang trace --format chrome`.
+    #[arg(long, value_name = "FILE")]
+    pub chrome: Option<PathBuf>,
+    /// Write the timeline in Perfetto's protobuf format to FILE (`-`:
+    /// stdout), for ui.perfetto.dev; the same format as `gang trace
+    /// --format perfetto`.
+    #[arg(long, value_name = "FILE")]
+    pub perfetto: Option<PathBuf>,
+    /// Simulated-time window recorded for --svg and --chrome, `A..B`
+    /// (default: the first 200ms).
+    #[arg(long, visible_alias = "window", value_name = "A..B", value_parser = window_arg)]
     pub svg_window: Option<(Nanos, Nanos)>,
     /// No progress lines on stderr.
     #[arg(long, short)]
@@ -128,10 +154,10 @@ fn window_arg(s: &str) -> Result<(Nanos, Nanos), String> {
     Ok((a, b))
 }
 
-fn write_out(path: &Path, text: &str) -> Result<()> {
+fn write_out(path: &Path, text: impl AsRef<[u8]>) -> Result<()> {
     if path == Path::new("-") {
         std::io::stdout()
-            .write_all(text.as_bytes())
+            .write_all(text.as_ref())
             .context("stdout")?;
         return Ok(());
     }
@@ -154,11 +180,12 @@ pub fn run(args: &SimArgs) -> Result<()> {
         Some(Which::Host) => scenario.schedulers = vec![SchedKind::Host],
         Some(Which::Both) => scenario.schedulers = vec![SchedKind::Gang, SchedKind::Host],
     }
-    let window = match (&args.svg, args.svg_window) {
-        (None, Some(_)) => bail!("--svg-window needs --svg FILE"),
-        (None, None) => None,
-        (Some(_), Some(w)) => Some(w),
-        (Some(_), None) => Some((0, scenario.duration.min(200 * MS))),
+    let drawn = args.svg.is_some() || args.chrome.is_some() || args.perfetto.is_some();
+    let window = match (drawn, args.svg_window) {
+        (false, Some(_)) => bail!("--svg-window needs --svg, --chrome or --perfetto FILE"),
+        (false, None) => None,
+        (true, Some(w)) => Some(w),
+        (true, None) => Some((0, scenario.duration.min(200 * MS))),
     };
     let started = Instant::now();
     let mut last = Instant::now();
@@ -186,9 +213,22 @@ pub fn run(args: &SimArgs) -> Result<()> {
         write_out(path, &text)?;
     }
     if let Some(path) = &args.svg {
-        write_out(path, &gang_sim::render_svg(&scenario, &outcome))?;
+        write_out(path, gang_sim::render_svg(&scenario, &outcome))?;
     }
-    if !json_to_stdout {
+    if let Some(path) = &args.chrome {
+        let text = gang_sim::render_chrome(&scenario, &outcome).context("the Chrome trace")?;
+        write_out(path, &text)?;
+    }
+    if let Some(path) = &args.perfetto {
+        let bytes = gang_sim::render_perfetto(&scenario, &outcome).context("the Perfetto trace")?;
+        write_out(path, bytes)?;
+    }
+    let to_stdout = |p: &Option<PathBuf>| p.as_deref() == Some(Path::new("-"));
+    if !json_to_stdout
+        && !to_stdout(&args.svg)
+        && !to_stdout(&args.chrome)
+        && !to_stdout(&args.perfetto)
+    {
         print!("{}", outcome.report.to_text());
     }
     Ok(())

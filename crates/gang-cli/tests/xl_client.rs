@@ -501,14 +501,21 @@ fn sched_gang_shows_sets_and_prints_refusals() {
 fn trace_groups_slots_and_prints_json_on_request() {
     let ms = 1_000_000;
     let f = fake("trace", move |body| match body {
-        RequestBody::Trace { domain } if domain == "nope" => Err(not_found("nope")),
+        RequestBody::Trace {
+            domain: Some(domain),
+            ..
+        } if domain == "nope" => Err(not_found("nope")),
         RequestBody::Trace { .. } => Ok(ResponseBody::Trace {
             now_ns: 250 * ms,
             since_base_ns: None,
             epoch_mono_ns: 0,
+            domains: vec![],
+            events: vec![],
+            meta: Default::default(),
             slots: vec![
                 TraceSlot {
                     late_ns: 0,
+                    domain: 0,
                     vcpu: 0,
                     cpu: 1,
                     start_ns: 100 * ms,
@@ -516,6 +523,7 @@ fn trace_groups_slots_and_prints_json_on_request() {
                 },
                 TraceSlot {
                     late_ns: 0,
+                    domain: 0,
                     vcpu: 1,
                     cpu: 2,
                     start_ns: 100 * ms + 20_000,
@@ -523,6 +531,7 @@ fn trace_groups_slots_and_prints_json_on_request() {
                 },
                 TraceSlot {
                     late_ns: 0,
+                    domain: 0,
                     vcpu: 0,
                     cpu: 1,
                     start_ns: 200 * ms,
@@ -530,6 +539,7 @@ fn trace_groups_slots_and_prints_json_on_request() {
                 },
                 TraceSlot {
                     late_ns: 0,
+                    domain: 0,
                     vcpu: 1,
                     cpu: 2,
                     start_ns: 200 * ms + 5_000,

@@ -19,7 +19,12 @@
 //! The request set grows with the toolstack; this version carries the pool
 //! and domain life cycle and the gang parameters.
 
+mod trace;
 pub mod xl;
+
+pub use trace::{
+    TraceDomain, TraceEvent, TraceEventKind, TraceMeta, TraceSlot, TRACE_LATE_SWITCH_NS,
+};
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
@@ -185,11 +190,22 @@ pub enum RequestBody {
         /// The bytes.
         bytes: Vec<u8>,
     },
-    /// The recent slots a gang pool's dispatchers gave a domain's vCPUs
-    /// (`gang trace`): the runtime's own record of what ran where.
+    /// The recent slots a gang pool's dispatchers gave a domain's vCPUs, or
+    /// every domain's of a pool (`gang trace DOM | --pool POOL`): the
+    /// runtime's own record of what ran where, with what the daemon did
+    /// meanwhile. Exactly one of `domain` and `pool`. (Both optional since
+    /// `pool` came: a request naming a domain is what it always was.)
     Trace {
-        /// Which.
-        domain: DomainArg,
+        /// The domain.
+        #[serde(default)]
+        domain: Option<DomainArg>,
+        /// The gang pool: all its domains.
+        #[serde(default)]
+        pool: Option<PoolArg>,
+        /// Only what ended in the last this-many ns (`None`: all the
+        /// runtime still holds).
+        #[serde(default)]
+        last_ns: Option<u64>,
     },
 }
 
@@ -567,23 +583,6 @@ pub struct DispatchHealth {
     pub spin_ns: u64,
 }
 
-/// One slot a vCPU was given (`trace`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TraceSlot {
-    /// The vCPU.
-    pub vcpu: u32,
-    /// The CPU.
-    pub cpu: CpuId,
-    /// Start (pool time, ns).
-    pub start_ns: u64,
-    /// End (pool time, ns; `u64::MAX` if still running).
-    pub end_ns: u64,
-    /// How late the dispatcher made the switch that started it, ns: the
-    /// slot really began at `start_ns + late_ns`.
-    #[serde(default)]
-    pub late_ns: u64,
-}
-
 /// What the daemon answers.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
@@ -636,7 +635,7 @@ pub enum ResponseBody {
     Trace {
         /// The pool clock now, ns.
         now_ns: u64,
-        /// The slots, oldest first, at most the last few thousand.
+        /// The slots, oldest first, at most the newest 65,536.
         slots: Vec<TraceSlot>,
         /// On a shared clock: pool time 0 is this long after the pool's
         /// base (whole cycles), so a slot's start on the shared clock is
@@ -647,6 +646,16 @@ pub enum ResponseBody {
         /// pools of two daemons on one host).
         #[serde(default)]
         epoch_mono_ns: u64,
+        /// The domains the slots name.
+        #[serde(default)]
+        domains: Vec<TraceDomain>,
+        /// Pauses, migrations, admission changes and late switches in the
+        /// window, oldest first.
+        #[serde(default)]
+        events: Vec<TraceEvent>,
+        /// Host, pool, clock, grain and window.
+        #[serde(default)]
+        meta: TraceMeta,
     },
 }
 

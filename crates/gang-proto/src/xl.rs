@@ -766,6 +766,7 @@ mod tests {
     fn slot(vcpu: u32, cpu: u32, start_ns: u64, end_ns: u64) -> TraceSlot {
         TraceSlot {
             late_ns: 0,
+            domain: 0,
             vcpu,
             cpu,
             start_ns,

@@ -13,8 +13,10 @@
 //!   generation-cancelled events, analytic fast-forward) and the workloads'
 //!   semantics; generic over a scheduler model.
 //! - `gang`, `host`: the two scheduler models.
-//! - [`metrics`], [`report`], [`svg`]: latency histograms, the JSON report
-//!   and text tables, and SVG timelines.
+//! - [`metrics`], [`report`], [`timeline`]: latency histograms, the JSON
+//!   report and text tables, and the timelines recorded in a window, written
+//!   as SVG or Chrome trace files by `gang_timeline` (the writer the live
+//!   runtime's `gang trace` uses too).
 //! - [`cluster`]: many hosts, each a `Scheduler` on its own clock, running a
 //!   cluster gang: cross-host co-start skew and barrier rate of a
 //!   bulk-synchronous job against clock error, and without a shared clock.
@@ -42,14 +44,14 @@ mod host;
 pub mod metrics;
 pub mod report;
 pub mod scenario;
-pub mod svg;
+pub mod timeline;
 mod world;
 
 use gang_core::{CpuId, Nanos};
 
 pub use report::Report;
 pub use scenario::{DomainDef, Scenario, ScenarioError, SchedKind, Workload};
-pub use svg::Timeline;
+pub use timeline::Timeline;
 pub use world::{Progress, SimError};
 
 /// A finished simulation: the report, and the timeline when one was asked for.
@@ -211,9 +213,45 @@ pub fn simulate(
     Ok(Outcome { report, timeline })
 }
 
-/// Renders an outcome's timeline as SVG.
-pub fn render_svg(s: &Scenario, outcome: &Outcome) -> String {
+/// An outcome's timeline in the writer's model (`gang_timeline`).
+pub fn timeline_model(s: &Scenario, outcome: &Outcome) -> gang_timeline::Timeline {
     let cpus: Vec<CpuId> = s.pool.cpus.iter().collect();
     let names: Vec<String> = s.domains.iter().map(|d| d.name.clone()).collect();
-    svg::render(&outcome.timeline, &s.name, &cpus, &names)
+    let extra = vec![
+        ("scenario".to_string(), s.file.clone()),
+        ("seed".to_string(), s.seed.to_string()),
+        ("duration_ns".to_string(), s.duration.to_string()),
+    ];
+    timeline::to_model(
+        &outcome.timeline,
+        &timeline::Describe {
+            title: &s.name,
+            cpus: &cpus,
+            names: &names,
+            grain: s.pool.grain,
+            extra: &extra,
+        },
+    )
+}
+
+/// Renders an outcome's timeline as SVG.
+pub fn render_svg(s: &Scenario, outcome: &Outcome) -> String {
+    gang_timeline::svg::render(&timeline_model(s, outcome))
+}
+
+/// Writes an outcome's timeline in Perfetto's protobuf format.
+pub fn render_perfetto(
+    s: &Scenario,
+    outcome: &Outcome,
+) -> Result<Vec<u8>, gang_timeline::TimelineError> {
+    gang_timeline::perfetto::write(&timeline_model(s, outcome))
+}
+
+/// Writes an outcome's timeline as a Chrome trace (Trace Event JSON, for
+/// Perfetto and chrome://tracing).
+pub fn render_chrome(
+    s: &Scenario,
+    outcome: &Outcome,
+) -> Result<String, gang_timeline::TimelineError> {
+    gang_timeline::chrome::write(&timeline_model(s, outcome))
 }

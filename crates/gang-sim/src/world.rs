@@ -156,6 +156,8 @@ impl Topo {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Interval {
     pub cpu: u32,
+    /// The vCPU's index in its domain.
+    pub vcpu: u32,
     pub start: Nanos,
     pub end: Nanos,
     pub dom: u32,
@@ -689,6 +691,7 @@ impl<'a> World<'a> {
             if since < b && now > a && now > since {
                 self.intervals.push(Interval {
                     cpu: vc.run_cpu,
+                    vcpu: (v - self.topo.first[d]) as u32,
                     start: since.max(a),
                     end: now.min(b),
                     dom: d as u32,

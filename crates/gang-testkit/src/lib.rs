@@ -72,7 +72,7 @@ pub mod api {
     /// Every field a request may carry, and one that none does.
     pub const FIELDS: &[&str] = &[
         "name", "sched", "cpus", "shared", "pool", "domain", "config", "paused", "policy",
-        "domains", "clear", "bytes", "detail", "extra",
+        "domains", "clear", "bytes", "detail", "last_ns", "extra",
     ];
 }
 

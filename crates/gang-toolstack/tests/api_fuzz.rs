@@ -308,7 +308,21 @@ fn request() -> impl Strategy<Value = RequestBody> {
         domain_name().prop_map(|domain| RequestBody::Console { domain }),
         (domain_name(), prop::collection::vec(any::<u8>(), 0..8))
             .prop_map(|(domain, bytes)| RequestBody::ConsoleInput { domain, bytes }),
-        domain_name().prop_map(|domain| RequestBody::Trace { domain }),
+        domain_name().prop_map(|domain| RequestBody::Trace {
+            domain: Some(domain),
+            pool: None,
+            last_ns: None,
+        }),
+        (
+            prop::option::of(domain_name()),
+            prop::option::of(pool_name()),
+            prop::option::of(0..5_000_000_000u64)
+        )
+            .prop_map(|(domain, pool, last_ns)| RequestBody::Trace {
+                domain,
+                pool,
+                last_ns
+            }),
     ]
 }
 

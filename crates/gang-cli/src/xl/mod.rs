@@ -9,13 +9,15 @@
 //! - `domains`: `create`, `list`, `vcpu-list`, `pause`, `unpause`,
 //!   `shutdown`, `reboot`, `destroy`, `dmesg`;
 //! - `console`: `console` (and `create -c`);
-//! - `sched`: `sched-gang` and gang's own `trace`.
+//! - `sched`: `sched-gang`.
+//! - `trace`: gang's own `trace` (text, JSON, Chrome trace, SVG).
 
 pub mod console;
 pub mod domains;
 pub mod pools;
 pub mod sched;
 pub mod top;
+pub mod trace;
 
 use std::path::PathBuf;
 

@@ -1,5 +1,5 @@
 //! `gang sched-gang` (the gang scheduler's parameter command, the seed's
-//! `gsc` in xl's shape) and gang's own `trace`.
+//! `gsc` in xl's shape).
 
 use anyhow::{bail, Context as _, Result};
 use clap::Args;
@@ -158,45 +158,5 @@ pub fn sched_gang(args: &SchedGangArgs) -> Result<()> {
         );
     }
     print!("{}", gang_proto::xl::sched_gang(&pools));
-    Ok(())
-}
-
-/// `gang trace [--json] DOMAIN`.
-#[derive(Debug, Args)]
-#[command(
-    about = "Show the recent slots a gang pool gave a domain's vCPUs (gang's own)",
-    long_about = "Show the recent slots a gang pool's dispatchers gave a domain's vCPUs: the \
-runtime's own record of what ran where (the last few thousand slots). Slots whose starts lie \
-within 0.5 ms of each other (and are of different vCPUs) are one line: its start in pool time \
-(ms), its length (first start to last end; `+T` while still running), the spread of the starts, \
-and the vCPU->CPU placements. The summary line counts the lines (slots), the gang slots (all the \
-domain's vCPUs started together) and the largest co-start spread.",
-    after_help = "Examples:\n  gang trace my-domain\n  gang trace --json 3\n\n\
-Output:\n   start(ms)    length   spread  vCPU->CPU ...\n     100.000    40.0ms   12.0us  0->1 1->2\n\
-slots: 1, gang slots: 1 (all 2 vCPUs started together), max co-start spread: 12.0us\n\n\
-xl has no such command (Xen's equivalent is xentrace)."
-)]
-pub struct TraceArgs {
-    /// Print the daemon's raw answer as JSON (pool time now and the slots).
-    #[arg(long = "json")]
-    json: bool,
-    /// The domain (id or name).
-    #[arg(value_name = "DOMAIN")]
-    domain: String,
-}
-
-pub fn trace(args: &TraceArgs) -> Result<()> {
-    let answer = call(RequestBody::Trace {
-        domain: args.domain.clone(),
-    })?;
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&answer)?);
-        return Ok(());
-    }
-    let ResponseBody::Trace { now_ns, slots, .. } = answer else {
-        bail!("unexpected answer from the daemon")
-    };
-    let domain = find_domain(&args.domain)?;
-    print!("{}", gang_proto::xl::trace(&slots, domain.vcpus, now_ns));
     Ok(())
 }

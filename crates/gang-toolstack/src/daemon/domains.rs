@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use gang_config::{Action, DomainConfig, DomainType};
 use gang_core::{CpuSet, DomainId, DomainSpec};
 use gang_host::best_effort;
-use gang_proto::{ApiError, ResponseBody};
+use gang_proto::{ApiError, ResponseBody, TraceEventKind};
 
 use super::backend::microvm::MicroVmBackend;
 use super::backend::process::ProcessBackend;
@@ -378,13 +378,14 @@ impl Daemon {
             .get(&id)
             .and_then(|l| l.record.qemu.as_ref()?.vnc.clone())
             .map_or_else(String::new, |v| format!("; VNC display on {v}"));
-        self.log(format!(
+        let line = format!(
             "domain {} ({}) created in cpupool {}{}{vnc}",
             id.0,
             cfg.name,
             pool.name,
             if paused { ", paused" } else { "" }
-        ));
+        );
+        self.log_event(pool.id, id, TraceEventKind::Admission, line);
         Ok(id)
     }
 
@@ -747,7 +748,8 @@ impl Daemon {
         self.store
             .set_state(rec.id, &DomainState::Paused)
             .map_err(store_error)?;
-        self.log(format!("domain {} ({}) paused", rec.id.0, rec.name));
+        let line = format!("domain {} ({}) paused", rec.id.0, rec.name);
+        self.log_event(rec.pool, rec.id, TraceEventKind::Pause, line);
         Ok(())
     }
 
@@ -795,7 +797,8 @@ impl Daemon {
         self.store
             .set_state(rec.id, &DomainState::Running)
             .map_err(store_error)?;
-        self.log(format!("domain {} ({}) unpaused", rec.id.0, rec.name));
+        let line = format!("domain {} ({}) unpaused", rec.id.0, rec.name);
+        self.log_event(rec.pool, rec.id, TraceEventKind::Unpause, line);
         Ok(())
     }
 
@@ -910,10 +913,12 @@ impl Daemon {
         }
         self.save_live(rec.id, &live);
         self.live.insert(rec.id, live);
-        self.log(format!(
+        let line = format!(
             "domain {} ({}) migrated to cpupool {}",
             rec.id.0, rec.name, target.name
-        ));
+        );
+        self.note_event(rec.pool, rec.id, TraceEventKind::Migrate, line.clone());
+        self.log_event(target.id, rec.id, TraceEventKind::Migrate, line);
         result
     }
 
@@ -951,7 +956,8 @@ impl Daemon {
         }
         self.store.destroy_domain(rec.id).map_err(store_error)?;
         self.remove_console_files(rec.id);
-        self.log(format!("domain {} ({}) destroyed", rec.id.0, rec.name));
+        let line = format!("domain {} ({}) destroyed", rec.id.0, rec.name);
+        self.log_event(rec.pool, rec.id, TraceEventKind::Admission, line);
         Ok(())
     }
 

@@ -11,16 +11,12 @@ use gang_host::best_effort;
 use gang_host::runtime::{held_intervals, Isolation, Runtime, RuntimeConfig, Switch};
 use gang_host::wallclock::StepWatch;
 use gang_proto::{
-    ApiError, DispatchHealth, ErrorCode, ResponseBody, SchedGangDomain, SchedGangPool, TraceSlot,
-    VcpuInfo,
+    ApiError, DispatchHealth, ErrorCode, SchedGangDomain, SchedGangPool, TraceEventKind, VcpuInfo,
 };
 
 use super::{internal, refused, store_error, Daemon};
 use crate::process;
 use crate::store::{DomainRecord, DomainRef, DomainState, PoolId, PoolRecord, PoolRef, Sched};
-
-/// At most this many slots are returned by `trace`.
-const TRACE_SLOTS: usize = 4096;
 
 /// The accounting window of a policy: its period, else one second.
 fn window_of(policy: Option<&Policy>) -> Nanos {
@@ -361,15 +357,25 @@ impl Daemon {
         self.store
             .set_gang_params(rec.id, Some(&policy), map.as_deref())
             .map_err(store_error)?;
-        self.log(format!(
-            "domain {} ({}): gang policy {policy}, cpus {}",
-            rec.id.0,
-            rec.name,
-            map.as_ref().map_or_else(
-                || "chosen by the scheduler".into(),
-                |m| m.iter().copied().collect::<CpuSet>().to_string()
-            )
-        ));
+        let kind = if cpus.is_some() {
+            TraceEventKind::Migrate
+        } else {
+            TraceEventKind::Admission
+        };
+        self.log_event(
+            rec.pool,
+            rec.id,
+            kind,
+            format!(
+                "domain {} ({}): gang policy {policy}, cpus {}",
+                rec.id.0,
+                rec.name,
+                map.as_ref().map_or_else(
+                    || "chosen by the scheduler".into(),
+                    |m| m.iter().copied().collect::<CpuSet>().to_string()
+                )
+            ),
+        );
         Ok(())
     }
 
@@ -460,41 +466,6 @@ impl Daemon {
             }
         }
         Ok(out)
-    }
-
-    /// `trace`: the slots the dispatchers gave the domain's vCPUs lately.
-    pub(super) fn trace(&self, arg: &str) -> Result<ResponseBody, ApiError> {
-        let rec = self.domain_ref(arg)?;
-        let admitted = self.live.get(&rec.id).and_then(|l| l.admitted);
-        let rt = admitted
-            .and_then(|p| self.runtimes.get(&p))
-            .ok_or_else(|| {
-                refused(format!(
-                    "domain '{}' is not running in a gang pool: no trace",
-                    rec.name
-                ))
-            })?;
-        let switches = rt.recent_switches();
-        let late: std::collections::HashMap<(CpuId, u64), u64> =
-            switches.iter().map(|s| ((s.cpu, s.at), s.late)).collect();
-        let mut slots: Vec<TraceSlot> = held_intervals(&switches, rec.id)
-            .into_iter()
-            .map(|(vcpu, cpu, start_ns, end_ns)| TraceSlot {
-                vcpu,
-                cpu,
-                start_ns,
-                end_ns,
-                late_ns: late.get(&(cpu, start_ns)).copied().unwrap_or(0),
-            })
-            .collect();
-        slots.sort_by_key(|s| (s.start_ns, s.vcpu));
-        let skip = slots.len().saturating_sub(TRACE_SLOTS);
-        Ok(ResponseBody::Trace {
-            now_ns: rt.now(),
-            slots: slots.split_off(skip),
-            since_base_ns: rt.since_base(),
-            epoch_mono_ns: rt.clock().epoch(),
-        })
     }
 }
 

@@ -616,6 +616,14 @@ mod tests {
     }
 
     #[test]
+    fn a_late_switch_is_the_same_in_metrics_and_in_traces() {
+        assert_eq!(
+            gang_host::runtime::LATE_SWITCH_NS,
+            gang_proto::TRACE_LATE_SWITCH_NS
+        );
+    }
+
+    #[test]
     fn label_values_are_escaped() {
         assert_eq!(labels(&[]), "");
         assert_eq!(

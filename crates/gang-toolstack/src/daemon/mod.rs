@@ -41,6 +41,7 @@ mod domains;
 mod gang;
 mod metrics;
 mod serve;
+mod trace;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
@@ -170,6 +171,8 @@ pub struct Daemon {
     clock_watches: BTreeMap<PoolId, clockwatch::ClockWatch>,
     /// The monitoring counters' totals of what stopped (`metrics`).
     metric_totals: metrics::Totals,
+    /// What it did to gang pools' domains, typed, for `trace`.
+    pool_events: trace::PoolEvents,
     /// Who asked for the state change being handled now (its log lines
     /// name them).
     caller: Option<Caller>,
@@ -291,6 +294,7 @@ impl Daemon {
             dmesg: VecDeque::new(),
             clock_watches: BTreeMap::new(),
             metric_totals: metrics::Totals::from_saved(saved_totals),
+            pool_events: trace::PoolEvents::default(),
             caller: None,
             started: Instant::now(),
             lift_rt_limit: config.lift_rt_limit,
@@ -506,7 +510,7 @@ impl Daemon {
             RequestBody::ConsoleInput { domain, bytes } => {
                 done(self.console_input(&domain, &bytes))
             }
-            RequestBody::Trace { domain } => self.trace(&domain),
+            body @ RequestBody::Trace { .. } => self.trace(&body),
         }
     }
 
