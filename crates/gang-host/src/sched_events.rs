@@ -243,12 +243,27 @@ impl Layout {
     }
 }
 
+/// One run of a thread on a CPU, `[start, end)`, CLOCK_MONOTONIC ns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Run {
+    /// When it was switched in.
+    pub start: Nanos,
+    /// When it was switched out (the query's end while it still runs).
+    pub end: Nanos,
+    /// The CPU.
+    pub cpu: CpuId,
+}
+
 /// One thread's history.
 #[derive(Debug, Default)]
 struct Track {
     spans: VecDeque<StateSpan>,
     /// The state it is in now and since when.
     open: Option<(VcpuState, Nanos)>,
+    /// Its runs (events only: a sampled thread has no CPU).
+    runs: VecDeque<Run>,
+    /// The CPU it runs on now.
+    cpu: Option<CpuId>,
 }
 
 impl Track {
@@ -260,6 +275,15 @@ impl Track {
             let at = at.max(since);
             if at > since {
                 self.spans.push_back(StateSpan::new(since, at, s));
+            }
+            if let (VcpuState::Running, Some(cpu)) = (s, self.cpu.take()) {
+                if at > since {
+                    self.runs.push_back(Run {
+                        start: since,
+                        end: at,
+                        cpu,
+                    });
+                }
             }
             self.open = Some((state, at));
         } else {
@@ -294,8 +318,8 @@ impl Tracks {
         }
     }
 
-    /// Applies one event at `at` (events in time order).
-    pub fn apply(&mut self, at: Nanos, event: Event) {
+    /// Applies one event at `at` on `cpu` (events in time order).
+    pub fn apply(&mut self, at: Nanos, cpu: CpuId, event: Event) {
         match event {
             Event::Switch {
                 prev,
@@ -308,6 +332,9 @@ impl Tracks {
                     if t.open.is_none() {
                         t.open = Some((VcpuState::Running, origin.min(at)));
                     }
+                    if t.cpu.is_none() && t.open.is_some_and(|(s, _)| s == VcpuState::Running) {
+                        t.cpu = Some(cpu);
+                    }
                     let state = if preempted {
                         VcpuState::Runnable
                     } else {
@@ -316,10 +343,9 @@ impl Tracks {
                     t.enter(state, at);
                 }
                 if next != 0 {
-                    self.tids
-                        .entry(next)
-                        .or_default()
-                        .enter(VcpuState::Running, at);
+                    let t = self.tids.entry(next).or_default();
+                    t.enter(VcpuState::Running, at);
+                    t.cpu = Some(cpu);
                 }
             }
             Event::Wake { tid } => {
@@ -370,6 +396,28 @@ impl Tracks {
             .collect()
     }
 
+    /// `tid`'s runs that overlap `[from, to)` (not clipped); one still
+    /// going ends at `to`.
+    pub fn runs(&self, tid: Tid, from: Nanos, to: Nanos) -> Vec<Run> {
+        let Some(t) = self.tids.get(&tid) else {
+            return Vec::new();
+        };
+        let open = match (t.open, t.cpu) {
+            (Some((VcpuState::Running, since)), Some(cpu)) => Some(Run {
+                start: since,
+                end: to.max(since),
+                cpu,
+            }),
+            _ => None,
+        };
+        t.runs
+            .iter()
+            .copied()
+            .chain(open)
+            .filter(|r| r.end > from && r.start < to)
+            .collect()
+    }
+
     /// The state `tid` is in now, if known.
     pub fn state(&self, tid: Tid) -> Option<VcpuState> {
         self.tids.get(&tid).and_then(|t| t.open.map(|(s, _)| s))
@@ -381,6 +429,9 @@ impl Tracks {
         self.tids.retain(|_, t| {
             while t.spans.front().is_some_and(|s| s.end < keep_from) {
                 t.spans.pop_front();
+            }
+            while t.runs.front().is_some_and(|r| r.end < keep_from) {
+                t.runs.pop_front();
             }
             !(t.spans.is_empty()
                 && t.open
@@ -454,7 +505,7 @@ impl Perf {
     }
 
     /// Everything in the buffers now, in time order; counts lost records.
-    fn drain(&mut self, lost: &AtomicU64) -> Vec<(Nanos, Event)> {
+    fn drain(&mut self, lost: &AtomicU64) -> Vec<(Nanos, CpuId, Event)> {
         let mut out = Vec::new();
         for (sampler, is_switch) in &mut self.samplers {
             while let Some(record) = sampler.next_record() {
@@ -463,8 +514,9 @@ impl Perf {
                     RECORD_SAMPLE => {
                         // time u64, cpu u32, reserved u32, raw size u32, raw.
                         let time = bytes.get(0..8).and_then(|b| b.try_into().ok());
+                        let cpu = bytes.get(8..12).and_then(|b| b.try_into().ok());
                         let size = bytes.get(16..20).and_then(|b| b.try_into().ok());
-                        let (Some(time), Some(size)) = (time, size) else {
+                        let (Some(time), Some(cpu), Some(size)) = (time, cpu, size) else {
                             continue;
                         };
                         let size = u32::from_ne_bytes(size) as usize;
@@ -472,7 +524,7 @@ impl Perf {
                             continue;
                         };
                         if let Some(e) = self.layout.parse(*is_switch, raw) {
-                            out.push((u64::from_ne_bytes(time), e));
+                            out.push((u64::from_ne_bytes(time), u32::from_ne_bytes(cpu) as CpuId, e));
                         }
                     }
                     RECORD_LOST => {
@@ -486,7 +538,7 @@ impl Perf {
         }
         // A switch and a wake-up at the same instant: the wake-up first
         // (a thread woken and switched in at once was runnable for 0 ns).
-        out.sort_by_key(|(t, e)| (*t, matches!(e, Event::Switch { .. })));
+        out.sort_by_key(|(t, _, e)| (*t, matches!(e, Event::Switch { .. })));
         out
     }
 }
@@ -513,8 +565,8 @@ impl Shared {
         if let Some(p) = perf.as_mut() {
             let events = p.drain(&self.lost);
             let mut tracks = lock(&self.tracks);
-            for (at, e) in events {
-                tracks.apply(at, e);
+            for (at, cpu, e) in events {
+                tracks.apply(at, cpu, e);
             }
             tracks.prune(now);
             return;
@@ -651,11 +703,51 @@ impl SchedRecorder {
         tids.iter().map(|&t| tracks.spans(t, from, to)).collect()
     }
 
+    /// The runs of several threads overlapping `[from, to)` (events only).
+    pub fn runs_of(&self, tids: &[Tid], from: Nanos, to: Nanos) -> Vec<Vec<Run>> {
+        self.drain();
+        let tracks = lock(&self.shared.tracks);
+        tids.iter().map(|&t| tracks.runs(t, from, to)).collect()
+    }
+
     /// The state `tid` is in now, if known (events only).
     pub fn state(&self, tid: Tid) -> Option<VcpuState> {
         self.drain();
         lock(&self.shared.tracks).state(tid)
     }
+}
+
+/// Where a domain's slots really ran: for each interval `(vcpu, cpu,
+/// start, end)` the dispatchers gave it (pool time, as
+/// [`crate::runtime::held_intervals`] gives them), the runs on `cpu` of
+/// the threads `runs_of(vcpu)` that overlap it, as `(vcpu, cpu, first run's
+/// start, last run's end)` in pool time (`epoch`: the pool's epoch on
+/// CLOCK_MONOTONIC). An interval in which no such thread ran is left out:
+/// the vCPU did not run. An end of `u64::MAX` (still held) stays so while
+/// the last run goes on.
+pub fn real_slots<'a>(
+    held: &[(u32, CpuId, Nanos, Nanos)],
+    runs_of: impl Fn(u32) -> &'a [Run],
+    epoch: Nanos,
+) -> Vec<(u32, CpuId, Nanos, Nanos)> {
+    let mut out = Vec::new();
+    for &(vcpu, cpu, start, end) in held {
+        let (a, b) = (epoch + start, epoch.saturating_add(end));
+        let mut mine = runs_of(vcpu)
+            .iter()
+            .filter(|r| r.cpu == cpu && r.end > a && r.start < b);
+        let Some(first) = mine.next() else {
+            continue;
+        };
+        let last_end = mine.map(|r| r.end).fold(first.end, Nanos::max);
+        let real_end = if end == u64::MAX && last_end >= sys::monotonic_ns() {
+            u64::MAX
+        } else {
+            last_end - epoch
+        };
+        out.push((vcpu, cpu, first.start.saturating_sub(epoch), real_end));
+    }
+    out
 }
 
 /// Time in `state` within `spans`, ns.
@@ -738,13 +830,13 @@ mod tests {
             preempted,
             next,
         };
-        t.apply(10, sw(0, false, 5));
-        t.apply(20, sw(5, true, 6)); // 5 preempted
-        t.apply(30, sw(6, false, 5)); // 6 sleeps, 5 back
-        t.apply(40, sw(5, false, 0)); // 5 sleeps
-        t.apply(50, Event::Wake { tid: 5 });
-        t.apply(55, Event::Wake { tid: 5 }); // repeat: no-op
-        t.apply(60, sw(0, false, 5));
+        t.apply(10, 0, sw(0, false, 5));
+        t.apply(20, 0, sw(5, true, 6)); // 5 preempted
+        t.apply(30, 0, sw(6, false, 5)); // 6 sleeps, 5 back
+        t.apply(40, 0, sw(5, false, 0)); // 5 sleeps
+        t.apply(50, 1, Event::Wake { tid: 5 });
+        t.apply(55, 1, Event::Wake { tid: 5 }); // repeat: no-op
+        t.apply(60, 1, sw(0, false, 5));
         assert_eq!(
             t.spans(5, 0, 70),
             vec![
@@ -765,9 +857,30 @@ mod tests {
             ]
         );
         assert_eq!(t.state(5), Some(Running));
+        let run = |start, end, cpu| Run { start, end, cpu };
+        assert_eq!(
+            t.runs(5, 0, 70),
+            vec![run(10, 20, 0), run(30, 40, 0), run(60, 70, 1)]
+        );
+        assert_eq!(t.runs(5, 35, 65), vec![run(30, 40, 0), run(60, 65, 1)]);
         assert_eq!(t.spans(5, 25, 35).len(), 2);
         t.prune(10 * SEC);
         assert_eq!(t.state(6), None, "blocked since long: dropped");
+    }
+
+    #[test]
+    fn real_slots_start_when_the_threads_ran() {
+        let run = |start, end, cpu| Run { start, end, cpu };
+        let v0 = [run(1_010, 1_050, 0), run(1_060, 1_090, 0), run(1_300, 1_400, 0)];
+        let v1 = [run(1_004, 1_100, 1)];
+        let held = [
+            (0, 0, 10, 100),
+            (1, 1, 0, 100),
+            (0, 0, 200, 250), // it did not run then
+            (0, 1, 300, 400), // another CPU: not its runs
+        ];
+        let slots = real_slots(&held, |v| if v == 0 { &v0[..] } else { &v1[..] }, 1_000);
+        assert_eq!(slots, vec![(0, 0, 10, 90), (1, 1, 4, 100)]);
     }
 
     #[test]
