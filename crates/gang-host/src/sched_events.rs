@@ -524,7 +524,11 @@ impl Perf {
                             continue;
                         };
                         if let Some(e) = self.layout.parse(*is_switch, raw) {
-                            out.push((u64::from_ne_bytes(time), u32::from_ne_bytes(cpu) as CpuId, e));
+                            out.push((
+                                u64::from_ne_bytes(time),
+                                u32::from_ne_bytes(cpu) as CpuId,
+                                e,
+                            ));
                         }
                     }
                     RECORD_LOST => {
@@ -578,6 +582,7 @@ impl Shared {
         for tid in tids {
             let Some((run, wait)) = schedstat(tid) else {
                 last.remove(&tid);
+                lock(&self.tracked).remove(&tid);
                 continue;
             };
             if let Some((t0, r0, w0)) = last.insert(tid, (now, run, wait)) {
@@ -675,9 +680,10 @@ impl SchedRecorder {
         self.source
     }
 
-    /// The threads to sample (sampled mode; events record every thread).
+    /// Adds threads to sample (sampled mode; events record every thread).
+    /// A thread that ended is dropped at the next sample.
     pub fn track(&self, tids: impl IntoIterator<Item = Tid>) {
-        *lock(&self.shared.tracked) = tids.into_iter().collect();
+        lock(&self.shared.tracked).extend(tids);
     }
 
     /// Records lost because a ring buffer was full.
@@ -720,34 +726,33 @@ impl SchedRecorder {
 /// Where a domain's slots really ran: for each interval `(vcpu, cpu,
 /// start, end)` the dispatchers gave it (pool time, as
 /// [`crate::runtime::held_intervals`] gives them), the runs on `cpu` of
-/// the threads `runs_of(vcpu)` that overlap it, as `(vcpu, cpu, first run's
-/// start, last run's end)` in pool time (`epoch`: the pool's epoch on
-/// CLOCK_MONOTONIC). An interval in which no such thread ran is left out:
-/// the vCPU did not run. An end of `u64::MAX` (still held) stays so while
-/// the last run goes on.
+/// the threads `runs_of(vcpu)` that overlap it, as `(first run's start,
+/// last run's end)` in pool time (`epoch`: the pool's epoch on
+/// CLOCK_MONOTONIC), aligned with `held`. `None`: no such thread ran in
+/// it. An end of `u64::MAX` (still held) stays so while the last run goes
+/// on.
 pub fn real_slots<'a>(
     held: &[(u32, CpuId, Nanos, Nanos)],
     runs_of: impl Fn(u32) -> &'a [Run],
     epoch: Nanos,
-) -> Vec<(u32, CpuId, Nanos, Nanos)> {
-    let mut out = Vec::new();
-    for &(vcpu, cpu, start, end) in held {
-        let (a, b) = (epoch + start, epoch.saturating_add(end));
-        let mut mine = runs_of(vcpu)
-            .iter()
-            .filter(|r| r.cpu == cpu && r.end > a && r.start < b);
-        let Some(first) = mine.next() else {
-            continue;
-        };
-        let last_end = mine.map(|r| r.end).fold(first.end, Nanos::max);
-        let real_end = if end == u64::MAX && last_end >= sys::monotonic_ns() {
-            u64::MAX
-        } else {
-            last_end - epoch
-        };
-        out.push((vcpu, cpu, first.start.saturating_sub(epoch), real_end));
-    }
-    out
+) -> Vec<Option<(Nanos, Nanos)>> {
+    let now = sys::monotonic_ns();
+    held.iter()
+        .map(|&(vcpu, cpu, start, end)| {
+            let (a, b) = (epoch + start, epoch.saturating_add(end));
+            let mut mine = runs_of(vcpu)
+                .iter()
+                .filter(|r| r.cpu == cpu && r.end > a && r.start < b);
+            let first = mine.next()?;
+            let last_end = mine.map(|r| r.end).fold(first.end, Nanos::max);
+            let real_end = if end == u64::MAX && last_end >= now {
+                u64::MAX
+            } else {
+                last_end - epoch
+            };
+            Some((first.start.saturating_sub(epoch), real_end))
+        })
+        .collect()
 }
 
 /// Time in `state` within `spans`, ns.
@@ -871,7 +876,11 @@ mod tests {
     #[test]
     fn real_slots_start_when_the_threads_ran() {
         let run = |start, end, cpu| Run { start, end, cpu };
-        let v0 = [run(1_010, 1_050, 0), run(1_060, 1_090, 0), run(1_300, 1_400, 0)];
+        let v0 = [
+            run(1_010, 1_050, 0),
+            run(1_060, 1_090, 0),
+            run(1_300, 1_400, 0),
+        ];
         let v1 = [run(1_004, 1_100, 1)];
         let held = [
             (0, 0, 10, 100),
@@ -880,7 +889,7 @@ mod tests {
             (0, 1, 300, 400), // another CPU: not its runs
         ];
         let slots = real_slots(&held, |v| if v == 0 { &v0[..] } else { &v1[..] }, 1_000);
-        assert_eq!(slots, vec![(0, 0, 10, 90), (1, 1, 4, 100)]);
+        assert_eq!(slots, vec![Some((10, 90)), Some((4, 100)), None, None]);
     }
 
     #[test]

@@ -436,6 +436,32 @@ pub struct DomainInfo {
     /// `detail`).
     #[serde(default)]
     pub threads: Vec<ThreadInfo>,
+    /// Its co-scheduling metrics over the last second, for a running
+    /// domain of a gang pool (`top`'s ALLRUN, COSTOP, READY, SKEW99
+    /// columns). Added within version 2: absent from older daemons.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cosched: Option<CoschedInfo>,
+}
+
+/// Where a domain's co-scheduling metrics come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CoschedSource {
+    /// The kernel's scheduler events (sched_switch, sched_waking): exact.
+    Events,
+    /// `/proc` schedstat sampled: totals exact, overlaps estimated.
+    Sampled,
+}
+
+/// A domain's co-scheduling metrics (`gang_core::cosched`): computed the
+/// same way for every domain, from when its threads really ran.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct CoschedInfo {
+    /// The metrics (shares are fractions, times ns).
+    #[serde(flatten)]
+    pub metrics: gang_core::cosched::CoschedMetrics,
+    /// Where the threads' states came from.
+    pub source: CoschedSource,
 }
 
 /// A host thread a domain holds.
@@ -496,6 +522,10 @@ pub struct SchedGangDomain {
     pub window_ns: u64,
     /// CPU time its vCPUs were given in the last window, ns (all vCPUs).
     pub received_ns: u64,
+    /// Its co-scheduling metrics over the last second, while it runs
+    /// (`sched-gang -v`). Added within version 2.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cosched: Option<CoschedInfo>,
 }
 
 /// One gang pool's parameters (`sched-gang`).

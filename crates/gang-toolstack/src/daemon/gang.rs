@@ -119,6 +119,7 @@ impl Daemon {
                 ))
             })?;
             self.runtimes.insert(pool.id, std::sync::Arc::new(rt));
+            self.start_recorder(pool);
             self.log(format!(
                 "cpupool {}: dispatchers started on cpus {} ({})",
                 pool.name,
@@ -136,6 +137,7 @@ impl Daemon {
         if self.live.values().any(|l| l.admitted == Some(pool)) {
             return;
         }
+        self.stop_recorder(pool);
         if let Some(rt) = self.runtimes.remove(&pool) {
             // VMs were detached before their domains left; a runtime still
             // shared stops when the last holder drops it.
@@ -168,6 +170,7 @@ impl Daemon {
                 l.backend.detach();
             }
         }
+        self.stop_recorder(pool_id);
         if let Some(rt) = self.runtimes.remove(&pool_id) {
             if let Ok(rt) = std::sync::Arc::try_unwrap(rt) {
                 drop(rt.stop()); // gives every adopted thread back
@@ -255,6 +258,7 @@ impl Daemon {
                         cpu_map: d.cpu_map.clone(),
                         window_ns: window,
                         received_ns: received,
+                        cosched: self.cosched(d.id),
                     }
                 })
                 .collect();
@@ -470,7 +474,7 @@ impl Daemon {
         let switches = rt.recent_switches();
         let late: std::collections::HashMap<(CpuId, u64), u64> =
             switches.iter().map(|s| ((s.cpu, s.at), s.late)).collect();
-        let mut slots: Vec<TraceSlot> = held_intervals(&switches, rec.id)
+        let slots: Vec<TraceSlot> = held_intervals(&switches, rec.id)
             .into_iter()
             .map(|(vcpu, cpu, start_ns, end_ns)| TraceSlot {
                 vcpu,
@@ -480,6 +484,7 @@ impl Daemon {
                 late_ns: late.get(&(cpu, start_ns)).copied().unwrap_or(0),
             })
             .collect();
+        let mut slots = self.real_trace_slots(rec.id, slots);
         slots.sort_by_key(|s| (s.start_ns, s.vcpu));
         let skip = slots.len().saturating_sub(TRACE_SLOTS);
         Ok(ResponseBody::Trace {
