@@ -95,6 +95,8 @@ pub fn list_long(domains: &[DomainInfo]) -> String {
         config: &'a Option<Box<crate::DomainConfig>>,
         #[serde(skip_serializing_if = "<[_]>::is_empty")]
         threads: &'a [crate::ThreadInfo],
+        #[serde(skip_serializing_if = "Option::is_none")]
+        cosched: &'a Option<crate::CoschedInfo>,
     }
     let entries: Vec<Entry<'_>> = domains
         .iter()
@@ -102,6 +104,7 @@ pub fn list_long(domains: &[DomainInfo]) -> String {
             domid: d.id,
             config: &d.config,
             threads: &d.threads,
+            cosched: &d.cosched,
         })
         .collect();
     let mut buf = Vec::new();
@@ -386,25 +389,28 @@ pub struct SlotGroup {
     pub placements: Vec<(u32, gang_core::CpuId)>,
 }
 
-/// Groups slots by start: sorted by start, a slot joins the current group
-/// when it starts within [`CO_START_TOLERANCE_NS`] of the group's first
-/// slot and its vCPU is not in the group yet.
+/// Groups slots by when they really began (`start_ns + late_ns`): sorted
+/// so, a slot joins the current group when it began within
+/// [`CO_START_TOLERANCE_NS`] of the group's first slot and its vCPU is not
+/// in the group yet.
 pub fn trace_groups(slots: &[TraceSlot]) -> Vec<SlotGroup> {
+    let began = |s: &TraceSlot| s.start_ns.saturating_add(s.late_ns);
     let mut sorted = slots.to_vec();
-    sorted.sort_by_key(|s| (s.start_ns, s.vcpu));
+    sorted.sort_by_key(|s| (began(s), s.vcpu));
     let mut groups: Vec<SlotGroup> = Vec::new();
     for s in sorted {
+        let start = began(&s);
         match groups.last_mut() {
             Some(g)
-                if s.start_ns - g.start_ns <= CO_START_TOLERANCE_NS
+                if start - g.start_ns <= CO_START_TOLERANCE_NS
                     && !g.placements.iter().any(|&(v, _)| v == s.vcpu) =>
             {
                 g.end_ns = g.end_ns.max(s.end_ns);
-                g.spread_ns = s.start_ns - g.start_ns;
+                g.spread_ns = start - g.start_ns;
                 g.placements.push((s.vcpu, s.cpu));
             }
             _ => groups.push(SlotGroup {
-                start_ns: s.start_ns,
+                start_ns: start,
                 end_ns: s.end_ns,
                 spread_ns: 0,
                 placements: vec![(s.vcpu, s.cpu)],

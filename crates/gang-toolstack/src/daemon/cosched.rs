@@ -7,8 +7,10 @@
 //! domain whose threads are not ours (adopted QEMU vCPUs, whole programs,
 //! frozen and thawed per slot: the switch log holds the thaw *request*):
 //!
-//! - `trace`'s slots of such a domain start and end when its threads ran
-//!   ([`Daemon::real_trace_slots`]), so their co-start spread is measured;
+//! - `trace`'s slots of such a domain: each begins `late_ns` after its
+//!   boundary, when its threads started running, and ends when they
+//!   stopped ([`Daemon::real_trace_slots`]), so their co-start spread is
+//!   measured;
 //! - `list`'s and `top`'s run state: running when its threads ran in the
 //!   last [`RUNNING_WINDOW`] for at least [`RUNNING_MIN`], not only when a
 //!   `/proc` read happens to catch one on a CPU ([`Daemon::ran_recently`]);
@@ -169,7 +171,9 @@ impl Daemon {
 
     /// `trace`'s slots of domain `id`, as its threads really ran them when
     /// they are not ours (adopted threads, whole programs: see the module
-    /// docs); a slot in which none of its threads ran is left out. Own
+    /// docs): `start_ns` stays the boundary, `late_ns` becomes how long
+    /// after it the threads started, `end_ns` when they stopped; a slot in
+    /// which none of its threads ran is left out. Own
     /// threads' slots, and any slot without a recorder with events, are
     /// returned as the dispatchers made them.
     pub(super) fn real_trace_slots(&self, id: DomainId, slots: Vec<TraceSlot>) -> Vec<TraceSlot> {
@@ -204,8 +208,8 @@ impl Daemon {
             .into_iter()
             .zip(real)
             .filter_map(|(s, r)| {
-                r.map(|(start_ns, end_ns)| TraceSlot {
-                    start_ns,
+                r.map(|(start, end_ns)| TraceSlot {
+                    late_ns: start.saturating_sub(s.start_ns),
                     end_ns,
                     ..s
                 })
