@@ -302,6 +302,139 @@ impl CoschedMetrics {
     }
 }
 
+/// The metrics in streaming form, for a driver that sees state changes as
+/// they happen (the simulator): no spans kept. Its shares equal
+/// [`CoschedMetrics::compute`]'s over the same changes (a property test
+/// checks it), and its gang starts are those of [`co_start_skews`]
+/// without slots.
+#[derive(Debug, Clone)]
+pub struct CoschedAccumulator {
+    start: Nanos,
+    since: Nanos,
+    states: Vec<VcpuState>,
+    all: u128,
+    costop: u128,
+    run: u128,
+    rdy: u128,
+    /// The open gang start: each vCPU's first run start in it.
+    group: Option<Vec<Option<Nanos>>>,
+    /// Whether a vCPU ran when accounting began (its start was not seen):
+    /// no gang start opens until none runs.
+    skipping: bool,
+    skews: u32,
+}
+
+impl CoschedAccumulator {
+    /// `vcpus` vCPUs in `initial` states from `start`.
+    pub fn new(start: Nanos, initial: &[VcpuState]) -> CoschedAccumulator {
+        CoschedAccumulator {
+            start,
+            since: start,
+            states: initial.to_vec(),
+            all: 0,
+            costop: 0,
+            run: 0,
+            rdy: 0,
+            group: None,
+            skipping: initial.contains(&VcpuState::Running),
+            skews: 0,
+        }
+    }
+
+    fn advance(&mut self, at: Nanos) {
+        let at = at.max(self.since);
+        let d = u128::from(at - self.since);
+        let running = self
+            .states
+            .iter()
+            .filter(|s| **s == VcpuState::Running)
+            .count();
+        let ready = self
+            .states
+            .iter()
+            .filter(|s| **s == VcpuState::Runnable)
+            .count();
+        if running == self.states.len() && running > 0 {
+            self.all += d;
+        }
+        if running > 0 && ready > 0 {
+            self.costop += d;
+        }
+        self.run += d * running as u128;
+        self.rdy += d * ready as u128;
+        self.since = at;
+    }
+
+    /// vCPU `vcpu` is in `state` from `at` (changes in time order; an
+    /// unknown vCPU is ignored). Returns the co-start skew of a gang start
+    /// that this change completes (every vCPU has started in it).
+    pub fn set(&mut self, at: Nanos, vcpu: usize, state: VcpuState) -> Option<Nanos> {
+        if vcpu >= self.states.len() || self.states[vcpu] == state {
+            return None;
+        }
+        self.advance(at);
+        let was_running = self.states[vcpu] == VcpuState::Running;
+        self.states[vcpu] = state;
+        let any = self.states.contains(&VcpuState::Running);
+        if !any {
+            self.skipping = false;
+            self.group = None;
+            return None;
+        }
+        if self.skipping || was_running || state != VcpuState::Running {
+            return None;
+        }
+        let n = self.states.len();
+        let group = self.group.get_or_insert_with(|| vec![None; n]);
+        if group[vcpu].is_some() {
+            return None;
+        }
+        group[vcpu] = Some(self.since);
+        if group.iter().all(Option::is_some) {
+            let starts: Vec<Nanos> = group.iter().flatten().copied().collect();
+            let (lo, hi) = min_max(&starts);
+            // Counted once: later starts in this group are resumptions.
+            group.iter_mut().for_each(|g| *g = Some(lo));
+            self.skews += 1;
+            return (n > 1).then_some(hi - lo);
+        }
+        None
+    }
+
+    /// The metrics from the start to `end`, with the skew percentiles the
+    /// caller kept of what [`CoschedAccumulator::set`] returned.
+    pub fn finish(
+        &mut self,
+        end: Nanos,
+        skew_p50_ns: Nanos,
+        skew_p99_ns: Nanos,
+        late_switches: u64,
+    ) -> CoschedMetrics {
+        self.advance(end);
+        let len = self.since.saturating_sub(self.start);
+        let n = self.states.len();
+        let mut m = CoschedMetrics {
+            window_ns: len,
+            vcpus: n as u32,
+            late_switches,
+            skew_p50_ns,
+            skew_p99_ns,
+            skew_samples: if n > 1 { self.skews } else { 0 },
+            ..CoschedMetrics::default()
+        };
+        if len == 0 || n == 0 {
+            return m;
+        }
+        let total = u128::from(len) * n as u128;
+        m.all_running = self.all as f64 / len as f64;
+        m.co_stop = self.costop as f64 / len as f64;
+        m.running = self.run as f64 / total as f64;
+        m.ready = self.rdy as f64 / total as f64;
+        m.blocked = (total - self.run - self.rdy) as f64 / total as f64;
+        m
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,7 +1,9 @@
 //! Property tests of `gang_core::cosched`: the invariants its module docs
 //! promise, over random per-vCPU state timelines.
 
-use gang_core::cosched::{co_start_skews, CoschedMetrics, StateSpan, VcpuState};
+use gang_core::cosched::{
+    co_start_skews, CoschedAccumulator, CoschedMetrics, StateSpan, VcpuState,
+};
 use proptest::prelude::*;
 
 const WINDOW: (u64, u64) = (100, 10_100);
@@ -39,7 +41,62 @@ fn running_share(spans: &[StateSpan]) -> f64 {
     ran as f64 / (WINDOW.1 - WINDOW.0) as f64
 }
 
+/// A vCPU's state at `t` in a consecutive timeline (blocked past its end).
+fn state_at(spans: &[StateSpan], t: u64) -> VcpuState {
+    spans
+        .iter()
+        .find(|s| s.start <= t && t < s.end)
+        .map_or(VcpuState::Blocked, |s| s.state)
+}
+
+/// Feeds the timelines' changes inside the window to an accumulator (at
+/// one instant, starts first: a vCPU starting as another stops keeps the
+/// gang start open, as the sweep sees it).
+fn accumulate(vcpus: &[Vec<StateSpan>]) -> (CoschedMetrics, Vec<u64>) {
+    let initial: Vec<VcpuState> = vcpus.iter().map(|v| state_at(v, WINDOW.0)).collect();
+    let mut acc = CoschedAccumulator::new(WINDOW.0, &initial);
+    let mut changes: Vec<(u64, usize, VcpuState)> = Vec::new();
+    for (i, v) in vcpus.iter().enumerate() {
+        for s in v {
+            if s.start > WINDOW.0 && s.start < WINDOW.1 {
+                changes.push((s.start, i, s.state));
+            }
+        }
+        if let Some(last) = v.last() {
+            if last.end > WINDOW.0 && last.end < WINDOW.1 {
+                changes.push((last.end, i, VcpuState::Blocked));
+            }
+        }
+    }
+    changes.sort_by_key(|&(t, i, s)| (t, s != VcpuState::Running, i));
+    let mut skews = Vec::new();
+    for (t, i, s) in changes {
+        skews.extend(acc.set(t, i, s));
+    }
+    (acc.finish(WINDOW.1, 0, 0, 7), skews)
+}
+
 proptest! {
+    #[test]
+    fn the_accumulator_agrees_with_compute(vcpus in prop::collection::vec(timeline(), 1..5)) {
+        let m = CoschedMetrics::compute(&vcpus, WINDOW, None, 7);
+        let (a, mut skews) = accumulate(&vcpus);
+        for (x, y) in [
+            (m.all_running, a.all_running),
+            (m.co_stop, a.co_stop),
+            (m.ready, a.ready),
+            (m.running, a.running),
+            (m.blocked, a.blocked),
+        ] {
+            prop_assert!((x - y).abs() < 1e-9, "{m:?} vs {a:?}");
+        }
+        let mut expected = co_start_skews(&vcpus, WINDOW, None);
+        expected.sort_unstable();
+        skews.sort_unstable();
+        prop_assert_eq!(&skews, &expected);
+        prop_assert_eq!(a.skew_samples as usize, expected.len());
+    }
+
     #[test]
     fn shares_are_fractions_that_add_up(vcpus in prop::collection::vec(timeline(), 1..5)) {
         let m = CoschedMetrics::compute(&vcpus, WINDOW, None, 7);
