@@ -195,7 +195,10 @@ fn an_adopted_program_is_measured_where_its_threads_ran() {
     ));
     assert_eq!(m["source"], "events", "{m}");
     assert!(ran > SEC / 4, "two busy threads ran only {ran} ns in 1 s");
-    assert!(err < 0.05, "recorded {recorded} ns, schedstat {ran} ns");
+    // The daemon's second ends when it answers, tens of ms after the
+    // second schedstat read, and the host's load (which shares the
+    // program's slots) comes in bursts: 0.06-4% apart in the runs so far.
+    assert!(err < 0.08, "recorded {recorded} ns, schedstat {ran} ns");
     assert!(spreads.len() >= 10, "gang slots: {spreads:?}");
     assert!(
         spreads.iter().any(|&s| s > 0),
