@@ -19,7 +19,10 @@
 //!   [`WINDOW`] ([`Daemon::cosched`]), for `list`/`top` and `sched-gang -v`.
 //!
 //! The "vCPUs" of the metrics are the domain's vCPU threads when it names
-//! them, else (a whole program) its threads that ran in the window.
+//! them, else (a whole program) its threads that ran in the window. A
+//! sampling recorder (no perf) samples a domain's threads from the first
+//! query that names them on, and gives no CPU per run: `trace` then keeps
+//! the dispatchers' slots.
 
 use gang_core::cosched::CoschedMetrics;
 use gang_core::{DomainId, Nanos, VcpuRef, MS, SEC, US};
