@@ -866,6 +866,18 @@ mod tests {
              \x20    302.000    +3.0ms      0ns  1->2\n\
              slots: 4, gang slots: 2 (all 2 vCPUs started together), max co-start spread: 12.0us\n"
         );
+        // Adopted threads: the same boundary, real starts late_ns after it
+        // (the kernel's scheduler events): the spread is theirs.
+        let mut a = slot(0, 1, 400 * ms, 440 * ms);
+        a.late_ns = 4_000;
+        let mut b = slot(1, 2, 400 * ms, 440 * ms);
+        b.late_ns = 31_000;
+        let groups = trace_groups(&[a, b]);
+        assert_eq!(groups.len(), 1);
+        assert_eq!(
+            (groups[0].start_ns, groups[0].spread_ns),
+            (400 * ms + 4_000, 27_000)
+        );
         // The same vCPU twice within the tolerance: two groups.
         let twice = [slot(0, 1, 0, 100), slot(0, 1, 200, 300)];
         assert_eq!(trace_groups(&twice).len(), 2);
