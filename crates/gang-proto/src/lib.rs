@@ -19,6 +19,7 @@
 //! The request set grows with the toolstack; this version carries the pool
 //! and domain life cycle and the gang parameters.
 
+mod cosched;
 pub mod xl;
 
 use std::io::{BufRead, BufReader, Write};
@@ -27,6 +28,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+pub use cosched::{CoschedInfo, CoschedSource};
 pub use gang_config::DomainConfig;
 pub use gang_core::time::{SharedTime, WallClock};
 pub use gang_core::{CpuId, CpuList, CpuSet, Policy};
@@ -441,27 +443,6 @@ pub struct DomainInfo {
     /// columns). Added within version 2: absent from older daemons.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cosched: Option<CoschedInfo>,
-}
-
-/// Where a domain's co-scheduling metrics come from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum CoschedSource {
-    /// The kernel's scheduler events (sched_switch, sched_waking): exact.
-    Events,
-    /// `/proc` schedstat sampled: totals exact, overlaps estimated.
-    Sampled,
-}
-
-/// A domain's co-scheduling metrics (`gang_core::cosched`): computed the
-/// same way for every domain, from when its threads really ran.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct CoschedInfo {
-    /// The metrics (shares are fractions, times ns).
-    #[serde(flatten)]
-    pub metrics: gang_core::cosched::CoschedMetrics,
-    /// Where the threads' states came from.
-    pub source: CoschedSource,
 }
 
 /// A host thread a domain holds.
