@@ -306,6 +306,8 @@ pub struct Tracks {
     origin: Nanos,
     horizon: Nanos,
     tids: HashMap<Tid, Track>,
+    /// Only these threads (`None`: every thread).
+    only: Option<HashSet<Tid>>,
 }
 
 impl Tracks {
@@ -315,7 +317,25 @@ impl Tracks {
             origin,
             horizon,
             tids: HashMap::new(),
+            only: None,
         }
+    }
+
+    /// Records only `tids` from now on (and forgets the others' history).
+    pub fn only(&mut self, tids: HashSet<Tid>) {
+        self.tids.retain(|t, _| tids.contains(t));
+        self.only = Some(tids);
+    }
+
+    /// Adds threads to those recorded (when only some are).
+    pub fn also(&mut self, tids: impl IntoIterator<Item = Tid>) {
+        if let Some(only) = &mut self.only {
+            only.extend(tids);
+        }
+    }
+
+    fn wanted(&self, tid: Tid) -> bool {
+        tid != 0 && self.only.as_ref().is_none_or(|o| o.contains(&tid))
     }
 
     /// Applies one event at `at` on `cpu` (events in time order).
@@ -326,7 +346,7 @@ impl Tracks {
                 preempted,
                 next,
             } => {
-                if prev != 0 {
+                if self.wanted(prev) {
                     let origin = self.origin;
                     let t = self.tids.entry(prev).or_default();
                     if t.open.is_none() {
@@ -342,13 +362,16 @@ impl Tracks {
                     };
                     t.enter(state, at);
                 }
-                if next != 0 {
+                if self.wanted(next) {
                     let t = self.tids.entry(next).or_default();
                     t.enter(VcpuState::Running, at);
                     t.cpu = Some(cpu);
                 }
             }
             Event::Wake { tid } => {
+                if !self.wanted(tid) {
+                    return;
+                }
                 let t = self.tids.entry(tid).or_default();
                 match t.open {
                     Some((VcpuState::Blocked, _)) | None => t.enter(VcpuState::Runnable, at),
@@ -680,10 +703,23 @@ impl SchedRecorder {
         self.source
     }
 
-    /// Adds threads to sample (sampled mode; events record every thread).
-    /// A thread that ended is dropped at the next sample.
+    /// Adds threads to those recorded: sampled, or (once
+    /// [`SchedRecorder::track_only`] was called) kept from the events. A
+    /// thread that ended is dropped at the next sample.
     pub fn track(&self, tids: impl IntoIterator<Item = Tid>) {
+        let tids: Vec<Tid> = tids.into_iter().collect();
+        lock(&self.shared.tracks).also(tids.iter().copied());
         lock(&self.shared.tracked).extend(tids);
+    }
+
+    /// Records only `tids` from now on (events: the others' history is
+    /// forgotten, which bounds the memory on a busy host; sampled: only
+    /// they are sampled). Until called, events record every thread.
+    pub fn track_only(&self, tids: impl IntoIterator<Item = Tid>) {
+        let tids: HashSet<Tid> = tids.into_iter().collect();
+        self.drain();
+        lock(&self.shared.tracks).only(tids.clone());
+        *lock(&self.shared.tracked) = tids;
     }
 
     /// Records lost because a ring buffer was full.
@@ -890,6 +926,26 @@ mod tests {
         ];
         let slots = real_slots(&held, |v| if v == 0 { &v0[..] } else { &v1[..] }, 1_000);
         assert_eq!(slots, vec![Some((10, 90)), Some((4, 100)), None, None]);
+    }
+
+    #[test]
+    fn only_the_tracked_threads_are_kept() {
+        let mut t = Tracks::new(0, SEC);
+        let sw = |prev, next| Event::Switch {
+            prev,
+            preempted: false,
+            next,
+        };
+        t.apply(10, 0, sw(0, 5));
+        t.only([7].into());
+        assert!(t.is_empty(), "5's history is forgotten");
+        t.apply(20, 0, sw(5, 7));
+        t.apply(30, 0, sw(7, 8));
+        t.also([8]);
+        t.apply(40, 0, sw(9, 8));
+        assert_eq!(t.len(), 2);
+        assert_eq!(t.spans(7, 0, 50).len(), 2);
+        assert_eq!(t.state(8), Some(Running));
     }
 
     #[test]

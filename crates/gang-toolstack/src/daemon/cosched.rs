@@ -18,6 +18,10 @@
 //!   included, computed the same way from their threads), over the last
 //!   [`WINDOW`] ([`Daemon::cosched`]), for `list`/`top` and `sched-gang -v`.
 //!
+//! A recorder keeps only the threads of its pool's live domains
+//! ([`Daemon::track_threads`], from the monitor's poll), so its memory is
+//! bounded by them, not by the host's other threads.
+//!
 //! The "vCPUs" of the metrics are the domain's vCPU threads when it names
 //! them, else (a whole program) its threads that ran in the window. A
 //! sampling recorder (no perf) samples a domain's threads from the first
@@ -113,10 +117,23 @@ impl Daemon {
         let rt = self.runtimes.get(&pool)?;
         let recorder = self.recorders.get(&pool)?;
         let threads = Threads::of(live);
-        if recorder.source() == Source::Sampled {
-            recorder.track(threads.tids().iter().copied());
-        }
+        recorder.track(threads.tids().iter().copied());
         Some((rt, recorder, threads))
+    }
+
+    /// Tells each recorder the threads of its pool's live domains (the
+    /// monitor's poll, every 100 ms: threads born since are recorded from
+    /// then on, those of domains gone are forgotten).
+    pub(super) fn track_threads(&self) {
+        for (pool, recorder) in &self.recorders {
+            let tids: Vec<Tid> = self
+                .live
+                .values()
+                .filter(|l| l.admitted == Some(*pool))
+                .flat_map(|l| Threads::of(l).tids().to_vec())
+                .collect();
+            recorder.track_only(tids);
+        }
     }
 
     /// Whether domain `id`'s threads ran in the last [`RUNNING_WINDOW`]

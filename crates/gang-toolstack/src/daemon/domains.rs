@@ -981,7 +981,8 @@ impl Daemon {
             .map_err(|e| refused(format!("domain '{}' is {e}", rec.name)))
     }
 
-    /// Notices domains that ended and applies their actions.
+    /// Notices domains that ended and applies their actions; tells the
+    /// scheduler-event recorders which threads to keep (`cosched`).
     pub fn poll_exits(&mut self) {
         let ended: Vec<(DomainId, Ended)> = self
             .live
@@ -997,6 +998,7 @@ impl Daemon {
                 self.handle_exit(id, live, end);
             }
         }
+        self.track_threads();
     }
 
     fn handle_exit(&mut self, id: DomainId, live: Live, end: Ended) {
