@@ -302,8 +302,6 @@ impl Track {
 /// The per-thread state machines fed by events (pure: unit-tested).
 #[derive(Debug)]
 pub struct Tracks {
-    /// When recording started: a thread first seen leaving a CPU ran since.
-    origin: Nanos,
     horizon: Nanos,
     tids: HashMap<Tid, Track>,
     /// Only these threads (`None`: every thread).
@@ -311,10 +309,9 @@ pub struct Tracks {
 }
 
 impl Tracks {
-    /// Empty, recording from `origin`, keeping `horizon` of history.
-    pub fn new(origin: Nanos, horizon: Nanos) -> Tracks {
+    /// Empty, keeping `horizon` of history.
+    pub fn new(horizon: Nanos) -> Tracks {
         Tracks {
-            origin,
             horizon,
             tids: HashMap::new(),
             only: None,
@@ -347,14 +344,10 @@ impl Tracks {
                 next,
             } => {
                 if self.wanted(prev) {
-                    let origin = self.origin;
+                    // First seen leaving a CPU: since when it ran is not
+                    // known (it may have become wanted just now), so no
+                    // run is made up for it.
                     let t = self.tids.entry(prev).or_default();
-                    if t.open.is_none() {
-                        t.open = Some((VcpuState::Running, origin.min(at)));
-                    }
-                    if t.cpu.is_none() && t.open.is_some_and(|(s, _)| s == VcpuState::Running) {
-                        t.cpu = Some(cpu);
-                    }
                     let state = if preempted {
                         VcpuState::Runnable
                     } else {
@@ -675,7 +668,7 @@ impl SchedRecorder {
     ) -> Result<SchedRecorder, SchedEventsError> {
         let shared = Arc::new(Shared {
             stop: AtomicBool::new(false),
-            tracks: Mutex::new(Tracks::new(sys::monotonic_ns(), horizon)),
+            tracks: Mutex::new(Tracks::new(horizon)),
             perf: Mutex::new(perf),
             tracked: Mutex::new(HashSet::new()),
             last_sample: Mutex::new(HashMap::new()),
@@ -865,7 +858,7 @@ mod tests {
 
     #[test]
     fn events_make_running_runnable_and_blocked_spans() {
-        let mut t = Tracks::new(0, SEC);
+        let mut t = Tracks::new(SEC);
         let sw = |prev, preempted, next| Event::Switch {
             prev,
             preempted,
@@ -889,7 +882,9 @@ mod tests {
                 StateSpan::new(60, 70, Running),
             ]
         );
-        // First seen leaving: it ran since the origin.
+        // First seen leaving (8 at 30): no run made up before it.
+        t.apply(30, 1, sw(8, false, 0));
+        assert_eq!(t.spans(8, 0, 40), vec![StateSpan::new(30, 40, Blocked)]);
         assert_eq!(
             t.spans(6, 0, 100),
             vec![
@@ -930,7 +925,7 @@ mod tests {
 
     #[test]
     fn only_the_tracked_threads_are_kept() {
-        let mut t = Tracks::new(0, SEC);
+        let mut t = Tracks::new(SEC);
         let sw = |prev, next| Event::Switch {
             prev,
             preempted: false,
@@ -950,7 +945,7 @@ mod tests {
 
     #[test]
     fn sampled_periods_keep_totals() {
-        let mut t = Tracks::new(0, SEC);
+        let mut t = Tracks::new(SEC);
         t.add_sampled(3, 0, 100, 60, 10);
         t.add_sampled(3, 100, 200, 500, 0); // more than the period: clipped
         let s = t.spans(3, 0, 200);
