@@ -3,7 +3,7 @@
 //! scheduling from Linux's.
 //!
 //! - An adopted whole program (two busy threads) in a shared gang pool:
-//!   `list` shows it running (`r`), not blocked; its trace's slots begin
+//!   `list` and `vcpu-list` show it running (`r`), not blocked; its trace's slots begin
 //!   when its threads began (co-start spread not all 0); the run time its
 //!   trace records matches the threads' own `/proc` schedstat; `top` and
 //!   `sched-gang -v` show its co-scheduling metrics.
@@ -135,6 +135,19 @@ fn an_adopted_program_is_measured_where_its_threads_ran() {
         let (state, pool) = list_row(&d, "prog").unwrap();
         assert_eq!(pool, "Wide");
         assert!(state.starts_with('r'), "prog shown {state}, not running");
+        // vcpu-list: each of its vCPUs (its gang's CPUs) running.
+        let rows: Vec<String> = d
+            .ok(&["vcpu-list", "prog"])
+            .lines()
+            .filter(|l| l.starts_with("prog "))
+            .map(str::to_string)
+            .collect();
+        assert_eq!(rows.len(), 2, "{rows:?}");
+        assert!(
+            rows.iter()
+                .all(|r| r.split_whitespace().nth(4).is_some_and(|s| s.contains('r'))),
+            "{rows:?}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 

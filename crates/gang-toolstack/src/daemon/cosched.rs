@@ -13,7 +13,8 @@
 //!   measured;
 //! - `list`'s and `top`'s run state: running when its threads ran in the
 //!   last [`RUNNING_WINDOW`] for at least [`RUNNING_MIN`], not only when a
-//!   `/proc` read happens to catch one on a CPU ([`Daemon::ran_recently`]);
+//!   `/proc` read happens to catch one on a CPU ([`Daemon::ran_recently`]),
+//!   and `vcpu-list`'s per vCPU ([`Daemon::vcpus_ran_recently`]);
 //! - the co-scheduling metrics of every domain of a gang pool (own threads
 //!   included, computed the same way from their threads), over the last
 //!   [`WINDOW`] ([`Daemon::cosched`]), for `list`/`top` and `sched-gang -v`.
@@ -29,7 +30,7 @@
 //! the dispatchers' slots.
 
 use gang_core::cosched::CoschedMetrics;
-use gang_core::{DomainId, Nanos, VcpuRef, MS, SEC, US};
+use gang_core::{CpuId, DomainId, Nanos, VcpuRef, MS, SEC, US};
 use gang_host::runtime::{held_intervals, Runtime};
 use gang_host::sched_events::{self, Run, SchedRecorder, Source};
 use gang_host::sys::{self, Tid};
@@ -47,6 +48,8 @@ pub(super) const RUNNING_WINDOW: Nanos = 200 * MS;
 /// Run time (all threads) in [`RUNNING_WINDOW`] that makes a domain
 /// running: 5% of one CPU (a timer tick's work does not).
 pub(super) const RUNNING_MIN: Nanos = 10 * MS;
+/// Run time of one vCPU in [`RUNNING_WINDOW`] that makes it running.
+pub(super) const VCPU_RUNNING_MIN: Nanos = 5 * MS;
 /// A switch later than this is a late switch.
 pub(super) const LATE: Nanos = 50 * US;
 /// History the recorders keep (`trace` shows at most this far back for a
@@ -147,6 +150,39 @@ impl Daemon {
             .map(|s| sched_events::time_in(s, gang_core::cosched::VcpuState::Running))
             .sum();
         Some(ran >= RUNNING_MIN)
+    }
+
+    /// Per vCPU of domain `id`, the CPU it ran on last if it ran at least
+    /// [`VCPU_RUNNING_MIN`] in the last [`RUNNING_WINDOW`] (`vcpu-list`'s
+    /// `r`); a whole program's vCPU `v` is its map's CPU `v`, running while
+    /// any of its threads runs there. `None`: not recorded, ask `/proc`.
+    pub(super) fn vcpus_ran_recently(&self, id: DomainId) -> Option<Vec<Option<CpuId>>> {
+        let (rt, recorder, threads) = self.recorded(id)?;
+        if recorder.source() != Source::Events {
+            return None;
+        }
+        let now = sys::monotonic_ns();
+        let from = now - RUNNING_WINDOW;
+        let runs = recorder.runs_of(threads.tids(), from, now);
+        let ran = |rs: &mut dyn Iterator<Item = &Run>| -> Option<CpuId> {
+            let mut total = 0;
+            let mut last: Option<&Run> = None;
+            for r in rs {
+                total += r.end.min(now) - r.start.max(from);
+                if last.is_none_or(|l| r.end > l.end) {
+                    last = Some(r);
+                }
+            }
+            (total >= VCPU_RUNNING_MIN).then_some(last?.cpu)
+        };
+        Some(match threads {
+            Threads::PerVcpu(_) => runs.iter().map(|r| ran(&mut r.iter())).collect(),
+            Threads::Program(_) => rt
+                .cpu_map(id)?
+                .iter()
+                .map(|&cpu| ran(&mut runs.iter().flatten().filter(|r| r.cpu == cpu)))
+                .collect(),
+        })
     }
 
     /// Domain `id`'s co-scheduling metrics over the last [`WINDOW`]
