@@ -22,11 +22,19 @@
 //! `/sys/kernel/tracing` if no tracing directory is found).
 //!
 //! **Sampled** ([`Source::Sampled`], when perf is unavailable): the
-//! tracked threads' `/proc/TID/task/TID/schedstat` (run and wait time) and
-//! `stat` are read every period; each period gives a running span as long
+//! tracked threads' `/proc/TID/task/TID/schedstat` (run and run-queue wait
+//! time) is read every period; each period gives a running span as long
 //! as the run time it added and a runnable span as long as the wait time,
-//! placed at the period's start. Totals are exact, overlaps between threads
-//! are not: results say they are sampled.
+//! placed at the period's start (schedstat's totals are exact where
+//! sampling `stat`'s state letter would only estimate them; overlaps
+//! between threads are not exact: results say they are sampled). Runs
+//! have no CPU in this mode.
+//!
+//! Events record every thread of the CPUs until
+//! [`SchedRecorder::track_only`] names the ones to keep (the daemon names
+//! its pool's domains' threads), which bounds the memory on a busy host.
+//! A thread first seen leaving a CPU gets no run before that event (since
+//! when it ran is not known).
 //!
 //! Invariants: a thread's spans are in time order and do not overlap;
 //! history older than the horizon is dropped; the perf file descriptors and
