@@ -52,6 +52,12 @@ METRICS (per domain and scheduler)
   cpu         CPU time of its vCPUs, spinning included
   progress    rounds, jobs, cycles or CPU time (see above), and per second
   co-sched    time all its vCPUs ran together / time any of them ran
+  allrun      time all its vCPUs ran together / simulated time (`all_running`)
+  costop      time some of its vCPUs ran while a sibling was runnable but not
+              running / simulated time (`co_stop`, VMware's %CSTP)
+  ready       runnable-but-not-running time / (vCPUs x simulated time) (%RDY)
+  skew99      99th percentile co-start skew of its gang starts
+              (the JSON's `cosched` has the names of `gang list -l` / `top`)
   lat         wake-to-run (sleep-wake, blocking-barrier) or release-to-first-run
               (periodic) latency, p50/p99 (histogram, within 1%)
   misses      periodic jobs finished after their deadline, or unfinished past it

@@ -113,6 +113,7 @@ fn domain(id: u32, name: &str, state: &str, pool: &str) -> DomainInfo {
             Box::new(gang_config::DomainConfig::from_config(&cfg).expect("a domain"))
         }),
         threads: Vec::new(),
+        cosched: None,
     }
 }
 
@@ -352,6 +353,7 @@ fn gang_pools() -> Vec<SchedGangPool> {
                 cpu_map: Some(vec![1, 2]),
                 window_ns: 100_000_000,
                 received_ns: 80_000_000,
+                cosched: None,
             },
             SchedGangDomain {
                 name: "other".into(),
@@ -360,6 +362,7 @@ fn gang_pools() -> Vec<SchedGangPool> {
                 cpu_map: Some(vec![1]),
                 window_ns: 1_000_000_000,
                 received_ns: 250_500_000,
+                cosched: None,
             },
         ],
     }]

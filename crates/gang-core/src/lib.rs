@@ -24,9 +24,13 @@
 //! - [`engine`]: the scheduler: events in, decisions out. Its run-time state
 //!   (budgets, virtual times, pause and block states) is in `pool_state`, the
 //!   five passes of the per-boundary decision in `passes` (both private).
+//! - [`cosched`]: co-scheduling metrics of a domain (all-running, co-stop,
+//!   ready time, co-start skew) from its vCPUs' state intervals, for the
+//!   host and the simulator alike.
 
 pub mod admission;
 pub mod cohort;
+pub mod cosched;
 pub mod cpuset;
 pub mod engine;
 pub mod model;

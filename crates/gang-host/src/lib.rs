@@ -16,7 +16,8 @@
 //! program, as one gang), [`wallclock`] (pools on a clock shared with other
 //! hosts, and the host's clock status), [`workload`] (the simulator's
 //! workloads on real threads), [`slot_stats`] (what the gate traces say:
-//! co-start skew, time received per period). The benchmarks that run on
+//! co-start skew, time received per period), [`sched_events`] (where
+//! threads really ran: the kernel's scheduler events). The benchmarks that run on
 //! top of it are the `gang-bench` crate.
 //!
 //! **Errors are returned or logged, never dropped.** An error that matters
@@ -39,6 +40,7 @@ pub mod log;
 pub mod proc;
 pub mod rtlimit;
 pub mod runtime;
+pub mod sched_events;
 pub mod slot_stats;
 pub mod wallclock;
 pub mod workload;

@@ -19,6 +19,7 @@
 //! The request set grows with the toolstack; this version carries the pool
 //! and domain life cycle and the gang parameters.
 
+mod cosched;
 mod trace;
 pub mod xl;
 
@@ -32,6 +33,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+pub use cosched::{CoschedInfo, CoschedSource};
 pub use gang_config::DomainConfig;
 pub use gang_core::time::{SharedTime, WallClock};
 pub use gang_core::{CpuId, CpuList, CpuSet, Policy};
@@ -452,6 +454,11 @@ pub struct DomainInfo {
     /// `detail`).
     #[serde(default)]
     pub threads: Vec<ThreadInfo>,
+    /// Its co-scheduling metrics over the last second, for a running
+    /// domain of a gang pool (`top`'s ALLRUN, COSTOP, READY, SKEW99
+    /// columns). Added within version 2: absent from older daemons.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cosched: Option<CoschedInfo>,
 }
 
 /// A host thread a domain holds.
@@ -512,6 +519,10 @@ pub struct SchedGangDomain {
     pub window_ns: u64,
     /// CPU time its vCPUs were given in the last window, ns (all vCPUs).
     pub received_ns: u64,
+    /// Its co-scheduling metrics over the last second, while it runs
+    /// (`sched-gang -v`). Added within version 2.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cosched: Option<CoschedInfo>,
 }
 
 /// One gang pool's parameters (`sched-gang`).

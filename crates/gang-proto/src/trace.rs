@@ -20,7 +20,10 @@ pub struct TraceSlot {
     /// End (pool time, ns; `u64::MAX` if still running).
     pub end_ns: u64,
     /// How late the dispatcher made the switch that started it, ns: the
-    /// slot really began at `start_ns + late_ns`.
+    /// slot really began at `start_ns + late_ns`. For threads that are not
+    /// gang's own (adopted vCPUs, whole programs), measured from when they
+    /// really started running (the kernel's scheduler events), and
+    /// `end_ns` is when they stopped.
     #[serde(default)]
     pub late_ns: u64,
     /// The domain's id (0 from a daemon older than `trace --pool`).

@@ -141,6 +141,7 @@ pub fn simulate(
                     },
                     any_running_ns: r.any_ns,
                     all_running_ns: r.all_ns,
+                    cosched: r.cosched,
                     jobs_released: periodic.then_some(r.released),
                     deadline_misses: periodic.then_some(r.misses),
                     wake_latency: wakes.then(|| r.wake_lat.summary()),

@@ -114,6 +114,12 @@ pub struct DomainReport {
     pub any_running_ns: Nanos,
     /// Time every vCPU ran.
     pub all_running_ns: Nanos,
+    /// The co-scheduling metrics, with the names `gang list -l`, `gang
+    /// top` and `gang sched-gang -v` give a host run's (`all_running`,
+    /// `co_stop`, `ready`, `running`, `blocked`, `skew_p50_ns`,
+    /// `skew_p99_ns`, `skew_samples`, `late_switches`), computed by the same
+    /// code (`gang_core::cosched`) over the whole run.
+    pub cosched: gang_core::cosched::CoschedMetrics,
     /// Periodic: jobs released.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub jobs_released: Option<u64>,
@@ -213,7 +219,7 @@ impl Report {
                 t.events_per_s / 1e6,
                 sched
             );
-            let rows: Vec<[String; 10]> = run
+            let rows: Vec<[String; 14]> = run
                 .domains
                 .iter()
                 .map(|d| {
@@ -227,6 +233,14 @@ impl Report {
                         progress_text(d.progress, d.progress_unit),
                         rate_text(d.progress_per_s, d.progress_unit),
                         format!("{:.1}%", d.cosched_fraction * 100.0),
+                        format!("{:.1}%", d.cosched.all_running * 100.0),
+                        format!("{:.1}%", d.cosched.co_stop * 100.0),
+                        format!("{:.1}%", d.cosched.ready * 100.0),
+                        if d.cosched.skew_samples == 0 {
+                            "-".into()
+                        } else {
+                            human(d.cosched.skew_p99_ns)
+                        },
                         lat.map_or("-".into(), |l| {
                             format!("{}/{}", human(l.p50_ns), human(l.p99_ns))
                         }),
@@ -245,6 +259,10 @@ impl Report {
                 "progress",
                 "per s",
                 "co-sched",
+                "allrun",
+                "costop",
+                "ready",
+                "skew99",
                 "lat p50/p99",
                 "misses",
             ]
@@ -254,7 +272,8 @@ impl Report {
                 &header,
                 &rows,
                 &[
-                    false, true, false, false, true, true, true, true, true, true,
+                    false, true, false, false, true, true, true, true, true, true, true, true,
+                    true, true,
                 ],
             );
         }

@@ -37,6 +37,7 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
 use std::time::Instant;
 
+use gang_core::cosched::{CoschedAccumulator, CoschedMetrics, VcpuState};
 use gang_core::{CpuId, Nanos};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -258,6 +259,10 @@ pub(crate) struct DomResult {
     pub misses: u64,
     pub wake_lat: Histogram,
     pub release_lat: Histogram,
+    /// Co-start skews of its gang starts.
+    pub skews: Histogram,
+    /// Its co-scheduling metrics over the run (the host's names).
+    pub cosched: CoschedMetrics,
 }
 
 #[derive(Debug)]
@@ -269,6 +274,8 @@ struct Dom {
     arrived: u32,
     /// Spin-barrier fast-forward: time of the last round completion.
     sync: Option<Nanos>,
+    /// Its vCPUs' states, for the co-scheduling metrics.
+    acc: CoschedAccumulator,
     res: DomResult,
 }
 
@@ -376,6 +383,16 @@ impl<'a> World<'a> {
                     rng,
                 });
             }
+            let initial: Vec<VcpuState> = vcpus[vcpus.len() - def.vcpus as usize..]
+                .iter()
+                .map(|v| {
+                    if v.runnable {
+                        VcpuState::Runnable
+                    } else {
+                        VcpuState::Blocked
+                    }
+                })
+                .collect();
             doms.push(Dom {
                 wl: def.workload,
                 n: def.vcpus,
@@ -383,6 +400,7 @@ impl<'a> World<'a> {
                 since: 0,
                 arrived: 0,
                 sync: None,
+                acc: CoschedAccumulator::new(0, &initial),
                 res: DomResult::default(),
             });
         }
@@ -538,6 +556,9 @@ impl<'a> World<'a> {
             if dom.wl == Workload::Busy {
                 dom.res.progress = dom.res.cpu_ns;
             }
+            // No late switches in virtual time.
+            let (p50, p99) = (dom.res.skews.quantile(0.5), dom.res.skews.quantile(0.99));
+            dom.res.cosched = dom.acc.finish(end, p50, p99, 0);
             doms.push(std::mem::take(&mut dom.res));
         }
         Ok(RunResult {
@@ -634,6 +655,22 @@ impl<'a> World<'a> {
         dom.since = self.now;
     }
 
+    /// Tells the domain's co-scheduling accounting vCPU `v`'s state now.
+    fn observe(&mut self, v: usize) {
+        let vc = &self.vcpus[v];
+        let state = match (vc.running_since.is_some(), vc.runnable) {
+            (true, _) => VcpuState::Running,
+            (false, true) => VcpuState::Runnable,
+            (false, false) => VcpuState::Blocked,
+        };
+        let d = vc.dom as usize;
+        let i = v - self.topo.first[d];
+        let dom = &mut self.doms[d];
+        if let Some(skew) = dom.acc.set(self.now, i, state) {
+            dom.res.skews.record(skew);
+        }
+    }
+
     fn set_runnable(&mut self, v: usize, runnable: bool) {
         let vc = &mut self.vcpus[v];
         if vc.runnable == runnable {
@@ -649,6 +686,7 @@ impl<'a> World<'a> {
                 self.stop(v);
             }
         }
+        self.observe(v);
     }
 
     fn start(&mut self, v: usize) {
@@ -656,9 +694,10 @@ impl<'a> World<'a> {
         let d = self.vcpus[v].dom as usize;
         self.account(d);
         self.doms[d].n_running += 1;
+        self.vcpus[v].running_since = Some(now);
+        self.observe(v);
         let dom = &mut self.doms[d];
         let vc = &mut self.vcpus[v];
-        vc.running_since = Some(now);
         vc.run_cpu = vc.on_cpu.unwrap_or(0);
         if let Some(w) = vc.woke_at.take() {
             dom.res.wake_lat.record(now - w);
@@ -685,6 +724,7 @@ impl<'a> World<'a> {
         let d = self.vcpus[v].dom as usize;
         self.account(d);
         self.doms[d].n_running -= 1;
+        self.observe(v);
         let vc = &mut self.vcpus[v];
         vc.cpu_ns += now - since;
         if let Some((a, b)) = self.window {

@@ -350,3 +350,35 @@ fn short_sleep_wake_cycles_over_a_long_run() {
         assert_eq!(dom(&r, kind, "a").progress, 100_000, "{kind}");
     }
 }
+
+#[test]
+fn co_stop_is_zero_for_gangs_and_not_for_the_host_model() {
+    // Two spin-barrier pairs on two CPUs (examples/spin-overcommit-2.toml):
+    // gangs run both vCPUs of a pair or neither; the host model time-shares
+    // four threads, so a pair's vCPU often runs while its partner waits.
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../examples/spin-overcommit-2.toml"
+    ))
+    .unwrap();
+    let r = run(&text);
+    for name in ["pair-a", "pair-b"] {
+        let gang = dom(&r, SchedKind::Gang, name).cosched;
+        let host = dom(&r, SchedKind::Host, name).cosched;
+        assert_eq!(gang.co_stop, 0.0, "{gang:?}");
+        assert!(host.co_stop > 0.1, "{host:?}");
+        assert!(gang.all_running > host.all_running, "{gang:?} vs {host:?}");
+        assert_eq!((gang.skew_p99_ns, gang.vcpus), (0, 2), "{gang:?}");
+        assert!(gang.skew_samples > 0, "{gang:?}");
+        for m in [gang, host] {
+            assert!(
+                (m.running + m.ready + m.blocked - 1.0).abs() < 1e-9,
+                "{m:?}"
+            );
+        }
+        // The accumulated all-running share is the report's own count.
+        let d = dom(&r, SchedKind::Gang, name);
+        let all = d.all_running_ns as f64 / r.scenario.duration_ns as f64;
+        assert!((gang.all_running - all).abs() < 1e-9, "{gang:?} vs {all}");
+    }
+}

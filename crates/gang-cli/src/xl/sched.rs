@@ -35,7 +35,7 @@ changes.",
     after_help = "Examples:\n  gang sched-gang\n  gang sched-gang -p GangSched-Pool\n  \
 gang sched-gang -d my-domain\n  gang sched-gang -d my-domain -c 1-2 -t tt,100ms,40ms\n  \
 gang sched-gang -p GangSched-Pool -d my-domain -c 1,2 -t tt,100,40     (the seed's gsc syntax)\n  \
-gang sched-gang -d my-domain -t be,512,sf\n\n\
+gang sched-gang -d my-domain -t be,512,sf\n  gang sched-gang -v -d my-domain\n\n\
 Differences from xl: xl has no gang scheduler; this follows the shape of sched-credit and \
 sched-rtds (a pool line, then a table). -p is accepted with -d (the seed's tool took both) and \
 must name the domain's pool."
@@ -54,6 +54,21 @@ pub struct SchedGangArgs {
     /// | be,WEIGHT[,sf], with -d.
     #[arg(short = 't', long = "policy", value_name = "POLICY")]
     policy: Option<String>,
+    /// Also each running domain's co-scheduling metrics over the last
+    /// second: all-running, co-stop, ready, running and blocked shares,
+    /// co-start skew p50/p99 and late switches (from when its threads
+    /// really ran).
+    #[arg(short = 'v', long = "verbose")]
+    verbose: bool,
+}
+
+/// The table, with the co-scheduling lines under `-v`.
+fn table(pools: &[SchedGangPool], verbose: bool) -> String {
+    if verbose {
+        gang_proto::xl::sched_gang_verbose(pools)
+    } else {
+        gang_proto::xl::sched_gang(pools)
+    }
 }
 
 fn names_pool(arg: &str, id: u32, name: &str) -> bool {
@@ -129,7 +144,7 @@ pub fn sched_gang(args: &SchedGangArgs) -> Result<()> {
                 bail!("Pool '{p}' is not a gang cpupool (or does not exist)");
             }
         }
-        print!("{}", gang_proto::xl::sched_gang(&pools));
+        print!("{}", table(&pools, args.verbose));
         return Ok(());
     };
     if let Some(p) = &args.pool {
@@ -157,6 +172,6 @@ pub fn sched_gang(args: &SchedGangArgs) -> Result<()> {
             d.pool
         );
     }
-    print!("{}", gang_proto::xl::sched_gang(&pools));
+    print!("{}", table(&pools, args.verbose));
     Ok(())
 }

@@ -359,19 +359,26 @@ pub fn trace(d: &Daemon, name: &str, min: usize) -> Trace {
     }
 }
 
-/// Gang execution from the trace: every slot of vCPU 0 has a slot of every
-/// other vCPU starting at the same boundary, on another CPU.
+/// Gang execution from the trace: at every boundary the vCPUs that ran
+/// did so on distinct CPUs, and at the last 20 boundaries of vCPU 0 (the
+/// callers' workloads keep every vCPU busy by then) every vCPU ran. An
+/// adopted domain's trace holds only the slots its threads really ran in
+/// (the kernel's scheduler events): a guest's vCPU idle while it boots
+/// has none.
 pub fn assert_gang(t: &Trace, vcpus: u32) {
     let firsts: Vec<&Slot> = t.slots.iter().filter(|s| s.vcpu == 0).collect();
     assert!(!firsts.is_empty(), "no slots: {t:?}");
-    for s in firsts {
+    let recent = firsts.len().saturating_sub(20);
+    for (i, s) in firsts.iter().enumerate() {
         for v in 1..vcpus {
             let partner = t
                 .slots
                 .iter()
                 .find(|p| p.vcpu == v && p.start_ns == s.start_ns);
-            let p = partner.unwrap_or_else(|| panic!("vCPU {v} missing in slot {s:?}"));
-            assert_ne!(p.cpu, s.cpu, "two vCPUs of a gang on one CPU");
+            match partner {
+                Some(p) => assert_ne!(p.cpu, s.cpu, "two vCPUs of a gang on one CPU"),
+                None => assert!(i < recent, "vCPU {v} missing in slot {s:?}"),
+            }
         }
     }
 }

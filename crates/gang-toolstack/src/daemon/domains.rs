@@ -989,7 +989,8 @@ impl Daemon {
             .map_err(|e| refused(format!("domain '{}' is {e}", rec.name)))
     }
 
-    /// Notices domains that ended and applies their actions.
+    /// Notices domains that ended and applies their actions; tells the
+    /// scheduler-event recorders which threads to keep (`cosched`).
     pub fn poll_exits(&mut self) {
         let ended: Vec<(DomainId, Ended)> = self
             .live
@@ -1005,6 +1006,7 @@ impl Daemon {
                 self.handle_exit(id, live, end);
             }
         }
+        self.track_threads();
     }
 
     fn handle_exit(&mut self, id: DomainId, live: Live, end: Ended) {

@@ -115,6 +115,7 @@ impl Daemon {
                 ))
             })?;
             self.runtimes.insert(pool.id, std::sync::Arc::new(rt));
+            self.start_recorder(pool);
             self.log(format!(
                 "cpupool {}: dispatchers started on cpus {} ({})",
                 pool.name,
@@ -132,6 +133,7 @@ impl Daemon {
         if self.live.values().any(|l| l.admitted == Some(pool)) {
             return;
         }
+        self.stop_recorder(pool);
         if let Some(rt) = self.runtimes.remove(&pool) {
             self.retire_counters(pool, &rt);
             // VMs were detached before their domains left; a runtime still
@@ -165,6 +167,7 @@ impl Daemon {
                 l.backend.detach();
             }
         }
+        self.stop_recorder(pool_id);
         if let Some(rt) = self.runtimes.remove(&pool_id) {
             self.retire_counters(pool_id, &rt);
             if let Ok(rt) = std::sync::Arc::try_unwrap(rt) {
@@ -253,6 +256,7 @@ impl Daemon {
                         cpu_map: d.cpu_map.clone(),
                         window_ns: window,
                         received_ns: received,
+                        cosched: self.cosched(d.id),
                     }
                 })
                 .collect();
@@ -433,19 +437,27 @@ impl Daemon {
                 format_args!("looking up the cpupool of domain {}", rec.name),
                 self.store.pool(&PoolRef::Id(rec.pool)),
             );
+            // Where its vCPUs really ran, in a gang pool (`cosched`).
+            let recent = self.vcpus_ran_recently(rec.id);
             if let Some(l) = live.filter(|l| l.record.group) {
-                out.extend(group_vcpus(&rec, l));
+                out.extend(group_vcpus(&rec, l, recent.as_deref()));
                 continue;
             }
             let tids = live.and_then(|l| l.vcpu_tids());
             let pid = live.map_or(0, |l| l.record.process.pid as i32);
             for v in 0..rec.vcpus {
                 let tid = tids.as_ref().and_then(|t| t.get(v as usize).copied());
-                let state = tid.and_then(|t| process::thread_state(pid, t));
-                let running = state == Some('R');
-                let cpu = tid
-                    .filter(|_| running)
-                    .and_then(|t| process::thread_cpu(pid, t));
+                let (running, cpu) = match recent.as_ref().and_then(|r| r.get(v as usize)) {
+                    Some(&cpu) => (cpu.is_some(), cpu),
+                    None => {
+                        let state = tid.and_then(|t| process::thread_state(pid, t));
+                        let running = state == Some('R');
+                        let cpu = tid
+                            .filter(|_| running)
+                            .and_then(|t| process::thread_cpu(pid, t));
+                        (running, cpu)
+                    }
+                };
                 let hard = match (&rec.cpu_map, &pool) {
                     (Some(m), _) => m.get(v as usize).map_or("all".into(), ToString::to_string),
                     (None, Some(p)) if p.sched == Sched::Host => p.cpus.to_string(),
@@ -471,8 +483,13 @@ impl Daemon {
 
 /// `vcpu-list` rows of a whole program: vCPU `v` is its gang's CPU `v`
 /// (in a host pool, any CPU), running while one of the program's threads
-/// runs there; each is given an equal share of the program's CPU time.
-fn group_vcpus(rec: &DomainRecord, live: &super::domains::Live) -> Vec<VcpuInfo> {
+/// runs there (`recent`: as the recorder saw it lately, else as `/proc`
+/// says now); each is given an equal share of the program's CPU time.
+fn group_vcpus(
+    rec: &DomainRecord,
+    live: &super::domains::Live,
+    recent: Option<&[Option<CpuId>]>,
+) -> Vec<VcpuInfo> {
     let threads = live.threads();
     let on = |cpu: Option<CpuId>| {
         threads
@@ -486,7 +503,8 @@ fn group_vcpus(rec: &DomainRecord, live: &super::domains::Live) -> Vec<VcpuInfo>
                 .cpu_map
                 .as_ref()
                 .and_then(|m| m.get(v as usize).copied());
-            let running = rec.state == DomainState::Running && on(cpu);
+            let ran = recent.and_then(|r| r.get(v as usize)).map(Option::is_some);
+            let running = rec.state == DomainState::Running && ran.unwrap_or_else(|| on(cpu));
             VcpuInfo {
                 domain: rec.name.clone(),
                 domid: rec.id.0,

@@ -37,6 +37,7 @@
 
 mod backend;
 mod clockwatch;
+mod cosched;
 mod domains;
 mod gang;
 mod metrics;
@@ -159,6 +160,8 @@ pub struct Daemon {
     hierarchy: Hierarchy,
     /// The running gang runtimes, by pool.
     runtimes: BTreeMap<PoolId, Arc<Runtime>>,
+    /// Per running gang pool: where its threads really ran (`cosched`).
+    recorders: BTreeMap<PoolId, gang_host::sched_events::SchedRecorder>,
     /// How QEMU guests run (the accelerator is chosen at the first one).
     qemu_accel: gang_qemu::accel::AccelSetting,
     qemu_user: Option<String>,
@@ -287,6 +290,7 @@ impl Daemon {
             state_dir: dir.clone(),
             hierarchy,
             runtimes: BTreeMap::new(),
+            recorders: BTreeMap::new(),
             qemu_accel: config.qemu_accel,
             qemu_user: config.qemu_user.clone(),
             qemu_settings: None,
@@ -357,6 +361,7 @@ impl Daemon {
                 drop(rt.stop());
             }
         }
+        self.recorders.clear();
         self.live.clear();
     }
 
@@ -638,10 +643,14 @@ impl Daemon {
             reason: None,
             config: None,
             threads: Vec::new(),
+            cosched: None,
         }];
         for d in self.store.domains().map_err(store_error)? {
             let live = self.live.get(&d.id);
-            let on_cpu = live.is_some_and(domains::Live::any_vcpu_running);
+            // Where its threads really ran, in a gang pool (`cosched`).
+            let on_cpu = self
+                .ran_recently(d.id)
+                .unwrap_or_else(|| live.is_some_and(domains::Live::any_vcpu_running));
             let reason = match &d.state {
                 DomainState::Crashed { reason } => Some(reason.clone()),
                 _ => None,
@@ -679,6 +688,7 @@ impl Daemon {
                     (true, Some(l)) => l.threads(),
                     _ => Vec::new(),
                 },
+                cosched: self.cosched(d.id),
                 name: d.name,
             });
         }

@@ -192,16 +192,19 @@ impl Daemon {
         let mut slots: Vec<TraceSlot> = domains
             .iter()
             .flat_map(|d| {
-                held_intervals(&switches, DomainId(d.id)).into_iter().map(
-                    |(vcpu, cpu, start_ns, end_ns)| TraceSlot {
+                let made: Vec<TraceSlot> = held_intervals(&switches, DomainId(d.id))
+                    .into_iter()
+                    .map(|(vcpu, cpu, start_ns, end_ns)| TraceSlot {
                         vcpu,
                         cpu,
                         start_ns,
                         end_ns,
                         late_ns: late.get(&(cpu, start_ns)).copied().unwrap_or(0),
                         domain: d.id,
-                    },
-                )
+                    })
+                    .collect();
+                // Adopted threads: as they really ran (`cosched`).
+                self.real_trace_slots(DomainId(d.id), made)
             })
             .filter(|s| from.is_none_or(|f| s.end_ns > f))
             .collect();
