@@ -154,6 +154,30 @@ fn check_chrome(text: &str, live: bool) -> (usize, f64) {
     (gang, max_skew_us)
 }
 
+/// Each gang slot's co-start skew in a Chrome file (us), by domain and
+/// planned start: the distance between its two vCPUs' slices.
+fn chrome_skews(text: &str) -> BTreeMap<(u64, u64), f64> {
+    let v: Value = serde_json::from_str(text).unwrap();
+    let mut starts: BTreeMap<(u64, u64), Vec<f64>> = BTreeMap::new();
+    for e in v["traceEvents"].as_array().unwrap() {
+        if e["ph"] == "X" {
+            let key = (
+                e["args"]["domid"].as_u64().unwrap(),
+                e["args"]["planned_ns"].as_u64().unwrap(),
+            );
+            starts
+                .entry(key)
+                .or_default()
+                .push(e["ts"].as_f64().unwrap());
+        }
+    }
+    starts
+        .into_iter()
+        .filter(|(_, ts)| ts.len() == 2)
+        .map(|(k, ts)| (k, (ts[0] - ts[1]).abs()))
+        .collect()
+}
+
 /// Renders `svg` to PNG with rsvg-convert and checks the picture is not
 /// blank; `false` (after saying why) if there is no rsvg-convert.
 fn renders(svg: &Path) -> bool {
@@ -294,9 +318,10 @@ fn a_live_pool_and_its_simulation_give_timelines_that_pass_the_same_checks() {
         "live chrome trace: {gang_slots} gang slots checked, instants {kinds:?}"
     ));
 
-    // The skew against what the runtime reports on its own: `sched-gang`'s
-    // lateness of the last second's switches, asked right after a trace of
-    // the last 800 ms (so its window holds the trace's).
+    // The skew against what the runtime reports on its own: the same
+    // window's trace as JSON (the slots as the daemon measured them: for
+    // these adopted threads, when they really began to run), each gang
+    // slot's spread of starts the same in the file.
     let recent = t.0.join("recent.json");
     d.ok(&[
         "trace",
@@ -308,21 +333,37 @@ fn a_live_pool_and_its_simulation_give_timelines_that_pass_the_same_checks() {
         "chrome",
         &recent.display().to_string(),
     ]);
-    let health = d.ok(&["sched-gang", "-p", "Gang"]);
-    let (_, skew_us) = check_chrome(&std::fs::read_to_string(&recent).unwrap(), true);
-    let late_max_us: f64 = health
-        .split("late p50/p99/max ")
-        .nth(1)
-        .and_then(|r| r.split("us").next())
-        .and_then(|r| r.split('/').nth(2))
-        .and_then(|m| m.parse().ok())
-        .unwrap_or_else(|| panic!("no lateness in sched-gang's answer: {health}"));
-    assert!(
-        skew_us <= late_max_us + 0.1,
-        "co-start skew {skew_us}us beyond the runtime's largest lateness {late_max_us}us"
-    );
+    let reported: Value =
+        serde_json::from_str(&d.ok(&["trace", "--pool", "Gang", "--last", "1s", "--json"]))
+            .unwrap();
+    let recent_text = std::fs::read_to_string(&recent).unwrap();
+    let (_, skew_us) = check_chrome(&recent_text, true);
+    let mut starts: BTreeMap<(u64, u64), Vec<u64>> = BTreeMap::new();
+    for slot in reported["slots"].as_array().unwrap() {
+        let key = (
+            slot["domain"].as_u64().unwrap(),
+            slot["start_ns"].as_u64().unwrap(),
+        );
+        starts
+            .entry(key)
+            .or_default()
+            .push(slot["late_ns"].as_u64().unwrap());
+    }
+    let mut compared = 0;
+    for ((domid, planned), skew) in chrome_skews(&recent_text) {
+        let Some(lates) = starts.get(&(domid, planned)).filter(|l| l.len() == 2) else {
+            continue;
+        };
+        let spread_us = lates[0].abs_diff(lates[1]) as f64 / 1e3;
+        assert!(
+            (skew - spread_us).abs() < 0.01,
+            "domain {domid} slot {planned}: {skew}us in the file, {spread_us}us reported"
+        );
+        compared += 1;
+    }
+    assert!(compared >= 4, "too few slots in both: {compared}");
     common::note(&format!(
-        "live co-start skew max {skew_us:.1}us, runtime's late max {late_max_us:.1}us"
+        "live co-start skew max {skew_us:.1}us; {compared} gang slots as the runtime reported them"
     ));
 
     // One domain, to stdout: only its slots.
