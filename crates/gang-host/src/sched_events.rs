@@ -18,8 +18,9 @@
 //! query drains first. A switch out with `prev_state` running (preempted)
 //! makes the thread runnable, any other state blocked (a frozen thread
 //! sleeps: blocked); a wake-up makes a blocked thread runnable; a switch in
-//! makes it run. Needs root (or `CAP_PERFMON`) and tracefs (mounted at
-//! `/sys/kernel/tracing` if no tracing directory is found).
+//! makes it run. Needs root (or `CAP_PERFMON`) and tracefs, for the
+//! tracepoints' ids and formats: where none is mounted, one is mounted
+//! privately for the read and unmounted at once ([`TracingDir`]).
 //!
 //! **Sampled** ([`Source::Sampled`], when perf is unavailable): the
 //! tracked threads' `/proc/TID/task/TID/schedstat` (run and run-queue wait
@@ -111,23 +112,66 @@ pub enum Source {
     Sampled,
 }
 
-/// The tracing directory: `/sys/kernel/tracing`, else the debugfs one;
-/// mounts tracefs at the former when neither has the sched events (root).
-pub fn tracing_dir() -> Result<PathBuf, SchedEventsError> {
-    let candidates = ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"];
-    let has = |d: &str| Path::new(d).join("events/sched/sched_switch/id").exists();
-    if let Some(d) = candidates.iter().find(|d| has(d)) {
-        return Ok(PathBuf::from(d));
+/// A tracing directory to read the tracepoints' ids and formats from: the
+/// system's (`/sys/kernel/tracing`, else the debugfs one) where one is
+/// mounted, else tracefs mounted privately for the read and unmounted when
+/// this is dropped, so the host's mounts stay as they were (the ids and
+/// formats stay valid after: they are the kernel's, not the mount's).
+#[derive(Debug)]
+pub struct TracingDir {
+    path: PathBuf,
+    private: bool,
+}
+
+impl TracingDir {
+    /// Finds or mounts one (root, for the mount).
+    pub fn open() -> Result<TracingDir, SchedEventsError> {
+        let candidates = ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"];
+        let has = |d: &Path| d.join("events/sched/sched_switch/id").exists();
+        if let Some(d) = candidates.iter().find(|d| has(Path::new(d))) {
+            return Ok(TracingDir {
+                path: PathBuf::from(d),
+                private: false,
+            });
+        }
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let path = std::env::temp_dir().join(format!("gang-tracefs-{}-{n}", std::process::id()));
+        let no_tracefs = || SchedEventsError::NoTracefs(candidates.join(", "));
+        std::fs::create_dir_all(&path).map_err(|_| no_tracefs())?;
+        let dir = TracingDir {
+            path,
+            private: true,
+        };
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "tracefs", "nodev"])
+            .arg(&dir.path)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if mounted && has(&dir.path) {
+            return Ok(dir);
+        }
+        Err(no_tracefs())
     }
-    let mounted = std::process::Command::new("mount")
-        .args(["-t", "tracefs", "nodev", candidates[0]])
-        .stderr(std::process::Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if mounted && has(candidates[0]) {
-        return Ok(PathBuf::from(candidates[0]));
+
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        &self.path
     }
-    Err(SchedEventsError::NoTracefs(candidates.join(", ")))
+}
+
+impl Drop for TracingDir {
+    fn drop(&mut self) {
+        if !self.private {
+            return;
+        }
+        let _ = std::process::Command::new("umount")
+            .arg(&self.path)
+            .stderr(std::process::Stdio::null())
+            .status();
+        let _ = std::fs::remove_dir(&self.path);
+    }
 }
 
 /// A tracepoint: its id and the byte offsets and sizes of its fields in a
@@ -483,10 +527,11 @@ struct Perf {
 
 impl Perf {
     fn open(cpus: &[CpuId]) -> Result<Perf, SchedEventsError> {
-        let dir = tracing_dir()?;
-        let switch = Format::read(&dir, "sched_switch")?;
-        let waking = Format::read(&dir, "sched_waking")?;
-        let wakeup = Format::read(&dir, "sched_wakeup")?;
+        let tracing = TracingDir::open()?;
+        let dir = tracing.path();
+        let switch = Format::read(dir, "sched_switch")?;
+        let waking = Format::read(dir, "sched_waking")?;
+        let wakeup = Format::read(dir, "sched_wakeup")?;
         let sw_path = dir.join("events/sched/sched_switch/format");
         let wk_path = dir.join("events/sched/sched_waking/format");
         let layout = Layout {

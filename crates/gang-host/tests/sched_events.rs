@@ -120,3 +120,27 @@ fn sampled_run_time_matches_schedstat() {
     let recorder = SchedRecorder::sampled(10 * SEC).unwrap();
     check(&recorder, 0.05);
 }
+
+#[test]
+fn reading_the_tracepoints_leaves_the_hosts_mounts_as_they_were() {
+    if !sys::is_root() {
+        common::skip_or_fail("needs root (mounting tracefs where none is)");
+        return;
+    }
+    let mounts = || std::fs::read_to_string("/proc/self/mounts").unwrap();
+    let before = mounts();
+    let dir = gang_host::sched_events::TracingDir::open().expect("a tracing directory");
+    assert!(dir.path().join("events/sched/sched_switch/id").exists());
+    drop(dir);
+    assert_eq!(mounts(), before, "the mount table changed");
+    let left: Vec<_> = std::fs::read_dir(std::env::temp_dir())
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with(&format!("gang-tracefs-{}-", std::process::id()))
+        })
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
