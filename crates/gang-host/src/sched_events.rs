@@ -811,23 +811,36 @@ impl SchedRecorder {
 /// the threads `runs_of(vcpu)` that overlap it, as `(first run's start,
 /// last run's end)` in pool time (`epoch`: the pool's epoch on
 /// CLOCK_MONOTONIC), aligned with `held`. `None`: no such thread ran in
-/// it. An end of `u64::MAX` (still held) stays so while the last run goes
-/// on.
+/// it. The runs are those up to `until` (CLOCK_MONOTONIC; a run still
+/// going ends there): an end of `u64::MAX` (still held) stays so while the
+/// last run goes on. `runs_of` lists must be sorted by start (as
+/// [`SchedRecorder::runs_of`] gives each thread's); each interval looks at
+/// the runs that can overlap it only (a binary search), so a trace of many
+/// slots costs O(slots · log runs).
 pub fn real_slots<'a>(
     held: &[(u32, CpuId, Nanos, Nanos)],
     runs_of: impl Fn(u32) -> &'a [Run],
     epoch: Nanos,
+    until: Nanos,
 ) -> Vec<Option<(Nanos, Nanos)>> {
-    let now = sys::monotonic_ns();
+    // The longest run of each list bounds how far before an interval a
+    // run that overlaps it can start.
+    let mut longest: HashMap<u32, Nanos> = HashMap::new();
     held.iter()
         .map(|&(vcpu, cpu, start, end)| {
             let (a, b) = (epoch + start, epoch.saturating_add(end));
-            let mut mine = runs_of(vcpu)
+            let runs = runs_of(vcpu);
+            let reach = *longest
+                .entry(vcpu)
+                .or_insert_with(|| runs.iter().map(|r| r.end - r.start).max().unwrap_or(0));
+            let lo = runs.partition_point(|r| r.start < a.saturating_sub(reach));
+            let hi = runs.partition_point(|r| r.start < b);
+            let mut mine = runs[lo..hi.max(lo)]
                 .iter()
-                .filter(|r| r.cpu == cpu && r.end > a && r.start < b);
+                .filter(|r| r.cpu == cpu && r.end > a);
             let first = mine.next()?;
             let last_end = mine.map(|r| r.end).fold(first.end, Nanos::max);
-            let real_end = if end == u64::MAX && last_end >= now {
+            let real_end = if end == u64::MAX && last_end >= until {
                 u64::MAX
             } else {
                 last_end - epoch
@@ -972,8 +985,21 @@ mod tests {
             (0, 0, 200, 250), // it did not run then
             (0, 1, 300, 400), // another CPU: not its runs
         ];
-        let slots = real_slots(&held, |v| if v == 0 { &v0[..] } else { &v1[..] }, 1_000);
+        let slots = real_slots(
+            &held,
+            |v| if v == 0 { &v0[..] } else { &v1[..] },
+            1_000,
+            u64::MAX,
+        );
         assert_eq!(slots, vec![Some((10, 90)), Some((4, 100)), None, None]);
+        // A run that began long before an interval still counts in it, and
+        // a slot still held whose last run goes on to the query's end is
+        // still running (u64::MAX); queried later, it ended.
+        let v1 = [run(1_004, 1_100, 1)];
+        let held = [(1, 1, 50, 60), (1, 1, 90, u64::MAX)];
+        let at = |until| real_slots(&held, |_| &v1[..], 1_000, until);
+        assert_eq!(at(1_100), vec![Some((4, 100)), Some((4, u64::MAX))]);
+        assert_eq!(at(2_000), vec![Some((4, 100)), Some((4, 100))]);
     }
 
     #[test]

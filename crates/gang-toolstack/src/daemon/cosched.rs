@@ -247,8 +247,10 @@ impl Daemon {
         }
         let epoch = rt.clock().epoch();
         let from = epoch + slots.iter().map(|s| s.start_ns).min().unwrap_or(0);
-        let runs = recorder.runs_of(threads.tids(), from, sys::monotonic_ns());
-        let all: Vec<Run> = runs.iter().flatten().copied().collect();
+        let until = sys::monotonic_ns();
+        let runs = recorder.runs_of(threads.tids(), from, until);
+        let mut all: Vec<Run> = runs.iter().flatten().copied().collect();
+        all.sort_by_key(|r| r.start);
         let runs_of = |v: u32| -> &[Run] {
             match &threads {
                 Threads::PerVcpu(_) => runs.get(v as usize).map_or(&[], Vec::as_slice),
@@ -259,7 +261,7 @@ impl Daemon {
             .iter()
             .map(|s| (s.vcpu, s.cpu, s.start_ns, s.end_ns))
             .collect();
-        let real = sched_events::real_slots(&held, runs_of, epoch);
+        let real = sched_events::real_slots(&held, runs_of, epoch, until);
         slots
             .into_iter()
             .zip(real)

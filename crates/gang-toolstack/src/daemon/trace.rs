@@ -202,6 +202,7 @@ impl Daemon {
                         late_ns: late.get(&(cpu, start_ns)).copied().unwrap_or(0),
                         domain: d.id,
                     })
+                    .filter(|s| from.is_none_or(|f| s.end_ns > f))
                     .collect();
                 // Adopted threads: as they really ran (`cosched`).
                 self.real_trace_slots(DomainId(d.id), made)
