@@ -23,6 +23,7 @@ pub mod phases;
 pub mod processes;
 pub mod qemu;
 pub mod report;
+mod signals;
 
 pub use gang_host::slot_stats::Spread;
 pub use noise::{measure_noise, render_noise, Noise, NOISE_WINDOW};
