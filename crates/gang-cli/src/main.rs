@@ -12,6 +12,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod benchslurm;
 mod benchvm;
 mod guest;
 mod sim;
@@ -41,6 +42,8 @@ enum Command {
     Bench(bench::BenchArgs),
     #[command(name = "bench-vm")]
     BenchVm(benchvm::BenchVmArgs),
+    #[command(name = "bench-slurm")]
+    BenchSlurm(benchslurm::BenchSlurmArgs),
     Workload(workload::WorkloadArgs),
     #[command(name = "guest-image")]
     GuestImage(guest::GuestImageArgs),
@@ -90,6 +93,7 @@ fn main() -> ExitCode {
         Command::SimCluster(args) => ("sim-cluster", false, simcluster::run(&args)),
         Command::Bench(args) => ("bench", false, bench::run(&args)),
         Command::BenchVm(args) => ("bench-vm", false, benchvm::run(&args)),
+        Command::BenchSlurm(args) => ("bench-slurm", false, benchslurm::run(&args)),
         Command::Workload(args) => ("workload", false, workload::run(&args)),
         Command::GuestImage(args) => ("guest-image", false, guest::run(&args)),
         Command::Daemon(args) => ("daemon", false, xl::daemon(&args)),
