@@ -12,7 +12,12 @@
 //! CPUS --work W`: CPUS ranks (threads, nothing pinned) computing `W` then
 //! meeting at a spin barrier, over and over; its progress is the number of
 //! rounds (barriers passed), reported every [`REPORT_EVERY`] on CLOCK_MONOTONIC
-//! through srun's standard output. Two such jobs want twice the node.
+//! through srun's standard output. Two such jobs want twice the node. The
+//! work loop's speed is measured once, by the bench, and given to every job
+//! (`--iterations-per-us`): a job measuring its own while Slurm or gang
+//! freezes it, or the host preempts it, would get a figure many times too
+//! low and rounds far too short (seen: one job at 40,000 rounds/s, the other
+//! at 14,000, alone at 1,300).
 //!
 //! **The modes**, each run for `duration` after both jobs have started
 //! (plus [`WARM_UP`]), one after another in one invocation, `repeat` times
@@ -198,6 +203,9 @@ pub struct Report {
     pub slice_s: u32,
     pub policy: String,
     pub work_ns: Nanos,
+    /// The work loop's iterations per µs, measured once by the bench and
+    /// given to every job (so that every job's round is the same work).
+    pub iterations_per_us: u64,
     /// /proc/loadavg at the start and the end.
     pub load_before: String,
     pub load_after: String,
@@ -255,8 +263,9 @@ pub fn render(r: &Report) -> String {
     );
     let _ = writeln!(
         out,
-        "  job: srun -n 1 -c {c} gang workload program --workers {c} --work {} (rounds = spin barriers passed)",
+        "  job: srun -n 1 -c {c} gang workload program --workers {c} --work {} --iterations-per-us {} (rounds = spin barriers passed)",
         gang_core::time::Duration(r.work_ns),
+        r.iterations_per_us,
         c = r.cpus
     );
     let _ = writeln!(
@@ -398,6 +407,8 @@ struct Session {
     socket: PathBuf,
     gang: PathBuf,
     cluster_up: bool,
+    /// The jobs' loop iterations per µs of work (measured once, here).
+    iterations_per_us: u64,
 }
 
 impl Session {
@@ -632,6 +643,8 @@ fn start_job(s: &Session, mode: Mode, j: usize, opts: &Options, cpus: u32) -> Re
         format!("{life}ns"),
         "--report-every".into(),
         format!("{REPORT_EVERY}ns"),
+        "--iterations-per-us".into(),
+        s.iterations_per_us.to_string(),
     ] {
         step.push(a);
     }
@@ -818,6 +831,7 @@ pub fn run(opts: &Options, progress: &mut dyn FnMut(&str)) -> Result<Report> {
         gang: opts.gang.clone(),
         daemon: None,
         cluster_up: false,
+        iterations_per_us: gang_host::workload::calibrate(),
         dir,
     };
     prepare(&mut s, cpus, &signals, progress)?;
@@ -868,6 +882,7 @@ pub fn run(opts: &Options, progress: &mut dyn FnMut(&str)) -> Result<Report> {
         }
     }
     progress("taking the cluster and the daemon down");
+    let s_iterations = s.iterations_per_us;
     drop(s);
     Ok(Report {
         cpus,
@@ -878,6 +893,7 @@ pub fn run(opts: &Options, progress: &mut dyn FnMut(&str)) -> Result<Report> {
         slice_s: opts.slice_s,
         policy: opts.policy.clone(),
         work_ns: opts.work,
+        iterations_per_us: s_iterations,
         load_before,
         load_after: loadavg(),
         runs,
@@ -978,6 +994,7 @@ mod tests {
             slice_s: 5,
             policy: "be,256".into(),
             work_ns: 200_000,
+            iterations_per_us: 250,
             load_before: "1.00 1.00 1.00".into(),
             load_after: "2.00 1.50 1.20".into(),
             runs: vec![
@@ -1025,7 +1042,7 @@ mod tests {
             "--gang=be,256",
             "window 20s per mode",
             "3 repeat(s)",
-            "--work 200us",
+            "--work 200us --iterations-per-us 250",
             "slurm-wlm 22.05.8",
             "R = 4500.0 rounds/s",
             "R/2 = 2250.0 each",

@@ -19,7 +19,9 @@ Two jobs, each `srun -n 1 -c CPUS gang workload program --workers CPUS \
 --work WORK`: CPUS ranks (threads) that compute WORK and then meet at a spin \
 barrier, over and over, as MPI ranks do; progress is rounds (barriers \
 passed) per second. CPUS is this node's CPU count, so the two jobs want \
-twice the node. Modes, each --duration long once both jobs have started:
+twice the node. The work loop's speed is measured once, by the bench, and \
+passed to every job (--iterations-per-us), so that a round is the same work \
+in every job and mode. Modes, each --duration long once both jobs have started:
 
   alone       one job on the node: R rounds/s, the ideal (two jobs sharing
               the node ideally get R/2 each, R together)
