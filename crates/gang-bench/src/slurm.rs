@@ -560,6 +560,8 @@ struct Job {
     out: PathBuf,
     read: usize,
     samples: Vec<Sample>,
+    /// Consecutive checks that did not find it queued.
+    missing: u32,
 }
 
 impl Job {
@@ -593,13 +595,24 @@ impl Job {
 
     /// Fails if the job is no longer in the queue (it never ends before it
     /// is cancelled), with what it printed.
-    fn check_alive(&self, s: &Session) -> Result<()> {
+    fn check_alive(&mut self, s: &Session) -> Result<()> {
         let mut q = s.slurm("squeue");
-        q.args(["-h", "-o", "%T", "-j", &self.id])
-            .stdin(Stdio::null());
-        let state = run_ok(q, "squeue").unwrap_or_default();
+        q.args(["-h", "-o", "%T", "-j", &self.id]).stdin(Stdio::null());
+        // squeue failing (slurmctld busy) says nothing about the job.
+        let Ok(state) = run_ok(q, "squeue") else {
+            return Ok(());
+        };
         let state = state.trim();
-        if matches!(state, "RUNNING" | "SUSPENDED" | "PENDING" | "CONFIGURING") {
+        if matches!(
+            state,
+            "RUNNING" | "SUSPENDED" | "PENDING" | "CONFIGURING" | "RESIZING"
+        ) {
+            self.missing = 0;
+            return Ok(());
+        }
+        // Gone or ending: twice in a row (a second apart) before it counts.
+        self.missing += 1;
+        if self.missing < 2 {
             return Ok(());
         }
         let out = std::fs::read_to_string(&self.out).unwrap_or_default();
@@ -679,6 +692,7 @@ fn start_job(s: &Session, mode: Mode, j: usize, opts: &Options, cpus: u32) -> Re
         out,
         read: 0,
         samples: Vec::new(),
+        missing: 0,
     })
 }
 
@@ -742,10 +756,10 @@ fn measure(
     let started = Instant::now();
     let mut checked = Instant::now();
     // Every second: is every job still there?
-    let mut check = |jobs: &[Job]| -> Result<()> {
+    let mut check = |jobs: &mut [Job]| -> Result<()> {
         if checked.elapsed() >= Duration::from_secs(1) {
             checked = Instant::now();
-            for job in jobs {
+            for job in jobs.iter_mut() {
                 job.check_alive(s)?;
             }
         }
