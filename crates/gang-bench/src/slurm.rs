@@ -8,11 +8,12 @@
 //! socket there) with a gang pool `G` over every CPU, shared with the host,
 //! that the SPANK plugin gives `srun --gang=POLICY` steps to.
 //!
-//! **The jobs.** A job is `srun -n 1 -c CPUS gang workload program --workers
-//! CPUS --work W`: CPUS ranks (threads, nothing pinned) computing `W` then
-//! meeting at a spin barrier, over and over; its progress is the number of
-//! rounds (barriers passed), reported every [`REPORT_EVERY`] on CLOCK_MONOTONIC
-//! through srun's standard output. Two such jobs want twice the node. The
+//! **The jobs.** A job is `sbatch -n 1 -c CPUS --wrap 'gang workload program
+//! --workers CPUS --work W'` (in the gang mode the program runs as a step,
+//! `srun --gang=POLICY gang workload ...`, see `start_job`): CPUS ranks
+//! (threads, nothing pinned) computing `W` then meeting at a spin barrier,
+//! over and over; its progress is the number of rounds (barriers passed),
+//! reported every [`REPORT_EVERY`] on CLOCK_MONOTONIC in its output file. Two such jobs want twice the node. The
 //! work loop's speed is measured once, by the bench, and given to every job
 //! (`--iterations-per-us`): a job measuring its own while Slurm or gang
 //! freezes it, or the host preempts it, would get a figure many times too
@@ -36,7 +37,11 @@
 //!
 //! A job's rate is its progress between the window's ends (interpolated
 //! between its reports; a frozen job's reports are late, not missing: each
-//! carries the time it was due) over the window's length.
+//! carries the time it was due) over the window's length. Every
+//! [`THAW_SAMPLE`] of the window, the bench also reads which jobs' step
+//! cgroups (`job_J/step_batch`, or `step_0` in the gang mode, in Slurm's
+//! freezer tree: the cgroup Slurm's suspend and gang freeze) are thawed: the share of the window with both,
+//! one or neither job able to run says what each scheduler actually did.
 //!
 //! **Clean-up.** [`Session`] holds the cluster, the daemon and the
 //! directory; its drop (also on errors and panics) runs `test-cluster.sh
@@ -62,6 +67,8 @@ const GANG_SPANK: &str = include_str!("../../../contrib/slurm/gang_spank.c");
 pub const REPORT_EVERY: Nanos = 100 * MS;
 /// Skipped after both jobs have started, before the window.
 pub const WARM_UP: Nanos = 500 * MS;
+/// How often the window samples which jobs are thawed.
+pub const THAW_SAMPLE: Nanos = 50 * MS;
 /// Slurm's shortest `SchedulerTimeSlice`, seconds.
 pub const MIN_SLICE_S: u32 = 5;
 /// The gang pool's name in the private daemon.
@@ -184,6 +191,10 @@ pub struct Run {
     pub repeat: u32,
     pub rounds_per_s: Vec<f64>,
     pub window_s: f64,
+    /// Over the window, sampled every [`THAW_SAMPLE`]: the share of samples
+    /// with 0, 1 and 2 of the jobs' step cgroups thawed (what Slurm's and
+    /// gang's freezing actually did).
+    pub thawed: [f64; 3],
 }
 
 impl Run {
@@ -263,7 +274,7 @@ pub fn render(r: &Report) -> String {
     );
     let _ = writeln!(
         out,
-        "  job: srun -n 1 -c {c} gang workload program --workers {c} --work {} --iterations-per-us {} (rounds = spin barriers passed)",
+        "  job: sbatch -n 1 -c {c} --wrap 'gang workload program --workers {c} --work {} --iterations-per-us {}' (rounds = spin barriers passed)",
         gang_core::time::Duration(r.work_ns),
         r.iterations_per_us,
         c = r.cpus
@@ -285,7 +296,8 @@ pub fn render(r: &Report) -> String {
     );
     let _ = writeln!(
         out,
-        "  gang:       OverSubscribe=FORCE:2, srun --gang={} (gang pool of CPUs 0-{}, shared with the host)",
+        "  gang:       OverSubscribe=FORCE:2, the program as a step: srun -n 1 -c {} --gang={} (gang pool of CPUs 0-{}, shared with the host)",
+        r.cpus,
         r.policy,
         r.cpus.saturating_sub(1)
     );
@@ -350,16 +362,22 @@ pub fn render(r: &Report) -> String {
         );
     }
     let _ = writeln!(out);
-    let _ = writeln!(out, "every run (rounds/s: job 1, job 2):");
+    let _ = writeln!(
+        out,
+        "every run (rounds/s: job 1, job 2; share of the window with both, one or no job's step cgroup thawed):"
+    );
     for run in &r.runs {
         let jobs: Vec<String> = run.rounds_per_s.iter().map(|x| format!("{x:.1}")).collect();
         let _ = writeln!(
             out,
-            "  repeat {} {:<11} {}  sum {:.1}",
+            "  repeat {} {:<11} {}  sum {:.1}  (thawed: both {:.0}%, one {:.0}%, none {:.0}%)",
             run.repeat,
             run.mode.name(),
             jobs.join(", "),
-            run.sum()
+            run.sum(),
+            100.0 * run.thawed[2],
+            100.0 * run.thawed[1],
+            100.0 * run.thawed[0]
         );
     }
     out
@@ -597,7 +615,8 @@ impl Job {
     /// is cancelled), with what it printed.
     fn check_alive(&mut self, s: &Session) -> Result<()> {
         let mut q = s.slurm("squeue");
-        q.args(["-h", "-o", "%T", "-j", &self.id]).stdin(Stdio::null());
+        q.args(["-h", "-o", "%T", "-j", &self.id])
+            .stdin(Stdio::null());
         // squeue failing (slurmctld busy) says nothing about the job.
         let Ok(state) = run_ok(q, "squeue") else {
             return Ok(());
@@ -626,21 +645,24 @@ impl Job {
     }
 }
 
-/// Submits job `j` of `mode`: `sbatch --wrap 'exec srun ... gang workload
-/// program ...'`. (Not a bare srun: under Slurm's gang scheduling a job
-/// suspended as soon as it is allocated leaves a bare srun's step creation
-/// retrying for a long while; a batch script is frozen and starts its step
-/// when resumed.)
+/// Submits job `j` of `mode`: `sbatch --wrap 'exec gang workload program
+/// ...'`, in the gang mode `sbatch --wrap 'exec srun --gang=POLICY gang
+/// workload program ...'` (the plugin makes steps domains, not batch
+/// scripts). Not srun from here, nor srun in the batch script of the other
+/// modes: under Slurm's gang scheduling a job suspended as soon as it is
+/// allocated, or again before its step is launched, leaves srun's step
+/// creation retrying for a long while (seen: a job running for 4 s without
+/// its step; another with no step after 60 s).
 fn start_job(s: &Session, mode: Mode, j: usize, opts: &Options, cpus: u32) -> Result<Job> {
     let name = format!("{} job {}", mode.name(), j + 1);
     let out = s.dir.join(format!("{}-{}.out", mode.name(), j + 1));
     let _ = std::fs::remove_file(&out);
     // Longer than it will be needed: it is cancelled after its window.
     let life = opts.duration + START_TIMEOUT.as_nanos() as u64 + 120_000 * MS;
-    let mut step: Vec<String> = vec!["srun".into(), "-n".into(), "1".into()];
-    step.push("-c".into());
-    step.push(cpus.to_string());
+    let mut step: Vec<String> = Vec::new();
     if mode == Mode::Gang {
+        step.extend(["srun".into(), "-n".into(), "1".into(), "-c".into()]);
+        step.push(cpus.to_string());
         step.push(format!("--gang={}", opts.policy));
     }
     step.push(s.gang.display().to_string());
@@ -735,13 +757,14 @@ fn run_mode(
     }
     let result = measure(s, mode, &mut jobs, opts, signals, progress);
     let cancelled = cancel_all(s, signals);
-    let rates = result?;
+    let (rates, thawed) = result?;
     cancelled?;
     Ok(Run {
         mode,
         repeat,
         rounds_per_s: rates,
         window_s: opts.duration as f64 / 1e9,
+        thawed,
     })
 }
 
@@ -752,7 +775,7 @@ fn measure(
     opts: &Options,
     signals: &Signals,
     progress: &mut dyn FnMut(&str),
-) -> Result<Vec<f64>> {
+) -> Result<(Vec<f64>, [f64; 3])> {
     let started = Instant::now();
     let mut checked = Instant::now();
     // Every second: is every job still there?
@@ -791,9 +814,27 @@ fn measure(
         opts.duration as f64 / 1e9
     ));
     let now = sys::monotonic_ns();
-    if end > now {
-        sleep(signals, Duration::from_nanos(end - now))?;
+    if start > now {
+        sleep(signals, Duration::from_nanos(start - now))?;
     }
+    let mut counts = [0u64; 3];
+    let mut next = start;
+    while next < end {
+        let step = if mode == Mode::Gang {
+            "step_0"
+        } else {
+            "step_batch"
+        };
+        let n = jobs.iter().filter(|j| step_thawed(&j.id, step)).count();
+        counts[n.min(2)] += 1;
+        next += THAW_SAMPLE;
+        let now = sys::monotonic_ns();
+        if next > now {
+            sleep(signals, Duration::from_nanos(next - now))?;
+        }
+    }
+    let total = counts.iter().sum::<u64>().max(1) as f64;
+    let thawed = counts.map(|c| c as f64 / total);
     // A frozen job reports when it is thawed (up to a slice later).
     let late = Duration::from_secs(2 * u64::from(opts.slice_s) + 5);
     let waited = Instant::now();
@@ -824,7 +865,32 @@ fn measure(
         })?;
         rates.push(r);
     }
-    Ok(rates)
+    Ok((rates, thawed))
+}
+
+/// Whether job `id`'s `step` (`step_batch`, or `step_0`: the srun in its
+/// batch script) has a thawed freezer cgroup: started and neither Slurm nor
+/// gang holds it frozen.
+fn step_thawed(id: &str, step: &str) -> bool {
+    let Ok(roots) = std::fs::read_dir("/sys/fs/cgroup/freezer") else {
+        return false;
+    };
+    for root in roots.flatten() {
+        if !root.file_name().to_string_lossy().starts_with("slurm") {
+            continue;
+        }
+        for uid in std::fs::read_dir(root.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let state = uid.path().join(format!("job_{id}/{step}/freezer.state"));
+            if let Ok(state) = std::fs::read_to_string(state) {
+                return state.trim() == "THAWED";
+            }
+        }
+    }
+    false
 }
 
 /// Runs the benchmark; `progress` gets a line as each step starts and ends.
@@ -995,6 +1061,7 @@ mod tests {
             repeat,
             rounds_per_s: rates.to_vec(),
             window_s: 20.0,
+            thawed: [0.0, 0.25, 0.75],
         }
     }
 
@@ -1062,7 +1129,7 @@ mod tests {
             "R/2 = 2250.0 each",
             "gang / slurm-gang:     1.58x median (per repeat: 1.58 1.80 1.00)",
             "gang / linux:          7.50x median",
-            "repeat 3 slurm-gang  2000.0, 0.0  sum 2000.0",
+            "repeat 3 slurm-gang  2000.0, 0.0  sum 2000.0  (thawed: both 75%, one 25%, none 0%)",
         ] {
             assert!(text.contains(needle), "{needle:?} not in:\n{text}");
         }

@@ -15,8 +15,10 @@ against Slurm's own gang scheduling and against none, in one run.
 
 WHAT IS MEASURED
 
-Two jobs, each `srun -n 1 -c CPUS gang workload program --workers CPUS \
---work WORK`: CPUS ranks (threads) that compute WORK and then meet at a spin \
+Two jobs, each `sbatch -n 1 -c CPUS --wrap 'gang workload program --workers \
+CPUS --work WORK'` (in the gang mode the program is a step of the batch \
+script, `srun -n 1 -c CPUS --gang=POLICY gang workload ...`: gang's plugin \
+makes steps domains): CPUS ranks (threads) that compute WORK and then meet at a spin \
 barrier, over and over, as MPI ranks do; progress is rounds (barriers \
 passed) per second. CPUS is this node's CPU count, so the two jobs want \
 twice the node. The work loop's speed is measured once, by the bench, and \
@@ -30,13 +32,16 @@ in every job and mode. Modes, each --duration long once both jobs have started:
   slurm-gang  Slurm's gang scheduling: PreemptMode=GANG,
               SchedulerTimeSlice=--slice seconds (5, Slurm's shortest),
               OverSubscribe=FORCE:2: Slurm suspends and resumes whole jobs
-  gang        as linux, each step started with srun --gang=--policy: a gang
-              domain of the node's gang pool (gang's SPANK plugin)
+  gang        as linux, each job's step started with srun --gang=--policy:
+              a gang domain of the node's gang pool (gang's SPANK plugin)
 
 The report gives per mode each job's rounds/s, their sum and the sum's share \
 of the ideal (% ideal = sum / R), the medians over --repeat repeats, the \
 ratios gang/slurm-gang, gang/linux and slurm-gang/linux per repeat and their \
-medians, every run, the exact configuration, and the load average before and \
+medians, every run with the share of its window in which both, one or \
+neither job could run (its step's freezer cgroup thawed, sampled every 50 ms: \
+what Slurm's and gang's freezing actually did), the exact configuration, and \
+the load average before and \
 after (this is a real machine shared with other work: compare ratios within \
 a run, not figures across runs). Progress is printed on standard error.
 
