@@ -38,10 +38,12 @@
 //! A job's rate is its progress between the window's ends (interpolated
 //! between its reports; a frozen job's reports are late, not missing: each
 //! carries the time it was due) over the window's length. Every
-//! [`THAW_SAMPLE`] of the window, the bench also reads which jobs' step
-//! cgroups (`job_J/step_batch`, or `step_0` in the gang mode, in Slurm's
-//! freezer tree: the cgroup Slurm's suspend and gang freeze) are thawed: the share of the window with both,
-//! one or neither job able to run says what each scheduler actually did.
+//! [`RUN_SAMPLE`] of the window, the bench also reads which jobs can run:
+//! their step cgroup (`job_J/step_batch`, or `step_0` in the gang mode, in
+//! Slurm's freezer tree: the cgroup Slurm's suspend and gang freeze) thawed
+//! and none of its processes stopped (Slurm suspends with SIGSTOP first and
+//! freezes about 2 s later). The share of the window with both, one or
+//! neither job able to run says what each scheduler actually did.
 //!
 //! **Clean-up.** [`Session`] holds the cluster, the daemon and the
 //! directory; its drop (also on errors and panics) runs `test-cluster.sh
@@ -67,8 +69,8 @@ const GANG_SPANK: &str = include_str!("../../../contrib/slurm/gang_spank.c");
 pub const REPORT_EVERY: Nanos = 100 * MS;
 /// Skipped after both jobs have started, before the window.
 pub const WARM_UP: Nanos = 500 * MS;
-/// How often the window samples which jobs are thawed.
-pub const THAW_SAMPLE: Nanos = 50 * MS;
+/// How often the window samples which jobs can run.
+pub const RUN_SAMPLE: Nanos = 50 * MS;
 /// Slurm's shortest `SchedulerTimeSlice`, seconds.
 pub const MIN_SLICE_S: u32 = 5;
 /// The gang pool's name in the private daemon.
@@ -191,10 +193,10 @@ pub struct Run {
     pub repeat: u32,
     pub rounds_per_s: Vec<f64>,
     pub window_s: f64,
-    /// Over the window, sampled every [`THAW_SAMPLE`]: the share of samples
-    /// with 0, 1 and 2 of the jobs' step cgroups thawed (what Slurm's and
-    /// gang's freezing actually did).
-    pub thawed: [f64; 3],
+    /// Over the window, sampled every [`RUN_SAMPLE`]: the share of samples
+    /// with 0, 1 and 2 of the jobs able to run (step cgroup thawed, no
+    /// process stopped: what Slurm's and gang's suspending actually did).
+    pub running: [f64; 3],
 }
 
 impl Run {
@@ -364,20 +366,20 @@ pub fn render(r: &Report) -> String {
     let _ = writeln!(out);
     let _ = writeln!(
         out,
-        "every run (rounds/s: job 1, job 2; share of the window with both, one or no job's step cgroup thawed):"
+        "every run (rounds/s: job 1, job 2; share of the window with both, one or no job able to run):"
     );
     for run in &r.runs {
         let jobs: Vec<String> = run.rounds_per_s.iter().map(|x| format!("{x:.1}")).collect();
         let _ = writeln!(
             out,
-            "  repeat {} {:<11} {}  sum {:.1}  (thawed: both {:.0}%, one {:.0}%, none {:.0}%)",
+            "  repeat {} {:<11} {}  sum {:.1}  (running: both {:.0}%, one {:.0}%, none {:.0}%)",
             run.repeat,
             run.mode.name(),
             jobs.join(", "),
             run.sum(),
-            100.0 * run.thawed[2],
-            100.0 * run.thawed[1],
-            100.0 * run.thawed[0]
+            100.0 * run.running[2],
+            100.0 * run.running[1],
+            100.0 * run.running[0]
         );
     }
     out
@@ -757,14 +759,14 @@ fn run_mode(
     }
     let result = measure(s, mode, &mut jobs, opts, signals, progress);
     let cancelled = cancel_all(s, signals);
-    let (rates, thawed) = result?;
+    let (rates, running) = result?;
     cancelled?;
     Ok(Run {
         mode,
         repeat,
         rounds_per_s: rates,
         window_s: opts.duration as f64 / 1e9,
-        thawed,
+        running,
     })
 }
 
@@ -825,16 +827,16 @@ fn measure(
         } else {
             "step_batch"
         };
-        let n = jobs.iter().filter(|j| step_thawed(&j.id, step)).count();
+        let n = jobs.iter().filter(|j| step_running(&j.id, step)).count();
         counts[n.min(2)] += 1;
-        next += THAW_SAMPLE;
+        next += RUN_SAMPLE;
         let now = sys::monotonic_ns();
         if next > now {
             sleep(signals, Duration::from_nanos(next - now))?;
         }
     }
     let total = counts.iter().sum::<u64>().max(1) as f64;
-    let thawed = counts.map(|c| c as f64 / total);
+    let running = counts.map(|c| c as f64 / total);
     // A frozen job reports when it is thawed (up to a slice later).
     let late = Duration::from_secs(2 * u64::from(opts.slice_s) + 5);
     let waited = Instant::now();
@@ -865,13 +867,14 @@ fn measure(
         })?;
         rates.push(r);
     }
-    Ok((rates, thawed))
+    Ok((rates, running))
 }
 
 /// Whether job `id`'s `step` (`step_batch`, or `step_0`: the srun in its
-/// batch script) has a thawed freezer cgroup: started and neither Slurm nor
-/// gang holds it frozen.
-fn step_thawed(id: &str, step: &str) -> bool {
+/// batch script) can run: its freezer cgroup is thawed and none of its
+/// processes is stopped. (Slurm suspends a job in two stages: SIGSTOP, then
+/// about 2 s later the freezer; it resumes by thawing, then SIGCONT.)
+fn step_running(id: &str, step: &str) -> bool {
     let Ok(roots) = std::fs::read_dir("/sys/fs/cgroup/freezer") else {
         return false;
     };
@@ -884,10 +887,20 @@ fn step_thawed(id: &str, step: &str) -> bool {
             .flatten()
             .flatten()
         {
-            let state = uid.path().join(format!("job_{id}/{step}/freezer.state"));
-            if let Ok(state) = std::fs::read_to_string(state) {
-                return state.trim() == "THAWED";
+            let cg = uid.path().join(format!("job_{id}/{step}"));
+            let Ok(state) = std::fs::read_to_string(cg.join("freezer.state")) else {
+                continue;
+            };
+            if state.trim() != "THAWED" {
+                return false;
             }
+            let procs = std::fs::read_to_string(cg.join("cgroup.procs")).unwrap_or_default();
+            return !procs.lines().any(|pid| {
+                std::fs::read_to_string(format!("/proc/{}/stat", pid.trim()))
+                    .ok()
+                    .and_then(|st| st.rsplit_once(") ").map(|(_, rest)| rest.to_string()))
+                    .is_some_and(|rest| rest.starts_with('T') || rest.starts_with('t'))
+            });
         }
     }
     false
@@ -1061,7 +1074,7 @@ mod tests {
             repeat,
             rounds_per_s: rates.to_vec(),
             window_s: 20.0,
-            thawed: [0.0, 0.25, 0.75],
+            running: [0.0, 0.25, 0.75],
         }
     }
 
@@ -1129,7 +1142,7 @@ mod tests {
             "R/2 = 2250.0 each",
             "gang / slurm-gang:     1.58x median (per repeat: 1.58 1.80 1.00)",
             "gang / linux:          7.50x median",
-            "repeat 3 slurm-gang  2000.0, 0.0  sum 2000.0  (thawed: both 75%, one 25%, none 0%)",
+            "repeat 3 slurm-gang  2000.0, 0.0  sum 2000.0  (running: both 75%, one 25%, none 0%)",
         ] {
             assert!(text.contains(needle), "{needle:?} not in:\n{text}");
         }

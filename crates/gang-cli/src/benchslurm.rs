@@ -39,8 +39,9 @@ The report gives per mode each job's rounds/s, their sum and the sum's share \
 of the ideal (% ideal = sum / R), the medians over --repeat repeats, the \
 ratios gang/slurm-gang, gang/linux and slurm-gang/linux per repeat and their \
 medians, every run with the share of its window in which both, one or \
-neither job could run (its step's freezer cgroup thawed, sampled every 50 ms: \
-what Slurm's and gang's freezing actually did), the exact configuration, and \
+neither job could run (its step's freezer cgroup thawed and none of its \
+processes stopped, sampled every 50 ms: what Slurm's and gang's suspending \
+actually did), the exact configuration, and \
 the load average before and \
 after (this is a real machine shared with other work: compare ratios within \
 a run, not figures across runs). Progress is printed on standard error.
