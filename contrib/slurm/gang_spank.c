@@ -4,9 +4,10 @@
  * A SPANK plugin that adds `--gang=POLICY` to srun, sbatch and salloc. A step
  * started with it becomes, on every node it runs on, a `type = "process"`
  * domain of the node's gang daemon over the step's freezer cgroup: its local
- * tasks are co-scheduled on `vcpus = <local task count>` CPUs of a gang pool
- * with gang_policy = POLICY. The domain is made before any task runs its
- * program and destroyed when the step ends (normally, failing, or cancelled).
+ * tasks are co-scheduled on `vcpus = <local task count> x <CPUs per task>`
+ * (srun -c) CPUs of a gang pool with gang_policy = POLICY. The domain is made
+ * before any task runs its program and destroyed when the step ends (normally,
+ * failing, or cancelled).
  *
  * Build (spank.h is in Debian's libslurm-dev):
  *   cc -shared -fPIC -Wall -o gang_spank.so contrib/slurm/gang_spank.c
@@ -516,7 +517,7 @@ static void mark_failed(const char *failed, const char *msg)
  */
 int slurm_spank_task_post_fork(spank_t sp, int ac, char **av)
 {
-	uint32_t job, step, ntasks = 0;
+	uint32_t job, step, ntasks = 0, cpus_per_task = 1, vcpus;
 	int taskid = -1, tt = 0;
 	pid_t tpid = 0;
 	char cg[1024], cfg[1024], failed[1024], out[4096], msg[4608], err[256];
@@ -533,6 +534,11 @@ int slurm_spank_task_post_fork(spank_t sp, int ac, char **av)
 		return 0;
 	if ((uint32_t)taskid + 1 != ntasks)
 		return 0;
+	/* a multi-threaded task (srun -c N) gets its N CPUs in the gang */
+	if (spank_get_item(sp, S_STEP_CPUS_PER_TASK, &cpus_per_task) != ESPANK_SUCCESS ||
+	    cpus_per_task == 0)
+		cpus_per_task = 1;
+	vcpus = ntasks * cpus_per_task;
 	snprintf(name, sizeof(name), "slurm-%u.%u", job, step);
 	paths(job, step, cfg, failed, sizeof(cfg));
 	check_policy(policy, &tt, err, sizeof(err));
@@ -560,7 +566,7 @@ int slurm_spank_task_post_fork(spank_t sp, int ac, char **av)
 	fprintf(f, "# made by gang_spank for Slurm step %u.%u (removed when the step ends)\n",
 		job, step);
 	fprintf(f, "name = \"%s\"\ntype = \"process\"\ncgroup = \"%s\"\nvcpus = %u\n", name, cg,
-		ntasks);
+		vcpus);
 	if (gang_pool)
 		fprintf(f, "pool = \"%s\"\n", gang_pool);
 	fprintf(f, "gang_policy = \"%s\"\n", policy);
@@ -584,7 +590,7 @@ int slurm_spank_task_post_fork(spank_t sp, int ac, char **av)
 		goto refuse;
 	}
 	slurm_info("gang_spank: step %u.%u is gang domain %s (%u CPUs, pool %s, gang_policy %s%s)",
-		   job, step, name, ntasks, gang_pool ? gang_pool : "(default)", policy,
+		   job, step, name, vcpus, gang_pool ? gang_pool : "(default)", policy,
 		   cluster && tt ? ", cluster gang" : "");
 	return 0;
 refuse:

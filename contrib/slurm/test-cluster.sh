@@ -19,6 +19,10 @@
 #   SLURM_GANG_SLICE=N   Slurm's own gang scheduling: PreemptMode=GANG,
 #                        SchedulerTimeSlice=N seconds (5..65533; 5 is the minimum),
 #                        partition OverSubscribe=FORCE:2
+#   SLURM_OVERSUBSCRIBE=N  partition OverSubscribe=FORCE:N without Slurm's gang
+#                        scheduling: N jobs share each core, all running at once
+#                        (the Linux scheduler shares the CPUs; ignored with
+#                        SLURM_GANG_SLICE)
 #   SPANK_PLUGIN="/abs/path/x.so [args]"   a `required` line in plugstack.conf
 #                        (plugstack.conf.d/*.conf is included too: files dropped
 #                        there are seen by the next srun/sbatch, no restart needed)
@@ -168,6 +172,9 @@ SchedulerTimeSlice=$SLURM_GANG_SLICE
 EOF
 		echo "NodeName=$NODE NodeAddr=127.0.0.1 $cpus State=UNKNOWN" >>"$d/slurm.conf"
 		echo "PartitionName=debug Nodes=$NODE Default=YES MaxTime=INFINITE State=UP OverSubscribe=FORCE:2" >>"$d/slurm.conf"
+	elif [ -n "${SLURM_OVERSUBSCRIBE:-}" ]; then
+		echo "NodeName=$NODE NodeAddr=127.0.0.1 $cpus State=UNKNOWN" >>"$d/slurm.conf"
+		echo "PartitionName=debug Nodes=$NODE Default=YES MaxTime=INFINITE State=UP OverSubscribe=FORCE:$SLURM_OVERSUBSCRIBE" >>"$d/slurm.conf"
 	else
 		echo "NodeName=$NODE NodeAddr=127.0.0.1 $cpus State=UNKNOWN" >>"$d/slurm.conf"
 		echo "PartitionName=debug Nodes=$NODE Default=YES MaxTime=INFINITE State=UP" >>"$d/slurm.conf"

@@ -13,6 +13,7 @@ use clap::{Parser, Subcommand};
 
 mod bench;
 mod benchcluster;
+mod benchslurm;
 mod benchvm;
 mod guest;
 mod sim;
@@ -44,6 +45,8 @@ enum Command {
     BenchVm(benchvm::BenchVmArgs),
     #[command(name = "bench-cluster")]
     BenchCluster(benchcluster::BenchClusterArgs),
+    #[command(name = "bench-slurm")]
+    BenchSlurm(benchslurm::BenchSlurmArgs),
     Workload(workload::WorkloadArgs),
     #[command(name = "guest-image")]
     GuestImage(guest::GuestImageArgs),
@@ -94,6 +97,7 @@ fn main() -> ExitCode {
         Command::Bench(args) => ("bench", false, bench::run(&args)),
         Command::BenchVm(args) => ("bench-vm", false, benchvm::run(&args)),
         Command::BenchCluster(args) => ("bench-cluster", false, benchcluster::run(&args)),
+        Command::BenchSlurm(args) => ("bench-slurm", false, benchslurm::run(&args)),
         Command::Workload(args) => ("workload", false, workload::run(&args)),
         Command::GuestImage(args) => ("guest-image", false, guest::run(&args)),
         Command::Daemon(args) => ("daemon", false, xl::daemon(&args)),

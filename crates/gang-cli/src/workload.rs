@@ -93,6 +93,11 @@ pub struct WorkloadArgs {
     /// (`gang bench` uses it to measure the co-start skew of adopted gangs).
     #[arg(long, value_name = "GAP")]
     resume_gap: Option<String>,
+    /// Loop iterations per microsecond of work, instead of measuring them at
+    /// start (processes that must do the same work take one figure; `gang
+    /// bench-slurm` passes its own).
+    #[arg(long, value_name = "N")]
+    iterations_per_us: Option<u64>,
 }
 
 fn time(text: &str, flag: &str) -> Result<Nanos> {
@@ -233,6 +238,12 @@ fn report_line(json: bool, r: Report<'_>) -> String {
 }
 
 pub fn run(args: &WorkloadArgs) -> Result<()> {
+    if let Some(n) = args.iterations_per_us {
+        if n == 0 {
+            bail!("--iterations-per-us 0: must be positive");
+        }
+        workload::set_calibration(n);
+    }
     if matches!(args.kind, Kind::Program) {
         return run_program(args);
     }

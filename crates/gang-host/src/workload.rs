@@ -55,9 +55,12 @@ pub enum Workload {
     },
 }
 
-/// Loop iterations per microsecond of [`work`], measured once per process.
+/// [`calibrate`]'s figure, once known or set.
+static ITERS_PER_US: AtomicU64 = AtomicU64::new(0);
+
+/// Loop iterations per microsecond of [`work`], measured once per process
+/// (unless [`set_calibration`] gave it).
 pub fn calibrate() -> u64 {
-    static ITERS_PER_US: AtomicU64 = AtomicU64::new(0);
     let known = ITERS_PER_US.load(Ordering::Relaxed);
     if known != 0 {
         return known;
@@ -71,6 +74,14 @@ pub fn calibrate() -> u64 {
     let per_us = (200_000 * 1000 / best.max(1)).max(1);
     ITERS_PER_US.store(per_us, Ordering::Relaxed);
     per_us
+}
+
+/// Uses `per_us` iterations per microsecond instead of measuring: processes
+/// whose work must be the same (jobs compared with each other) take one
+/// figure measured once, rather than each its own, which a process
+/// preempted or frozen while measuring would get far too low.
+pub fn set_calibration(per_us: u64) {
+    ITERS_PER_US.store(per_us.max(1), Ordering::Relaxed);
 }
 
 /// Computes for `iters` iterations of a dependent arithmetic chain.

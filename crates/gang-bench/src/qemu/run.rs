@@ -10,8 +10,7 @@ use std::fs::File;
 use std::io::Read as _;
 use std::path::PathBuf;
 use std::process::Child;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use anyhow::{bail, Context as _, Result};
@@ -25,6 +24,7 @@ use gang_qemu::qmp::Qmp;
 use super::*;
 use crate::noise::{measure_noise, NOISE_WINDOW};
 use crate::report::Phase;
+use crate::signals::Signals;
 use crate::BenchConfig;
 
 /// The guest's console log, read as it grows; each line stamped with the
@@ -171,38 +171,6 @@ impl Guest {
             self.running = run;
         }
         Ok(())
-    }
-}
-
-/// SIGINT, SIGTERM and SIGHUP set a flag for the run's waits, while held.
-#[derive(Debug)]
-struct Signals {
-    flag: Arc<AtomicBool>,
-    ids: Vec<signal_hook::SigId>,
-}
-
-impl Signals {
-    fn catch() -> Result<Signals> {
-        let flag = Arc::new(AtomicBool::new(false));
-        let mut ids = Vec::new();
-        for sig in [
-            signal_hook::consts::SIGINT,
-            signal_hook::consts::SIGTERM,
-            signal_hook::consts::SIGHUP,
-        ] {
-            ids.push(
-                signal_hook::flag::register(sig, Arc::clone(&flag)).context("catching signals")?,
-            );
-        }
-        Ok(Signals { flag, ids })
-    }
-}
-
-impl Drop for Signals {
-    fn drop(&mut self) {
-        for id in self.ids.drain(..) {
-            signal_hook::low_level::unregister(id);
-        }
     }
 }
 
@@ -568,7 +536,7 @@ pub fn run(opts: &Options, progress: &mut dyn FnMut(&str)) -> Result<Report> {
         image,
         accel,
         dir: dir.0.clone(),
-        signals: Signals::catch()?,
+        signals: Signals::catch().context("catching signals")?,
         progress,
         runtimes: 0,
     };
