@@ -660,4 +660,6 @@ fn setup(conn: &mut Connection, host_cpus: &CpuSet) -> Result<()> {
 }
 
 #[cfg(test)]
+mod schema_tests;
+#[cfg(test)]
 mod tests;
