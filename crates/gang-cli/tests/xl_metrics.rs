@@ -177,6 +177,25 @@ fn metrics_are_served_while_domains_come_and_go_and_counters_never_go_back() {
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let (scrapes, max_running) = scraper.join().expect("every scrape passed");
     assert!(max_running >= 2.0, "two live domains seen at once");
+    // While they run, each has its co-scheduling figures (`gang top`'s).
+    d.ok(&["create", "-q", &busy_cfg(&t.0, "co", "be,256")]);
+    let mut text = String::new();
+    common::wait_for("co-scheduling figures of a running domain", || {
+        text = scrape(&socket);
+        text.contains("gang_domain_all_running_ratio{domain=\"co\"")
+    });
+    promtool_check(&text);
+    for family in [
+        "gang_domain_co_stop_ratio",
+        "gang_domain_ready_ratio",
+        "gang_domain_costart_skew_p99_seconds",
+    ] {
+        assert!(
+            text.contains(&format!("{family}{{domain=\"co\"")),
+            "{family}: {text}"
+        );
+    }
+    d.ok(&["destroy", "co"]);
     let text = scrape(&socket);
     let switches = "gang_dispatch_late_seconds_count{pool=\"G\"}";
     assert!(

@@ -152,7 +152,11 @@ fn a_two_vcpu_vm_is_gang_scheduled_pauses_migrates_and_shuts_down() {
     // slots: M ...`), over at least 10 slots.
     let counts = || -> (Vec<u64>, String) {
         let trace = d.ok(&["trace", "pair"]);
-        let summary = trace.lines().last().unwrap_or_default().to_string();
+        let summary = trace
+            .lines()
+            .find(|l| l.starts_with("slots: "))
+            .unwrap_or_default()
+            .to_string();
         let counts = summary
             .split(|c: char| !c.is_ascii_digit())
             .filter_map(|n| n.parse().ok())

@@ -148,7 +148,9 @@ pub struct DaemonArgs {
     /// 0600), or `file:PATH.prom` (rewritten every 5 s, for node_exporter's
     /// textfile collector). Pools and their dispatchers (switches, late
     /// switches, lateness, gate violations), admission refusals, requests,
-    /// domains by state, each live domain's CPU time and vCPUs. Counters
+    /// domains by state, each live domain's CPU time and vCPUs, and the
+    /// co-scheduling figures of `gang top` (all-running, co-stop, ready,
+    /// co-start skew) for the domains of running gang pools. Counters
     /// carry on across daemon restarts (their totals are kept in the state
     /// database). Off by default.
     #[arg(long, env = "GANG_METRICS", value_name = "ADDR|unix:PATH|file:PATH")]

@@ -574,6 +574,48 @@ impl Daemon {
         for d in &live {
             e.sample("gang_domain_vcpus", &domain_labels(d), f64::from(d.vcpus));
         }
+        // Co-scheduling (`gang top`'s ALLRUN COSTOP READY SKEW99, the same
+        // numbers), over the last second, for domains of running gang pools.
+        let measured: Vec<_> = live
+            .iter()
+            .filter_map(|d| d.cosched.map(|c| (d, c.metrics)))
+            .collect();
+        type Of = fn(&gang_core::cosched::CoschedMetrics) -> f64;
+        let families: [(&str, &str, Of); 5] = [
+            (
+                "gang_domain_all_running_ratio",
+                "Share of the last second in which all the domain's vCPUs ran together.",
+                |m| m.all_running,
+            ),
+            (
+                "gang_domain_co_stop_ratio",
+                "Share of the last second in which some vCPUs ran while a sibling was runnable \
+                 but held (esxtop's %CSTP).",
+                |m| m.co_stop,
+            ),
+            (
+                "gang_domain_ready_ratio",
+                "Share of the vCPUs' last second spent runnable but not running (esxtop's %RDY).",
+                |m| m.ready,
+            ),
+            (
+                "gang_domain_costart_skew_p50_seconds",
+                "Median spread of the domain's vCPUs' starts in its gang slots, last second.",
+                |m| m.skew_p50_ns as f64 / 1e9,
+            ),
+            (
+                "gang_domain_costart_skew_p99_seconds",
+                "99th percentile spread of the domain's vCPUs' starts in its gang slots, last \
+                 second.",
+                |m| m.skew_p99_ns as f64 / 1e9,
+            ),
+        ];
+        for (name, help, of) in families {
+            e.family(name, "gauge", help);
+            for (d, m) in &measured {
+                e.sample(name, &domain_labels(d), of(m));
+            }
+        }
         e.text
     }
 }
