@@ -340,6 +340,17 @@ pub struct Slot {
     pub cpu: u32,
     pub start_ns: u64,
     pub end_ns: u64,
+    /// How long after `start_ns` the slot really began (adopted threads:
+    /// when they began to run).
+    #[serde(default)]
+    pub late_ns: u64,
+}
+
+impl Slot {
+    /// When the slot really began.
+    pub fn real_start(&self) -> u64 {
+        self.start_ns + self.late_ns
+    }
 }
 
 #[derive(Debug, serde::Deserialize)]
