@@ -266,6 +266,9 @@ fn slurm_steps_with_gang_run_as_gang_domains() {
 
     // (4) Not a policy: srun and sbatch refuse it, nothing is submitted.
     let queued = || text(&c.run("squeue", &["-h"]).stdout);
+    // The failed step's job may still be completing (`CG`): let it leave,
+    // so that an empty queue after the refusals means nothing was queued.
+    wait_for("earlier jobs to leave the queue", || queued().is_empty());
     for bad in [
         "bogus",
         "tt,10ms",

@@ -1,69 +1,105 @@
 //! The tracepoints' side of the recorder: where their ids and formats are
-//! read ([`TracingDir`]), the field offsets a `format` file gives
+//! read ([`TracingDir`]: the host's tracing directory, or a copy taken in a
+//! private mount namespace), the field offsets a `format` file gives
 //! ([`Format`]), and a raw sample parsed at them ([`Layout`] into an
 //! [`Event`]).
 
 use super::*;
 
-/// A tracing directory to read the tracepoints' ids and formats from: the
-/// system's (`/sys/kernel/tracing`, else the debugfs one) where one is
-/// mounted, else tracefs mounted privately for the read and unmounted when
-/// this is dropped, so the host's mounts stay as they were (the ids and
-/// formats stay valid after: they are the kernel's, not the mount's).
+/// The tracepoints the recorder reads.
+pub const TRACEPOINTS: [&str; 3] = ["sched_switch", "sched_waking", "sched_wakeup"];
+
+/// Where the tracepoints' ids and formats are read: the host's tracing
+/// directory (`/sys/kernel/tracing`, else the debugfs one) where one is
+/// mounted; else a copy of the files taken in a private mount namespace
+/// (`unshare --mount`, tracefs mounted there only), so the host's mounts
+/// never change, even if this process is killed half-way (the namespace
+/// dies with the helper). The ids and formats are the kernel's, not the
+/// mount's: they stay valid.
 #[derive(Debug)]
-pub struct TracingDir {
-    path: PathBuf,
-    private: bool,
+pub enum TracingDir {
+    /// The host's mounted tracing directory.
+    Host(PathBuf),
+    /// The files of [`TRACEPOINTS`], by path under `events/sched/`.
+    Copied(HashMap<String, String>),
 }
 
+/// Where the copy is mounted inside the private namespace.
+const PRIVATE_MOUNT: &str = "/sys/kernel/tracing";
+
 impl TracingDir {
-    /// Finds or mounts one (root, for the mount).
+    /// The host's directory, or a private copy (root, for the mount).
     pub fn open() -> Result<TracingDir, SchedEventsError> {
         let candidates = ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"];
         let has = |d: &Path| d.join("events/sched/sched_switch/id").exists();
         if let Some(d) = candidates.iter().find(|d| has(Path::new(d))) {
-            return Ok(TracingDir {
-                path: PathBuf::from(d),
-                private: false,
-            });
+            return Ok(TracingDir::Host(PathBuf::from(d)));
         }
-        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let path = std::env::temp_dir().join(format!("gang-tracefs-{}-{n}", std::process::id()));
-        let no_tracefs = || SchedEventsError::NoTracefs(candidates.join(", "));
-        std::fs::create_dir_all(&path).map_err(|_| no_tracefs())?;
-        let dir = TracingDir {
-            path,
-            private: true,
+        // Each file between marker lines: `==> NAME/FILE` then its text.
+        let mut script = format!("mount -t tracefs nodev {PRIVATE_MOUNT} || exit 1\n");
+        for name in TRACEPOINTS {
+            for file in ["id", "format"] {
+                script += &format!(
+                    "echo '==> {name}/{file}'; cat {PRIVATE_MOUNT}/events/sched/{name}/{file} || exit 1\n"
+                );
+            }
+        }
+        let out = std::process::Command::new("unshare")
+            .args(["--mount", "--propagation", "private", "sh", "-c", &script])
+            .stderr(std::process::Stdio::null())
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .ok_or_else(|| {
+                SchedEventsError::NoTracefs(format!(
+                    "{}, nor tracefs in a private mount namespace (unshare --mount)",
+                    candidates.join(", ")
+                ))
+            })?;
+        let mut files = HashMap::new();
+        let text = String::from_utf8_lossy(&out.stdout);
+        let mut current: Option<(String, String)> = None;
+        for line in text.lines() {
+            if let Some(name) = line.strip_prefix("==> ") {
+                files.extend(current.take());
+                current = Some((name.to_string(), String::new()));
+            } else if let Some((_, body)) = current.as_mut() {
+                body.push_str(line);
+                body.push('\n');
+            }
+        }
+        files.extend(current);
+        Ok(TracingDir::Copied(files))
+    }
+
+    /// The text of `events/sched/NAME/FILE`.
+    pub fn read(&self, name: &str, file: &str) -> Result<String, SchedEventsError> {
+        match self {
+            TracingDir::Host(dir) => std::fs::read_to_string(self.path(name, file)).map_err(|e| {
+                SchedEventsError::Format {
+                    path: dir.join("events/sched").join(name).join(file),
+                    reason: e.to_string(),
+                }
+            }),
+            TracingDir::Copied(files) => {
+                files
+                    .get(&format!("{name}/{file}"))
+                    .cloned()
+                    .ok_or_else(|| SchedEventsError::Format {
+                        path: self.path(name, file),
+                        reason: "not copied from the private mount".into(),
+                    })
+            }
+        }
+    }
+
+    /// Where `events/sched/NAME/FILE` is (or was, for a copy), for messages.
+    pub fn path(&self, name: &str, file: &str) -> PathBuf {
+        let dir = match self {
+            TracingDir::Host(dir) => dir.as_path(),
+            TracingDir::Copied(_) => Path::new(PRIVATE_MOUNT),
         };
-        let mounted = std::process::Command::new("mount")
-            .args(["-t", "tracefs", "nodev"])
-            .arg(&dir.path)
-            .stderr(std::process::Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        if mounted && has(&dir.path) {
-            return Ok(dir);
-        }
-        Err(no_tracefs())
-    }
-
-    /// The directory.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-}
-
-impl Drop for TracingDir {
-    fn drop(&mut self) {
-        if !self.private {
-            return;
-        }
-        let _ = std::process::Command::new("umount")
-            .arg(&self.path)
-            .stderr(std::process::Stdio::null())
-            .status();
-        let _ = std::fs::remove_dir(&self.path);
+        dir.join("events/sched").join(name).join(file)
     }
 }
 
@@ -101,18 +137,13 @@ impl Format {
         })
     }
 
-    /// Reads `events/sched/NAME/{id,format}` under `dir`.
-    pub fn read(dir: &Path, name: &str) -> Result<Format, SchedEventsError> {
-        let base = dir.join("events/sched").join(name);
-        let read = |f: &str| {
-            std::fs::read_to_string(base.join(f)).map_err(|e| SchedEventsError::Format {
-                path: base.join(f),
-                reason: e.to_string(),
-            })
-        };
-        Format::parse(&read("id")?, &read("format")?).ok_or_else(|| SchedEventsError::Format {
-            path: base.join("format"),
-            reason: "does not parse".into(),
+    /// Reads tracepoint `name`'s `id` and `format`.
+    pub fn read(dir: &TracingDir, name: &str) -> Result<Format, SchedEventsError> {
+        Format::parse(&dir.read(name, "id")?, &dir.read(name, "format")?).ok_or_else(|| {
+            SchedEventsError::Format {
+                path: dir.path(name, "format"),
+                reason: "does not parse".into(),
+            }
         })
     }
 

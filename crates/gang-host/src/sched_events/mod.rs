@@ -19,8 +19,9 @@
 //! makes the thread runnable, any other state blocked (a frozen thread
 //! sleeps: blocked); a wake-up makes a blocked thread runnable; a switch in
 //! makes it run. Needs root (or `CAP_PERFMON`) and tracefs, for the
-//! tracepoints' ids and formats: where none is mounted, one is mounted
-//! privately for the read and unmounted at once ([`TracingDir`]).
+//! tracepoints' ids and formats: where none is mounted, they are read in a
+//! private mount namespace, so the host's mounts never change
+//! ([`TracingDir`]).
 //!
 //! **Sampled** ([`Source::Sampled`], when perf is unavailable): the
 //! tracked threads' `/proc/TID/task/TID/schedstat` (run and run-queue wait
@@ -61,7 +62,7 @@ use crate::sys::{self, Tid};
 
 mod format;
 use format::Layout;
-pub use format::{Event, Format, TracingDir};
+pub use format::{Event, Format, TracingDir, TRACEPOINTS};
 
 /// How often the helper thread drains the ring buffers (or samples).
 pub const DRAIN_PERIOD: Duration = Duration::from_millis(20);
@@ -348,20 +349,19 @@ struct Perf {
 
 impl Perf {
     fn open(cpus: &[CpuId]) -> Result<Perf, SchedEventsError> {
-        let tracing = TracingDir::open()?;
-        let dir = tracing.path();
-        let switch = Format::read(dir, "sched_switch")?;
-        let waking = Format::read(dir, "sched_waking")?;
-        let wakeup = Format::read(dir, "sched_wakeup")?;
-        let sw_path = dir.join("events/sched/sched_switch/format");
-        let wk_path = dir.join("events/sched/sched_waking/format");
+        let dir = TracingDir::open()?;
+        let switch = Format::read(&dir, "sched_switch")?;
+        let waking = Format::read(&dir, "sched_waking")?;
+        let wakeup = Format::read(&dir, "sched_wakeup")?;
+        let sw_path = dir.path("sched_switch", "format");
+        let wk_path = dir.path("sched_waking", "format");
         let layout = Layout {
             prev_pid: switch.field("prev_pid", &sw_path)?,
             prev_state: switch.field("prev_state", &sw_path)?,
             next_pid: switch.field("next_pid", &sw_path)?,
             wake_pid: waking.field("pid", &wk_path)?,
         };
-        let wu_path = dir.join("events/sched/sched_wakeup/format");
+        let wu_path = dir.path("sched_wakeup", "format");
         if wakeup.field("pid", &wu_path)? != layout.wake_pid {
             return Err(SchedEventsError::Format {
                 path: wu_path,
