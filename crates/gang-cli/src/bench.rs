@@ -232,15 +232,25 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         bail!("needs root: the runtime uses real-time priorities");
     }
     let report = gang_bench::run(&config, |line| eprintln!("gang bench: {line}"))?;
-    let table = gang_bench::render(&report);
-    let json = serde_json::to_string_pretty(&report).context("encoding JSON")?;
-    match &args.json {
-        Some(p) if p.as_os_str() == "-" => println!("{json}"),
-        Some(p) => {
-            std::fs::write(p, json).with_context(|| format!("writing {}", p.display()))?;
-            print!("{table}");
+    report_out(args.json.as_deref(), &report, &gang_bench::render(&report))
+}
+
+/// How every benchmark command ends: its report as JSON to `json` if
+/// given (`-`: standard output, instead of the table), and the table on
+/// standard output.
+pub fn report_out(
+    json: Option<&std::path::Path>,
+    report: &impl serde::Serialize,
+    table: &str,
+) -> Result<()> {
+    if let Some(path) = json {
+        let text = serde_json::to_string_pretty(report).context("encoding JSON")?;
+        if path.as_os_str() == "-" {
+            println!("{text}");
+            return Ok(());
         }
-        None => print!("{table}"),
+        std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
     }
+    print!("{table}");
     Ok(())
 }

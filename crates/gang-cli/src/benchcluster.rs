@@ -105,14 +105,9 @@ pub fn run(args: &BenchClusterArgs) -> Result<()> {
     };
     let report =
         gang_bench::cluster::run(&opts, &mut |line| eprintln!("gang bench-cluster: {line}"))?;
-    if let Some(path) = &args.json {
-        let json = serde_json::to_string_pretty(&report).context("encoding JSON")?;
-        if path.as_os_str() == "-" {
-            println!("{json}");
-            return Ok(());
-        }
-        std::fs::write(path, json).with_context(|| format!("writing {}", path.display()))?;
-    }
-    print!("{}", gang_bench::cluster::render(&report));
-    Ok(())
+    crate::bench::report_out(
+        args.json.as_deref(),
+        &report,
+        &gang_bench::cluster::render(&report),
+    )
 }

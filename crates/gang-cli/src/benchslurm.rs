@@ -118,14 +118,9 @@ pub fn run(args: &BenchSlurmArgs) -> Result<()> {
             started.elapsed().as_secs_f64()
         );
     })?;
-    if let Some(path) = &args.json {
-        let json = serde_json::to_string_pretty(&report).context("encoding JSON")?;
-        if path.as_os_str() == "-" {
-            println!("{json}");
-            return Ok(());
-        }
-        std::fs::write(path, json).with_context(|| format!("writing {}", path.display()))?;
-    }
-    print!("{}", gang_bench::slurm::render(&report));
-    Ok(())
+    crate::bench::report_out(
+        args.json.as_deref(),
+        &report,
+        &gang_bench::slurm::render(&report),
+    )
 }

@@ -112,16 +112,11 @@ fn run_qemu(args: &BenchVmArgs) -> Result<()> {
         accel: args.accel,
     };
     let report = gang_bench::qemu::run(&opts, &mut |line| eprintln!("gang bench-vm: {line}"))?;
-    if let Some(path) = &args.json {
-        let json = serde_json::to_string_pretty(&report.to_json()).context("encoding JSON")?;
-        if path.as_os_str() == "-" {
-            println!("{json}");
-            return Ok(());
-        }
-        std::fs::write(path, json).with_context(|| format!("writing {}", path.display()))?;
-    }
-    print!("{}", gang_bench::qemu::render(&report));
-    Ok(())
+    crate::bench::report_out(
+        args.json.as_deref(),
+        &report.to_json(),
+        &gang_bench::qemu::render(&report),
+    )
 }
 
 pub fn run(args: &BenchVmArgs) -> Result<()> {
