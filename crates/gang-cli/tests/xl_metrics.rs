@@ -203,6 +203,16 @@ fn metrics_are_served_while_domains_come_and_go_and_counters_never_go_back() {
         "the pool's dispatchers switched: {text}"
     );
     assert!(value(&text, "gang_requests_total{outcome=\"ok\"}").unwrap_or(0.0) >= 13.0);
+    // The pool's CPUs went to its domains most of the time, some to the host.
+    let cpu = |used: &str| {
+        value(
+            &text,
+            &format!("gang_pool_cpu_seconds_total{{pool=\"G\",use=\"{used}\"}}"),
+        )
+        .unwrap_or(0.0)
+    };
+    assert!(cpu("domains") > 1.0, "{text}");
+    assert!(cpu("host") > 0.0 && cpu("host") < cpu("domains"), "{text}");
 
     // An admission refusal is counted: a time-triggered domain that fits
     // on neither CPU once two others hold 80% of each.

@@ -146,8 +146,9 @@ pub struct DaemonArgs {
     /// `GET /metrics`; loopback addresses only: the endpoint has no
     /// authentication), `unix:PATH` (the same HTTP on a Unix socket, mode
     /// 0600), or `file:PATH.prom` (rewritten every 5 s, for node_exporter's
-    /// textfile collector). Pools and their dispatchers (switches, late
-    /// switches, lateness, gate violations), admission refusals, requests,
+    /// textfile collector). Pools and their dispatchers (CPU time by use:
+    /// domains, the host's slot, idle; switches, late switches, lateness,
+    /// gate violations), admission refusals, requests,
     /// domains by state, each live domain's CPU time and vCPUs, and the
     /// co-scheduling figures of `gang top` (all-running, co-stop, ready,
     /// co-start skew) for the domains of running gang pools. Counters

@@ -67,6 +67,8 @@ pub(super) struct Dispatcher {
     demoted: Vec<VcpuRef>,
     tuner: SpinTuner,
     report: DispatcherReport,
+    /// The last switch made: when, and to whom (for the CPU-time totals).
+    last_switch: Option<(Nanos, Option<VcpuRef>)>,
 }
 
 impl Dispatcher {
@@ -138,6 +140,7 @@ impl Dispatcher {
             demoted: Vec::new(),
             tuner,
             report: DispatcherReport::default(),
+            last_switch: None,
         }
     }
 
@@ -329,6 +332,9 @@ impl Dispatcher {
         }
         self.current = incoming;
         self.shared.counters.switched(timing.late);
+        if let Some((since, held)) = self.last_switch.replace((b, vcpu)) {
+            self.shared.counters.held(held, b.saturating_sub(since));
+        }
         // Only readers of the log contend, rarely.
         if let Ok(mut log) = self.shared.switch_log[self.replica].lock() {
             if log.len() == SWITCH_LOG_CAPACITY {

@@ -265,9 +265,21 @@ const SWITCHES: &str = "gang_dispatch_late_seconds_count";
 const LATENESS: &str = "gang_dispatch_late_seconds_sum";
 
 /// A pool's dispatcher totals as `(key, value)` pairs.
-fn pool_counter_keys(pool: &str, c: &CounterSnapshot) -> [(String, f64); 4] {
+fn pool_counter_keys(pool: &str, c: &CounterSnapshot) -> [(String, f64); 7] {
     let l = labels(&[("pool", pool)]);
+    let cpu = |used: &str, ns: u64| {
+        (
+            format!(
+                "gang_pool_cpu_seconds_total{}",
+                labels(&[("pool", pool), ("use", used)])
+            ),
+            ns as f64 / 1e9,
+        )
+    };
     [
+        cpu("domains", c.domains_ns),
+        cpu("host", c.host_ns),
+        cpu("idle", c.idle_ns),
         (format!("{SWITCHES}{l}"), c.switches as f64),
         (
             format!("gang_dispatch_late_switches_total{l}"),
@@ -450,6 +462,10 @@ impl Daemon {
 
         // Counters by pool, every gang pool that ever ran.
         let counter_families = [
+            (
+                "gang_pool_cpu_seconds_total",
+                "The pool's CPU time by use: its domains' vCPUs, the host's slot, idle.",
+            ),
             (
                 "gang_dispatch_late_switches_total",
                 "Switches made more than 100 microseconds after their boundary.",
@@ -685,12 +701,18 @@ mod tests {
             late_switches: 1,
             late_ns: 500_000_000,
             violations: 1,
+            domains_ns: 3_000_000_000,
+            ..CounterSnapshot::default()
         };
         t.fold_runtime("p", &c);
         t.fold_runtime("p", &c);
         assert_eq!(t.get("gang_dispatch_late_seconds_count{pool=\"p\"}"), 20.0);
         assert_eq!(t.get("gang_dispatch_late_seconds_sum{pool=\"p\"}"), 1.0);
         assert_eq!(t.get("gang_gate_violations_total{pool=\"p\"}"), 4.0);
+        assert_eq!(
+            t.get("gang_pool_cpu_seconds_total{pool=\"p\",use=\"domains\"}"),
+            6.0
+        );
         t.count(refusal_key("p"));
         assert_eq!(t.get("gang_admission_refusals_total{pool=\"p\"}"), 1.0);
     }
