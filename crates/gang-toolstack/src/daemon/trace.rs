@@ -209,6 +209,7 @@ impl Daemon {
             })
             .filter(|s| from.is_none_or(|f| s.end_ns > f))
             .collect();
+        end_before_the_next(&mut slots);
         slots.sort_by_key(|s| (s.start_ns, s.domain, s.vcpu));
         let skip = slots.len().saturating_sub(TRACE_SLOTS);
         let slots = slots.split_off(skip);
@@ -272,9 +273,47 @@ impl Daemon {
     }
 }
 
+/// Slots of one CPU never overlap: an adopted thread's slot ends when its
+/// thread last ran in it, and a thread that ran on across the boundary
+/// (the same domain's next slot on that CPU, or a thread that took a moment
+/// to stop) would reach into the next slot; its end is cut at the next
+/// slot's real start, where the CPU went to that one.
+fn end_before_the_next(slots: &mut [TraceSlot]) {
+    slots.sort_by_key(|s| (s.cpu, s.start_ns + s.late_ns));
+    for i in 1..slots.len() {
+        let (before, after) = slots.split_at_mut(i);
+        let (prev, next) = (&mut before[i - 1], &after[0]);
+        if prev.cpu == next.cpu {
+            prev.end_ns = prev.end_ns.min(next.start_ns + next.late_ns);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_slot_ends_where_the_next_one_on_its_cpu_really_began() {
+        let slot = |domain, cpu, start_ns, late_ns, end_ns| TraceSlot {
+            vcpu: 0,
+            cpu,
+            start_ns,
+            end_ns,
+            late_ns,
+            domain,
+        };
+        let mut slots = vec![
+            slot(2, 1, 4_180, 0, 4_300),
+            slot(2, 1, 4_154, 3, 4_200), // ran on into its next slot
+            slot(1, 0, 4_154, 1, 4_400), // another CPU: untouched
+            slot(3, 1, 4_300, 7, u64::MAX),
+        ];
+        end_before_the_next(&mut slots);
+        slots.sort_by_key(|s| (s.cpu, s.start_ns));
+        let ends: Vec<u64> = slots.iter().map(|s| s.end_ns).collect();
+        assert_eq!(ends, vec![4_400, 4_180, 4_300, u64::MAX]);
+    }
 
     #[test]
     fn the_event_record_keeps_the_newest() {
