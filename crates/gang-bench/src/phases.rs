@@ -455,13 +455,9 @@ fn gang_phase(config: &BenchConfig, n: u32, tt: bool) -> Result<Phase, HostError
         cpu_efficiency,
         gang_efficiency: cpu_efficiency.map(|e| e / (1.0 - host_share)),
         tt_accuracy: tt.then(|| tt_accuracy(&traces, window, period, active, n)),
-        switch_late_ns: Some(Spread::of(
-            report
-                .switches
-                .iter()
-                .filter(|s| s.at >= window.0 && s.at < window.1)
-                .map(|s| s.late as f64)
-                .collect(),
+        switch_late_ns: Some(gang_host::slot_stats::switch_lateness(
+            &report.switches,
+            window,
         )),
         start_delay_ns: Some(Spread::of(
             traces

@@ -106,11 +106,7 @@ pub(crate) fn adopt_phase(
     let mut rates = Vec::new();
     let mut skews = Vec::new();
     for (d, r) in readers.into_iter().enumerate() {
-        let lines = r.join().unwrap_or_default();
-        let values: Vec<serde_json::Value> = lines
-            .iter()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect();
+        let values = reports(r);
         rates.extend(rate_between(&values, start, end));
         let resumes: Vec<(u32, Nanos)> = values
             .iter()
@@ -133,6 +129,17 @@ pub(crate) fn adopt_phase(
         gate_violations: report.violations.len(),
         ..Phase::rates("gang-adopt", n, rates)
     })
+}
+
+/// The JSON reports a program's output reader collected (lines that are
+/// not JSON are left out; a reader that panicked gave none).
+fn reports(reader: std::thread::JoinHandle<Vec<String>>) -> Vec<serde_json::Value> {
+    reader
+        .join()
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
 }
 
 /// Progress per second between the reports (`monotonic_ns`, `progress`, as
@@ -303,12 +310,7 @@ pub(crate) fn program_phase(
     drop(programs);
     let mut rates = Vec::new();
     for r in readers {
-        let lines = r.join().unwrap_or_default();
-        let values: Vec<serde_json::Value> = lines
-            .iter()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect();
-        rates.extend(rate_between(&values, start, end));
+        rates.extend(rate_between(&reports(r), start, end));
     }
     let kind = match (gang, n) {
         (true, _) => "gang-program",

@@ -20,14 +20,6 @@ use common::*;
 use std::path::Path;
 use std::process::Command;
 
-/// The tests use both CPUs with two daemons each: one at a time, or one's
-/// dispatchers make the other's late.
-static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
-    ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 fn gang_bin() -> &'static str {
     env!("CARGO_BIN_EXE_gang")
 }

@@ -29,16 +29,6 @@ use gang_core::SEC;
 use gang_host::sched_events::SchedRecorder;
 use gang_host::sys;
 
-/// One test at a time: each measures scheduling, which the other's
-/// domains would disturb.
-static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn turn() -> std::sync::MutexGuard<'static, ()> {
-    ONE_AT_A_TIME
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
 fn gang_bin() -> &'static str {
     env!("CARGO_BIN_EXE_gang")
 }
@@ -112,7 +102,7 @@ fn percentile(sorted: &[u64], q: f64) -> u64 {
 
 #[test]
 fn an_adopted_program_is_measured_where_its_threads_ran() {
-    let _turn = turn();
+    let _turn = common::one_at_a_time();
     if !can_run_domains() || recorder().is_none() {
         return;
     }
@@ -254,7 +244,7 @@ impl Drop for Killed {
 
 #[test]
 fn co_stop_is_near_zero_in_a_gang_pool_and_clear_under_linux() {
-    let _turn = turn();
+    let _turn = common::one_at_a_time();
     if !can_run_domains() {
         return;
     }

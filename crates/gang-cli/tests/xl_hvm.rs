@@ -27,20 +27,13 @@ use common::{
     Daemon, TestDir,
 };
 
-/// One test at a time: each boots TCG guests that keep both CPUs busy, and
-/// two gang pools of different daemons would compete for the same CPUs at
-/// real-time priority.
-static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
 /// The guest image (with this test's turn), or why these tests cannot run
 /// here.
 fn image() -> Option<(
     gang_qemu::image::LinuxImage,
     std::sync::MutexGuard<'static, ()>,
 )> {
-    let turn = ONE_AT_A_TIME
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let turn = common::one_at_a_time();
     let skip = |why: String| {
         common::skip_or_fail(&why);
         None

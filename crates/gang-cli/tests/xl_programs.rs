@@ -16,16 +16,6 @@ use std::time::{Duration, Instant};
 
 use common::{can_run_domains, list_row, shared_pool, start, wait_for, Daemon, TestDir};
 
-/// One test at a time: the job test measures the Linux scheduler as a
-/// baseline, which another test's gang pool would disturb.
-static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn turn() -> std::sync::MutexGuard<'static, ()> {
-    ONE_AT_A_TIME
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
 /// Kills a test's own child process when dropped.
 struct Killed(Child);
 
@@ -89,7 +79,7 @@ fn cpu_growth(threads: &[(i32, i32, String)], window: Duration) -> Vec<u64> {
 
 #[test]
 fn a_program_without_vcpu_threads_is_a_gang_of_all_its_threads_late_ones_included() {
-    let _turn = turn();
+    let _turn = common::one_at_a_time();
     if !can_run_domains() {
         return;
     }
@@ -244,7 +234,7 @@ fn reported(out: &Path) -> usize {
 
 #[test]
 fn a_job_of_two_processes_is_one_gang_and_beats_linux() {
-    let _turn = turn();
+    let _turn = common::one_at_a_time();
     if !can_run_domains() {
         return;
     }
@@ -361,7 +351,7 @@ impl Drop for JobCgroup {
 
 #[test]
 fn a_job_cgroup_made_by_a_launcher_is_one_gang_and_is_left_as_found() {
-    let _turn = turn();
+    let _turn = common::one_at_a_time();
     if !can_run_domains() {
         return;
     }
@@ -421,7 +411,7 @@ fn a_job_cgroup_made_by_a_launcher_is_one_gang_and_is_left_as_found() {
 
 #[test]
 fn a_whole_program_survives_a_killed_daemon_and_is_a_gang_again_after_restart() {
-    let _turn = turn();
+    let _turn = common::one_at_a_time();
     if !can_run_domains() {
         return;
     }

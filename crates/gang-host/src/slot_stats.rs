@@ -49,6 +49,18 @@ impl Spread {
     }
 }
 
+/// How late the dispatchers made the switches whose boundary lies in
+/// `window` (pool time), ns.
+pub fn switch_lateness(switches: &[crate::runtime::Switch], window: (Nanos, Nanos)) -> Spread {
+    Spread::of(
+        switches
+            .iter()
+            .filter(|s| s.at >= window.0 && s.at < window.1)
+            .map(|s| s.late as f64)
+            .collect(),
+    )
+}
+
 /// For every slot of every domain: last minus first vCPU start.
 pub fn co_start_skew(traces: &[(VcpuRef, Vec<SlotRun>)], window: (Nanos, Nanos)) -> Spread {
     Spread::of(co_start_skews(traces, window))

@@ -439,13 +439,9 @@ impl Bench<'_> {
             );
             let window = (from.saturating_sub(epoch), to.saturating_sub(epoch));
             phase.gate_violations = report.violations.len();
-            phase.switch_late_ns = Some(Spread::of(
-                report
-                    .switches
-                    .iter()
-                    .filter(|s| s.at >= window.0 && s.at < window.1)
-                    .map(|s| s.late as f64)
-                    .collect(),
+            phase.switch_late_ns = Some(gang_host::slot_stats::switch_lateness(
+                &report.switches,
+                window,
             ));
         }
         let detail = PhaseDetail {

@@ -420,3 +420,17 @@ pub fn type_into_console(d: &Daemon, domain: &str, input: &[u8]) -> Child {
     stdin.write_all(input).unwrap();
     attached
 }
+
+/// This test binary's tests one at a time, for those that measure
+/// scheduling or hold both CPUs (another test's gang pool would disturb
+/// them). Each test binary has its own lock; a failed test's poison is
+/// ignored.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Waits for this binary's turn (see [`ONE_AT_A_TIME`]); the turn lasts as
+/// long as the guard.
+pub fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
